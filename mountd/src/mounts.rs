@@ -1,0 +1,343 @@
+//! The daemon's mounts: resolve a request into volume views, mount them, prove the mount readable,
+//! and undo every step if any fails, so a failed mount leaves no mount and no folder behind.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lazysnap::cache::{BlockCache, CacheStats};
+use lazysnap::catalog::{self, CatalogError};
+use lazysnap::control::{MountRequest, Status};
+use lazysnap::fetch::{FetchConfig, Fetcher};
+use lazysnap::fs::{LazyFs, VolumeView};
+use lazysnap::fuse::{self, FuseOptions, Mount};
+use lazysnap::index::{Index, MountRow};
+use lazysnap::names::VolumeId;
+use lazysnap::paths::Paths;
+use lazysnap::snapshot::SnapshotError;
+use lazysnap::store::{Store, StoreConfig, StoreError, StoreUrl};
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl MountError {
+    pub fn status(&self) -> Status {
+        match self {
+            MountError::Invalid(_) => Status::Einval,
+            MountError::Unknown(_) => Status::NotMyVbucket,
+            MountError::Internal(_) => Status::Einternal,
+        }
+    }
+}
+
+impl From<CatalogError> for MountError {
+    fn from(e: CatalogError) -> Self {
+        let message = e.to_string();
+        match e {
+            CatalogError::UnknownVolume { .. } | CatalogError::UnknownManifest { .. } => MountError::Unknown(message),
+            CatalogError::Snapshot(SnapshotError::Unknown { .. }) => MountError::Unknown(message),
+            CatalogError::Snapshot(SnapshotError::InvalidUuid(_) | SnapshotError::Malformed { .. }) => {
+                MountError::Invalid(message)
+            }
+            CatalogError::Manifest(_) => MountError::Invalid(message),
+            CatalogError::Store(e) => e.into(),
+            _ => MountError::Internal(message),
+        }
+    }
+}
+
+impl From<StoreError> for MountError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidUrl { .. } => MountError::Invalid(e.to_string()),
+            StoreError::Open { .. } | StoreError::NotFound { .. } => MountError::Unknown(e.to_string()),
+            other => MountError::Internal(other.to_string()),
+        }
+    }
+}
+
+struct Active {
+    mount: Mount,
+    store: StoreUrl,
+    /// The daemon made the folder, so it removes it again.
+    created_dir: bool,
+}
+
+pub struct Mounts {
+    paths: Paths,
+    index: Arc<Index>,
+    cache: Arc<BlockCache>,
+    fuse_threads: usize,
+    runtime: tokio::runtime::Handle,
+    active: Mutex<BTreeMap<PathBuf, Active>>,
+    /// Mount and unmount run one at a time: they change the mount table and folders.
+    admin: tokio::sync::Mutex<()>,
+}
+
+impl Mounts {
+    pub fn new(
+        paths: Paths,
+        index: Arc<Index>,
+        cache: Arc<BlockCache>,
+        fuse_threads: usize,
+        runtime: tokio::runtime::Handle,
+    ) -> Mounts {
+        Mounts {
+            paths,
+            index,
+            cache,
+            fuse_threads,
+            runtime,
+            active: Mutex::default(),
+            admin: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Mounts left by a daemon that died are dead FUSE connections: detach them and forget them.
+    pub fn clean_stale(&self) {
+        let Ok(rows) = self.index.mounts() else { return };
+        for row in rows {
+            tracing::warn!(path = %row.path, "detaching a mount left by a previous daemon");
+            detach(Path::new(&row.path));
+            let _ = self.index.remove_mount(&row.path);
+        }
+    }
+
+    pub async fn mount(&self, request: MountRequest) -> Result<String, MountError> {
+        let _admin = self.admin.lock().await;
+        let url: StoreUrl = request.store.parse()?;
+        if request.volumes.is_empty() {
+            return Err(MountError::Invalid("a mount needs at least one volume".into()));
+        }
+        let volumes = request
+            .volumes
+            .iter()
+            .map(|v| VolumeId::parse(v).map_err(|e| MountError::Invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = Store::open(&url, &StoreConfig::default())?;
+        let mut views = Vec::new();
+        for volume in volumes {
+            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &volume, &request.selector).await?;
+            views.push(VolumeView {
+                volume,
+                manifest,
+                snapshot,
+            });
+        }
+        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), FetchConfig::default()));
+        // SAFETY: getuid/getgid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(MountError::Invalid)?);
+
+        let path = match &request.mount_path {
+            Some(p) => PathBuf::from(p),
+            None => self.paths.mounts().join(uuid::Uuid::new_v4().simple().to_string()),
+        };
+        if !path.is_absolute() {
+            return Err(MountError::Invalid(format!(
+                "mount path {} is not absolute",
+                path.display()
+            )));
+        }
+        if self.active().contains_key(&path) {
+            return Err(MountError::Invalid(format!(
+                "mount path {} is busy: lazysnap already mounts it",
+                path.display()
+            )));
+        }
+        let created_dir = prepare_dir(&path)?;
+        let mounted = self.mount_at(fs, &path).await;
+        let mount = match mounted {
+            Ok(mount) => mount,
+            Err(e) => {
+                if created_dir {
+                    let _ = std::fs::remove_dir(&path);
+                }
+                return Err(e);
+            }
+        };
+        let row = MountRow {
+            path: path.display().to_string(),
+            request: serde_json::to_string(&request).expect("requests serialise"),
+            created_at_ms: lazysnap::now_ms(),
+        };
+        if let Err(e) = self.index.record_mount(&row) {
+            tracing::warn!(error = %e, "cannot record the mount in the index");
+        }
+        tracing::info!(path = %path.display(), store = %url, volumes = ?request.volumes, "mounted");
+        self.active().insert(
+            path.clone(),
+            Active {
+                mount,
+                store: url,
+                created_dir,
+            },
+        );
+        Ok(path.display().to_string())
+    }
+
+    /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once.
+    async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, MountError> {
+        let options = FuseOptions {
+            threads: self.fuse_threads,
+            // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
+            // SAFETY: geteuid has no preconditions.
+            allow_other: unsafe { libc::geteuid() } == 0,
+            ..FuseOptions::default()
+        };
+        let runtime = self.runtime.clone();
+        let target = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let parent_dev = std::fs::metadata(target.parent().unwrap_or(Path::new("/")))
+                .map(|m| m.dev())
+                .ok();
+            let mount = fuse::mount(fs, &target, runtime, &options)
+                .map_err(|e| MountError::Internal(format!("cannot mount {}: {e}", target.display())))?;
+            let readable = std::fs::metadata(&target)
+                .map(|m| Some(m.dev()) != parent_dev)
+                .and_then(|mounted| std::fs::read_dir(&target).map(|_| mounted));
+            match readable {
+                Ok(true) => Ok(mount),
+                Ok(false) => Err(MountError::Internal(format!(
+                    "{} did not become a mount",
+                    target.display()
+                ))),
+                Err(e) => Err(MountError::Internal(format!(
+                    "mount {} is not readable: {e}",
+                    target.display()
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| MountError::Internal(format!("mount task failed: {e}")))?
+    }
+
+    pub async fn unmount(&self, path: &str) -> Result<(), MountError> {
+        let _admin = self.admin.lock().await;
+        let path = PathBuf::from(path);
+        let active = self.active().remove(&path);
+        let Some(active) = active else {
+            return Err(MountError::Invalid(format!(
+                "{} is not mounted by lazysnap",
+                path.display()
+            )));
+        };
+        let created = active.created_dir;
+        tokio::task::spawn_blocking(move || active.mount.unmount())
+            .await
+            .map_err(|e| MountError::Internal(e.to_string()))?
+            .map_err(|e| MountError::Internal(format!("cannot unmount {}: {e}", path.display())))?;
+        if created {
+            let _ = std::fs::remove_dir(&path);
+        }
+        let _ = self.index.remove_mount(&path.display().to_string());
+        tracing::info!(path = %path.display(), "unmounted");
+        Ok(())
+    }
+
+    pub fn unmount_all(&self) {
+        let all = std::mem::take(&mut *self.active());
+        for (path, active) in all {
+            if let Err(e) = active.mount.unmount() {
+                tracing::warn!(path = %path.display(), error = %e, "unmount failed; detaching");
+                detach(&path);
+            }
+            if active.created_dir {
+                let _ = std::fs::remove_dir(&path);
+            }
+            let _ = self.index.remove_mount(&path.display().to_string());
+        }
+    }
+
+    pub fn list(&self) -> Vec<Value> {
+        self.active()
+            .iter()
+            .map(|(path, active)| {
+                let fs = active.mount.fs();
+                let volumes: Vec<Value> = fs
+                    .views()
+                    .iter()
+                    .map(|v| {
+                        json!({
+                            "volumeID": v.volume.as_str(),
+                            "logManifestName": v.manifest.name,
+                            "snapshotUUID": v.snapshot.as_ref().map(|s| s.uuid.clone()),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "mountPath": path,
+                    "store": active.store.to_string(),
+                    "volumes": volumes,
+                    "files": fs.file_count(),
+                    "stats": fs.stats(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Makes sure `path` is an empty folder that is not already a mount; true when it was created.
+fn prepare_dir(path: &Path) -> Result<bool, MountError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path)
+                .map_err(|e| MountError::Invalid(format!("cannot create mount path {}: {e}", path.display())))?;
+            Ok(true)
+        }
+        Err(e) => Err(MountError::Invalid(format!(
+            "mount path {} is unusable: {e}",
+            path.display()
+        ))),
+        Ok(meta) if !meta.is_dir() => Err(MountError::Invalid(format!(
+            "mount path {} is not a directory",
+            path.display()
+        ))),
+        Ok(meta) => {
+            let parent = std::fs::metadata(path.parent().unwrap_or(Path::new("/")))
+                .map_err(|e| MountError::Invalid(format!("mount path {}: {e}", path.display())))?;
+            if parent.dev() != meta.dev() {
+                return Err(MountError::Invalid(format!(
+                    "mount path {} is busy: something is mounted there",
+                    path.display()
+                )));
+            }
+            let mut entries = std::fs::read_dir(path)
+                .map_err(|e| MountError::Invalid(format!("mount path {}: {e}", path.display())))?;
+            if entries.next().is_some() {
+                return Err(MountError::Invalid(format!(
+                    "mount path {} is not empty",
+                    path.display()
+                )));
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Lazily detaches whatever is mounted at `path` (a dead FUSE connection after a crash).
+fn detach(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: a valid NUL-terminated path; MNT_DETACH only unlinks the mount from the tree.
+    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+}

@@ -1,0 +1,83 @@
+//! The control socket: accept, check the caller is the daemon's owner or root, read one request,
+//! answer it. Stops on `shutdown`, SIGTERM or SIGINT, unmounting everything first.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use lazysnap::control::{Request, Response, Status};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+use crate::daemon::Daemon;
+
+/// Requests are one line of JSON; anything longer than this is not a request.
+const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    let socket = daemon.paths.socket();
+    // The daemon lock is held, so a socket file here is a leftover of a daemon that died.
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    let stop = Arc::new(Notify::new());
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    // SAFETY: geteuid has no preconditions.
+    let owner = unsafe { libc::geteuid() };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let (daemon, stop) = (daemon.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, &daemon, &stop, owner).await {
+                        tracing::debug!(error = %e, "control connection failed");
+                    }
+                });
+            }
+            _ = stop.notified() => break,
+            _ = term.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    let daemon_for_stop = daemon.clone();
+    tokio::task::spawn_blocking(move || daemon_for_stop.shutdown()).await?;
+    Ok(())
+}
+
+async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Notify, owner: u32) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?.uid();
+    let (read, mut write) = stream.into_split();
+    let mut stopping = false;
+    let response = if peer != owner && peer != 0 {
+        Response::err(
+            Status::Einval,
+            format!("user {peer} may not control this lazysnap-mountd"),
+        )
+    } else {
+        let mut line = String::new();
+        let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+        reader.read_line(&mut line).await?;
+        match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Shutdown) => {
+                stopping = true;
+                Response::ok(serde_json::json!({}))
+            }
+            Ok(request) => daemon.handle(request).await,
+            Err(e) => Response::err(Status::Einval, format!("malformed request: {e}")),
+        }
+    };
+    let mut bytes = serde_json::to_vec(&response).expect("responses serialise");
+    bytes.push(b'\n');
+    let written = write.write_all(&bytes).await;
+    // Answer first, then stop: the caller learns the daemon accepted the shutdown.
+    if stopping {
+        stop.notify_one();
+    }
+    written?;
+    write.shutdown().await
+}

@@ -1,0 +1,376 @@
+//! The disk tier: `objects/<id>.data` is a sparse file holding the object's blocks at their own
+//! offsets (so a fully present object is a plain local copy), `objects/<id>.map` a 32-byte header and
+//! one byte per block (1 = present). Data is written before its map byte and the map byte cleared
+//! before a hole is punched, and every read is verified, so a crash or a concurrent eviction can
+//! cost a refetch but never serve wrong bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use super::{BlockKey, BlockShape, CacheError, ObjectCacheStatus, ObjectId};
+
+const MAGIC: &[u8; 8] = b"LZSMAP01";
+const HEADER: u64 = 32;
+/// Open file pairs kept around; beyond this the least recently used are closed.
+const OPEN_OBJECTS: usize = 256;
+
+#[derive(Debug)]
+pub struct DiskCache {
+    dir: PathBuf,
+    quota: u64,
+    /// Held while this process owns the disk tier; `None` while another process does.
+    lock: Mutex<Option<File>>,
+    /// When a reader last tried to become the owner (owners come and go: CLI commands end).
+    last_claim: Mutex<std::time::Instant>,
+    state: Mutex<State>,
+}
+
+/// How often a read-only cache tries to take over a disk tier whose owner may have exited.
+const CLAIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Debug)]
+struct State {
+    /// Every block present, least recently used first, with its length.
+    blocks: LruCache<BlockKey, u64>,
+    used: u64,
+    open: LruCache<ObjectId, Arc<ObjectFiles>>,
+}
+
+#[derive(Debug)]
+struct ObjectFiles {
+    data: File,
+    map: File,
+}
+
+impl DiskCache {
+    pub fn open(dir: &Path, quota: u64) -> Result<DiskCache, CacheError> {
+        let io = |source| CacheError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        fs::create_dir_all(dir.join("objects")).map_err(io)?;
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            quota,
+            lock: Mutex::new(None),
+            last_claim: Mutex::new(std::time::Instant::now()),
+            state: Mutex::new(State {
+                blocks: LruCache::unbounded(),
+                used: 0,
+                open: LruCache::unbounded(),
+            }),
+        };
+        if !cache.claim().map_err(io)? {
+            tracing::debug!(dir = %dir.display(), "block cache is owned by another process; using it read-only");
+        }
+        Ok(cache)
+    }
+
+    /// Tries to become the one writer of the disk tier; on success rebuilds the accounting from disk,
+    /// which the previous owner may have changed.
+    fn claim(&self) -> std::io::Result<bool> {
+        let mut lock = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if lock.is_some() {
+            return Ok(true);
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("lock"))?;
+        // SAFETY: flock on a descriptor we own; non-blocking, so it cannot hang.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(false);
+        }
+        {
+            let mut state = self.state();
+            state.blocks.clear();
+            state.used = 0;
+            state.open.clear();
+        }
+        self.load()?;
+        *lock = Some(file);
+        Ok(true)
+    }
+
+    pub fn writable(&self) -> bool {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Writable now, or becomes so if the owner has gone (tried at most once per interval).
+    fn writable_or_claim(&self) -> bool {
+        if self.writable() {
+            return true;
+        }
+        {
+            let mut last = self.last_claim.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < CLAIM_INTERVAL {
+                return false;
+            }
+            *last = std::time::Instant::now();
+        }
+        self.claim().unwrap_or(false)
+    }
+
+    pub fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    pub fn used(&self) -> u64 {
+        self.state().used
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, object: &ObjectId, ext: &str) -> PathBuf {
+        self.dir.join("objects").join(format!("{}.{ext}", object.hex()))
+    }
+
+    /// Rebuilds the LRU from the maps on disk, oldest map first, so recent objects are evicted last.
+    fn load(&self) -> std::io::Result<()> {
+        let mut maps = Vec::new();
+        for entry in fs::read_dir(self.dir.join("objects"))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".map")) else {
+                continue;
+            };
+            let Some(object) = ObjectId::from_hex(hex) else {
+                continue;
+            };
+            let modified = entry.metadata()?.modified()?;
+            maps.push((modified, object, entry.path()));
+        }
+        maps.sort();
+        let mut state = self.state();
+        for (_, object, path) in maps {
+            let map = fs::read(&path)?;
+            let Some(shape) = parse_map(&map) else {
+                tracing::warn!(path = %path.display(), "ignoring a cache map with a bad header");
+                continue;
+            };
+            for (block, &present) in map[HEADER as usize..].iter().enumerate() {
+                if present == 1 {
+                    let len = shape.len(block as u64);
+                    state.blocks.put(
+                        BlockKey {
+                            object,
+                            block: block as u64,
+                        },
+                        len,
+                    );
+                    state.used += len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn files(&self, object: &ObjectId, shape: Option<BlockShape>) -> std::io::Result<Option<Arc<ObjectFiles>>> {
+        if let Some(files) = self.state().open.get(object) {
+            return Ok(Some(files.clone()));
+        }
+        let (data_path, map_path) = (self.path(object, "data"), self.path(object, "map"));
+        let files = match shape {
+            // Readers only open what exists.
+            None => match (File::open(&data_path), File::open(&map_path)) {
+                (Ok(data), Ok(map)) => ObjectFiles { data, map },
+                _ => return Ok(None),
+            },
+            Some(shape) => {
+                let open = |p: &Path| {
+                    OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(p)
+                };
+                let data = open(&data_path)?;
+                let map = open(&map_path)?;
+                let mut header = [0u8; HEADER as usize];
+                let valid = map.read_exact_at(&mut header, 0).is_ok() && parse_header(&header) == Some(shape);
+                if !valid {
+                    map.set_len(0)?;
+                    map.write_all_at(&make_header(shape), 0)?;
+                    map.set_len(HEADER + shape.blocks())?;
+                    data.set_len(shape.object_size)?;
+                }
+                ObjectFiles { data, map }
+            }
+        };
+        let files = Arc::new(files);
+        let mut state = self.state();
+        state.open.put(*object, files.clone());
+        while state.open.len() > OPEN_OBJECTS {
+            state.open.pop_lru();
+        }
+        Ok(Some(files))
+    }
+
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.state().blocks.contains(key)
+    }
+
+    pub fn get(&self, key: &BlockKey, shape: BlockShape, crc: u32) -> Option<Bytes> {
+        if self.writable() {
+            // The owner's LRU is authoritative: a miss there needs no disk I/O.
+            self.state().blocks.get(key)?;
+        }
+        let files = self.files(&key.object, None).ok()??;
+        let mut present = [0u8; 1];
+        files.map.read_exact_at(&mut present, HEADER + key.block).ok()?;
+        if present[0] != 1 {
+            return None;
+        }
+        let mut buf = vec![0u8; shape.len(key.block) as usize];
+        files.data.read_exact_at(&mut buf, shape.offset(key.block)).ok()?;
+        if crc32c::crc32c(&buf) != crc {
+            tracing::warn!(object = %key.object.hex(), block = key.block, "cached block failed its checksum; refetching");
+            if self.writable() {
+                self.evict(key);
+            }
+            return None;
+        }
+        Some(Bytes::from(buf))
+    }
+
+    pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) {
+        if bytes.len() as u64 > self.quota || !self.writable_or_claim() {
+            return;
+        }
+        if let Err(e) = self.write_block(key, shape, bytes, fetched) {
+            // A full or failing cache disk costs speed, not correctness: the read is served anyway.
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot write to the disk cache");
+            return;
+        }
+        let victims = {
+            let mut state = self.state();
+            if state.blocks.put(key, bytes.len() as u64).is_none() {
+                state.used += bytes.len() as u64;
+            }
+            let mut victims = Vec::new();
+            while state.used > self.quota {
+                let Some((victim, len)) = state.blocks.pop_lru() else {
+                    break;
+                };
+                state.used -= len;
+                victims.push(victim);
+            }
+            victims
+        };
+        for victim in victims {
+            self.punch(&victim);
+        }
+    }
+
+    fn write_block(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) -> std::io::Result<()> {
+        let files = self.files(&key.object, Some(shape))?.expect("created for a writer");
+        files.data.write_all_at(bytes, shape.offset(key.block))?;
+        files.map.write_all_at(&[1], HEADER + key.block)?;
+        if fetched {
+            let mut counter = [0u8; 8];
+            files.map.read_exact_at(&mut counter, 24)?;
+            let total = u64::from_le_bytes(counter) + bytes.len() as u64;
+            files.map.write_all_at(&total.to_le_bytes(), 24)?;
+        }
+        Ok(())
+    }
+
+    fn evict(&self, key: &BlockKey) {
+        let removed = {
+            let mut state = self.state();
+            let removed = state.blocks.pop(key);
+            if let Some(len) = removed {
+                state.used -= len;
+            }
+            removed.is_some()
+        };
+        if removed {
+            self.punch(key);
+        }
+    }
+
+    /// Clears the block's map byte, then frees its disk space.
+    fn punch(&self, key: &BlockKey) {
+        let Ok(Some(files)) = self.files(&key.object, None) else {
+            return;
+        };
+        let mut header = [0u8; HEADER as usize];
+        let Some(shape) = files
+            .map
+            .read_exact_at(&mut header, 0)
+            .ok()
+            .and_then(|_| parse_header(&header))
+        else {
+            return;
+        };
+        if files.map.write_all_at(&[0], HEADER + key.block).is_err() {
+            return;
+        }
+        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file length alone.
+        let rc = unsafe {
+            libc::fallocate(
+                files.data.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                shape.offset(key.block) as libc::off_t,
+                shape.len(key.block) as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot punch a hole in the cache file");
+        }
+    }
+
+    pub fn object_status(&self, object: &ObjectId, shape: BlockShape) -> ObjectCacheStatus {
+        let mut status = ObjectCacheStatus {
+            blocks_total: shape.blocks(),
+            ..Default::default()
+        };
+        let Ok(map) = fs::read(self.path(object, "map")) else {
+            return status;
+        };
+        if parse_map(&map) != Some(shape) {
+            return status;
+        }
+        for (block, _) in map[HEADER as usize..].iter().enumerate().filter(|(_, &b)| b == 1) {
+            status.blocks_cached += 1;
+            status.bytes_cached += shape.len(block as u64);
+        }
+        status.bytes_fetched = u64::from_le_bytes(map[24..32].try_into().expect("8 bytes"));
+        status
+    }
+}
+
+fn make_header(shape: BlockShape) -> [u8; HEADER as usize] {
+    let mut header = [0u8; HEADER as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..16].copy_from_slice(&shape.block_size.to_le_bytes());
+    header[16..24].copy_from_slice(&shape.object_size.to_le_bytes());
+    header
+}
+
+fn parse_header(map: &[u8]) -> Option<BlockShape> {
+    if map.len() < HEADER as usize || &map[..8] != MAGIC {
+        return None;
+    }
+    let word = |i: usize| u64::from_le_bytes(map[i..i + 8].try_into().expect("8 bytes"));
+    let shape = BlockShape {
+        block_size: word(8),
+        object_size: word(16),
+    };
+    (shape.block_size > 0).then_some(shape)
+}
+
+/// The shape of a whole map file, if its header is valid and it has a byte for every block.
+fn parse_map(map: &[u8]) -> Option<BlockShape> {
+    parse_header(map).filter(|shape| map.len() as u64 >= HEADER + shape.blocks())
+}

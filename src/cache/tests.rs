@@ -1,0 +1,132 @@
+use super::*;
+
+fn object(n: u8) -> ObjectId {
+    let url: StoreUrl = "memory://cache-test".parse().unwrap();
+    ObjectId::new(&url, &format!("k{n}"), 1 << 20, &BlockChecksums::default())
+}
+
+const SHAPE: BlockShape = BlockShape {
+    block_size: 4096,
+    object_size: 10_000,
+};
+
+fn block(object: ObjectId, block: u64, fill: u8) -> (BlockKey, Bytes, u32) {
+    let bytes = Bytes::from(vec![fill; SHAPE.len(block) as usize]);
+    let crc = crc32c::crc32c(&bytes);
+    (BlockKey { object, block }, bytes, crc)
+}
+
+fn disk_config(dir: &std::path::Path, memory: u64, disk: u64) -> CacheConfig {
+    CacheConfig {
+        memory_bytes: memory,
+        disk_dir: Some(dir.to_path_buf()),
+        disk_bytes: disk,
+    }
+}
+
+#[test]
+fn object_ids_depend_on_every_part_of_the_identity() {
+    let url: StoreUrl = "memory://a".parse().unwrap();
+    let other: StoreUrl = "memory://b".parse().unwrap();
+    let sums = BlockChecksums::new(vec![1]);
+    let id = ObjectId::new(&url, "k", 1, &sums);
+    assert_eq!(id, ObjectId::new(&url, "k", 1, &sums));
+    assert_ne!(id, ObjectId::new(&other, "k", 1, &sums));
+    assert_ne!(id, ObjectId::new(&url, "k2", 1, &sums));
+    assert_ne!(id, ObjectId::new(&url, "k", 2, &sums));
+    assert_ne!(id, ObjectId::new(&url, "k", 1, &BlockChecksums::new(vec![2])));
+    assert_eq!(ObjectId::from_hex(&id.hex()), Some(id));
+}
+
+#[test]
+fn memory_tier_evicts_least_recently_used_under_its_byte_cap() {
+    let cache = MemoryCache::new(10_000);
+    let keys: Vec<_> = (0..3)
+        .map(|b| BlockKey {
+            object: object(1),
+            block: b,
+        })
+        .collect();
+    cache.insert(keys[0], Bytes::from(vec![0; 4000]));
+    cache.insert(keys[1], Bytes::from(vec![1; 4000]));
+    assert!(cache.get(&keys[0]).is_some()); // keys[0] is now the most recent
+    cache.insert(keys[2], Bytes::from(vec![2; 4000]));
+    assert!(cache.contains(&keys[0]));
+    assert!(!cache.contains(&keys[1]), "the least recently used block goes first");
+    assert_eq!(cache.used(), 8000);
+    cache.insert(keys[1], Bytes::from(vec![1; 20_000]));
+    assert!(!cache.contains(&keys[1]), "a block larger than the cap is not kept");
+}
+
+#[test]
+fn disk_tier_survives_a_restart_and_counts_fetched_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, bytes, crc) = block(object(1), 2, 9);
+    {
+        let cache = BlockCache::new(&disk_config(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        cache.insert(key, SHAPE, bytes.clone(), true);
+        assert_eq!(cache.stats().disk_bytes, bytes.len() as u64);
+    }
+    let cache = BlockCache::new(&disk_config(dir.path(), 1 << 20, 1 << 20)).unwrap();
+    assert_eq!(
+        cache.stats().disk_bytes,
+        bytes.len() as u64,
+        "accounting is rebuilt from the maps"
+    );
+    assert_eq!(cache.get(&key, SHAPE, crc), Some(bytes.clone()));
+    let status = cache.object_status(&key.object, SHAPE);
+    assert_eq!(
+        (status.blocks_cached, status.blocks_total, status.bytes_fetched),
+        (1, 3, bytes.len() as u64)
+    );
+}
+
+#[test]
+fn disk_tier_keeps_to_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, 10_000)).unwrap();
+    let blocks: Vec<_> = (0..3).map(|n| block(object(n), 0, n)).collect();
+    for (key, bytes, _) in &blocks {
+        cache.insert(*key, SHAPE, bytes.clone(), true);
+    }
+    assert!(cache.stats().disk_bytes <= 10_000);
+    assert_eq!(
+        cache.get(&blocks[0].0, SHAPE, blocks[0].2),
+        None,
+        "oldest block evicted"
+    );
+    assert_eq!(cache.get(&blocks[2].0, SHAPE, blocks[2].2), Some(blocks[2].1.clone()));
+    assert_eq!(cache.object_status(&blocks[0].0.object, SHAPE).blocks_cached, 0);
+}
+
+#[test]
+fn a_corrupt_disk_block_is_a_miss_never_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, bytes, crc) = block(object(4), 0, 5);
+    {
+        let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+        cache.insert(key, SHAPE, bytes, false);
+    }
+    let data = dir.path().join("objects").join(format!("{}.data", key.object.hex()));
+    let mut content = std::fs::read(&data).unwrap();
+    content[10] ^= 0xff;
+    std::fs::write(&data, content).unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+    assert_eq!(cache.get(&key, SHAPE, crc), None);
+    assert_eq!(cache.stats().disk_bytes, 0, "the bad block was dropped");
+}
+
+#[test]
+fn a_second_process_reads_the_disk_tier_but_does_not_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+    let reader = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+    assert!(owner.stats().disk_writable);
+    assert!(!reader.stats().disk_writable);
+    let (key, bytes, crc) = block(object(6), 1, 3);
+    owner.insert(key, SHAPE, bytes.clone(), true);
+    assert_eq!(reader.get(&key, SHAPE, crc), Some(bytes.clone()));
+    let (key2, bytes2, crc2) = block(object(7), 0, 3);
+    reader.insert(key2, SHAPE, bytes2, true);
+    assert_eq!(owner.get(&key2, SHAPE, crc2), None);
+}

@@ -1,0 +1,151 @@
+//! Per-block CRC32C checksums: the only guard between the store's bytes and a reader.
+//!
+//! object_store does not verify downloads, and a local cache can be torn by a crash, so every block
+//! is checked against the checksum recorded at publish time before it is served or cached.
+
+use std::io::{self, Read};
+
+/// The CRC32C of each fixed-size block of one file, in block order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlockChecksums(Vec<u32>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checksum list {0}")]
+pub struct ChecksumFormatError(&'static str);
+
+/// Number of blocks a file of `size` bytes has (the last block may be short; an empty file has none).
+pub fn block_count(size: u64, block_size: u64) -> u64 {
+    size.div_ceil(block_size)
+}
+
+impl BlockChecksums {
+    pub fn new(crcs: Vec<u32>) -> Self {
+        BlockChecksums(crcs)
+    }
+
+    /// Checksums every block of `reader`, returning them with the number of bytes read.
+    pub fn compute(mut reader: impl Read, block_size: u64) -> io::Result<(BlockChecksums, u64)> {
+        let mut crcs = Vec::new();
+        let mut buf = vec![0u8; block_size as usize];
+        let mut total = 0u64;
+        loop {
+            let n = read_full(&mut reader, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            crcs.push(crc32c::crc32c(&buf[..n]));
+            total += n as u64;
+            if n < buf.len() {
+                break;
+            }
+        }
+        Ok((BlockChecksums(crcs), total))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, block: u64) -> Option<u32> {
+        self.0.get(block as usize).copied()
+    }
+
+    /// True when `bytes` is exactly block `block` as published.
+    pub fn verify(&self, block: u64, bytes: &[u8]) -> bool {
+        self.get(block) == Some(crc32c::crc32c(bytes))
+    }
+
+    /// Eight lower-case hex digits per block: compact in JSON, readable in a terminal.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|crc| format!("{crc:08x}")).collect()
+    }
+
+    pub fn from_hex(hex: &str) -> Result<BlockChecksums, ChecksumFormatError> {
+        if hex.len() % 8 != 0 {
+            return Err(ChecksumFormatError("length is not a multiple of 8 hex digits"));
+        }
+        let crcs = hex
+            .as_bytes()
+            .chunks(8)
+            .map(|chunk| {
+                let text = std::str::from_utf8(chunk).map_err(|_| ChecksumFormatError("is not ASCII"))?;
+                u32::from_str_radix(text, 16).map_err(|_| ChecksumFormatError("has a non-hex digit"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BlockChecksums(crcs))
+    }
+
+    /// Little-endian bytes, the form the index stores.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|crc| crc.to_le_bytes()).collect()
+    }
+
+    pub fn from_le_bytes(bytes: &[u8]) -> Result<BlockChecksums, ChecksumFormatError> {
+        if bytes.len() % 4 != 0 {
+            return Err(ChecksumFormatError("blob is not a multiple of 4 bytes"));
+        }
+        Ok(BlockChecksums(
+            bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ))
+    }
+
+    /// One number that changes when any block does: part of a cached object's identity.
+    pub fn fingerprint(&self) -> u32 {
+        crc32c::crc32c(&self.to_le_bytes())
+    }
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn computes_one_checksum_per_block_including_a_short_tail() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let (sums, total) = BlockChecksums::compute(&data[..], 4096).unwrap();
+        assert_eq!(total, 10_000);
+        assert_eq!(sums.len(), 3);
+        assert!(sums.verify(0, &data[..4096]));
+        assert!(sums.verify(2, &data[8192..]));
+        assert!(!sums.verify(1, &data[..4096]));
+        assert!(!sums.verify(3, &data[..4096]), "a block past the end never verifies");
+    }
+
+    #[test]
+    fn empty_input_has_no_blocks() {
+        let (sums, total) = BlockChecksums::compute(&[][..], 4096).unwrap();
+        assert_eq!((sums.len(), total), (0, 0));
+        assert_eq!(block_count(0, 4096), 0);
+        assert_eq!(block_count(4097, 4096), 2);
+    }
+
+    #[test]
+    fn encodings_round_trip_and_reject_garbage() {
+        let sums = BlockChecksums::new(vec![0, 1, 0xdeadbeef, u32::MAX]);
+        assert_eq!(BlockChecksums::from_hex(&sums.to_hex()).unwrap(), sums);
+        assert_eq!(BlockChecksums::from_le_bytes(&sums.to_le_bytes()).unwrap(), sums);
+        assert!(BlockChecksums::from_hex("123").is_err());
+        assert!(BlockChecksums::from_hex("zzzzzzzz").is_err());
+        assert!(BlockChecksums::from_le_bytes(&[1, 2, 3]).is_err());
+    }
+}

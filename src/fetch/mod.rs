@@ -1,0 +1,321 @@
+//! Fetching blocks: cache first, then ranged GETs from the store, verified before anyone sees them.
+//!
+//! - Single flight: concurrent misses on one block issue one GET; the others wait for its answer.
+//! - Coalescing: missing blocks that are adjacent are fetched as one ranged GET of up to
+//!   [`FetchConfig::max_request_bytes`], runs fetched in parallel under a concurrency limit.
+//! - Deadlines: each GET has its own deadline, after which the read fails (EIO on a mount) while
+//!   the mount itself stays healthy.
+//! - A block whose CRC32C does not match is an error for the reads that need it, never data.
+
+mod error;
+mod inflight;
+mod sequential;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use object_store::path::Path;
+use tokio::sync::Semaphore;
+
+use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
+use crate::checksum::BlockChecksums;
+use crate::store::Store;
+
+pub use error::FetchError;
+use inflight::{Claim, Inflight};
+pub use sequential::FileReader;
+
+/// Everything the fetcher needs to know about one immutable object.
+#[derive(Debug, Clone)]
+pub struct ObjectHandle {
+    pub id: ObjectId,
+    pub key: Path,
+    pub shape: BlockShape,
+    pub checksums: Arc<BlockChecksums>,
+}
+
+impl ObjectHandle {
+    pub fn new(store: &Store, key: Path, size: u64, block_size: u64, checksums: BlockChecksums) -> ObjectHandle {
+        ObjectHandle {
+            id: ObjectId::new(store.url(), key.as_ref(), size, &checksums),
+            key,
+            shape: BlockShape {
+                block_size,
+                object_size: size,
+            },
+            checksums: Arc::new(checksums),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.shape.object_size
+    }
+
+    /// The blocks that hold bytes `range` of the object.
+    pub fn blocks_for(&self, range: Range<u64>) -> Range<u64> {
+        let end = range.end.min(self.size());
+        if range.start >= end {
+            return 0..0;
+        }
+        range.start / self.shape.block_size..end.div_ceil(self.shape.block_size)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Largest single ranged GET. One S3 stream gives ~90 MB/s and small GETs far less, so runs of
+    /// missing blocks are fetched as large requests (8 MiB, as Mountpoint for S3 and others do).
+    pub max_request_bytes: u64,
+    /// GETs in flight at once per fetcher; bounds buffered memory to about this x max_request_bytes.
+    pub concurrency: usize,
+    /// How long one GET (with the store's own retries) may take before the read fails.
+    pub request_deadline: Duration,
+    /// First readahead window once a read is seen to be sequential, and the most it grows to.
+    pub readahead_initial: u64,
+    pub readahead_max: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_request_bytes: 8 << 20,
+            concurrency: 16,
+            request_deadline: Duration::from_secs(30),
+            readahead_initial: 1 << 20,
+            readahead_max: 64 << 20,
+        }
+    }
+}
+
+/// Counters since the fetcher was made: what the store was asked for.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub requests: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub checksum_failures: AtomicU64,
+    pub failed_requests: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FetchStatsSnapshot {
+    pub requests: u64,
+    pub bytes_fetched: u64,
+    pub checksum_failures: u64,
+    pub failed_requests: u64,
+}
+
+impl FetchStats {
+    pub fn snapshot(&self) -> FetchStatsSnapshot {
+        FetchStatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_fetched: self.bytes_fetched.load(Ordering::Relaxed),
+            checksum_failures: self.checksum_failures.load(Ordering::Relaxed),
+            failed_requests: self.failed_requests.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Fetcher {
+    store: Store,
+    cache: Arc<BlockCache>,
+    config: FetchConfig,
+    inflight: Inflight,
+    permits: Semaphore,
+    stats: FetchStats,
+}
+
+impl Fetcher {
+    pub fn new(store: Store, cache: Arc<BlockCache>, config: FetchConfig) -> Fetcher {
+        Fetcher {
+            store,
+            cache,
+            permits: Semaphore::new(config.concurrency.max(1)),
+            config,
+            inflight: Inflight::default(),
+            stats: FetchStats::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> FetchStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Bytes `offset..offset+len` of the object (fewer at its end), every block verified.
+    pub async fn read(&self, object: &ObjectHandle, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+        let end = offset.saturating_add(len).min(object.size());
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let blocks = object.blocks_for(offset..end);
+        let first = blocks.start;
+        let fetched = self.blocks(object, blocks).await?;
+        if fetched.len() == 1 {
+            let start = (offset - object.shape.offset(first)) as usize;
+            return Ok(fetched[0].slice(start..start + (end - offset) as usize));
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, bytes) in fetched.iter().enumerate() {
+            let block_start = object.shape.offset(first + i as u64);
+            let from = offset.saturating_sub(block_start) as usize;
+            let to = ((end - block_start) as usize).min(bytes.len());
+            out.extend_from_slice(&bytes[from..to]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Makes sure `blocks` are cached, fetching what is missing; answers them in order.
+    pub async fn blocks(&self, object: &ObjectHandle, blocks: Range<u64>) -> Result<Vec<Bytes>, FetchError> {
+        loop {
+            let mut found: Vec<Option<Bytes>> = Vec::with_capacity((blocks.end - blocks.start) as usize);
+            let mut missing = Vec::new();
+            for block in blocks.clone() {
+                let hit = self.cached(object, block);
+                if hit.is_none() {
+                    missing.push(block);
+                }
+                found.push(hit);
+            }
+            if missing.is_empty() {
+                return Ok(found.into_iter().map(|b| b.expect("all present")).collect());
+            }
+            let claim = self.inflight.claim(object.id, &missing);
+            let leader = self.fetch_claimed(object, &claim);
+            let waits = claim.wait_others();
+            let (led, waited) = futures::join!(leader, waits);
+            led?;
+            let Some(waited) = waited? else {
+                // Another fetch was abandoned midway; look again and fetch what is still missing.
+                continue;
+            };
+            for (block, bytes) in claim.fetched().into_iter().chain(waited) {
+                found[(block - blocks.start) as usize] = Some(bytes);
+            }
+            // Blocks just fetched may already have been evicted under memory pressure: what we hold is
+            // the fetched copy, so fill the gaps from the claim's own results.
+            for (i, slot) in found.iter_mut().enumerate() {
+                if slot.is_none() {
+                    *slot = self.cached(object, blocks.start + i as u64);
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                return Ok(found.into_iter().map(|b| b.expect("all present")).collect());
+            }
+        }
+    }
+
+    fn cached(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
+        let crc = object.checksums.get(block)?;
+        let key = BlockKey {
+            object: object.id,
+            block,
+        };
+        self.cache.get(&key, object.shape, crc)
+    }
+
+    /// Fetches the blocks this caller leads, as coalesced runs in parallel.
+    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim<'_>) -> Result<(), FetchError> {
+        let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
+        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, claim));
+        let results = futures::future::join_all(fetches).await;
+        results.into_iter().collect()
+    }
+
+    async fn fetch_run(&self, object: &ObjectHandle, run: Range<u64>, claim: &Claim<'_>) -> Result<(), FetchError> {
+        let result = self.get_verified(object, run.clone()).await;
+        match result {
+            Ok(blocks) => {
+                for (block, bytes) in run.zip(blocks) {
+                    let key = BlockKey {
+                        object: object.id,
+                        block,
+                    };
+                    self.cache.insert(key, object.shape, bytes.clone(), true);
+                    claim.complete(block, Ok(bytes));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let shared = Arc::new(e);
+                for block in run {
+                    claim.complete(block, Err(shared.clone()));
+                }
+                Err(FetchError::Shared(shared))
+            }
+        }
+    }
+
+    /// One ranged GET covering `run`, split into verified blocks.
+    async fn get_verified(&self, object: &ObjectHandle, run: Range<u64>) -> Result<Vec<Bytes>, FetchError> {
+        let range = object.shape.offset(run.start)..object.shape.offset(run.end - 1) + object.shape.len(run.end - 1);
+        let _permit = self.permits.acquire().await.expect("semaphore never closed");
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = self.config.request_deadline;
+        let got = tokio::time::timeout(deadline, self.store.get_range(&object.key, range.clone())).await;
+        let bytes = match got {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(source)) => {
+                self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %object.key, ?range, error = %source, "fetch failed");
+                return Err(FetchError::Store(source));
+            }
+            Err(_) => {
+                self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %object.key, ?range, ?deadline, "fetch timed out");
+                return Err(FetchError::Timeout {
+                    key: object.key.to_string(),
+                    deadline,
+                });
+            }
+        };
+        self.stats
+            .bytes_fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let mut blocks = Vec::with_capacity((run.end - run.start) as usize);
+        for block in run {
+            let start = (object.shape.offset(block) - range.start) as usize;
+            let piece = bytes.slice(start..start + object.shape.len(block) as usize);
+            if !object.checksums.verify(block, &piece) {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
+                return Err(FetchError::Checksum {
+                    key: object.key.to_string(),
+                    block,
+                });
+            }
+            blocks.push(piece);
+        }
+        Ok(blocks)
+    }
+}
+
+/// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.
+fn coalesce(blocks: Vec<u64>, block_size: u64, max_bytes: u64) -> Vec<Range<u64>> {
+    let per_run = (max_bytes / block_size).max(1);
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for block in blocks {
+        match runs.last_mut() {
+            Some(run) if run.end == block && run.end - run.start < per_run => run.end += 1,
+            _ => runs.push(block..block + 1),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Readahead for one open file: a read that continues where the last one ended grows a window of
+//! blocks fetched ahead in the background; any other read resets it and fetches only what it needs.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::{FetchError, Fetcher, ObjectHandle};
+
+#[derive(Debug)]
+pub struct FileReader {
+    fetcher: Arc<Fetcher>,
+    object: Arc<ObjectHandle>,
+    state: Mutex<ReadState>,
+}
+
+#[derive(Debug, Default)]
+struct ReadState {
+    /// Where the next read starts if the reader is sequential.
+    next_offset: u64,
+    window: u64,
+    /// Everything below this offset has been asked for already.
+    prefetched_until: u64,
+}
+
+impl FileReader {
+    pub fn new(fetcher: Arc<Fetcher>, object: Arc<ObjectHandle>) -> FileReader {
+        FileReader {
+            fetcher,
+            object,
+            state: Mutex::new(ReadState::default()),
+        }
+    }
+
+    pub fn object(&self) -> &Arc<ObjectHandle> {
+        &self.object
+    }
+
+    /// Reads bytes `offset..offset+len`; must be called inside a tokio runtime (prefetch spawns).
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+        if let Some(ahead) = self.plan(offset, len) {
+            self.prefetch(ahead);
+        }
+        self.fetcher.read(&self.object, offset, len).await
+    }
+
+    fn plan(&self, offset: u64, len: u64) -> Option<Range<u64>> {
+        let config = self.fetcher.config();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let end = offset.saturating_add(len).min(self.object.size());
+        let sequential = offset == state.next_offset && offset > 0;
+        state.next_offset = end;
+        if !sequential {
+            state.window = 0;
+            state.prefetched_until = end;
+            return None;
+        }
+        state.window = if state.window == 0 {
+            config.readahead_initial
+        } else {
+            (state.window * 2).min(config.readahead_max)
+        };
+        let from = state.prefetched_until.max(end);
+        let to = end.saturating_add(state.window).min(self.object.size());
+        if from >= to {
+            return None;
+        }
+        state.prefetched_until = to;
+        Some(from..to)
+    }
+
+    /// Fetches `range` in the background, one task per request-sized piece so they run in parallel.
+    fn prefetch(&self, range: Range<u64>) {
+        let step = self
+            .fetcher
+            .config()
+            .max_request_bytes
+            .max(self.object.shape.block_size);
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + step).min(range.end);
+            let blocks = self.object.blocks_for(start..end);
+            let fetcher = self.fetcher.clone();
+            let object = self.object.clone();
+            tokio::spawn(async move {
+                if let Err(e) = fetcher.blocks(&object, blocks).await {
+                    tracing::debug!(key = %object.key, error = %e, "readahead failed; demand reads will retry");
+                }
+            });
+            start = end;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::*;
+use crate::cache::CacheConfig;
+use crate::store::counting::{CountingStore, GetCounters};
+
+const BLOCK: u64 = 4096;
+
+struct Fixture {
+    fetcher: Arc<Fetcher>,
+    object: Arc<ObjectHandle>,
+    data: Vec<u8>,
+    gets: Arc<GetCounters>,
+    raw: Arc<InMemory>,
+}
+
+async fn fixture(size: usize, config: FetchConfig) -> Fixture {
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+    let raw = Arc::new(InMemory::new());
+    let key = Path::from("volumes/v/files/f");
+    raw.put(&key, data.clone().into()).await.unwrap();
+    let (counting, gets) = CountingStore::new(raw.clone() as Arc<dyn ObjectStore>);
+    let store = Store::from_object_store("memory://fetch-test".parse().unwrap(), Arc::new(counting));
+    let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
+    let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    Fixture {
+        fetcher: Arc::new(Fetcher::new(store, cache, config)),
+        object,
+        data,
+        gets,
+        raw,
+    }
+}
+
+#[tokio::test]
+async fn reads_any_range_correctly() {
+    let f = fixture(5 * BLOCK as usize + 100, FetchConfig::default()).await;
+    let size = f.data.len() as u64;
+    for (offset, len) in [
+        (0, 1),
+        (0, size),
+        (BLOCK - 1, 2),
+        (BLOCK, BLOCK),
+        (size - 1, 10),
+        (size, 5),
+        (3, 3 * BLOCK),
+    ] {
+        let got = f.fetcher.read(&f.object, offset, len).await.unwrap();
+        let end = (offset + len).min(size) as usize;
+        assert_eq!(&got[..], &f.data[offset as usize..end], "offset {offset} len {len}");
+    }
+}
+
+#[tokio::test]
+async fn a_random_read_fetches_only_its_block_and_a_reread_fetches_nothing() {
+    let f = fixture(64 * BLOCK as usize, FetchConfig::default()).await;
+    f.fetcher.read(&f.object, 20 * BLOCK + 10, 100).await.unwrap();
+    assert_eq!((f.gets.requests(), f.gets.bytes()), (1, BLOCK));
+    f.fetcher.read(&f.object, 20 * BLOCK + 500, 100).await.unwrap();
+    assert_eq!((f.gets.requests(), f.gets.bytes()), (1, BLOCK));
+}
+
+#[tokio::test]
+async fn missing_adjacent_blocks_are_coalesced_into_bounded_requests() {
+    let config = FetchConfig {
+        max_request_bytes: 4 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(10 * BLOCK as usize, config).await;
+    f.fetcher.read(&f.object, 0, 10 * BLOCK).await.unwrap();
+    assert_eq!((f.gets.requests(), f.gets.bytes()), (3, 10 * BLOCK));
+    assert_eq!(coalesce(vec![1, 2, 3, 7, 8], BLOCK, 2 * BLOCK), vec![1..3, 3..4, 7..9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_on_one_block_fetch_it_once() {
+    let f = fixture(8 * BLOCK as usize, FetchConfig::default()).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (fetcher, object) = (f.fetcher.clone(), f.object.clone());
+            tokio::spawn(async move { fetcher.read(&object, 3 * BLOCK + i, 10).await.unwrap() })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let start = 3 * BLOCK as usize + i;
+        assert_eq!(&task.await.unwrap()[..], &f.data[start..start + 10]);
+    }
+    assert_eq!(f.gets.bytes(), BLOCK, "one block fetched once for 16 readers");
+}
+
+#[tokio::test]
+async fn changed_bytes_in_the_store_are_an_error_not_data() {
+    let f = fixture(4 * BLOCK as usize, FetchConfig::default()).await;
+    let mut changed = f.data.clone();
+    changed[2 * BLOCK as usize + 5] ^= 1;
+    f.raw.put(&f.object.key, changed.into()).await.unwrap();
+    let err = f.fetcher.read(&f.object, 2 * BLOCK, 10).await.unwrap_err();
+    assert!(matches!(err.root(), FetchError::Checksum { block: 2, .. }), "{err}");
+    assert_eq!(f.fetcher.stats().checksum_failures, 1);
+    // Untouched blocks still read fine.
+    assert_eq!(&f.fetcher.read(&f.object, 0, 10).await.unwrap()[..], &f.data[..10]);
+}
+
+#[tokio::test]
+async fn a_missing_object_is_a_not_found_error() {
+    let f = fixture(BLOCK as usize, FetchConfig::default()).await;
+    f.raw.delete(&f.object.key).await.unwrap();
+    let err = f.fetcher.read(&f.object, 0, 1).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_prefetch_ahead_and_random_reads_do_not() {
+    let config = FetchConfig {
+        readahead_initial: 4 * BLOCK,
+        readahead_max: 16 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(256 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    reader.read(0, BLOCK).await.unwrap();
+    reader.read(BLOCK, BLOCK).await.unwrap();
+    // Wait for the background readahead of the next window to land in the cache.
+    for _ in 0..100 {
+        if f.fetcher.cache().contains(&BlockKey {
+            object: f.object.id,
+            block: 5,
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(f.fetcher.cache().contains(&BlockKey {
+        object: f.object.id,
+        block: 5
+    }));
+    let before = f.gets.bytes();
+    assert_eq!(
+        &reader.read(2 * BLOCK, 4 * BLOCK).await.unwrap()[..],
+        &f.data[2 * BLOCK as usize..6 * BLOCK as usize]
+    );
+
+    let random = FileReader::new(f.fetcher.clone(), f.object.clone());
+    random.read(200 * BLOCK, 100).await.unwrap();
+    random.read(100 * BLOCK, 100).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!f.fetcher.cache().contains(&BlockKey {
+        object: f.object.id,
+        block: 201
+    }));
+    assert!(f.gets.bytes() >= before + 2 * BLOCK);
+}

@@ -1,0 +1,332 @@
+//! Filesystem semantics of a mount, on lazysnap's own types and testable without a kernel: the
+//! `fuse` adapter only translates. A mount shows one or more volumes, each at one manifest, as
+//! `<volumeID>/<files>`; the tree comes from the index, reads go through the fetcher.
+
+mod error;
+mod tree;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::fetch::{FetchStatsSnapshot, Fetcher, FileReader, ObjectHandle};
+use crate::index::{Index, ManifestRow, SnapshotRow};
+use crate::names::VolumeId;
+use crate::store::layout;
+
+pub use error::FsError;
+pub use tree::ROOT;
+use tree::{NodeKind, Tree};
+
+/// One volume as a mount shows it.
+#[derive(Debug, Clone)]
+pub struct VolumeView {
+    pub volume: VolumeId,
+    pub manifest: ManifestRow,
+    pub snapshot: Option<SnapshotRow>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub mtime: SystemTime,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MountStats {
+    pub opens: u64,
+    pub reads: u64,
+    pub bytes_read: u64,
+    pub read_errors: u64,
+    pub store: FetchStatsSnapshot,
+}
+
+/// Names of the extended attributes every file carries.
+pub const XATTRS: &[&str] = &[
+    "user.lazysnap.volume",
+    "user.lazysnap.manifest",
+    "user.lazysnap.block_size",
+    "user.lazysnap.blocks_total",
+    "user.lazysnap.blocks_cached",
+    "user.lazysnap.cached_bytes",
+    "user.lazysnap.fetched_bytes",
+];
+
+#[derive(Debug, Default)]
+struct Counters {
+    opens: AtomicU64,
+    reads: AtomicU64,
+    bytes_read: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct LazyFs {
+    tree: Tree,
+    views: Vec<VolumeView>,
+    index: Arc<Index>,
+    fetcher: Arc<Fetcher>,
+    objects: Mutex<HashMap<u64, Arc<ObjectHandle>>>,
+    handles: Mutex<HashMap<u64, Arc<FileReader>>>,
+    next_handle: AtomicU64,
+    counters: Counters,
+    owner: (u32, u32),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LazyFs {
+    /// Builds the tree of `views` from the index. `owner` is the (uid, gid) files appear to have.
+    pub fn new(
+        index: Arc<Index>,
+        fetcher: Arc<Fetcher>,
+        views: Vec<VolumeView>,
+        owner: (u32, u32),
+    ) -> Result<LazyFs, String> {
+        let mut tree = Tree::new();
+        for (i, view) in views.iter().enumerate() {
+            let files = index.manifest_files(view.manifest.id).map_err(|e| e.to_string())?;
+            tree.add_volume(&view.volume, i, files)?;
+        }
+        Ok(LazyFs {
+            tree,
+            views,
+            index,
+            fetcher,
+            objects: Mutex::default(),
+            handles: Mutex::default(),
+            next_handle: AtomicU64::new(1),
+            counters: Counters::default(),
+            owner,
+        })
+    }
+
+    pub fn views(&self) -> &[VolumeView] {
+        &self.views
+    }
+
+    pub fn fetcher(&self) -> &Arc<Fetcher> {
+        &self.fetcher
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        match self.tree.get(parent).map(|n| &n.kind) {
+            None => Err(FsError::NotFound),
+            Some(NodeKind::File { .. }) => Err(FsError::NotADirectory),
+            Some(NodeKind::Dir { .. }) => self.getattr(self.tree.lookup(parent, name).ok_or(FsError::NotFound)?),
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let (uid, gid) = self.owner;
+        Ok(match &node.kind {
+            NodeKind::Dir { children } => Attr {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                perm: 0o555,
+                nlink: 2 + children.len() as u32,
+                mtime: self.mtime(None),
+                uid,
+                gid,
+            },
+            NodeKind::File { row, volume } => Attr {
+                ino,
+                kind: Kind::File,
+                size: row.size,
+                perm: 0o444,
+                nlink: 1,
+                mtime: self.mtime(Some(*volume)),
+                uid,
+                gid,
+            },
+        })
+    }
+
+    /// A file's time is its manifest's; a directory's the newest manifest shown.
+    fn mtime(&self, volume: Option<usize>) -> SystemTime {
+        let ms = match volume {
+            Some(i) => self.views[i].manifest.created_at_ms,
+            None => self.views.iter().map(|v| v.manifest.created_at_ms).max().unwrap_or(0),
+        };
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::Dir { children } = &node.kind else {
+            return Err(FsError::NotADirectory);
+        };
+        let mut entries = vec![
+            DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name: ".".into(),
+            },
+            DirEntry {
+                ino: node.parent,
+                kind: Kind::Dir,
+                name: "..".into(),
+            },
+        ];
+        for (name, &child) in children {
+            let kind = match self.tree.get(child).map(|n| &n.kind) {
+                Some(NodeKind::File { .. }) => Kind::File,
+                _ => Kind::Dir,
+            };
+            entries.push(DirEntry {
+                ino: child,
+                kind,
+                name: name.clone(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The object behind a file, with its checksums loaded from the index once.
+    pub fn object(&self, ino: u64) -> Result<Arc<ObjectHandle>, FsError> {
+        if let Some(object) = lock(&self.objects).get(&ino) {
+            return Ok(object.clone());
+        }
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::File { row, volume } = &node.kind else {
+            return Err(FsError::IsADirectory);
+        };
+        let view = &self.views[*volume];
+        let checksums = self.index.file_checksums(row.id)?;
+        let key = layout::file_key(&view.volume, &row.path);
+        let object = Arc::new(ObjectHandle::new(
+            self.fetcher.store(),
+            key,
+            row.size,
+            view.manifest.block_size,
+            checksums,
+        ));
+        lock(&self.objects).insert(ino, object.clone());
+        Ok(object)
+    }
+
+    pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let object = self.object(ino)?;
+        let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        let reader = Arc::new(FileReader::new(self.fetcher.clone(), object));
+        lock(&self.handles).insert(handle, reader);
+        self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        Ok(handle)
+    }
+
+    pub fn release(&self, handle: u64) {
+        lock(&self.handles).remove(&handle);
+    }
+
+    /// Reads through an open handle. Must run inside a tokio runtime.
+    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let reader = lock(&self.handles).get(&handle).cloned().ok_or(FsError::BadHandle)?;
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        match reader.read(offset, u64::from(size)).await {
+            Ok(bytes) => {
+                self.counters
+                    .bytes_read
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => {
+                self.counters.read_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(key = %reader.object().key, offset, size, error = %e, "read failed: EIO");
+                Err(e.into())
+            }
+        }
+    }
+
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<&'static str>, FsError> {
+        match self.tree.get(ino).ok_or(FsError::NotFound)?.kind {
+            NodeKind::File { .. } => Ok(XATTRS.to_vec()),
+            NodeKind::Dir { .. } => Ok(Vec::new()),
+        }
+    }
+
+    pub fn xattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
+        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::File { volume, .. } = &node.kind else {
+            return Err(FsError::NoAttribute);
+        };
+        let view = &self.views[*volume];
+        let object = self.object(ino)?;
+        let status = || self.fetcher.cache().object_status(&object.id, object.shape);
+        let value = match name {
+            "user.lazysnap.volume" => view.volume.to_string(),
+            "user.lazysnap.manifest" => view.manifest.name.clone(),
+            "user.lazysnap.block_size" => object.shape.block_size.to_string(),
+            "user.lazysnap.blocks_total" => object.shape.blocks().to_string(),
+            "user.lazysnap.blocks_cached" => status().blocks_cached.to_string(),
+            "user.lazysnap.cached_bytes" => status().bytes_cached.to_string(),
+            "user.lazysnap.fetched_bytes" => status().bytes_fetched.to_string(),
+            _ => return Err(FsError::NoAttribute),
+        };
+        Ok(value.into_bytes())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let bytes: u64 = self.views.iter().map(|v| v.manifest.total_bytes).sum();
+        StatFs {
+            blocks: bytes.div_ceil(4096),
+            files: self.tree.len(),
+            block_size: 4096,
+            name_max: 255,
+        }
+    }
+
+    pub fn file_count(&self) -> u64 {
+        self.tree.file_count()
+    }
+
+    pub fn stats(&self) -> MountStats {
+        MountStats {
+            opens: self.counters.opens.load(Ordering::Relaxed),
+            reads: self.counters.reads.load(Ordering::Relaxed),
+            bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),
+            read_errors: self.counters.read_errors.load(Ordering::Relaxed),
+            store: self.fetcher.stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

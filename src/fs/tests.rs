@@ -1,0 +1,147 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::cache::{BlockCache, CacheConfig};
+use crate::catalog::{self, Selector};
+use crate::fetch::FetchConfig;
+use crate::publish::{self, NoProgress, PublishOptions};
+use crate::store::{Store, StoreConfig};
+
+struct Fixture {
+    fs: LazyFs,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(name: &str, volumes: &[(&str, &[(&str, &[u8])])]) -> Fixture {
+    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
+    let index = Arc::new(Index::open_in_memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut views = Vec::new();
+    for (i, (volume, files)) in volumes.iter().enumerate() {
+        let src = dir.path().join(i.to_string());
+        std::fs::create_dir_all(&src).unwrap();
+        for (path, bytes) in *files {
+            let full = src.join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, bytes).unwrap();
+        }
+        let volume = VolumeId::parse(volume).unwrap();
+        let options = PublishOptions {
+            block_size: 4096,
+            ..Default::default()
+        };
+        publish::publish(&store, &index, &src, &volume, &options, &NoProgress)
+            .await
+            .unwrap();
+        let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
+            .await
+            .unwrap();
+        views.push(VolumeView {
+            volume,
+            manifest,
+            snapshot,
+        });
+    }
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
+    Fixture {
+        fs: LazyFs::new(index, fetcher, views, (0, 0)).unwrap(),
+        _dir: dir,
+    }
+}
+
+fn walk(fs: &LazyFs, path: &str) -> Result<Attr, FsError> {
+    let mut attr = fs.getattr(ROOT)?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        attr = fs.lookup(attr.ino, part)?;
+    }
+    Ok(attr)
+}
+
+#[tokio::test]
+async fn the_tree_is_volume_id_then_files() {
+    let big = vec![3u8; 10_000];
+    let f = fixture(
+        "fs-tree",
+        &[
+            ("kv/b/kvstore-0", &[("log.1", b"abc"), ("d/e/f.sst", &big)]),
+            ("kv/b/kvstore-1", &[("log.9", b"z")]),
+        ],
+    )
+    .await;
+    let root: Vec<_> = f.fs.readdir(ROOT).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(root, [".", "..", "kv"]);
+    let b = walk(&f.fs, "kv/b").unwrap();
+    let vbs: Vec<_> = f.fs.readdir(b.ino).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(vbs, [".", "..", "kvstore-0", "kvstore-1"]);
+    let file = walk(&f.fs, "kv/b/kvstore-0/d/e/f.sst").unwrap();
+    assert_eq!((file.kind, file.size, file.perm), (Kind::File, 10_000, 0o444));
+    assert_eq!(walk(&f.fs, "kv/b/kvstore-0/d").unwrap().kind, Kind::Dir);
+    assert!(matches!(walk(&f.fs, "kv/b/kvstore-2"), Err(FsError::NotFound)));
+    assert!(matches!(
+        walk(&f.fs, "kv/b/kvstore-1/log.9/x"),
+        Err(FsError::NotADirectory)
+    ));
+    assert_eq!(f.fs.file_count(), 3);
+    assert_eq!(f.fs.statfs().blocks, 10_004u64.div_ceil(4096));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_return_published_bytes_and_xattrs_report_the_cache() {
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 199) as u8).collect();
+    let f = fixture("fs-read", &[("v", &[("f", &data)])]).await;
+    let ino = walk(&f.fs, "v/f").unwrap().ino;
+    assert!(matches!(f.fs.open(ino, true), Err(FsError::ReadOnly)));
+    assert!(matches!(
+        f.fs.open(walk(&f.fs, "v").unwrap().ino, false),
+        Err(FsError::IsADirectory)
+    ));
+    let fh = f.fs.open(ino, false).unwrap();
+    let xattr = |name| String::from_utf8(f.fs.xattr(ino, name).unwrap()).unwrap();
+    assert_eq!(xattr("user.lazysnap.blocks_cached"), "0");
+    assert_eq!(&f.fs.read(fh, 5000, 100).await.unwrap()[..], &data[5000..5100]);
+    assert_eq!(xattr("user.lazysnap.blocks_cached"), "1");
+    assert_eq!(xattr("user.lazysnap.cached_bytes"), "4096");
+    assert_eq!(xattr("user.lazysnap.blocks_total"), "5");
+    assert_eq!(xattr("user.lazysnap.block_size"), "4096");
+    assert_eq!(xattr("user.lazysnap.volume"), "v");
+    assert!(matches!(f.fs.xattr(ino, "user.other"), Err(FsError::NoAttribute)));
+    assert_eq!(&f.fs.read(fh, 19_990, 100).await.unwrap()[..], &data[19_990..]);
+    assert!(f.fs.read(fh, 30_000, 10).await.unwrap().is_empty());
+    f.fs.release(fh);
+    assert!(matches!(f.fs.read(fh, 0, 1).await, Err(FsError::BadHandle)));
+    let stats = f.fs.stats();
+    assert_eq!((stats.opens, stats.read_errors), (1, 0));
+    assert_eq!(stats.store.bytes_fetched, 4096 + (20_000 - 4 * 4096));
+}
+
+#[tokio::test]
+async fn a_volume_shown_twice_is_refused() {
+    let store = Store::open(&"memory://fs-twice".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let index = Arc::new(Index::open_in_memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), b"1").unwrap();
+    let volume = VolumeId::parse("v").unwrap();
+    publish::publish(
+        &store,
+        &index,
+        dir.path(),
+        &volume,
+        &PublishOptions::default(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    let (manifest, _) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
+        .await
+        .unwrap();
+    let view = VolumeView {
+        volume,
+        manifest,
+        snapshot: None,
+    };
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
+    let err = LazyFs::new(index, fetcher, vec![view.clone(), view], (0, 0)).unwrap_err();
+    assert!(err.contains("shown twice"), "{err}");
+}

@@ -1,0 +1,70 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+//! Append new steps; never edit a released one.
+
+use rusqlite::Connection;
+
+use super::{IndexError, Result};
+
+const STEPS: &[&str] = &[
+    // 1: stores, manifests and their files, snapshot records, node-local mounts.
+    "CREATE TABLE stores (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE manifests (
+        id INTEGER PRIMARY KEY,
+        store_id INTEGER NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        volume_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        term INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        block_size INTEGER NOT NULL,
+        file_count INTEGER NOT NULL,
+        total_bytes INTEGER NOT NULL,
+        UNIQUE (store_id, volume_id, name)
+     );
+     CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        manifest_id INTEGER NOT NULL REFERENCES manifests(id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        checksums BLOB NOT NULL,
+        low_seqno INTEGER,
+        high_seqno INTEGER,
+        UNIQUE (manifest_id, path)
+     );
+     CREATE TABLE snapshots (
+        store_id INTEGER NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        volume_id TEXT NOT NULL,
+        uuid TEXT NOT NULL,
+        manifest_name TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        valid_till_ms INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (store_id, volume_id, uuid)
+     );
+     CREATE TABLE mounts (
+        path TEXT PRIMARY KEY,
+        request TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL
+     );",
+];
+
+pub(super) fn apply(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let supported = STEPS.len() as i64;
+    if version > supported {
+        return Err(IndexError::TooNew {
+            found: version,
+            supported,
+        });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+use super::*;
+use crate::manifest::ManifestFile;
+use crate::store::layout::manifest_name;
+
+fn manifest(seq: u64, files: &[(&str, u64)]) -> Manifest {
+    Manifest {
+        volume: VolumeId::parse("kv/b/kvstore-0").unwrap(),
+        name: manifest_name(0, seq),
+        term: 0,
+        seq,
+        created_at_ms: 1000 + seq,
+        block_size: 4096,
+        files: files
+            .iter()
+            .map(|(path, size)| ManifestFile {
+                path: RelPath::parse(path).unwrap(),
+                size: *size,
+                checksums: BlockChecksums::new(vec![7; crate::checksum::block_count(*size, 4096) as usize]),
+                low_seqno: Some(seq),
+                high_seqno: None,
+            })
+            .collect(),
+    }
+}
+
+fn store() -> StoreUrl {
+    "memory://index-test".parse().unwrap()
+}
+
+#[test]
+fn manifests_round_trip_and_insert_is_idempotent() {
+    let index = Index::open_in_memory().unwrap();
+    let m = manifest(1, &[("b/x", 5000), ("a", 0)]);
+    let row = index.insert_manifest(&store(), &m).unwrap();
+    assert_eq!((row.file_count, row.total_bytes, row.block_size), (2, 5000, 4096));
+    assert_eq!(index.insert_manifest(&store(), &m).unwrap(), row);
+
+    let files = index.manifest_files(row.id).unwrap();
+    let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["a", "b/x"]);
+    assert_eq!(files[1].low_seqno, Some(1));
+    assert_eq!(index.file_checksums(files[1].id).unwrap().len(), 2);
+    let found = index.file_by_path(row.id, &RelPath::parse("b/x").unwrap()).unwrap();
+    assert_eq!(found.unwrap().size, 5000);
+    assert!(index
+        .file_by_path(row.id, &RelPath::parse("nope").unwrap())
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn lookups_are_scoped_by_store_and_volume() {
+    let index = Index::open_in_memory().unwrap();
+    let m = manifest(1, &[("a", 1)]);
+    index.insert_manifest(&store(), &m).unwrap();
+    let other: StoreUrl = "memory://other".parse().unwrap();
+    assert!(index.manifest(&other, &m.volume, &m.name).unwrap().is_none());
+    let v2 = VolumeId::parse("kv/b/kvstore-1").unwrap();
+    assert!(index.manifest(&store(), &v2, &m.name).unwrap().is_none());
+    assert!(index.manifest(&store(), &m.volume, &m.name).unwrap().is_some());
+}
+
+#[test]
+fn snapshots_and_mounts() {
+    let index = Index::open_in_memory().unwrap();
+    let snap = SnapshotRow {
+        volume: VolumeId::parse("v").unwrap(),
+        uuid: "s1".into(),
+        manifest_name: manifest_name(0, 1),
+        created_at_ms: 1,
+        valid_till_ms: 2,
+        state: "COMMITTED".into(),
+    };
+    index.put_snapshot(&store(), &snap).unwrap();
+    assert_eq!(
+        index.snapshot(&store(), &snap.volume, "s1").unwrap(),
+        Some(snap.clone())
+    );
+    assert_eq!(index.snapshot(&store(), &snap.volume, "s2").unwrap(), None);
+
+    let mount = MountRow {
+        path: "/mnt/x".into(),
+        request: "{}".into(),
+        created_at_ms: 5,
+    };
+    index.record_mount(&mount).unwrap();
+    assert_eq!(index.mounts().unwrap(), vec![mount]);
+    index.remove_mount("/mnt/x").unwrap();
+    assert!(index.mounts().unwrap().is_empty());
+}
+
+#[test]
+fn reopening_a_file_keeps_rows_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    {
+        let index = Index::open(&path).unwrap();
+        index.insert_manifest(&store(), &manifest(1, &[("a", 1)])).unwrap();
+    }
+    let m = manifest(1, &[("a", 1)]);
+    assert!(Index::open(&path)
+        .unwrap()
+        .manifest(&store(), &m.volume, &m.name)
+        .unwrap()
+        .is_some());
+
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    assert!(matches!(Index::open(&path), Err(IndexError::TooNew { found: 99, .. })));
+}

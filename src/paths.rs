@@ -1,0 +1,86 @@
+//! Where a node keeps its state: one home folder holding the index, the block cache, the daemon's
+//! socket, log and default mountpoints. Binaries choose the home; the library only lays it out.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    home: PathBuf,
+}
+
+impl Paths {
+    pub fn new(home: impl Into<PathBuf>) -> Paths {
+        Paths { home: home.into() }
+    }
+
+    /// `$LAZYSNAP_HOME`, else `/var/lib/lazysnap` for root, else `~/.local/share/lazysnap`.
+    pub fn default_home(lazysnap_home: Option<OsString>, euid: u32, user_home: Option<OsString>) -> PathBuf {
+        if let Some(home) = lazysnap_home.filter(|h| !h.is_empty()) {
+            return PathBuf::from(home);
+        }
+        if euid == 0 {
+            return PathBuf::from("/var/lib/lazysnap");
+        }
+        match user_home {
+            Some(home) => Path::new(&home).join(".local/share/lazysnap"),
+            None => PathBuf::from("/tmp/lazysnap"),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn index(&self) -> PathBuf {
+        self.home.join("index.db")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.home.join("cache")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.home.join("mountd.sock")
+    }
+
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.home.join("mountd.lock")
+    }
+
+    pub fn daemon_log(&self) -> PathBuf {
+        self.home.join("mountd.log")
+    }
+
+    /// Where mounts without an explicit mountpoint go.
+    pub fn mounts(&self) -> PathBuf {
+        self.home.join("mnt")
+    }
+
+    /// Creates the home folder readable by its owner only: it holds the control socket.
+    pub fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.home)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_home_prefers_the_environment_then_root_then_the_user() {
+        assert_eq!(Paths::default_home(Some("/x".into()), 0, None), PathBuf::from("/x"));
+        assert_eq!(
+            Paths::default_home(Some("".into()), 0, None),
+            PathBuf::from("/var/lib/lazysnap")
+        );
+        assert_eq!(
+            Paths::default_home(None, 1000, Some("/home/u".into())),
+            PathBuf::from("/home/u/.local/share/lazysnap")
+        );
+    }
+}

@@ -1,0 +1,420 @@
+//! Publishing a local directory as the next log manifest of a volume.
+//!
+//! Order matters for "nothing half-written": every file is checked against what the store already
+//! holds before anything is uploaded (a different content under an existing name is refused, files
+//! are immutable); data objects are uploaded next; the manifest that makes them visible is written
+//! last, create-only. A failure before the manifest leaves only unreferenced objects, never a
+//! manifest that names missing or different bytes.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStoreExt, WriteMultipart};
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+
+use crate::catalog::{self, CatalogError};
+use crate::checksum::BlockChecksums;
+use crate::index::Index;
+use crate::manifest::{native, Manifest, ManifestFile};
+use crate::names::{NameError, RelPath, VolumeId};
+use crate::store::{layout, Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    pub block_size: u64,
+    /// The uploader term to write under; defaults to the volume's current term.
+    pub term: Option<u64>,
+    /// Files uploaded at once.
+    pub concurrency: usize,
+    /// Files larger than this are uploaded as parallel multipart parts of this size.
+    pub part_size: u64,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            block_size: crate::manifest::DEFAULT_BLOCK_SIZE,
+            term: None,
+            concurrency: 8,
+            // 16 MiB parts: large enough for full-speed streams, small enough to keep 8 in memory.
+            part_size: 16 << 20,
+        }
+    }
+}
+
+/// Progress of a publish, for a progress bar; the library never draws one itself.
+pub trait Progress: Send + Sync {
+    fn start(&self, _files: u64, _bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    #[serde(rename = "logManifestName")]
+    pub log_manifest_name: String,
+    pub files: u64,
+    pub bytes_uploaded: u64,
+    pub bytes_skipped: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("file name {0:?} is not UTF-8")]
+    NotUtf8(PathBuf),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("{path} differs from the file of that name already in volume {volume}; files are immutable, publish new content under a new name")]
+    Immutable { volume: VolumeId, path: RelPath },
+    #[error("{0} changed while it was being published")]
+    ChangedDuringPublish(PathBuf),
+    #[error("term {requested} is older than the volume's current term {current}: this uploader is fenced")]
+    Fenced { requested: u64, current: u64 },
+    #[error("another writer published manifest {name} of volume {volume} at the same time; publish again")]
+    Conflict { volume: VolumeId, name: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(Box<CatalogError>),
+}
+
+impl From<CatalogError> for PublishError {
+    fn from(e: CatalogError) -> Self {
+        PublishError::Catalog(Box::new(e))
+    }
+}
+
+struct LocalFile {
+    path: RelPath,
+    local: PathBuf,
+    size: u64,
+    checksums: BlockChecksums,
+}
+
+pub async fn publish(
+    store: &Store,
+    index: &Index,
+    dir: &FsPath,
+    volume: &VolumeId,
+    options: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<PublishReport, PublishError> {
+    let files = scan(dir, options.block_size).await?;
+    let previous = match catalog::latest_manifest_name(store, volume).await? {
+        Some(name) => Some(catalog::load_manifest(store, index, volume, &name).await?),
+        None => None,
+    };
+    let (term, seq) = match &previous {
+        Some(prev) => {
+            let term = options.term.unwrap_or(prev.term);
+            if term < prev.term {
+                return Err(PublishError::Fenced {
+                    requested: term,
+                    current: prev.term,
+                });
+            }
+            (term, prev.seq + 1)
+        }
+        None => (options.term.unwrap_or(0), 1),
+    };
+    let known: HashMap<RelPath, (u64, BlockChecksums)> = match &previous {
+        Some(prev) => index
+            .manifest_files(prev.id)
+            .map_err(CatalogError::from)?
+            .into_iter()
+            .map(|f| {
+                let sums = index.file_checksums(f.id).map_err(CatalogError::from)?;
+                Ok((f.path, (f.size, sums)))
+            })
+            .collect::<Result<_, PublishError>>()?,
+        None => HashMap::new(),
+    };
+
+    // Decide every file before uploading any, so a refusal leaves the store untouched.
+    let mut to_upload = Vec::new();
+    let mut skipped = 0;
+    for file in &files {
+        if already_stored(store, volume, file, &known, options.block_size).await? {
+            skipped += file.size;
+        } else {
+            to_upload.push(file);
+        }
+    }
+    let upload_bytes: u64 = to_upload.iter().map(|f| f.size).sum();
+    progress.start(to_upload.len() as u64, upload_bytes);
+    futures::stream::iter(
+        to_upload
+            .iter()
+            .map(|file| upload(store, volume, file, options, progress)),
+    )
+    .buffer_unordered(options.concurrency.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+
+    let manifest = Manifest {
+        volume: volume.clone(),
+        name: layout::manifest_name(term, seq),
+        term,
+        seq,
+        created_at_ms: crate::now_ms(),
+        block_size: options.block_size,
+        files: files
+            .iter()
+            .map(|f| ManifestFile {
+                path: f.path.clone(),
+                size: f.size,
+                checksums: f.checksums.clone(),
+                low_seqno: None,
+                high_seqno: None,
+            })
+            .collect(),
+    };
+    manifest.validate().map_err(CatalogError::from)?;
+    write_manifest(store, &manifest).await?;
+    index
+        .insert_manifest(store.url(), &manifest)
+        .map_err(CatalogError::from)?;
+    Ok(PublishReport {
+        volume_id: volume.to_string(),
+        log_manifest_name: manifest.name,
+        files: files.len() as u64,
+        bytes_uploaded: upload_bytes,
+        bytes_skipped: skipped,
+    })
+}
+
+/// Writes a manifest create-only; a lost answer to our own write is told apart from a rival's.
+pub async fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), PublishError> {
+    let writer = uuid::Uuid::new_v4().to_string();
+    let key = layout::manifest_key(&manifest.volume, &manifest.name);
+    let body = Bytes::from(native::to_json(manifest, &writer));
+    match store.put_if_absent(&key, body).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::AlreadyExists { .. }) => {
+            let existing = store.get(&key).await?;
+            if native::writer_of(&existing).as_deref() == Some(writer.as_str()) {
+                Ok(())
+            } else {
+                Err(PublishError::Conflict {
+                    volume: manifest.volume.clone(),
+                    name: manifest.name.clone(),
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every regular file under `dir` with its checksums, sorted by path. Symlinks and special files are
+/// skipped: a volume holds only data the engine wrote.
+async fn scan(dir: &FsPath, block_size: u64) -> Result<Vec<LocalFile>, PublishError> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if !dir.is_dir() {
+            return Err(PublishError::NotADirectory(dir));
+        }
+        let mut files = Vec::new();
+        for entry in walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name() {
+            let entry = entry.map_err(|e| PublishError::Read {
+                path: e.path().map_or_else(|| dir.clone(), FsPath::to_path_buf),
+                source: e.into(),
+            })?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                tracing::warn!(path = %entry.path().display(), "skipping: not a regular file");
+                continue;
+            }
+            let relative = entry.path().strip_prefix(&dir).expect("walkdir stays below its root");
+            let text = relative
+                .to_str()
+                .ok_or_else(|| PublishError::NotUtf8(relative.to_path_buf()))?;
+            let path = RelPath::parse(text)?;
+            let read_err = |source| PublishError::Read {
+                path: entry.path().to_path_buf(),
+                source,
+            };
+            let file = std::fs::File::open(entry.path()).map_err(read_err)?;
+            let (checksums, size) =
+                BlockChecksums::compute(std::io::BufReader::new(file), block_size).map_err(read_err)?;
+            files.push(LocalFile {
+                path,
+                local: entry.path().to_path_buf(),
+                size,
+                checksums,
+            });
+        }
+        Ok(files)
+    })
+    .await
+    .expect("scan task does not panic")
+}
+
+/// True when the store already holds exactly this file; an error when it holds something else.
+async fn already_stored(
+    store: &Store,
+    volume: &VolumeId,
+    file: &LocalFile,
+    known: &HashMap<RelPath, (u64, BlockChecksums)>,
+    block_size: u64,
+) -> Result<bool, PublishError> {
+    let immutable = || PublishError::Immutable {
+        volume: volume.clone(),
+        path: file.path.clone(),
+    };
+    if let Some((size, sums)) = known.get(&file.path) {
+        // Checksums were computed with the previous manifest's block size; compare like with like.
+        if *size == file.size && sums.len() == file.checksums.len() && *sums == file.checksums {
+            return Ok(true);
+        }
+        if *size != file.size || sums.len() == file.checksums.len() {
+            return Err(immutable());
+        }
+    }
+    let key = layout::file_key(volume, &file.path);
+    let Some(info) = store.head(&key).await? else {
+        return Ok(false);
+    };
+    if info.size != file.size {
+        return Err(immutable());
+    }
+    // An object no manifest names (an interrupted publish) or written with another block size:
+    // compare its bytes before deciding.
+    let bytes = store.get(&key).await?;
+    let (sums, _) = BlockChecksums::compute(&bytes[..], block_size).expect("reading memory cannot fail");
+    if sums == file.checksums {
+        Ok(true)
+    } else {
+        Err(immutable())
+    }
+}
+
+/// Uploads one file, checksumming the exact bytes sent so the manifest cannot disagree with them.
+async fn upload(
+    store: &Store,
+    volume: &VolumeId,
+    file: &LocalFile,
+    options: &PublishOptions,
+    progress: &dyn Progress,
+) -> Result<(), PublishError> {
+    let key = layout::file_key(volume, &file.path);
+    let read_err = |source| PublishError::Read {
+        path: file.local.clone(),
+        source,
+    };
+    let mut local = tokio::fs::File::open(&file.local).await.map_err(read_err)?;
+    let mut hasher = StreamingChecksums::new(options.block_size);
+    if file.size <= options.part_size {
+        let mut buf = Vec::with_capacity(file.size as usize);
+        local.read_to_end(&mut buf).await.map_err(read_err)?;
+        hasher.update(&buf);
+        if hasher.finish() != file.checksums {
+            return Err(PublishError::ChangedDuringPublish(file.local.clone()));
+        }
+        let len = buf.len() as u64;
+        store.put(&key, Bytes::from(buf).into()).await?;
+        progress.advance(len);
+        return Ok(());
+    }
+    let upload = store
+        .object_store()
+        .put_multipart(&key)
+        .await
+        .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, options.part_size as usize);
+    let mut buf = vec![0u8; options.part_size as usize];
+    loop {
+        let n = read_full(&mut local, &mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        // Four parts in flight per file: enough to fill a link without buffering the whole file.
+        writer
+            .wait_for_capacity(4)
+            .await
+            .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+        hasher.update(&buf[..n]);
+        writer.write(&buf[..n]);
+        progress.advance(n as u64);
+    }
+    if hasher.finish() != file.checksums {
+        let _ = writer.abort().await;
+        return Err(PublishError::ChangedDuringPublish(file.local.clone()));
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+    Ok(())
+}
+
+async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Block checksums over bytes that arrive in pieces of any size.
+struct StreamingChecksums {
+    block_size: usize,
+    current: u32,
+    filled: usize,
+    done: Vec<u32>,
+}
+
+impl StreamingChecksums {
+    fn new(block_size: u64) -> Self {
+        StreamingChecksums {
+            block_size: block_size as usize,
+            current: 0,
+            filled: 0,
+            done: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = (self.block_size - self.filled).min(bytes.len());
+            self.current = crc32c::crc32c_append(self.current, &bytes[..take]);
+            self.filled += take;
+            bytes = &bytes[take..];
+            if self.filled == self.block_size {
+                self.done.push(self.current);
+                self.current = 0;
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> BlockChecksums {
+        if self.filled > 0 {
+            self.done.push(self.current);
+        }
+        BlockChecksums::new(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! Object store access: the only module that talks to S3, GCS, Azure or a local directory.
+//!
+//! A store is named by a URL (see [`StoreUrl`]). Everything durable lives in the store; every other
+//! part of lazysnap reaches it through [`Store`], which adds three things object_store leaves to us:
+//! explicit retry and timeout limits (its defaults can hold one read for minutes), errors that name
+//! the store and key, and the key layout of volumes ([`layout`]).
+
+pub mod counting;
+mod error;
+pub mod layout;
+mod open;
+mod url;
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+pub use error::StoreError;
+pub use open::StoreConfig;
+pub use url::StoreUrl;
+
+/// Size and identity of one object, as the store reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: Path,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// A handle on one store: cheap to clone, safe to share between threads.
+#[derive(Clone, Debug)]
+pub struct Store {
+    url: StoreUrl,
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl Store {
+    /// Opens the store named by `url` with the given limits. Nothing is read yet.
+    pub fn open(url: &StoreUrl, config: &StoreConfig) -> Result<Store, StoreError> {
+        let inner = open::build(url, config)?;
+        Ok(Store {
+            url: url.clone(),
+            inner,
+        })
+    }
+
+    /// Wraps an existing object store (tests and benchmarks wrap stores to count or slow them).
+    pub fn from_object_store(url: StoreUrl, inner: Arc<dyn ObjectStore>) -> Store {
+        Store { url, inner }
+    }
+
+    pub fn url(&self) -> &StoreUrl {
+        &self.url
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    /// Reads a whole object; for manifests and records, not for data files.
+    pub async fn get(&self, key: &Path) -> Result<Bytes, StoreError> {
+        let result = self.inner.get(key).await.map_err(|e| self.err(key, e))?;
+        result.bytes().await.map_err(|e| self.err(key, e))
+    }
+
+    /// Reads `range` of an object. A short answer is an error: callers rely on exact lengths.
+    pub async fn get_range(&self, key: &Path, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let want = range.end - range.start;
+        let bytes = self
+            .inner
+            .get_range(key, range.clone())
+            .await
+            .map_err(|e| self.err(key, e))?;
+        if bytes.len() as u64 != want {
+            return Err(StoreError::ShortRead {
+                store: self.url.to_string(),
+                key: key.to_string(),
+                range,
+                got: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Size and etag of an object, or `None` when it does not exist.
+    pub async fn head(&self, key: &Path) -> Result<Option<ObjectInfo>, StoreError> {
+        match self.inner.head(key).await {
+            Ok(meta) => Ok(Some(ObjectInfo {
+                key: meta.location,
+                size: meta.size,
+                etag: meta.e_tag,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    /// Writes an object unconditionally (data files, whose names are never reused for other bytes).
+    pub async fn put(&self, key: &Path, payload: PutPayload) -> Result<Option<String>, StoreError> {
+        let result = self.inner.put(key, payload).await.map_err(|e| self.err(key, e))?;
+        Ok(result.e_tag)
+    }
+
+    /// Writes an object only if no object has that key yet; [`StoreError::AlreadyExists`] otherwise.
+    /// This is the one conditional write every store supports (LocalFileSystem has no `Update`).
+    pub async fn put_if_absent(&self, key: &Path, bytes: Bytes) -> Result<(), StoreError> {
+        let options = PutOptions::from(PutMode::Create);
+        self.inner
+            .put_opts(key, bytes.into(), options)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(key, e))
+    }
+
+    /// Every object below `prefix`, in no particular order.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner
+            .list(Some(prefix))
+            .map_ok(|meta| ObjectInfo {
+                key: meta.location,
+                size: meta.size,
+                etag: meta.e_tag,
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))
+    }
+
+    /// The immediate children of `prefix`: (sub-folders, objects).
+    pub async fn list_children(&self, prefix: &Path) -> Result<(Vec<Path>, Vec<ObjectInfo>), StoreError> {
+        let listing = self
+            .inner
+            .list_with_delimiter(Some(prefix))
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        let objects = listing
+            .objects
+            .into_iter()
+            .map(|meta| ObjectInfo {
+                key: meta.location,
+                size: meta.size,
+                etag: meta.e_tag,
+            })
+            .collect();
+        Ok((listing.common_prefixes, objects))
+    }
+
+    pub async fn delete(&self, key: &Path) -> Result<(), StoreError> {
+        match self.inner.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    fn err(&self, key: &Path, source: object_store::Error) -> StoreError {
+        StoreError::from_object_store(&self.url, key, source)
+    }
+}
+
+#[cfg(test)]
+mod tests;

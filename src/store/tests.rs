@@ -1,0 +1,81 @@
+use super::*;
+
+fn memory(name: &str) -> Store {
+    Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap()
+}
+
+#[test]
+fn urls_parse_to_a_canonical_form() {
+    let cases = [
+        ("file:///var/tmp/store", "file:///var/tmp/store"),
+        ("/var/tmp/store/", "file:///var/tmp/store"),
+        ("s3://bucket", "s3://bucket"),
+        ("s3://bucket/a/b/", "s3://bucket/a/b"),
+        (
+            "s3://b/p?region=us-east-1&endpoint=http://127.0.0.1:9000",
+            "s3://b/p?endpoint=http://127.0.0.1:9000&region=us-east-1",
+        ),
+        ("gs://bucket/x", "gs://bucket/x"),
+        ("az://container", "az://container"),
+        ("memory://t", "memory://t"),
+    ];
+    for (raw, canonical) in cases {
+        let url: StoreUrl = raw.parse().unwrap_or_else(|e| panic!("{raw}: {e}"));
+        assert_eq!(url.to_string(), canonical);
+        assert_eq!(url.to_string().parse::<StoreUrl>().unwrap(), url);
+    }
+    for bad in [
+        "",
+        "relative/dir",
+        "ftp://x",
+        "file://host/dir",
+        "file:///",
+        "s3://",
+        "s3://b?colour=red",
+        "file:///a/../b",
+    ] {
+        assert!(bad.parse::<StoreUrl>().is_err(), "{bad:?} should be rejected");
+    }
+}
+
+#[test]
+fn missing_local_directory_is_a_clear_error() {
+    let url: StoreUrl = "file:///nonexistent/lazysnap-store".parse().unwrap();
+    let err = Store::open(&url, &StoreConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn reads_writes_and_conditional_creates() {
+    let store = memory("store-basic");
+    let key = Path::from("volumes/v/files/a");
+    store
+        .put(&key, Bytes::from_static(b"hello world").into())
+        .await
+        .unwrap();
+    assert_eq!(store.get(&key).await.unwrap(), "hello world");
+    assert_eq!(store.get_range(&key, 6..11).await.unwrap(), "world");
+    assert!(matches!(
+        store.get_range(&key, 6..20).await,
+        Err(StoreError::ShortRead { .. } | StoreError::Other { .. })
+    ));
+    assert_eq!(store.head(&key).await.unwrap().unwrap().size, 11);
+    assert!(store.head(&Path::from("nope")).await.unwrap().is_none());
+    let missing = store.get(&Path::from("nope")).await.unwrap_err();
+    assert!(missing.is_not_found());
+    assert!(missing.to_string().contains("memory://store-basic"), "{missing}");
+
+    let m = Path::from("volumes/v/manifests/x.json");
+    store.put_if_absent(&m, Bytes::from_static(b"1")).await.unwrap();
+    let again = store.put_if_absent(&m, Bytes::from_static(b"2")).await.unwrap_err();
+    assert!(matches!(again, StoreError::AlreadyExists { .. }), "{again}");
+    assert_eq!(store.get(&m).await.unwrap(), "1");
+
+    let (dirs, objects) = store.list_children(&Path::from("volumes/v")).await.unwrap();
+    assert_eq!(dirs.len(), 2);
+    assert!(objects.is_empty());
+    assert_eq!(store.list(&Path::from("volumes")).await.unwrap().len(), 2);
+    store.delete(&key).await.unwrap();
+    store.delete(&key).await.unwrap();
+    assert!(store.head(&key).await.unwrap().is_none());
+}

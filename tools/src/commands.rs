@@ -1,0 +1,173 @@
+//! publish, snapshot, mount, umount.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use lazysnap::control::{MountRequest, Request};
+use lazysnap::index::Index;
+use lazysnap::names::VolumeId;
+use lazysnap::paths::Paths;
+use lazysnap::publish::{self, PublishOptions};
+use lazysnap::store::{Store, StoreConfig, StoreUrl};
+use serde_json::json;
+
+use crate::{block_on, daemon, print_json, progress, SelectorArgs};
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// Local folder whose regular files become the volume's files (relative paths kept).
+    dir: PathBuf,
+    /// Store URL; a file:// store's folder is created if missing.
+    #[arg(long)]
+    store: String,
+    /// Volume ID, e.g. kv/<bucketUUID>/kvstore-0.
+    #[arg(long)]
+    volume: String,
+    /// Checksum block size: the unit of verification and of random reads (4K to 64M, power of two).
+    #[arg(long, default_value = "256K", value_parser = lazysnap::units::parse_size)]
+    block_size: u64,
+    /// Uploader term to write under (default: the volume's current term); an older term is refused.
+    #[arg(long)]
+    term: Option<u64>,
+    /// Files uploaded in parallel.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Pin each volume's current manifest; prints Fusion's Get Fusion Storage Snapshot answer.
+    Create(SnapshotCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotCreateArgs {
+    #[arg(long)]
+    store: String,
+    /// Volume IDs to snapshot (repeat for several: the answer is then one element per volume).
+    #[arg(long = "volume", required = true)]
+    volumes: Vec<String>,
+    /// Snapshot UUID (default: a random UUID).
+    #[arg(long)]
+    uuid: Option<String>,
+    /// How long the snapshot stays valid, in seconds.
+    #[arg(long)]
+    validity: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    #[arg(long)]
+    store: String,
+    /// Volume IDs to show, each under <mountPath>/<volumeID>/ (repeat for several).
+    #[arg(long = "volume", required = true)]
+    volumes: Vec<String>,
+    #[command(flatten)]
+    selector: SelectorArgs,
+    /// Where to mount (created if missing, must be empty); default: a new folder under <home>/mnt.
+    #[arg(long, value_name = "DIR")]
+    mountpoint: Option<PathBuf>,
+}
+
+fn open_store(url: &str, create: bool) -> anyhow::Result<Store> {
+    let url: StoreUrl = url.parse()?;
+    let config = StoreConfig {
+        create_local_dir: create,
+        ..StoreConfig::default()
+    };
+    Ok(Store::open(&url, &config)?)
+}
+
+pub fn open_index(paths: &Paths) -> anyhow::Result<Index> {
+    paths
+        .create()
+        .with_context(|| format!("cannot create {}", paths.home().display()))?;
+    Ok(Index::open(&paths.index())?)
+}
+
+pub fn publish(args: PublishArgs, paths: &Paths) -> anyhow::Result<()> {
+    let volume = VolumeId::parse(&args.volume)?;
+    let store = open_store(&args.store, true)?;
+    let index = open_index(paths)?;
+    let options = PublishOptions {
+        block_size: args.block_size,
+        term: args.term,
+        concurrency: args.jobs,
+        ..PublishOptions::default()
+    };
+    let bar = progress::Bar::new("uploading");
+    let report = block_on(publish::publish(&store, &index, &args.dir, &volume, &options, &bar))?;
+    bar.finish();
+    print_json(&serde_json::to_value(report)?);
+    Ok(())
+}
+
+pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
+    let SnapshotCommand::Create(args) = command;
+    let store = open_store(&args.store, false)?;
+    let index = open_index(paths)?;
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| VolumeId::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let uuid = args.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let now = lazysnap::now_ms();
+    let mut answers = Vec::new();
+    for volume in &volumes {
+        let created = block_on(lazysnap::snapshot::create(
+            &store,
+            &index,
+            volume,
+            &uuid,
+            args.validity,
+            now,
+        ))?;
+        answers.push(serde_json::to_value(created)?);
+    }
+    match answers.len() {
+        1 => print_json(&answers[0]),
+        _ => print_json(&json!(answers)),
+    }
+    Ok(())
+}
+
+pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
+    let mount_path = args.mountpoint.as_deref().map(absolute).transpose()?;
+    let request = Request::Mount(MountRequest {
+        store: args.store,
+        volumes: args.volumes,
+        selector: args.selector.selector(),
+        mount_path: mount_path.map(|p| p.display().to_string()),
+    });
+    daemon::ensure_running(paths)?;
+    let answer = daemon::call(paths, &request)?;
+    print_json(&answer);
+    Ok(())
+}
+
+pub fn umount(path: &Path, paths: &Paths) -> anyhow::Result<()> {
+    let path = absolute(path)?;
+    if !paths.socket().exists() {
+        bail!(
+            "{} is not mounted: no lazysnap-mountd runs for {}",
+            path.display(),
+            paths.home().display()
+        );
+    }
+    daemon::call(
+        paths,
+        &Request::Umount {
+            mount_path: path.display().to_string(),
+        },
+    )?;
+    Ok(())
+}
+
+/// An absolute path without resolving symlinks (a dead mount cannot be resolved).
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let joined = std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?;
+    // Drop "." and trailing separators so the daemon sees one spelling of each path.
+    Ok(joined.components().collect())
+}

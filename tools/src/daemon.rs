@@ -1,0 +1,121 @@
+//! Talking to lazysnap-mountd: start it when a command needs it, send requests, stop it.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use lazysnap::control::{self, ControlError, Request};
+use lazysnap::paths::Paths;
+
+/// Mounting resolves manifests and may read them from a slow store; give it time.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn call(paths: &Paths, request: &Request) -> anyhow::Result<serde_json::Value> {
+    control::call(&paths.socket(), request, CALL_TIMEOUT).map_err(|e| match e {
+        ControlError::Remote { status, message } => anyhow!("{message} ({status:?})"),
+        other => other.into(),
+    })
+}
+
+pub fn print_request(paths: &Paths, request: &Request, start: bool) -> anyhow::Result<()> {
+    if start {
+        ensure_running(paths)?;
+    } else if !paths.socket().exists() {
+        bail!("no lazysnap-mountd runs for {}", paths.home().display());
+    }
+    crate::print_json(&call(paths, request)?);
+    Ok(())
+}
+
+fn answers(paths: &Paths) -> bool {
+    control::call(&paths.socket(), &Request::Status, Duration::from_secs(5)).is_ok()
+}
+
+/// Starts lazysnap-mountd for this home unless one already answers.
+pub fn ensure_running(paths: &Paths) -> anyhow::Result<()> {
+    if answers(paths) {
+        return Ok(());
+    }
+    paths
+        .create()
+        .with_context(|| format!("cannot create {}", paths.home().display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())
+        .with_context(|| format!("cannot open {}", paths.daemon_log().display()))?;
+    let mut child = Command::new(mountd_binary())
+        .arg("--home")
+        .arg(paths.home())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // A session of its own: the daemon outlives this command and ignores the terminal's signals.
+        .process_group(0)
+        .spawn()
+        .context("cannot start lazysnap-mountd")?;
+    let started = Instant::now();
+    while started.elapsed() < START_TIMEOUT {
+        if answers(paths) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            // Another command may have started it first; then ours exits and that one answers.
+            if answers(paths) {
+                return Ok(());
+            }
+            bail!(
+                "lazysnap-mountd exited ({status}) at start; see {}: {}",
+                paths.daemon_log().display(),
+                last_line(&paths.daemon_log())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "lazysnap-mountd did not answer within {START_TIMEOUT:?}; see {}",
+        paths.daemon_log().display()
+    )
+}
+
+/// The daemon binary beside this one (an install or a cargo build), else from PATH.
+fn mountd_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("lazysnap-mountd")))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("lazysnap-mountd"))
+}
+
+fn last_line(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Stops the daemon and waits until its process is gone, so its mounts are gone too.
+pub fn stop(paths: &Paths) -> anyhow::Result<()> {
+    let status = match control::call(&paths.socket(), &Request::Status, Duration::from_secs(5)) {
+        Ok(status) => status,
+        Err(ControlError::Unavailable { .. }) => {
+            eprintln!("lazysnap: no lazysnap-mountd runs for {}", paths.home().display());
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
+    call(paths, &Request::Shutdown)?;
+    let started = Instant::now();
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("lazysnap-mountd (pid {pid}) did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! `lazysnap`: publish volumes to object storage, snapshot them, mount them lazily, inspect them.
+//! This file parses arguments, runs the command and turns errors into one line and an exit code.
+
+mod address;
+mod commands;
+mod daemon;
+mod inspect;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lazysnap::paths::Paths;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lazysnap",
+    version,
+    about = "Mount database snapshots kept in object storage as lazy, verified, read-only filesystems",
+    after_help = "Stores are URLs: file:///dir (or /dir), s3://bucket/prefix[?endpoint=URL&region=R&allow_http=true], \
+gs://bucket/prefix, az://container/prefix. S3, GCS and Azure credentials come from the usual environment \
+(AWS_ACCESS_KEY_ID, AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_NAME, ...).\n\
+Addresses for ls, cat and stat: STORE_URL[#VOLUME_ID[:PATH]], e.g. 'file:///srv/store#kv/b1/kvstore-0:log.0001'."
+)]
+struct Cli {
+    /// State folder: index, block cache, daemon socket [default: $LAZYSNAP_HOME, else
+    /// /var/lib/lazysnap for root, else ~/.local/share/lazysnap]
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Upload every regular file under DIR as the next log manifest of a volume.
+    Publish(commands::PublishArgs),
+    /// Create snapshots: pin a volume's current manifest for a while.
+    #[command(subcommand)]
+    Snapshot(commands::SnapshotCommand),
+    /// Mount volumes read-only; prints {"mountPaths": [...]} once the mount is readable.
+    Mount(commands::MountArgs),
+    /// Unmount a lazysnap mount.
+    Umount {
+        /// The mount path printed by `lazysnap mount`.
+        path: PathBuf,
+    },
+    /// List this node's mounts as JSON.
+    Mounts,
+    /// List namespaces and volumes of a store, or the files of a volume.
+    Ls(inspect::LsArgs),
+    /// Write a file of a volume to standard output, verified block by block.
+    Cat(inspect::AddressArgs),
+    /// Show a file's size, checksum block size and what of it is cached.
+    Stat(inspect::AddressArgs),
+    /// Control the mount daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DaemonCommand {
+    /// Print the daemon's pid, mounts and cache figures (starts nothing).
+    Status,
+    /// Unmount everything, stop the daemon and wait for it to exit.
+    Stop,
+}
+
+/// Flags shared by every command that reads a volume.
+#[derive(Args, Debug, Clone)]
+#[group(multiple = false)]
+pub struct SelectorArgs {
+    /// Show the volume as pinned by this snapshot.
+    #[arg(long, value_name = "UUID")]
+    snapshot: Option<String>,
+    /// Show the volume at this log manifest (e.g. 00000000000000000000-00000000000000000003.json).
+    #[arg(long, value_name = "NAME")]
+    manifest: Option<String>,
+}
+
+impl SelectorArgs {
+    pub fn selector(&self) -> lazysnap::catalog::Selector {
+        use lazysnap::catalog::Selector;
+        match (&self.snapshot, &self.manifest) {
+            (Some(uuid), _) => Selector::Snapshot(uuid.clone()),
+            (_, Some(name)) => Selector::Manifest(name.clone()),
+            _ => Selector::Latest,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let home = cli.home.clone().unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
+    });
+    let paths = Paths::new(home);
+    match run(cli.command, &paths) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lazysnap: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause its parent already quotes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
+    match command {
+        Command::Publish(args) => commands::publish(args, paths),
+        Command::Snapshot(cmd) => commands::snapshot(cmd, paths),
+        Command::Mount(args) => commands::mount(args, paths),
+        Command::Umount { path } => commands::umount(&path, paths),
+        Command::Mounts => daemon::print_request(paths, &lazysnap::control::Request::Mounts, false),
+        Command::Ls(args) => inspect::ls(args, paths),
+        Command::Cat(args) => inspect::cat(args, paths),
+        Command::Stat(args) => inspect::stat(args, paths),
+        Command::Daemon(DaemonCommand::Status) => {
+            daemon::print_request(paths, &lazysnap::control::Request::Status, false)
+        }
+        Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
+    }
+}
+
+/// Runs a future on a runtime made for this command.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts")
+        .block_on(future)
+}
+
+/// Prints a JSON value, pretty on a terminal and compact otherwise.
+pub fn print_json(value: &serde_json::Value) {
+    use std::io::IsTerminal;
+    let text = if std::io::stdout().is_terminal() {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    println!("{}", text.expect("JSON serialises"));
+}
