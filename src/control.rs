@@ -17,10 +17,13 @@ use crate::catalog::Selector;
 pub enum Request {
     /// Mount volumes of one store; answers `{"mountPaths": [path]}`.
     Mount(MountRequest),
-    /// Unmount a mount made by this daemon.
+    /// Unmount a mount made by this daemon. `lazy` detaches it at once even while files are open;
+    /// it goes away when they are closed.
     Umount {
         #[serde(rename = "mountPath")]
         mount_path: String,
+        #[serde(default)]
+        lazy: bool,
     },
     /// Every mount with its volumes and counters.
     Mounts,

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,15 +39,25 @@ impl Default for FuseOptions {
     }
 }
 
-/// A live mount; unmounted by [`Mount::unmount`] or when dropped.
+/// A live mount. [`Mount::unmount`] refuses while files are open (and gives the mount back);
+/// [`Mount::detach`] and dropping detach it at once, the session ending when the last file closes.
 pub struct Mount {
     session: Option<BackgroundSession>,
     fs: Arc<LazyFs>,
+    path: PathBuf,
+}
+
+/// An unmount the kernel refused; the mount is still live and handed back.
+pub struct Busy {
+    pub mount: Mount,
+    pub error: io::Error,
 }
 
 impl std::fmt::Debug for Mount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mount").finish_non_exhaustive()
+        f.debug_struct("Mount")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,21 +66,56 @@ impl Mount {
         &self.fs
     }
 
-    pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
-            None => Ok(()),
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unmounts and waits for the session to end.
+    pub fn unmount(mut self) -> Result<(), Busy> {
+        if let Err(error) = umount2(&self.path, 0) {
+            return Err(Busy { mount: self, error });
         }
+        if let Some(session) = self.session.take() {
+            // The kernel has let go, so the session loop ends on its own.
+            if let Err(e) = session.join() {
+                tracing::warn!(path = %self.path.display(), error = %e, "FUSE session ended with an error");
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the mount now; files already open keep working until closed.
+    pub fn detach(mut self) {
+        self.detach_in_background();
+    }
+
+    fn detach_in_background(&mut self) {
+        let Some(session) = self.session.take() else { return };
+        if let Err(e) = umount2(&self.path, libc::MNT_DETACH) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot detach mount");
+        }
+        let shown = self.path.display().to_string();
+        std::thread::spawn(move || {
+            let _ = session.join();
+            tracing::debug!(path = %shown, "detached mount released");
+        });
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                tracing::warn!(error = %e, "unmount on drop failed");
-            }
-        }
+        self.detach_in_background();
+    }
+}
+
+fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -107,6 +152,7 @@ pub fn mount(
     Ok(Mount {
         session: Some(session),
         fs,
+        path: mountpoint.to_path_buf(),
     })
 }
 
@@ -211,6 +257,11 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Nothing is ever buffered for writing.
         reply.ok();
     }
 

@@ -57,7 +57,7 @@ impl Daemon {
                 Ok(path) => Response::ok(json!({ "mountPaths": [path] })),
                 Err(e) => Response::err(e.status(), e.to_string()),
             },
-            Request::Umount { mount_path } => match self.mounts.unmount(&mount_path).await {
+            Request::Umount { mount_path, lazy } => match self.mounts.unmount(&mount_path, lazy).await {
                 Ok(()) => Response::ok(json!({})),
                 Err(e) => Response::err(e.status(), e.to_string()),
             },

@@ -229,35 +229,61 @@ impl Mounts {
         .map_err(|e| MountError::Internal(format!("mount task failed: {e}")))?
     }
 
-    pub async fn unmount(&self, path: &str) -> Result<(), MountError> {
+    pub async fn unmount(&self, path: &str, lazy: bool) -> Result<(), MountError> {
         let _admin = self.admin.lock().await;
         let path = PathBuf::from(path);
-        let active = self.active().remove(&path);
-        let Some(active) = active else {
+        let Some(active) = self.active().remove(&path) else {
             return Err(MountError::Invalid(format!(
                 "{} is not mounted by lazysnap",
                 path.display()
             )));
         };
-        let created = active.created_dir;
-        tokio::task::spawn_blocking(move || active.mount.unmount())
-            .await
-            .map_err(|e| MountError::Internal(e.to_string()))?
-            .map_err(|e| MountError::Internal(format!("cannot unmount {}: {e}", path.display())))?;
-        if created {
+        let Active {
+            mount,
+            store,
+            created_dir,
+        } = active;
+        if lazy {
+            mount.detach();
+        } else {
+            let unmounted = tokio::task::spawn_blocking(move || mount.unmount())
+                .await
+                .map_err(|e| MountError::Internal(e.to_string()))?;
+            if let Err(busy) = unmounted {
+                let error = busy.error;
+                // Still mounted and serving: keep it registered.
+                self.active().insert(
+                    path.clone(),
+                    Active {
+                        mount: busy.mount,
+                        store,
+                        created_dir,
+                    },
+                );
+                return Err(match error.raw_os_error() {
+                    Some(libc::EBUSY) => MountError::Invalid(format!(
+                        "{} is busy: processes have files open under it (close them, or umount --lazy to detach it now)",
+                        path.display()
+                    )),
+                    _ => MountError::Internal(format!("cannot unmount {}: {error}", path.display())),
+                });
+            }
+        }
+        if created_dir {
             let _ = std::fs::remove_dir(&path);
         }
         let _ = self.index.remove_mount(&path.display().to_string());
-        tracing::info!(path = %path.display(), "unmounted");
+        tracing::info!(path = %path.display(), lazy, "unmounted");
         Ok(())
     }
 
+    /// Unmounts everything as the daemon stops; busy mounts are detached.
     pub fn unmount_all(&self) {
         let all = std::mem::take(&mut *self.active());
         for (path, active) in all {
-            if let Err(e) = active.mount.unmount() {
-                tracing::warn!(path = %path.display(), error = %e, "unmount failed; detaching");
-                detach(&path);
+            if let Err(busy) = active.mount.unmount() {
+                tracing::warn!(path = %path.display(), error = %busy.error, "mount is busy; detaching it");
+                busy.mount.detach();
             }
             if active.created_dir {
                 let _ = std::fs::remove_dir(&path);

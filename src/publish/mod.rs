@@ -55,6 +55,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PublishReport {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
@@ -145,11 +146,19 @@ pub async fn publish(
         None => HashMap::new(),
     };
 
+    // Objects no previous manifest names may still exist (an interrupted publish): one listing
+    // finds them all, rather than a HEAD per file.
+    let stored: Option<HashMap<String, u64>> = if files.iter().all(|f| known.contains_key(&f.path)) {
+        None
+    } else {
+        let listing = store.list(&layout::files_dir(volume)).await?;
+        Some(listing.into_iter().map(|o| (o.key.to_string(), o.size)).collect())
+    };
     // Decide every file before uploading any, so a refusal leaves the store untouched.
     let mut to_upload = Vec::new();
     let mut skipped = 0;
     for file in &files {
-        if already_stored(store, volume, file, &known, options.block_size).await? {
+        if already_stored(store, volume, file, &known, stored.as_ref(), options.block_size).await? {
             skipped += file.size;
         } else {
             to_upload.push(file);
@@ -272,6 +281,7 @@ async fn already_stored(
     volume: &VolumeId,
     file: &LocalFile,
     known: &HashMap<RelPath, (u64, BlockChecksums)>,
+    stored: Option<&HashMap<String, u64>>,
     block_size: u64,
 ) -> Result<bool, PublishError> {
     let immutable = || PublishError::Immutable {
@@ -288,10 +298,18 @@ async fn already_stored(
         }
     }
     let key = layout::file_key(volume, &file.path);
-    let Some(info) = store.head(&key).await? else {
-        return Ok(false);
+    let size = match stored {
+        Some(listing) => match listing.get(key.as_ref()) {
+            Some(size) => *size,
+            None => return Ok(false),
+        },
+        // Not listed: every file was known, this one under another block size.
+        None => match store.head(&key).await? {
+            Some(info) => info.size,
+            None => return Ok(false),
+        },
     };
-    if info.size != file.size {
+    if size != file.size {
         return Err(immutable());
     }
     // An object no manifest names (an interrupted publish) or written with another block size:

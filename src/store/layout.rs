@@ -29,6 +29,10 @@ pub fn file_key(volume: &VolumeId, path: &RelPath) -> Path {
     Path::from_iter(volume_child(volume, "files").chain(path.components()))
 }
 
+pub fn files_dir(volume: &VolumeId) -> Path {
+    Path::from_iter(volume_child(volume, "files"))
+}
+
 pub fn manifests_dir(volume: &VolumeId) -> Path {
     Path::from_iter(volume_child(volume, "manifests"))
 }

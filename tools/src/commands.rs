@@ -147,7 +147,7 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn umount(path: &Path, paths: &Paths) -> anyhow::Result<()> {
+pub fn umount(path: &Path, lazy: bool, paths: &Paths) -> anyhow::Result<()> {
     let path = absolute(path)?;
     if !paths.socket().exists() {
         bail!(
@@ -160,6 +160,7 @@ pub fn umount(path: &Path, paths: &Paths) -> anyhow::Result<()> {
         paths,
         &Request::Umount {
             mount_path: path.display().to_string(),
+            lazy,
         },
     )?;
     Ok(())

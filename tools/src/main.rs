@@ -45,6 +45,9 @@ enum Command {
     Umount {
         /// The mount path printed by `lazysnap mount`.
         path: PathBuf,
+        /// Detach now even if files are open under it; it is released when they close.
+        #[arg(long)]
+        lazy: bool,
     },
     /// List this node's mounts as JSON.
     Mounts,
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let home = cli.home.clone().unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
@@ -129,7 +133,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Publish(args) => commands::publish(args, paths),
         Command::Snapshot(cmd) => commands::snapshot(cmd, paths),
         Command::Mount(args) => commands::mount(args, paths),
-        Command::Umount { path } => commands::umount(&path, paths),
+        Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
         Command::Mounts => daemon::print_request(paths, &lazysnap::control::Request::Mounts, false),
         Command::Ls(args) => inspect::ls(args, paths),
         Command::Cat(args) => inspect::cat(args, paths),

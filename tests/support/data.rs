@@ -1,0 +1,24 @@
+//! Deterministic test data: the same seed always gives the same bytes, so a test can recompute
+//! what a file must contain instead of keeping a copy.
+
+use std::path::Path;
+
+/// `len` pseudo-random bytes from `seed` (xorshift: fast, and every byte depends on the seed).
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(dir: &Path, path: &str, contents: &[u8]) {
+    let full = dir.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(full, contents).unwrap();
+}

@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+pub mod data;
+pub mod node;
+pub mod s3;
+pub mod stores;

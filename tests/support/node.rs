@@ -1,0 +1,179 @@
+//! One lazysnap node per test: its own home (index, cache, daemon socket), the real `lazysnap` and
+//! `lazysnap-mountd` binaries, and cleanup that runs on failure too: every mount under the test's
+//! folders is unmounted and the daemon stopped when the node is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// Where cargo put the binaries: next to the `deps` folder holding this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the integration tests (make test does)",
+        path.display()
+    );
+    path
+}
+
+pub struct Node {
+    pub dir: TempDir,
+    /// Extra environment for the CLI and daemon (the S3 server's credentials).
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    pub fn new(env: Vec<(String, String)>) -> Node {
+        Node {
+            dir: tempfile::Builder::new()
+                .prefix("lazysnap-test-")
+                .tempdir()
+                .expect("temp dir"),
+            env,
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A fresh path under the test's folder (for sources, mountpoints).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("lazysnap"));
+        // These machines set AWS_* of their own; a test sees only its own server's.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("AWS_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("LAZYSNAP_HOME", self.home()).env("LAZYSNAP_LOG", "warn");
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run lazysnap")
+    }
+
+    /// Runs and requires success; answers stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lazysnap {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let text = self.ok(args);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("lazysnap {args:?} printed no JSON ({e}): {text}"))
+    }
+
+    /// Runs and requires failure with a one-line error; answers that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "lazysnap {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "lazysnap {args:?} should print one error line, printed: {stderr}"
+        );
+        assert!(lines[0].starts_with("lazysnap: error: "), "{stderr}");
+        lines[0].to_string()
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.home().join("mountd.log")).unwrap_or_default()
+    }
+
+    /// Mounts and answers the mount path, with a guard that unmounts it.
+    pub fn mount(&self, args: &[&str]) -> MountGuard<'_> {
+        let mut full = vec!["mount"];
+        full.extend_from_slice(args);
+        let answer = self.json(&full);
+        let paths = answer["mountPaths"].as_array().expect("mountPaths array");
+        assert_eq!(paths.len(), 1, "{answer}");
+        MountGuard {
+            node: self,
+            path: PathBuf::from(paths[0].as_str().expect("a path")),
+        }
+    }
+
+    /// Every mount point below this test's folder.
+    pub fn mounts_below(&self) -> Vec<PathBuf> {
+        mounts_below(self.dir.path())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.command().args(["daemon", "stop"]).output();
+        for mount in mounts_below(self.dir.path()) {
+            eprintln!("test cleanup: detaching leftover mount {}", mount.display());
+            detach(&mount);
+        }
+    }
+}
+
+pub struct MountGuard<'a> {
+    node: &'a Node,
+    pub path: PathBuf,
+}
+
+impl MountGuard<'_> {
+    pub fn unmount(self) {
+        let path = self.path.display().to_string();
+        self.node.ok(&["umount", &path]);
+        // Drop finds nothing more to do.
+    }
+}
+
+impl Drop for MountGuard<'_> {
+    fn drop(&mut self) {
+        if is_mounted(&self.path) {
+            let path = self.path.display().to_string();
+            let _ = self.node.run(&["umount", &path]);
+            if is_mounted(&self.path) {
+                detach(&self.path);
+            }
+        }
+    }
+}
+
+fn mount_points() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        // /proc/mounts escapes spaces and tabs as octal; test paths have neither.
+        .map(PathBuf::from)
+        .collect()
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    mount_points().iter().any(|m| m == path)
+}
+
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    mount_points().into_iter().filter(|m| m.starts_with(dir)).collect()
+}
+
+fn detach(path: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(path).status();
+}
