@@ -54,7 +54,7 @@ impl Node {
                 cmd.env_remove(key);
             }
         }
-        cmd.env("LAZYSNAP_HOME", self.home()).env("LAZYSNAP_LOG", "warn");
+        cmd.env("LAZYSNAP_HOME", self.home()).env_remove("LAZYSNAP_LOG");
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd
     }

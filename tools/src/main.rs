@@ -95,8 +95,11 @@ impl SelectorArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The command reports its own failure; library events would repeat it. LAZYSNAP_LOG=info shows them.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "error,lazysnap=off".into());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
