@@ -71,9 +71,9 @@ impl Mount {
     }
 
     /// Unmounts and waits for the session to end.
-    pub fn unmount(mut self) -> Result<(), Busy> {
+    pub fn unmount(mut self) -> Result<(), Box<Busy>> {
         if let Err(error) = umount2(&self.path, 0) {
-            return Err(Busy { mount: self, error });
+            return Err(Box::new(Busy { mount: self, error }));
         }
         if let Some(session) = self.session.take() {
             // The kernel has let go, so the session loop ends on its own.

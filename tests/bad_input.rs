@@ -266,9 +266,9 @@ fn missing_and_corrupt_objects_are_io_errors_never_wrong_bytes() {
         // The mount is still up and other files read correctly.
         assert_eq!(std::fs::read(root.join("good.log")).unwrap(), data::bytes(4, 300_000));
         let mounts = node.json(&["mounts"]);
-        assert!(mounts[0]["stats"]["read_errors"].as_u64().unwrap() >= 2, "{mounts}");
+        assert!(mounts[0]["stats"]["readErrors"].as_u64().unwrap() >= 2, "{mounts}");
         assert!(
-            mounts[0]["stats"]["store"]["checksum_failures"].as_u64().unwrap() >= 1,
+            mounts[0]["stats"]["store"]["checksumFailures"].as_u64().unwrap() >= 1,
             "{mounts}"
         );
         mount.unmount();

@@ -130,7 +130,7 @@ fn every_byte_reads_back_and_the_mount_is_read_only() {
 
         let mounts = node.json(&["mounts"]);
         assert_eq!(mounts[0]["volumes"][0]["snapshotUUID"], "snap-1");
-        assert_eq!(mounts[0]["stats"]["read_errors"], 0);
+        assert_eq!(mounts[0]["stats"]["readErrors"], 0);
         let path = mount.path.clone();
         mount.unmount();
         assert!(!is_mounted(&path), "{}: still mounted after umount", store.name());

@@ -11,7 +11,7 @@ use lazysnap::catalog::{self, CatalogError};
 use lazysnap::control::{MountRequest, Status};
 use lazysnap::fetch::{FetchConfig, Fetcher};
 use lazysnap::fs::{LazyFs, VolumeView};
-use lazysnap::fuse::{self, FuseOptions, Mount};
+use lazysnap::fuse::{self, Busy, FuseOptions, Mount};
 use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
@@ -250,12 +250,12 @@ impl Mounts {
                 .await
                 .map_err(|e| MountError::Internal(e.to_string()))?;
             if let Err(busy) = unmounted {
-                let error = busy.error;
+                let Busy { mount, error } = *busy;
                 // Still mounted and serving: keep it registered.
                 self.active().insert(
                     path.clone(),
                     Active {
-                        mount: busy.mount,
+                        mount,
                         store,
                         created_dir,
                     },

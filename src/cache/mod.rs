@@ -123,6 +123,7 @@ pub enum CacheError {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CacheStats {
     pub memory_bytes: u64,
     pub disk_bytes: u64,
@@ -132,6 +133,7 @@ pub struct CacheStats {
 
 /// What is known locally about one object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectCacheStatus {
     pub blocks_cached: u64,
     pub blocks_total: u64,

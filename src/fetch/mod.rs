@@ -100,6 +100,7 @@ pub struct FetchStats {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FetchStatsSnapshot {
     pub requests: u64,
     pub bytes_fetched: u64,

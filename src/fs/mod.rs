@@ -63,6 +63,7 @@ pub struct StatFs {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MountStats {
     pub opens: u64,
     pub reads: u64,

@@ -12,7 +12,10 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-async fn fixture(name: &str, volumes: &[(&str, &[(&str, &[u8])])]) -> Fixture {
+/// (path, contents) of one file to publish.
+type FileSpec<'a> = (&'a str, &'a [u8]);
+
+async fn fixture(name: &str, volumes: &[(&str, &[FileSpec<'_>])]) -> Fixture {
     let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Arc::new(Index::open_in_memory().unwrap());
     let dir = tempfile::tempdir().unwrap();

@@ -195,7 +195,8 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_content() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+        type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("checksums", Box::new(|v| v["files"][0]["crc32c"] = "00000000".into())),
             ("listed twice", Box::new(|v| v["files"][1]["path"] = "dir/a.log".into())),
             (
