@@ -1,15 +1,18 @@
 # The two entry points of the README. Both install what they need first (Debian packages, Rust).
 .PHONY: demo test deps
 
+# cargo from PATH, else where rustup installs it.
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+
 deps:
 	./scripts/install-deps
 
 # Publish a sample data set into a local-directory store, snapshot it, mount it, read it.
 demo: deps
-	cargo build --release --workspace --bins
+	$(CARGO) build --release --workspace --bins
 	./scripts/demo target/release
 
 # Everything: unit tests, and integration tests that mount for real against file:// and a local S3 server.
 test: deps
-	cargo build --workspace --bins
-	cargo test --workspace
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace

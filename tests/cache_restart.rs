@@ -68,3 +68,71 @@ fn blocks_read_once_are_not_fetched_again_after_a_daemon_restart() {
     assert_eq!(server.get_requests_for("files/log.0001"), 0);
     mount.unmount();
 }
+
+#[test]
+fn a_deleted_index_is_rebuilt_from_the_store() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "a/b.log", b"contents");
+    node.json(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--store",
+        &store.url(),
+        "--volume",
+        VOLUME,
+    ]);
+    node.ok(&[
+        "snapshot",
+        "create",
+        "--store",
+        &store.url(),
+        "--volume",
+        VOLUME,
+        "--uuid",
+        "s",
+        "--validity",
+        "600",
+    ]);
+    for name in ["index.db", "index.db-wal", "index.db-shm"] {
+        let _ = std::fs::remove_file(node.home().join(name));
+    }
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--snapshot", "s"]);
+    assert_eq!(
+        std::fs::read(mount.path.join(VOLUME).join("a/b.log")).unwrap(),
+        b"contents"
+    );
+    mount.unmount();
+}
+
+#[test]
+fn a_killed_daemon_leaves_nothing_behind_once_a_new_one_starts() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "f", b"data");
+    node.json(&[
+        "publish",
+        src.to_str().unwrap(),
+        "--store",
+        &store.url(),
+        "--volume",
+        VOLUME,
+    ]);
+    let target = node.path("mnt");
+    let target_s = target.to_str().unwrap().to_string();
+    let _mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s]);
+    let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
+    // SAFETY: sending a signal to the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The dead mount is still in the mount table; a new daemon detaches it and mounts afresh.
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s]);
+    assert_eq!(std::fs::read(mount.path.join(VOLUME).join("f")).unwrap(), b"data");
+    assert_eq!(node.mounts_below().len(), 1, "{:?}", node.mounts_below());
+    mount.unmount();
+    assert!(node.mounts_below().is_empty());
+}
