@@ -108,6 +108,11 @@ impl Drop for Mount {
     }
 }
 
+/// Detaches whatever is mounted at `path`, such as the dead FUSE connection a crashed daemon left.
+pub fn detach_path(path: &Path) -> io::Result<()> {
+    umount2(path, libc::MNT_DETACH)
+}
+
 fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;

@@ -19,14 +19,7 @@ fn setup(store: &TestStore) -> Node {
     for name in ["good", "missing", "corrupt"] {
         data::write(&src, &format!("{name}.log"), &data::bytes(name.len() as u64, 300_000));
     }
-    node.json(&[
-        "publish",
-        src.to_str().unwrap(),
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-    ]);
+    node.publish(&store, &src, VOLUME, &[]);
     node
 }
 
@@ -129,50 +122,23 @@ fn bad_names_and_unknown_things_are_refused_clearly() {
         refused(&node, &mount(&["--volume", "evil2"]), &["is absolute"]);
 
         // Snapshots: a duplicate UUID and a volume with nothing to pin.
-        node.ok(&[
-            "snapshot",
-            "create",
-            "--store",
-            &url,
-            "--volume",
-            VOLUME,
-            "--uuid",
-            "s1",
-            "--validity",
-            "60",
-        ]);
-        refused(
-            &node,
-            &[
+        node.snapshot(&store, VOLUME, "s1");
+        let create = |volume, uuid| {
+            [
                 "snapshot",
                 "create",
                 "--store",
                 &url,
                 "--volume",
-                VOLUME,
+                volume,
                 "--uuid",
-                "s1",
+                uuid,
                 "--validity",
                 "60",
-            ],
-            &["s1", "already exists"],
-        );
-        refused(
-            &node,
-            &[
-                "snapshot",
-                "create",
-                "--store",
-                &url,
-                "--volume",
-                "kv/b/none",
-                "--uuid",
-                "s2",
-                "--validity",
-                "60",
-            ],
-            &["kv/b/none", "no manifest"],
-        );
+            ]
+        };
+        refused(&node, &create(VOLUME, "s1"), &["s1", "already exists"]);
+        refused(&node, &create("kv/b/none", "s2"), &["kv/b/none", "no manifest"]);
 
         // Files are immutable: new content under a published name is refused, and nothing changes.
         let src = node.path("src");

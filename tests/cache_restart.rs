@@ -17,26 +17,8 @@ fn blocks_read_once_are_not_fetched_again_after_a_daemon_restart() {
     let src = node.path("src");
     let bytes = data::bytes(3, 3 << 20);
     data::write(&src, "log.0001", &bytes);
-    node.json(&[
-        "publish",
-        src.to_str().unwrap(),
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-    ]);
-    node.ok(&[
-        "snapshot",
-        "create",
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-        "--uuid",
-        "s",
-        "--validity",
-        "600",
-    ]);
+    node.publish(&store, &src, VOLUME, &[]);
+    node.snapshot(&store, VOLUME, "s");
     let args = ["--store", &store.url(), "--volume", VOLUME, "--snapshot", "s"];
 
     let mount = node.mount(&args);
@@ -75,26 +57,8 @@ fn a_deleted_index_is_rebuilt_from_the_store() {
     let node = Node::new(store.env());
     let src = node.path("src");
     data::write(&src, "a/b.log", b"contents");
-    node.json(&[
-        "publish",
-        src.to_str().unwrap(),
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-    ]);
-    node.ok(&[
-        "snapshot",
-        "create",
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-        "--uuid",
-        "s",
-        "--validity",
-        "600",
-    ]);
+    node.publish(&store, &src, VOLUME, &[]);
+    node.snapshot(&store, VOLUME, "s");
     for name in ["index.db", "index.db-wal", "index.db-shm"] {
         let _ = std::fs::remove_file(node.home().join(name));
     }
@@ -112,14 +76,7 @@ fn a_killed_daemon_leaves_nothing_behind_once_a_new_one_starts() {
     let node = Node::new(store.env());
     let src = node.path("src");
     data::write(&src, "f", b"data");
-    node.json(&[
-        "publish",
-        src.to_str().unwrap(),
-        "--store",
-        &store.url(),
-        "--volume",
-        VOLUME,
-    ]);
+    node.publish(&store, &src, VOLUME, &[]);
     let target = node.path("mnt");
     let target_s = target.to_str().unwrap().to_string();
     let _mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s]);

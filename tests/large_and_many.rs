@@ -31,14 +31,7 @@ fn a_large_file_and_ten_thousand_small_files() {
         for i in 0..10_000 {
             data::write(&src, &small_name(i), &data::bytes(i as u64, i % 97));
         }
-        let report = node.json(&[
-            "publish",
-            src.to_str().unwrap(),
-            "--store",
-            &store.url(),
-            "--volume",
-            VOLUME,
-        ]);
+        let report = node.publish(&store, &src, VOLUME, &[]);
         assert_eq!(report["files"], 10_001, "{}: {report}", store.name());
         assert_eq!(
             report["bytesUploaded"].as_u64().unwrap() as usize,

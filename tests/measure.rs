@@ -48,14 +48,7 @@ fn publish_mount_and_read_rates() {
         let src = node.path("src");
         data::write(&src, "big.data", &bytes);
         let started = Instant::now();
-        node.json(&[
-            "publish",
-            src.to_str().unwrap(),
-            "--store",
-            &store.url(),
-            "--volume",
-            VOLUME,
-        ]);
+        node.publish(&store, &src, VOLUME, &[]);
         let publish = started.elapsed().as_secs_f64();
 
         let started = Instant::now();

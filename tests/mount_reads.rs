@@ -28,16 +28,7 @@ fn edge_files() -> Vec<(String, Vec<u8>)> {
 }
 
 fn publish(node: &Node, store: &TestStore, src: &Path, volume: &str) -> serde_json::Value {
-    node.json(&[
-        "publish",
-        src.to_str().unwrap(),
-        "--store",
-        &store.url(),
-        "--volume",
-        volume,
-        "--block-size",
-        "64K",
-    ])
+    node.publish(store, src, volume, &["--block-size", "64K"])
 }
 
 fn xattr(path: &Path, name: &str) -> Option<String> {
@@ -61,18 +52,7 @@ fn every_byte_reads_back_and_the_mount_is_read_only() {
         let report = publish(&node, &store, &src, VOLUME);
         assert_eq!(report["files"], files.len() as u64, "{}: {report}", store.name());
         assert_eq!(report["volumeID"], VOLUME);
-        let snap = node.json(&[
-            "snapshot",
-            "create",
-            "--store",
-            &store.url(),
-            "--volume",
-            VOLUME,
-            "--uuid",
-            "snap-1",
-            "--validity",
-            "600",
-        ]);
+        let snap = node.snapshot(&store, VOLUME, "snap-1");
         assert_eq!(snap["logManifestName"], report["logManifestName"]);
         assert_eq!(snap["logFiles"].as_array().unwrap().len(), files.len());
 

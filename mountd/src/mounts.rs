@@ -115,7 +115,9 @@ impl Mounts {
         let Ok(rows) = self.index.mounts() else { return };
         for row in rows {
             tracing::warn!(path = %row.path, "detaching a mount left by a previous daemon");
-            detach(Path::new(&row.path));
+            if let Err(e) = fuse::detach_path(Path::new(&row.path)) {
+                tracing::debug!(path = %row.path, error = %e, "nothing to detach");
+            }
             let _ = self.index.remove_mount(&row.path);
         }
     }
@@ -356,14 +358,4 @@ fn prepare_dir(path: &Path) -> Result<bool, MountError> {
             Ok(false)
         }
     }
-}
-
-/// Lazily detaches whatever is mounted at `path` (a dead FUSE connection after a crash).
-fn detach(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: a valid NUL-terminated path; MNT_DETACH only unlinks the mount from the tree.
-    unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
 }

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+use super::stores::TestStore;
+
 /// Where cargo put the binaries: next to the `deps` folder holding this test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -101,6 +103,38 @@ impl Node {
 
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.home().join("mountd.log")).unwrap_or_default()
+    }
+
+    /// Publishes `src` as the next manifest of `volume`; answers the publish report.
+    pub fn publish(&self, store: &TestStore, src: &Path, volume: &str, extra: &[&str]) -> serde_json::Value {
+        let url = store.url();
+        let mut args = vec![
+            "publish",
+            src.to_str().expect("utf-8 path"),
+            "--store",
+            &url,
+            "--volume",
+            volume,
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
+    /// Creates snapshot `uuid` of `volume`, valid for ten minutes; answers Fusion's 0x70 answer.
+    pub fn snapshot(&self, store: &TestStore, volume: &str, uuid: &str) -> serde_json::Value {
+        let url = store.url();
+        self.json(&[
+            "snapshot",
+            "create",
+            "--store",
+            &url,
+            "--volume",
+            volume,
+            "--uuid",
+            uuid,
+            "--validity",
+            "600",
+        ])
     }
 
     /// Mounts and answers the mount path, with a guard that unmounts it.
