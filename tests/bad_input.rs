@@ -19,7 +19,7 @@ fn setup(store: &TestStore) -> Node {
     for name in ["good", "missing", "corrupt"] {
         data::write(&src, &format!("{name}.log"), &data::bytes(name.len() as u64, 300_000));
     }
-    node.publish(&store, &src, VOLUME, &[]);
+    node.publish(store, &src, VOLUME, &[]);
     node
 }
 
