@@ -320,3 +320,6 @@ fn coalesce(blocks: Vec<u64>, block_size: u64, max_bytes: u64) -> Vec<Range<u64>
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
