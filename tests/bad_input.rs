@@ -26,6 +26,7 @@ fn setup(store: &TestStore) -> Node {
 /// The failure's line contains every `needle`, and nothing is left mounted.
 fn refused(node: &Node, args: &[&str], needles: &[&str]) {
     let line = node.fails(args);
+    eprintln!("{args:?}\n    -> {line}");
     for needle in needles {
         assert!(line.contains(needle), "{args:?}: expected {needle:?} in {line:?}");
     }
@@ -89,6 +90,15 @@ fn bad_names_and_unknown_things_are_refused_clearly() {
             &["ls", "file:///nonexistent/lazysnap"],
             &["/nonexistent/lazysnap"],
         );
+        if let Some(server) = store.server() {
+            let endpoint = server.endpoint();
+            let missing = format!("s3://no-such-bucket/x?endpoint={endpoint}&region=us-east-1&allow_http=true");
+            refused(
+                &node,
+                &["mount", "--store", &missing, "--volume", VOLUME],
+                &["no-such-bucket", "NoSuchBucket"],
+            );
+        }
         refused(
             &node,
             &["cat", &format!("{url}#{VOLUME}:nope.log")],

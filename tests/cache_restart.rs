@@ -93,3 +93,29 @@ fn a_killed_daemon_leaves_nothing_behind_once_a_new_one_starts() {
     mount.unmount();
     assert!(node.mounts_below().is_empty());
 }
+
+#[test]
+fn sigterm_stops_the_daemon_and_unmounts_everything() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "f", b"data");
+    node.publish(&store, &src, VOLUME, &[]);
+    let first = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    let second = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    assert_eq!(node.mounts_below().len(), 2);
+    let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = std::time::Instant::now();
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        assert!(started.elapsed().as_secs() < 30, "the daemon ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(node.mounts_below().is_empty(), "{:?}", node.mounts_below());
+    assert!(
+        !first.path.exists() && !second.path.exists(),
+        "mount folders it made are removed"
+    );
+    assert!(!node.home().join("mountd.sock").exists());
+}

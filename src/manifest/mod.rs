@@ -68,7 +68,7 @@ impl Manifest {
     /// Checks what every format must guarantee; formats call this last.
     pub(crate) fn validate(&self) -> Result<(), ManifestError> {
         let invalid = |reason: String| ManifestError::Invalid {
-            name: self.name.clone(),
+            name: format!("{} of volume {}", self.name, self.volume),
             reason,
         };
         if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) || !self.block_size.is_power_of_two() {

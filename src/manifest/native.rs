@@ -81,12 +81,14 @@ pub fn writer_of(bytes: &[u8]) -> Option<String> {
 
 /// Parses and validates the manifest stored as `name` for `volume`.
 pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, ManifestError> {
+    // Errors name the volume too: manifest names repeat across volumes.
+    let label = format!("{name} of volume {volume}");
     let invalid = |reason: String| ManifestError::Invalid {
-        name: name.to_string(),
+        name: label.clone(),
         reason,
     };
     let doc: Document = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-        name: name.to_string(),
+        name: label.clone(),
         source,
     })?;
     if doc.format != FORMAT || doc.version != VERSION {
@@ -109,7 +111,7 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
         .into_iter()
         .map(|entry| {
             let path = RelPath::parse(&entry.path).map_err(|source| ManifestError::Name {
-                name: name.to_string(),
+                name: label.clone(),
                 source,
             })?;
             let checksums =
