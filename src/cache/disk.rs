@@ -174,39 +174,39 @@ impl DiskCache {
         Ok(())
     }
 
-    fn files(&self, object: &ObjectId, shape: Option<BlockShape>) -> std::io::Result<Option<Arc<ObjectFiles>>> {
+    /// The object's file pair. The owner opens them read-write (creating them when `create` gives
+    /// the shape), since any handle it caches may later write blocks or punch holes; a reader opens
+    /// existing files read-only.
+    fn files(&self, object: &ObjectId, create: Option<BlockShape>) -> std::io::Result<Option<Arc<ObjectFiles>>> {
         if let Some(files) = self.state().open.get(object) {
             return Ok(Some(files.clone()));
         }
         let (data_path, map_path) = (self.path(object, "data"), self.path(object, "map"));
-        let files = match shape {
-            // Readers only open what exists.
-            None => match (File::open(&data_path), File::open(&map_path)) {
-                (Ok(data), Ok(map)) => ObjectFiles { data, map },
-                _ => return Ok(None),
-            },
-            Some(shape) => {
-                let open = |p: &Path| {
-                    OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(p)
-                };
-                let data = open(&data_path)?;
-                let map = open(&map_path)?;
-                let mut header = [0u8; HEADER as usize];
-                let valid = map.read_exact_at(&mut header, 0).is_ok() && parse_header(&header) == Some(shape);
-                if !valid {
-                    map.set_len(0)?;
-                    map.write_all_at(&make_header(shape), 0)?;
-                    map.set_len(HEADER + shape.blocks())?;
-                    data.set_len(shape.object_size)?;
-                }
-                ObjectFiles { data, map }
-            }
+        let writer = self.writable();
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(writer)
+                .create(writer && create.is_some())
+                .truncate(false)
+                .open(path)
         };
+        let (data, map) = match (open(&data_path), open(&map_path)) {
+            (Ok(data), Ok(map)) => (data, map),
+            (Err(e), _) | (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        if let Some(shape) = create {
+            let mut header = [0u8; HEADER as usize];
+            let valid = map.read_exact_at(&mut header, 0).is_ok() && parse_header(&header) == Some(shape);
+            if !valid {
+                map.set_len(0)?;
+                map.write_all_at(&make_header(shape), 0)?;
+                map.set_len(HEADER + shape.blocks())?;
+                data.set_len(shape.object_size)?;
+            }
+        }
+        let files = ObjectFiles { data, map };
         let files = Arc::new(files);
         let mut state = self.state();
         state.open.put(*object, files.clone());
@@ -273,7 +273,9 @@ impl DiskCache {
     }
 
     fn write_block(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) -> std::io::Result<()> {
-        let files = self.files(&key.object, Some(shape))?.expect("created for a writer");
+        let files = self
+            .files(&key.object, Some(shape))?
+            .ok_or_else(|| std::io::Error::other("cache files vanished while being created"))?;
         files.data.write_all_at(bytes, shape.offset(key.block))?;
         files.map.write_all_at(&[1], HEADER + key.block)?;
         if fetched {

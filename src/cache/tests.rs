@@ -130,3 +130,31 @@ fn a_second_process_reads_the_disk_tier_but_does_not_write_it() {
     reader.insert(key2, SHAPE, bytes2, true);
     assert_eq!(owner.get(&key2, SHAPE, crc2), None);
 }
+
+#[test]
+fn after_a_restart_a_partly_cached_object_takes_more_blocks_and_evicts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = object(8);
+    let blocks: Vec<_> = (0..3).map(|b| block(id, b, b as u8 + 1)).collect();
+    {
+        let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+        cache.insert(blocks[0].0, SHAPE, blocks[0].1.clone(), true);
+    }
+    // Quota for two blocks: the third insert must evict the first, on disk too.
+    let quota = 2 * 4096;
+    {
+        let cache = BlockCache::new(&disk_config(dir.path(), 0, quota)).unwrap();
+        assert_eq!(cache.get(&blocks[0].0, SHAPE, blocks[0].2), Some(blocks[0].1.clone()));
+        cache.insert(blocks[1].0, SHAPE, blocks[1].1.clone(), true);
+        cache.insert(blocks[2].0, SHAPE, blocks[2].1.clone(), true);
+        assert_eq!(
+            cache.object_status(&id, SHAPE).blocks_cached,
+            2,
+            "written and evicted on disk"
+        );
+        assert!(cache.stats().disk_bytes <= quota);
+    }
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, quota)).unwrap();
+    assert!(cache.stats().disk_bytes <= quota, "the quota holds across restarts");
+    assert_eq!(cache.get(&blocks[2].0, SHAPE, blocks[2].2), Some(blocks[2].1.clone()));
+}
