@@ -15,9 +15,15 @@ pub struct FileReader {
     state: Mutex<ReadState>,
 }
 
+/// How far a read may start from where the previous ones ended and still count as sequential: the
+/// kernel splits readahead (at most 1 MiB, see `FuseOptions::max_readahead`) into requests that FUSE
+/// threads may deliver out of order. Random reads of a large file land much further apart.
+const NEAR: u64 = 1 << 20;
+
 #[derive(Debug, Default)]
 struct ReadState {
-    /// Where the next read starts if the reader is sequential.
+    reads: u64,
+    /// The furthest end of the reads of the current sequential run.
     next_offset: u64,
     window: u64,
     /// Everything below this offset has been asked for already.
@@ -49,8 +55,9 @@ impl FileReader {
         let config = self.fetcher.config();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let end = offset.saturating_add(len).min(self.object.size());
-        let sequential = offset == state.next_offset && offset > 0;
-        state.next_offset = end;
+        let sequential = state.reads > 0 && offset.abs_diff(state.next_offset) <= NEAR;
+        state.reads += 1;
+        state.next_offset = if sequential { state.next_offset.max(end) } else { end };
         if !sequential {
             state.window = 0;
             state.prefetched_until = end;

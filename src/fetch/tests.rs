@@ -154,3 +154,31 @@ async fn sequential_reads_prefetch_ahead_and_random_reads_do_not() {
     }));
     assert!(f.gets.bytes() >= before + 2 * BLOCK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_arrive_slightly_out_of_order_still_count_as_sequential() {
+    let config = FetchConfig {
+        readahead_initial: 8 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(256 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    // The kernel's readahead pieces, delivered by different FUSE threads in another order.
+    for block in [0, 2, 1, 3] {
+        reader.read(block * BLOCK, BLOCK).await.unwrap();
+    }
+    let ahead = BlockKey {
+        object: f.object.id,
+        block: 8,
+    };
+    for _ in 0..100 {
+        if f.fetcher.cache().contains(&ahead) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        f.fetcher.cache().contains(&ahead),
+        "readahead ran despite the reordering"
+    );
+}
