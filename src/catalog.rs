@@ -132,3 +132,51 @@ pub async fn list_volumes(store: &Store) -> Result<Vec<VolumeId>, StoreError> {
     found.sort();
     Ok(found)
 }
+
+/// What [`sync`] read into the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    pub volumes: u64,
+    pub manifests: u64,
+    pub snapshots: u64,
+}
+
+/// Reads every manifest and snapshot record of `volumes` (all volumes of the store when `None`)
+/// into the index, so later mounts need nothing but the index. Stops at the first error: a partial
+/// index is still correct, since every row it holds was read and validated whole.
+pub async fn sync(store: &Store, index: &Index, volumes: Option<Vec<VolumeId>>) -> Result<SyncReport, CatalogError> {
+    let volumes = match volumes {
+        Some(volumes) => volumes,
+        None => list_volumes(store).await?,
+    };
+    let mut report = SyncReport::default();
+    for volume in volumes {
+        let (_, manifests) = store.list_children(&layout::manifests_dir(&volume)).await?;
+        let names: Vec<String> = manifests
+            .iter()
+            .filter_map(|o| o.key.filename().map(str::to_string))
+            .filter(|name| layout::parse_manifest_name(name).is_some())
+            .collect();
+        if names.is_empty() {
+            return Err(CatalogError::UnknownVolume {
+                store: store.url().to_string(),
+                volume,
+            });
+        }
+        for name in names {
+            load_manifest(store, index, &volume, &name).await?;
+            report.manifests += 1;
+        }
+        let (_, snapshots) = store.list_children(&layout::snapshots_dir(&volume)).await?;
+        for object in snapshots {
+            let Some(uuid) = object.key.filename().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let row = snapshot::read(store, &volume, uuid).await?;
+            index.put_snapshot(store.url(), &row)?;
+            report.snapshots += 1;
+        }
+        report.volumes += 1;
+    }
+    Ok(report)
+}

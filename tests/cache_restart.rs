@@ -62,6 +62,13 @@ fn a_deleted_index_is_rebuilt_from_the_store() {
     for name in ["index.db", "index.db-wal", "index.db-shm"] {
         let _ = std::fs::remove_file(node.home().join(name));
     }
+    let synced = node.json(&["index", "sync", "--store", &store.url()]);
+    assert_eq!(
+        synced,
+        serde_json::json!({"volumes": 1, "manifests": 1, "snapshots": 1})
+    );
+    let line = node.fails(&["index", "sync", "--store", &store.url(), "--volume", "kv/none"]);
+    assert!(line.contains("kv/none not found"), "{line}");
     let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--snapshot", "s"]);
     assert_eq!(
         std::fs::read(mount.path.join(VOLUME).join("a/b.log")).unwrap(),

@@ -56,6 +56,19 @@ pub struct SnapshotCreateArgs {
     validity: u64,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Read every manifest and snapshot of a store (or of some volumes) into the index, so mounts
+    /// need nothing else; the index is otherwise filled on demand.
+    Sync {
+        #[arg(long)]
+        store: String,
+        /// Only these volumes (repeat for several); default: every volume in the store.
+        #[arg(long = "volume")]
+        volumes: Vec<String>,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct MountArgs {
     #[arg(long)]
@@ -130,6 +143,24 @@ pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
         1 => print_json(&answers[0]),
         _ => print_json(&json!(answers)),
     }
+    Ok(())
+}
+
+pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
+    let IndexCommand::Sync { store, volumes } = command;
+    let store = open_store(&store, false)?;
+    let index = open_index(paths)?;
+    let volumes = match volumes.is_empty() {
+        true => None,
+        false => Some(
+            volumes
+                .iter()
+                .map(|v| VolumeId::parse(v))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let report = block_on(lazysnap::catalog::sync(&store, &index, volumes))?;
+    print_json(&serde_json::to_value(report)?);
     Ok(())
 }
 

@@ -60,6 +60,9 @@ enum Command {
     /// Control the mount daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// The node's index of manifests and snapshots.
+    #[command(subcommand)]
+    Index(commands::IndexCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +148,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             daemon::print_request(paths, &lazysnap::control::Request::Status, false)
         }
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
+        Command::Index(cmd) => commands::index(cmd, paths),
     }
 }
 
