@@ -82,8 +82,6 @@ pub enum PublishError {
     Name(#[from] NameError),
     #[error("{path} differs from the file of that name already in volume {volume}; files are immutable, publish new content under a new name")]
     Immutable { volume: VolumeId, path: RelPath },
-    #[error("{0} changed while it was being published")]
-    ChangedDuringPublish(PathBuf),
     #[error("term {requested} is older than the volume's current term {current}: this uploader is fenced")]
     Fenced { requested: u64, current: u64 },
     #[error("another writer published manifest {name} of volume {volume} at the same time; publish again")]
@@ -104,7 +102,13 @@ struct LocalFile {
     path: RelPath,
     local: PathBuf,
     size: u64,
-    checksums: BlockChecksums,
+}
+
+/// What the store already has of a local file.
+enum Stored {
+    /// The same bytes: nothing to upload. Carries their checksums for the manifest.
+    Same(BlockChecksums),
+    Missing,
 }
 
 pub async fn publish(
@@ -115,7 +119,7 @@ pub async fn publish(
     options: &PublishOptions,
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
-    let files = scan(dir, options.block_size).await?;
+    let files = scan(dir).await?;
     let previous = match catalog::latest_manifest_name(store, volume).await? {
         Some(name) => Some(catalog::load_manifest(store, index, volume, &name).await?),
         None => None,
@@ -154,26 +158,37 @@ pub async fn publish(
         let listing = store.list(&layout::files_dir(volume)).await?;
         Some(listing.into_iter().map(|o| (o.key.to_string(), o.size)).collect())
     };
-    // Decide every file before uploading any, so a refusal leaves the store untouched.
+    // Decide every file before uploading any, so a refusal leaves the store untouched. Only files
+    // the store may already hold are read now; new files are read once, while they upload.
+    let mut checksums: Vec<Option<(u64, BlockChecksums)>> = Vec::with_capacity(files.len());
     let mut to_upload = Vec::new();
     let mut skipped = 0;
-    for file in &files {
-        if already_stored(store, volume, file, &known, stored.as_ref(), options.block_size).await? {
-            skipped += file.size;
-        } else {
-            to_upload.push(file);
+    for (i, file) in files.iter().enumerate() {
+        match already_stored(store, volume, file, &known, stored.as_ref(), options.block_size).await? {
+            Stored::Same(sums) => {
+                skipped += file.size;
+                checksums.push(Some((file.size, sums)));
+            }
+            Stored::Missing => {
+                to_upload.push(i);
+                checksums.push(None);
+            }
         }
     }
-    let upload_bytes: u64 = to_upload.iter().map(|f| f.size).sum();
+    let upload_bytes: u64 = to_upload.iter().map(|&i| files[i].size).sum();
     progress.start(to_upload.len() as u64, upload_bytes);
-    futures::stream::iter(
-        to_upload
-            .iter()
-            .map(|file| upload(store, volume, file, options, progress)),
-    )
+    let files_ref = &files;
+    let uploaded = futures::stream::iter(to_upload.iter().map(|&i| async move {
+        upload(store, volume, &files_ref[i], options, progress)
+            .await
+            .map(|r| (i, r))
+    }))
     .buffer_unordered(options.concurrency.max(1))
-    .try_collect::<Vec<()>>()
+    .try_collect::<Vec<_>>()
     .await?;
+    for (i, result) in uploaded {
+        checksums[i] = Some(result);
+    }
 
     let manifest = Manifest {
         volume: volume.clone(),
@@ -184,12 +199,17 @@ pub async fn publish(
         block_size: options.block_size,
         files: files
             .iter()
-            .map(|f| ManifestFile {
-                path: f.path.clone(),
-                size: f.size,
-                checksums: f.checksums.clone(),
-                low_seqno: None,
-                high_seqno: None,
+            .zip(checksums)
+            .map(|(f, sums)| {
+                // The size and checksums of the bytes the store holds, as uploaded or compared.
+                let (size, checksums) = sums.expect("every file was uploaded or found stored");
+                ManifestFile {
+                    path: f.path.clone(),
+                    size,
+                    checksums,
+                    low_seqno: None,
+                    high_seqno: None,
+                }
             })
             .collect(),
     };
@@ -200,9 +220,9 @@ pub async fn publish(
         .map_err(CatalogError::from)?;
     Ok(PublishReport {
         volume_id: volume.to_string(),
+        bytes_uploaded: manifest.total_bytes() - skipped,
         log_manifest_name: manifest.name,
         files: files.len() as u64,
-        bytes_uploaded: upload_bytes,
         bytes_skipped: skipped,
     })
 }
@@ -229,9 +249,9 @@ pub async fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), Pu
     }
 }
 
-/// Every regular file under `dir` with its checksums, sorted by path. Symlinks and special files are
-/// skipped: a volume holds only data the engine wrote.
-async fn scan(dir: &FsPath, block_size: u64) -> Result<Vec<LocalFile>, PublishError> {
+/// Every regular file under `dir`, sorted by path. Symlinks and special files are skipped: a
+/// volume holds only data the engine wrote.
+async fn scan(dir: &FsPath) -> Result<Vec<LocalFile>, PublishError> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         if !dir.is_dir() {
@@ -254,19 +274,17 @@ async fn scan(dir: &FsPath, block_size: u64) -> Result<Vec<LocalFile>, PublishEr
             let text = relative
                 .to_str()
                 .ok_or_else(|| PublishError::NotUtf8(relative.to_path_buf()))?;
-            let path = RelPath::parse(text)?;
-            let read_err = |source| PublishError::Read {
-                path: entry.path().to_path_buf(),
-                source,
-            };
-            let file = std::fs::File::open(entry.path()).map_err(read_err)?;
-            let (checksums, size) =
-                BlockChecksums::compute(std::io::BufReader::new(file), block_size).map_err(read_err)?;
+            let size = entry
+                .metadata()
+                .map_err(|e| PublishError::Read {
+                    path: entry.path().to_path_buf(),
+                    source: e.into(),
+                })?
+                .len();
             files.push(LocalFile {
-                path,
+                path: RelPath::parse(text)?,
                 local: entry.path().to_path_buf(),
                 size,
-                checksums,
             });
         }
         Ok(files)
@@ -275,7 +293,23 @@ async fn scan(dir: &FsPath, block_size: u64) -> Result<Vec<LocalFile>, PublishEr
     .expect("scan task does not panic")
 }
 
-/// True when the store already holds exactly this file; an error when it holds something else.
+/// Checksums of a local file, read in a blocking task.
+async fn checksum_local(file: &LocalFile, block_size: u64) -> Result<BlockChecksums, PublishError> {
+    let path = file.local.clone();
+    tokio::task::spawn_blocking(move || {
+        let read_err = |source| PublishError::Read {
+            path: path.clone(),
+            source,
+        };
+        let reader = std::fs::File::open(&path).map_err(read_err)?;
+        let (sums, _) = BlockChecksums::compute(std::io::BufReader::new(reader), block_size).map_err(read_err)?;
+        Ok(sums)
+    })
+    .await
+    .expect("checksum task does not panic")
+}
+
+/// Whether the store already holds exactly this file; an error when it holds something else.
 async fn already_stored(
     store: &Store,
     volume: &VolumeId,
@@ -283,54 +317,52 @@ async fn already_stored(
     known: &HashMap<RelPath, (u64, BlockChecksums)>,
     stored: Option<&HashMap<String, u64>>,
     block_size: u64,
-) -> Result<bool, PublishError> {
+) -> Result<Stored, PublishError> {
     let immutable = || PublishError::Immutable {
         volume: volume.clone(),
         path: file.path.clone(),
     };
-    if let Some((size, sums)) = known.get(&file.path) {
-        // Checksums were computed with the previous manifest's block size; compare like with like.
-        if *size == file.size && sums.len() == file.checksums.len() && *sums == file.checksums {
-            return Ok(true);
-        }
-        if *size != file.size || sums.len() == file.checksums.len() {
-            return Err(immutable());
-        }
-    }
     let key = layout::file_key(volume, &file.path);
-    let size = match stored {
-        Some(listing) => match listing.get(key.as_ref()) {
-            Some(size) => *size,
-            None => return Ok(false),
-        },
-        // Not listed: every file was known, this one under another block size.
-        None => match store.head(&key).await? {
-            Some(info) => info.size,
-            None => return Ok(false),
-        },
+    let stored_size = match (known.get(&file.path), stored) {
+        (Some((size, _)), _) => Some(*size),
+        (None, Some(listing)) => listing.get(key.as_ref()).copied(),
+        (None, None) => None,
     };
-    if size != file.size {
+    let Some(stored_size) = stored_size else {
+        return Ok(Stored::Missing);
+    };
+    if stored_size != file.size {
         return Err(immutable());
     }
-    // An object no manifest names (an interrupted publish) or written with another block size:
-    // compare its bytes before deciding.
+    let local = checksum_local(file, block_size).await?;
+    // The previous manifest's checksums decide when they use the same block size ...
+    if let Some((_, sums)) = known.get(&file.path).filter(|(_, sums)| sums.len() == local.len()) {
+        return if *sums == local {
+            Ok(Stored::Same(local))
+        } else {
+            Err(immutable())
+        };
+    }
+    // ... otherwise (an object no manifest names, from an interrupted publish, or another block
+    // size) the stored bytes do.
     let bytes = store.get(&key).await?;
-    let (sums, _) = BlockChecksums::compute(&bytes[..], block_size).expect("reading memory cannot fail");
-    if sums == file.checksums {
-        Ok(true)
+    let (remote, _) = BlockChecksums::compute(&bytes[..], block_size).expect("reading memory cannot fail");
+    if remote == local {
+        Ok(Stored::Same(local))
     } else {
         Err(immutable())
     }
 }
 
-/// Uploads one file, checksumming the exact bytes sent so the manifest cannot disagree with them.
+/// Uploads one file in a single read, checksumming the exact bytes sent so the manifest cannot
+/// disagree with the store. Answers the size and checksums of what was uploaded.
 async fn upload(
     store: &Store,
     volume: &VolumeId,
     file: &LocalFile,
     options: &PublishOptions,
     progress: &dyn Progress,
-) -> Result<(), PublishError> {
+) -> Result<(u64, BlockChecksums), PublishError> {
     let key = layout::file_key(volume, &file.path);
     let read_err = |source| PublishError::Read {
         path: file.local.clone(),
@@ -342,13 +374,10 @@ async fn upload(
         let mut buf = Vec::with_capacity(file.size as usize);
         local.read_to_end(&mut buf).await.map_err(read_err)?;
         hasher.update(&buf);
-        if hasher.finish() != file.checksums {
-            return Err(PublishError::ChangedDuringPublish(file.local.clone()));
-        }
         let len = buf.len() as u64;
         store.put(&key, Bytes::from(buf).into()).await?;
         progress.advance(len);
-        return Ok(());
+        return Ok((len, hasher.finish()));
     }
     let upload = store
         .object_store()
@@ -357,6 +386,7 @@ async fn upload(
         .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, options.part_size as usize);
     let mut buf = vec![0u8; options.part_size as usize];
+    let mut total = 0u64;
     loop {
         let n = read_full(&mut local, &mut buf).await.map_err(read_err)?;
         if n == 0 {
@@ -369,17 +399,14 @@ async fn upload(
             .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
         hasher.update(&buf[..n]);
         writer.write(&buf[..n]);
+        total += n as u64;
         progress.advance(n as u64);
-    }
-    if hasher.finish() != file.checksums {
-        let _ = writer.abort().await;
-        return Err(PublishError::ChangedDuringPublish(file.local.clone()));
     }
     writer
         .finish()
         .await
         .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
-    Ok(())
+    Ok((total, hasher.finish()))
 }
 
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
