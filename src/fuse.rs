@@ -72,8 +72,14 @@ impl Mount {
 
     /// Unmounts and waits for the session to end.
     pub fn unmount(mut self) -> Result<(), Box<Busy>> {
-        if let Err(error) = umount2(&self.path, 0) {
-            return Err(Box::new(Busy { mount: self, error }));
+        match umount2(&self.path, 0) {
+            Ok(()) => {}
+            // Not a mount point any more: someone unmounted it with the system tool, and the
+            // session has ended (or is ending) on its own.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::info!(path = %self.path.display(), "already unmounted outside lazysnap");
+            }
+            Err(error) => return Err(Box::new(Busy { mount: self, error })),
         }
         if let Some(session) = self.session.take() {
             // The kernel has let go, so the session loop ends on its own.

@@ -126,3 +126,23 @@ fn sigterm_stops_the_daemon_and_unmounts_everything() {
     );
     assert!(!node.home().join("mountd.sock").exists());
 }
+
+#[test]
+fn a_mount_unmounted_behind_lazysnaps_back_can_still_be_forgotten() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "f", b"data");
+    node.publish(&store, &src, VOLUME, &[]);
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    let path = mount.path.display().to_string();
+    // An operator (or a cleanup script) unmounts it with the system tool.
+    assert!(std::process::Command::new("umount")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success());
+    node.ok(&["umount", &path]);
+    assert_eq!(node.json(&["mounts"]), serde_json::json!([]));
+    assert!(!mount.path.exists(), "the folder the daemon made is removed");
+}
