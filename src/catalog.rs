@@ -42,14 +42,21 @@ pub enum CatalogError {
     },
 }
 
-/// The newest manifest name of a volume in the store, if it has any.
-pub async fn latest_manifest_name(store: &Store, volume: &VolumeId) -> Result<Option<String>, StoreError> {
+/// The names of a volume's manifests in the store, oldest first (empty for an unknown volume).
+pub async fn manifest_names(store: &Store, volume: &VolumeId) -> Result<Vec<String>, StoreError> {
     let (_, objects) = store.list_children(&layout::manifests_dir(volume)).await?;
-    Ok(objects
+    let mut names: Vec<String> = objects
         .iter()
         .filter_map(|o| o.key.filename().map(str::to_string))
         .filter(|name| layout::parse_manifest_name(name).is_some())
-        .max())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The newest manifest name of a volume in the store, if it has any.
+pub async fn latest_manifest_name(store: &Store, volume: &VolumeId) -> Result<Option<String>, StoreError> {
+    Ok(manifest_names(store, volume).await?.pop())
 }
 
 /// The manifest `name` of `volume`, from the index or else read from the store and indexed.
@@ -151,12 +158,7 @@ pub async fn sync(store: &Store, index: &Index, volumes: Option<Vec<VolumeId>>) 
     };
     let mut report = SyncReport::default();
     for volume in volumes {
-        let (_, manifests) = store.list_children(&layout::manifests_dir(&volume)).await?;
-        let names: Vec<String> = manifests
-            .iter()
-            .filter_map(|o| o.key.filename().map(str::to_string))
-            .filter(|name| layout::parse_manifest_name(name).is_some())
-            .collect();
+        let names = manifest_names(store, &volume).await?;
         if names.is_empty() {
             return Err(CatalogError::UnknownVolume {
                 store: store.url().to_string(),

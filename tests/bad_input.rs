@@ -7,7 +7,7 @@ mod support;
 use std::path::Path;
 
 use support::data;
-use support::node::Node;
+use support::node::{snapshot_args, Node};
 use support::stores::TestStore;
 
 const VOLUME: &str = "kv/b/kvstore-7";
@@ -133,20 +133,7 @@ fn bad_names_and_unknown_things_are_refused_clearly() {
 
         // Snapshots: a duplicate UUID and a volume with nothing to pin.
         node.snapshot(&store, VOLUME, "s1");
-        let create = |volume, uuid| {
-            [
-                "snapshot",
-                "create",
-                "--store",
-                &url,
-                "--volume",
-                volume,
-                "--uuid",
-                uuid,
-                "--validity",
-                "60",
-            ]
-        };
+        let create = |volume, uuid| snapshot_args(&url, volume, uuid, "60");
         refused(&node, &create(VOLUME, "s1"), &["s1", "already exists"]);
         refused(&node, &create("kv/b/none", "s2"), &["kv/b/none", "no manifest"]);
 

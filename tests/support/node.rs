@@ -123,18 +123,7 @@ impl Node {
     /// Creates snapshot `uuid` of `volume`, valid for ten minutes; answers Fusion's 0x70 answer.
     pub fn snapshot(&self, store: &TestStore, volume: &str, uuid: &str) -> serde_json::Value {
         let url = store.url();
-        self.json(&[
-            "snapshot",
-            "create",
-            "--store",
-            &url,
-            "--volume",
-            volume,
-            "--uuid",
-            uuid,
-            "--validity",
-            "600",
-        ])
+        self.json(&snapshot_args(&url, volume, uuid, "600"))
     }
 
     /// Mounts and answers the mount path, with a guard that unmounts it.
@@ -164,6 +153,22 @@ impl Drop for Node {
             detach(&mount);
         }
     }
+}
+
+/// `lazysnap snapshot create` arguments.
+pub fn snapshot_args<'a>(url: &'a str, volume: &'a str, uuid: &'a str, validity: &'a str) -> [&'a str; 10] {
+    [
+        "snapshot",
+        "create",
+        "--store",
+        url,
+        "--volume",
+        volume,
+        "--uuid",
+        uuid,
+        "--validity",
+        validity,
+    ]
 }
 
 pub struct MountGuard<'a> {
