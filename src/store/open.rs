@@ -25,6 +25,9 @@ pub struct StoreConfig {
     pub connect_timeout: Duration,
     /// Create the directory of a `file://` store if it is missing (writers only).
     pub create_local_dir: bool,
+    /// object_store configuration keys (`aws_access_key_id`, `google_service_account`, ...) that
+    /// override what the environment says: for callers that hold credentials themselves.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for StoreConfig {
@@ -35,6 +38,7 @@ impl Default for StoreConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             create_local_dir: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -94,30 +98,42 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
             if let Some(vhost) = url.option("virtual_hosted") {
                 builder = builder.with_virtual_hosted_style_request(vhost == "true");
             }
+            for (key, value) in &config.settings {
+                builder = builder.with_config(setting(key).map_err(&open_err)?, value);
+            }
             Arc::new(builder.build().map_err(|e| open_err(e.to_string()))?)
         }
-        Scheme::Gcs => Arc::new(
-            GoogleCloudStorageBuilder::from_env()
+        Scheme::Gcs => {
+            let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(url.root())
                 .with_retry(config.retry())
-                .with_client_options(config.client())
-                .build()
-                .map_err(|e| open_err(e.to_string()))?,
-        ),
-        Scheme::Azure => Arc::new(
-            MicrosoftAzureBuilder::from_env()
+                .with_client_options(config.client());
+            for (key, value) in &config.settings {
+                builder = builder.with_config(setting(key).map_err(&open_err)?, value);
+            }
+            Arc::new(builder.build().map_err(|e| open_err(e.to_string()))?)
+        }
+        Scheme::Azure => {
+            let mut builder = MicrosoftAzureBuilder::from_env()
                 .with_container_name(url.root())
                 .with_retry(config.retry())
-                .with_client_options(config.client())
-                .build()
-                .map_err(|e| open_err(e.to_string()))?,
-        ),
+                .with_client_options(config.client());
+            for (key, value) in &config.settings {
+                builder = builder.with_config(setting(key).map_err(&open_err)?, value);
+            }
+            Arc::new(builder.build().map_err(|e| open_err(e.to_string()))?)
+        }
     };
     if url.prefix().as_ref().is_empty() {
         Ok(store)
     } else {
         Ok(Arc::new(PrefixStore::new(store, url.prefix().clone())))
     }
+}
+
+/// A configuration key of one of object_store's builders, by its name.
+fn setting<K: std::str::FromStr>(key: &str) -> Result<K, String> {
+    key.parse().map_err(|_| format!("unknown store setting {key:?}"))
 }
 
 /// `memory://name` stores live as long as the process, so two opens of one name see the same data.

@@ -34,8 +34,22 @@ fn answers(paths: &Paths) -> bool {
     control::call(&paths.socket(), &Request::Status, Duration::from_secs(5)).is_ok()
 }
 
+/// Flags and environment for a daemon this command starts (the benchmark sets cache sizes and the
+/// credentials of its own S3 server); by default the daemon inherits this command's environment.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    pub args: Vec<String>,
+    /// Variables to set; with `replace_aws_env` every inherited `AWS_*` variable is dropped first.
+    pub env: Vec<(String, String)>,
+    pub replace_aws_env: bool,
+}
+
 /// Starts lazysnap-mountd for this home unless one already answers.
 pub fn ensure_running(paths: &Paths) -> anyhow::Result<()> {
+    ensure_running_with(paths, &Launch::default())
+}
+
+pub fn ensure_running_with(paths: &Paths, launch: &Launch) -> anyhow::Result<()> {
     if answers(paths) {
         return Ok(());
     }
@@ -47,9 +61,19 @@ pub fn ensure_running(paths: &Paths) -> anyhow::Result<()> {
         .append(true)
         .open(paths.daemon_log())
         .with_context(|| format!("cannot open {}", paths.daemon_log().display()))?;
-    let mut child = Command::new(mountd_binary())
+    let mut command = Command::new(mountd_binary());
+    if launch.replace_aws_env {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("AWS_") {
+                command.env_remove(key);
+            }
+        }
+    }
+    let mut child = command
         .arg("--home")
         .arg(paths.home())
+        .args(&launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -110,8 +134,12 @@ pub fn stop(paths: &Paths) -> anyhow::Result<()> {
     let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
     call(paths, &Request::Shutdown)?;
     let started = Instant::now();
-    // SAFETY: signal 0 only checks that the process exists.
-    while unsafe { libc::kill(pid, 0) } == 0 {
+    // A daemon this process started (the benchmark's) stays a zombie until reaped; for any other,
+    // waitpid fails with ECHILD and changes nothing.
+    // SAFETY: waitpid with WNOHANG and a null status; kill with signal 0 only checks existence.
+    while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != pid
+        && unsafe { libc::kill(pid, 0) } == 0
+    {
         if started.elapsed() > Duration::from_secs(60) {
             bail!("lazysnap-mountd (pid {pid}) did not exit within 60 s");
         }

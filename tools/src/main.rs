@@ -2,6 +2,7 @@
 //! This file parses arguments, runs the command and turns errors into one line and an exit code.
 
 mod address;
+mod bench;
 mod commands;
 mod daemon;
 mod inspect;
@@ -63,6 +64,9 @@ enum Command {
     /// The node's index of manifests and snapshots.
     #[command(subcommand)]
     Index(commands::IndexCommand),
+    /// Measure reads through mounts against raw GETs and local disk on file://, a local S3 server
+    /// and one with S3's latency emulated; prints ratios and their targets, writes JSON.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +153,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         }
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
         Command::Index(cmd) => commands::index(cmd, paths),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -1,0 +1,272 @@
+//! `lazysnap bench`: one run measures lazysnap's reads against the fastest raw reads of the same
+//! objects from the same store, and prints the ratios (see `report`) beside their targets.
+//!
+//! Every store gets the same data and the same steps, each on a fresh node (its own home, cache
+//! and daemon) so one step's cache cannot flatter the next: raw GETs, a cold then warm sequential
+//! read, cold then warm random 4 KiB reads, and many concurrent readers under a small memory cap.
+//! Mount time is measured for growing file counts, at two sizes per file.
+
+mod node;
+mod raw;
+mod reads;
+mod report;
+mod stats;
+mod targets;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use lazysnap::index::Index;
+use lazysnap::names::{RelPath, VolumeId};
+use lazysnap::publish::{self, NoProgress, PublishOptions};
+use lazysnap::store::layout;
+
+use crate::block_on;
+use node::BenchNode;
+use report::{MountScale, Report, StoreFigures};
+use targets::Target;
+
+const BIG_FILE: &str = "big.data";
+const SEQ_VOLUME: &str = "bench/seq";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// quick: 256 MiB file, mount time up to 10k files (a few minutes on 2 cores); full: 1 GiB, up
+    /// to 100k files.
+    #[arg(long, value_enum, default_value_t = Profile::Quick)]
+    profile: Profile,
+    /// Stores to run on: file (a local directory), s3 (a local S3 server), s3-emulated (the same
+    /// server with ~25 ms to first byte and ~90 MB/s per stream).
+    #[arg(long, value_delimiter = ',', default_value = "file,s3,s3-emulated")]
+    stores: Vec<String>,
+    /// Also run on this store (a real bucket, say); credentials come from the environment.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Size of the file read sequentially and at random [default: by profile].
+    #[arg(long, value_parser = lazysnap::units::parse_size)]
+    size: Option<u64>,
+    /// Random 4 KiB reads per measurement (raw GETs take at most 200 of them).
+    #[arg(long, default_value_t = 1000)]
+    random_reads: usize,
+    /// File counts to measure mount time for [default: by profile].
+    #[arg(long, value_delimiter = ',')]
+    mount_files: Vec<usize>,
+    /// Concurrent readers in the memory measurement.
+    #[arg(long, default_value_t = 64)]
+    readers: usize,
+    /// The daemon's memory cache cap in the memory measurement.
+    #[arg(long, default_value = "64M", value_parser = lazysnap::units::parse_size)]
+    memory_cap: u64,
+    /// Size of each raw ranged GET in the parallel baseline.
+    #[arg(long, default_value = "8M", value_parser = lazysnap::units::parse_size)]
+    raw_chunk: u64,
+    /// Raw ranged GETs in flight in the parallel baseline.
+    #[arg(long, default_value_t = 16)]
+    raw_parallelism: usize,
+    /// Folder for the data, stores and nodes of the run (removed afterwards) [default: $TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Where to write the figures as JSON.
+    #[arg(long, value_name = "FILE", default_value = "lazysnap-bench.json")]
+    json: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Profile {
+    Quick,
+    Full,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let size = args.size.unwrap_or(match args.profile {
+        Profile::Quick => 256 << 20,
+        Profile::Full => 1 << 30,
+    });
+    let mount_files = match (args.mount_files.is_empty(), args.profile) {
+        (false, _) => args.mount_files.clone(),
+        (true, Profile::Quick) => vec![1_000, 10_000],
+        (true, Profile::Full) => vec![1_000, 10_000, 100_000],
+    };
+    let work_root = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&work_root).with_context(|| format!("cannot create {}", work_root.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix("lazysnap-bench-")
+        .tempdir_in(&work_root)?;
+    let data = work.path().join("data");
+    say(&format!("writing {} MiB of test data", size >> 20));
+    write_random_file(&data.join(BIG_FILE), size)?;
+
+    let mut targets = Vec::new();
+    for name in &args.stores {
+        targets.push(Target::builtin(name, work.path())?);
+    }
+    if let Some(url) = &args.store {
+        targets.push(Target::external(url));
+    }
+    let mut stores = Vec::new();
+    for target in &targets {
+        stores.push(bench_store(&args, target, work.path(), &data, size)?);
+    }
+    let scale_target = targets.first().context("no store to run on")?;
+    let scale = mount_scale(scale_target, work.path(), &mount_files)?;
+
+    let report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
+    print!("{}", report.table());
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.json, json + "\n").with_context(|| format!("cannot write {}", args.json.display()))?;
+    say(&format!("figures written to {}", args.json.display()));
+    Ok(())
+}
+
+fn say(message: &str) {
+    eprintln!("lazysnap bench: {message}");
+}
+
+fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size: u64) -> anyhow::Result<StoreFigures> {
+    let store = target.open()?;
+    say(&format!("{}: publishing", target.name));
+    let published = publish_dir(target, data, SEQ_VOLUME)?;
+    let volume = VolumeId::parse(SEQ_VOLUME)?;
+    let key = layout::file_key(&volume, &RelPath::parse(BIG_FILE)?);
+
+    say(&format!("{}: raw GETs", target.name));
+    let raw = block_on(raw::measure(
+        &store,
+        &key,
+        size,
+        args.raw_chunk,
+        args.raw_parallelism,
+        args.random_reads.min(200),
+    ))?;
+
+    say(&format!("{}: sequential reads", target.name));
+    let node = BenchNode::start(target, work, &[])?;
+    let (mounted, mount_time) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let file = mounted.volume_dir.join(BIG_FILE);
+    let (n, cold) = reads::sequential(&file)?;
+    anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
+    let fetched_sequential = node.bytes_fetched()?;
+    let (_, warm) = reads::sequential(&file)?;
+    node.unmount(&mounted)?;
+    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (_, block_cache) = reads::sequential(&mounted.volume_dir.join(BIG_FILE))?;
+    node.unmount(&mounted)?;
+    drop(node);
+    let (_, local) = reads::sequential(&data.join(BIG_FILE))?;
+
+    say(&format!("{}: random reads", target.name));
+    let offsets = stats::random_offsets(size, 4096, args.random_reads, 0x5eed_4a11);
+    let node = BenchNode::start(target, work, &[])?;
+    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let file = mounted.volume_dir.join(BIG_FILE);
+    let random_cold = reads::random_4k(&file, &offsets)?;
+    let fetched_random = node.bytes_fetched()?;
+    let random_warm = reads::random_4k(&file, &offsets)?;
+    let refetched = node.bytes_fetched()? - fetched_random;
+    drop(node);
+
+    say(&format!("{}: {} concurrent readers", target.name, args.readers));
+    let cap = format!("{}", args.memory_cap);
+    let node = BenchNode::start(target, work, &["--cache-memory".into(), cap])?;
+    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (n, concurrent) = reads::concurrent(&mounted.volume_dir.join(BIG_FILE), size, args.readers)?;
+    anyhow::ensure!(n == size, "{} readers read {n} bytes of {size}", args.readers);
+    let peak_rss = node.daemon_peak_rss()?;
+    drop(node);
+
+    Ok(StoreFigures {
+        store: target.name.clone(),
+        raw,
+        mount_ms: mount_time.as_secs_f64() * 1e3,
+        cold_sequential_mbps: stats::mbps(size, cold),
+        warm_sequential_mbps: stats::mbps(size, warm),
+        block_cache_sequential_mbps: stats::mbps(size, block_cache),
+        local_file_mbps: stats::mbps(size, local),
+        random_cold,
+        random_warm,
+        amplification_sequential: fetched_sequential as f64 / size as f64,
+        amplification_random: fetched_random as f64 / (offsets.len() as f64 * 4096.0),
+        refetched_bytes_warm: refetched,
+        concurrent_readers: args.readers,
+        concurrent_mbps: stats::mbps(size, concurrent),
+        peak_rss_bytes: peak_rss,
+        memory_cap_bytes: args.memory_cap,
+    })
+}
+
+/// Mount time by file count, at 1 KiB and 10 KiB per file: it should grow with files, not bytes.
+fn mount_scale(target: &Target, work: &Path, counts: &[usize]) -> anyhow::Result<Vec<MountScale>> {
+    let node = BenchNode::start(target, work, &[])?;
+    let mut rows = Vec::new();
+    for &files in counts {
+        for file_bytes in [1024u64, 10 * 1024] {
+            say(&format!("mount time: {files} files of {file_bytes} bytes"));
+            let dir = work.join(format!("scale-{files}-{file_bytes}"));
+            write_many_files(&dir, files, file_bytes)?;
+            let volume = format!("bench/scale-{files}-{file_bytes}");
+            let manifest = publish_dir(target, &dir, &volume)?;
+            std::fs::remove_dir_all(&dir)?;
+            // The first mount on a node reads the manifest from the store into the index; later
+            // mounts read only the index.
+            let (mounted, first) = node.mount(&volume, Some(&manifest))?;
+            node.unmount(&mounted)?;
+            let (mounted, again) = node.mount(&volume, Some(&manifest))?;
+            node.unmount(&mounted)?;
+            rows.push(MountScale {
+                files,
+                file_bytes,
+                first_mount_ms: first.as_secs_f64() * 1e3,
+                mount_ms: again.as_secs_f64() * 1e3,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Publishes `dir` as the next manifest of `volume`; its name.
+fn publish_dir(target: &Target, dir: &Path, volume: &str) -> anyhow::Result<String> {
+    let store = target.open()?;
+    let index = Index::open_in_memory()?;
+    let volume = VolumeId::parse(volume)?;
+    let report = block_on(publish::publish(
+        &store,
+        &index,
+        dir,
+        &volume,
+        &PublishOptions::default(),
+        &NoProgress,
+    ))?;
+    Ok(report.log_manifest_name)
+}
+
+fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().expect("a file in a folder"))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let (mut buf, mut state, mut left) = (vec![0u8; 1 << 20], 0x9e37_79b9_7f4a_7c15u64, size);
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        stats::fill_random(&mut buf[..n], &mut state);
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `files` files of `file_bytes` each, 1000 to a folder, as engines spread many files.
+fn write_many_files(dir: &Path, files: usize, file_bytes: u64) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; file_bytes as usize];
+    let mut state = files as u64 ^ file_bytes;
+    for i in 0..files {
+        let sub = dir.join(format!("d{:04}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        stats::fill_random(&mut buf, &mut state);
+        std::fs::write(sub.join(format!("f{i:07}.sst")), &buf)?;
+    }
+    Ok(())
+}

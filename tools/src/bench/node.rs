@@ -1,0 +1,108 @@
+//! A throwaway lazysnap node for one measurement: its own home (index, cache, socket) and daemon,
+//! stopped (which unmounts everything) and deleted when dropped, also when a measurement fails.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lazysnap::catalog::Selector;
+use lazysnap::control::{MountRequest, Request};
+use lazysnap::paths::Paths;
+use tempfile::TempDir;
+
+use super::targets::Target;
+use crate::daemon;
+
+pub struct Mounted {
+    pub path: PathBuf,
+    /// Where the volume's files are: `<path>/<volume id>`.
+    pub volume_dir: PathBuf,
+}
+
+pub struct BenchNode {
+    pub paths: Paths,
+    store_url: String,
+    _dir: TempDir,
+}
+
+impl BenchNode {
+    /// A node whose daemon runs with `daemon_args` (e.g. cache sizes).
+    pub fn start(target: &Target, work: &Path, daemon_args: &[String]) -> anyhow::Result<BenchNode> {
+        let dir = tempfile::Builder::new().prefix("node-").tempdir_in(work)?;
+        let node = BenchNode {
+            paths: Paths::new(dir.path().join("home")),
+            store_url: target.url.clone(),
+            _dir: dir,
+        };
+        daemon::ensure_running_with(&node.paths, &target.with_daemon_args(daemon_args))?;
+        Ok(node)
+    }
+
+    /// Mounts `volume` at `manifest` (or its latest): the mount and the time it took.
+    pub fn mount(&self, volume: &str, manifest: Option<&str>) -> anyhow::Result<(Mounted, Duration)> {
+        let request = Request::Mount(MountRequest {
+            store: self.store_url.clone(),
+            volumes: vec![volume.to_owned()],
+            selector: manifest.map_or(Selector::Latest, |m| Selector::Manifest(m.to_owned())),
+            mount_path: None,
+        });
+        let started = Instant::now();
+        let answer = daemon::call(&self.paths, &request)?;
+        let took = started.elapsed();
+        let path = answer["mountPaths"][0].as_str().context("mount answered no path")?;
+        let mounted = Mounted {
+            path: PathBuf::from(path),
+            volume_dir: Path::new(path).join(volume),
+        };
+        Ok((mounted, took))
+    }
+
+    pub fn unmount(&self, mounted: &Mounted) -> anyhow::Result<()> {
+        let request = Request::Umount {
+            mount_path: mounted.path.display().to_string(),
+            lazy: false,
+        };
+        daemon::call(&self.paths, &request)?;
+        Ok(())
+    }
+
+    /// The daemon's status answer.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        daemon::call(&self.paths, &Request::Status)
+    }
+
+    /// Bytes this node's mounts fetched from the store so far.
+    pub fn bytes_fetched(&self) -> anyhow::Result<u64> {
+        let status = self.status()?;
+        let mounts = status["mounts"].as_array().context("status lists no mounts")?;
+        Ok(mounts
+            .iter()
+            .map(|m| m["stats"]["store"]["bytesFetched"].as_u64().unwrap_or(0))
+            .sum())
+    }
+
+    /// Peak resident memory of the daemon since it started (VmHWM), in bytes.
+    pub fn daemon_peak_rss(&self) -> anyhow::Result<u64> {
+        let pid = self.status()?["pid"].as_u64().context("status has no pid")?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = text
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        match kib {
+            Some(kib) => Ok(kib * 1024),
+            None => bail!("no VmHWM in /proc/{pid}/status"),
+        }
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        if let Err(e) = daemon::stop(&self.paths) {
+            eprintln!(
+                "lazysnap bench: stopping the daemon of {}: {e:#}",
+                self.paths.home().display()
+            );
+        }
+    }
+}

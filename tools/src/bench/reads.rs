@@ -1,0 +1,78 @@
+//! How the benchmark reads files: the way an engine would, through the ordinary file API.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::stats::Latencies;
+
+/// Reads the whole file front to back in 1 MiB reads; bytes read and time taken.
+pub fn sequential(path: &Path) -> anyhow::Result<(u64, Duration)> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let started = Instant::now();
+    let mut offset = 0u64;
+    loop {
+        let n = file
+            .read_at(&mut buf, offset)
+            .with_context(|| format!("read {} at {offset}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        offset += n as u64;
+    }
+    Ok((offset, started.elapsed()))
+}
+
+/// One 4 KiB pread at each offset, one at a time, on a file opened for random access (the kernel's
+/// readahead off, as a database engine would have it): the latency of each.
+pub fn random_4k(path: &Path, offsets: &[u64]) -> anyhow::Result<Latencies> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: a valid fd; POSIX_FADV_RANDOM only changes readahead policy.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    let mut buf = [0u8; 4096];
+    let mut latencies = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        let started = Instant::now();
+        file.read_at(&mut buf, offset)
+            .with_context(|| format!("read {} at {offset}", path.display()))?;
+        latencies.push(started.elapsed());
+    }
+    Ok(Latencies::of(latencies))
+}
+
+/// `readers` threads, each reading its own slice of the file sequentially at the same time.
+pub fn concurrent(path: &Path, size: u64, readers: usize) -> anyhow::Result<(u64, Duration)> {
+    let slice = size.div_ceil(readers as u64);
+    let started = Instant::now();
+    let total = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..readers as u64)
+            .map(|i| {
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    let file = File::open(path)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    let (start, end) = ((i * slice).min(size), ((i + 1) * slice).min(size));
+                    let mut offset = start;
+                    while offset < end {
+                        let want = buf.len().min((end - offset) as usize);
+                        let n = file.read_at(&mut buf[..want], offset)?;
+                        if n == 0 {
+                            break;
+                        }
+                        offset += n as u64;
+                    }
+                    Ok(offset - start)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reader thread panicked"))
+            .sum::<anyhow::Result<u64>>()
+    })?;
+    Ok((total, started.elapsed()))
+}

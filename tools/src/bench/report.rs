@@ -1,0 +1,247 @@
+//! The benchmark's figures, the ratios computed from them and the targets they are held to.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::raw::RawFigures;
+use super::stats::Latencies;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreFigures {
+    pub store: String,
+    pub raw: RawFigures,
+    /// Mount of a fresh node, manifest read from the store.
+    pub mount_ms: f64,
+    pub cold_sequential_mbps: f64,
+    /// The same file again through the same mount (the kernel's page cache may serve it).
+    pub warm_sequential_mbps: f64,
+    /// The same file through a new mount on the same node: served by lazysnap's block cache.
+    pub block_cache_sequential_mbps: f64,
+    /// The source file on local disk, just written (page cache).
+    pub local_file_mbps: f64,
+    pub random_cold: Latencies,
+    pub random_warm: Latencies,
+    /// Bytes fetched from the store / bytes read.
+    pub amplification_sequential: f64,
+    pub amplification_random: f64,
+    /// Bytes fetched again while re-reading what was already read (should be none).
+    pub refetched_bytes_warm: u64,
+    pub concurrent_readers: usize,
+    pub concurrent_mbps: f64,
+    /// The daemon's peak resident memory during the concurrent read.
+    pub peak_rss_bytes: u64,
+    pub memory_cap_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountScale {
+    pub files: usize,
+    pub file_bytes: u64,
+    /// First mount on the node: reads the manifest from the store into the index.
+    pub first_mount_ms: f64,
+    /// A later mount: reads only the index.
+    pub mount_ms: f64,
+}
+
+/// One figure held to a target.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    pub store: String,
+    pub figure: String,
+    pub value: f64,
+    pub detail: String,
+    pub target: String,
+    pub met: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub profile: String,
+    pub file_bytes: u64,
+    pub cpus: usize,
+    pub stores: Vec<StoreFigures>,
+    pub mount_scale: Vec<MountScale>,
+    pub checks: Vec<Check>,
+}
+
+/// Memory the daemon may use beyond its cache cap (threads, buffers in flight, index).
+const RSS_ALLOWANCE: u64 = 64 << 20;
+
+impl Report {
+    pub fn new(profile: String, file_bytes: u64, stores: Vec<StoreFigures>, mount_scale: Vec<MountScale>) -> Report {
+        let mut checks: Vec<Check> = stores.iter().flat_map(store_checks).collect();
+        checks.extend(scale_checks(&mount_scale));
+        Report {
+            profile,
+            file_bytes,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stores,
+            mount_scale,
+            checks,
+        }
+    }
+
+    /// The checks as an aligned text table, then the raw figures per store.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<12} {:<44} {:>9}  {:<38} {:<10} met",
+            "store", "figure", "value", "measured", "target"
+        );
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<44} {:>9.3}  {:<38} {:<10} {}",
+                c.store,
+                c.figure,
+                c.value,
+                c.detail,
+                c.target,
+                if c.met { "yes" } else { "NO" }
+            );
+        }
+        out.push('\n');
+        for s in &self.stores {
+            let _ = writeln!(
+                out,
+                "{}: raw GET {:.0} MB/s single, {:.0} MB/s parallel; mount {:.0} ms; reads cold {:.0}, warm {:.0}, \
+                 block cache {:.0}, local {:.0} MB/s; {} readers {:.0} MB/s",
+                s.store,
+                s.raw.single_get_mbps,
+                s.raw.parallel_get_mbps,
+                s.mount_ms,
+                s.cold_sequential_mbps,
+                s.warm_sequential_mbps,
+                s.block_cache_sequential_mbps,
+                s.local_file_mbps,
+                s.concurrent_readers,
+                s.concurrent_mbps,
+            );
+        }
+        for m in &self.mount_scale {
+            let _ = writeln!(
+                out,
+                "mount {:>7} files x {:>6} B: first {:.0} ms, from the index {:.0} ms",
+                m.files, m.file_bytes, m.first_mount_ms, m.mount_ms
+            );
+        }
+        out
+    }
+}
+
+fn check(store: &str, figure: &str, value: f64, detail: String, target: &str, met: bool) -> Check {
+    Check {
+        store: store.into(),
+        figure: figure.into(),
+        value,
+        detail,
+        target: target.into(),
+        met,
+    }
+}
+
+fn store_checks(s: &StoreFigures) -> Vec<Check> {
+    let name = s.store.as_str();
+    let cold = s.cold_sequential_mbps / s.raw.best_mbps();
+    let warm = s.warm_sequential_mbps / s.local_file_mbps;
+    let random = s.random_cold.p50_us / s.raw.get_4k.p50_us;
+    let rss = s.peak_rss_bytes as f64 / (s.memory_cap_bytes + RSS_ALLOWANCE) as f64;
+    // A 4 KiB read fetches at most its block (256 KiB by default).
+    let max_amplification = 256.0 * 1024.0 / 4096.0;
+    vec![
+        check(
+            name,
+            "cold sequential / best raw GET",
+            cold,
+            format!("{:.0} vs {:.0} MB/s", s.cold_sequential_mbps, s.raw.best_mbps()),
+            ">= 1.0",
+            cold >= 1.0,
+        ),
+        check(
+            name,
+            "warm re-read / local file",
+            warm,
+            format!("{:.0} vs {:.0} MB/s", s.warm_sequential_mbps, s.local_file_mbps),
+            ">= 0.8",
+            warm >= 0.8,
+        ),
+        check(
+            name,
+            "cold random 4K p50 / raw 4K GET p50",
+            random,
+            format!("{:.0} vs {:.0} us", s.random_cold.p50_us, s.raw.get_4k.p50_us),
+            "<= 1.2",
+            random <= 1.2,
+        ),
+        check(
+            name,
+            "warm random 4K p50 (us)",
+            s.random_warm.p50_us,
+            format!("p99 {:.0} us", s.random_warm.p99_us),
+            "<= 50",
+            s.random_warm.p50_us <= 50.0,
+        ),
+        check(
+            name,
+            "read amplification, random 4K",
+            s.amplification_random,
+            format!("refetched {} B when warm", s.refetched_bytes_warm),
+            "<= 64, 0 B",
+            s.amplification_random <= max_amplification && s.refetched_bytes_warm == 0,
+        ),
+        check(
+            name,
+            "read amplification, sequential",
+            s.amplification_sequential,
+            String::new(),
+            "<= 1.05",
+            s.amplification_sequential <= 1.05,
+        ),
+        check(
+            name,
+            &format!("peak RSS, {} readers / (cap + 64 MiB)", s.concurrent_readers),
+            rss,
+            format!("{} vs {} MiB cap", s.peak_rss_bytes >> 20, s.memory_cap_bytes >> 20),
+            "<= 1.0",
+            rss <= 1.0,
+        ),
+    ]
+}
+
+/// The largest file count must mount in under a second from the index, and 10x the bytes per
+/// file must not make it slower (within noise: 1.5x or 50 ms).
+fn scale_checks(rows: &[MountScale]) -> Vec<Check> {
+    let Some(most) = rows.iter().map(|r| r.files).max() else {
+        return Vec::new();
+    };
+    let at = |bytes| rows.iter().find(|r| r.files == most && r.file_bytes == bytes);
+    let (Some(small), Some(large)) = (at(1024), at(10 * 1024)) else {
+        return Vec::new();
+    };
+    let slowest = small.mount_ms.max(large.mount_ms);
+    let flat = large.mount_ms / small.mount_ms.max(1e-3);
+    vec![
+        check(
+            "index",
+            &format!("mount time, {most} files (ms)"),
+            slowest,
+            format!("{:.0} ms first mount", small.first_mount_ms.max(large.first_mount_ms)),
+            "< 1000",
+            slowest < 1000.0,
+        ),
+        check(
+            "index",
+            &format!("mount time, {most} files, 10x bytes / 1x"),
+            flat,
+            format!("{:.0} vs {:.0} ms", large.mount_ms, small.mount_ms),
+            "flat",
+            flat <= 1.5 || large.mount_ms - small.mount_ms <= 50.0,
+        ),
+    ]
+}

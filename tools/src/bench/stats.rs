@@ -1,0 +1,85 @@
+//! Small helpers for figures: rates, latency percentiles, reproducible random offsets.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub fn mbps(bytes: u64, took: Duration) -> f64 {
+    bytes as f64 / took.as_secs_f64().max(1e-9) / 1e6
+}
+
+/// Percentiles of a set of latencies, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latencies {
+    pub samples: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+impl Latencies {
+    pub fn of(mut samples: Vec<Duration>) -> Latencies {
+        if samples.is_empty() {
+            return Latencies::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1e6
+        };
+        Latencies {
+            samples: samples.len(),
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
+}
+
+/// `count` offsets aligned to `align` inside `size`, the same for the same seed: every reader in a
+/// run (raw GET, cold mount, warm mount) asks for the same places.
+pub fn random_offsets(size: u64, align: u64, count: usize, seed: u64) -> Vec<u64> {
+    let slots = (size / align).max(1);
+    let mut state = seed | 1;
+    (0..count)
+        .map(|_| {
+            // xorshift64*: enough for spreading reads, and reproducible.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) % slots) * align
+        })
+        .collect()
+}
+
+/// Fills `buf` with bytes that do not compress, continuing from `state`.
+pub fn fill_random(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        let word = state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&word[..chunk.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_samples() {
+        let samples: Vec<_> = (1..=100).rev().map(Duration::from_micros).collect();
+        let l = Latencies::of(samples);
+        assert_eq!((l.samples, l.p50_us, l.p99_us, l.max_us), (100, 50.0, 99.0, 100.0));
+    }
+
+    #[test]
+    fn offsets_are_aligned_inside_and_reproducible() {
+        let a = random_offsets(1 << 20, 4096, 500, 7);
+        assert!(a.iter().all(|o| o % 4096 == 0 && *o < 1 << 20));
+        assert_eq!(a, random_offsets(1 << 20, 4096, 500, 7));
+        assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 100);
+    }
+}

@@ -1,0 +1,99 @@
+//! The stores a benchmark runs against: a local directory, the S3 server of `lazysnap-s3dev` on
+//! 127.0.0.1 as it is and with S3's latency and bandwidth emulated, or a store the operator names.
+
+use anyhow::{bail, Context};
+use lazysnap::store::{Store, StoreConfig, StoreUrl};
+use lazysnap_s3dev::{Emulation, S3Server};
+use tempfile::TempDir;
+
+use crate::daemon::Launch;
+
+pub struct Target {
+    pub name: String,
+    pub url: String,
+    /// Credentials of the local S3 server for this process's own store client.
+    settings: Vec<(String, String)>,
+    /// How to start a daemon that can reach the store.
+    pub launch: Launch,
+    /// The local S3 server, kept running as long as the target.
+    _server: Option<S3Server>,
+    _dir: Option<TempDir>,
+}
+
+/// The built-in profiles, by name.
+pub const PROFILES: &[&str] = &["file", "s3", "s3-emulated"];
+
+impl Target {
+    pub fn builtin(name: &str, work: &std::path::Path) -> anyhow::Result<Target> {
+        match name {
+            "file" => {
+                let dir = tempfile::Builder::new().prefix("store-").tempdir_in(work)?;
+                Ok(Target {
+                    name: name.into(),
+                    url: format!("file://{}", dir.path().display()),
+                    settings: Vec::new(),
+                    launch: Launch::default(),
+                    _server: None,
+                    _dir: Some(dir),
+                })
+            }
+            "s3" => Ok(Target::local_s3(name, S3Server::start())),
+            "s3-emulated" => Ok(Target::local_s3(name, S3Server::start_emulating(Emulation::S3_LIKE))),
+            other => bail!("unknown benchmark store {other:?}: use one of {}", PROFILES.join(", ")),
+        }
+    }
+
+    fn local_s3(name: &str, server: S3Server) -> Target {
+        let url = format!(
+            "s3://{}/bench?endpoint={}&region={}&allow_http=true",
+            server.bucket(),
+            server.endpoint(),
+            server.region()
+        );
+        let settings = vec![
+            ("aws_access_key_id".to_owned(), server.access_key().to_owned()),
+            ("aws_secret_access_key".to_owned(), server.secret_key().to_owned()),
+        ];
+        let launch = Launch {
+            env: server.env(),
+            replace_aws_env: true,
+            ..Launch::default()
+        };
+        Target {
+            name: name.into(),
+            url,
+            settings,
+            launch,
+            _server: Some(server),
+            _dir: None,
+        }
+    }
+
+    /// A store the operator names; credentials come from the environment, as for every command.
+    pub fn external(url: &str) -> Target {
+        Target {
+            name: "external".into(),
+            url: url.into(),
+            settings: Vec::new(),
+            launch: Launch::default(),
+            _server: None,
+            _dir: None,
+        }
+    }
+
+    pub fn open(&self) -> anyhow::Result<Store> {
+        let url: StoreUrl = self.url.parse()?;
+        let config = StoreConfig {
+            create_local_dir: true,
+            settings: self.settings.clone(),
+            ..StoreConfig::default()
+        };
+        Store::open(&url, &config).with_context(|| format!("cannot open the {} store", self.name))
+    }
+
+    pub fn with_daemon_args(&self, args: &[String]) -> Launch {
+        let mut launch = self.launch.clone();
+        launch.args.extend_from_slice(args);
+        launch
+    }
+}
