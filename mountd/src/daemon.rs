@@ -10,7 +10,7 @@ use lazysnap::index::Index;
 use lazysnap::paths::Paths;
 use serde_json::json;
 
-use crate::mounts::Mounts;
+use crate::mounts::{Mounts, Tuning};
 
 pub struct Daemon {
     pub paths: Paths,
@@ -22,7 +22,7 @@ impl Daemon {
     pub fn start(
         paths: Paths,
         cache: CacheConfig,
-        fuse_threads: usize,
+        tuning: Tuning,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Arc<Daemon>> {
         paths
@@ -40,7 +40,7 @@ impl Daemon {
         }
         let index = Arc::new(Index::open(&paths.index())?);
         let cache = Arc::new(BlockCache::new(&cache)?);
-        let mounts = Mounts::new(paths.clone(), index, cache, fuse_threads, runtime);
+        let mounts = Mounts::new(paths.clone(), index, cache, tuning, runtime);
         mounts.clean_stale();
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use lazysnap::cache::CacheConfig;
+use lazysnap::fetch::{BufferBudget, FetchConfig};
 use lazysnap::paths::Paths;
 
 #[derive(Parser, Debug)]
@@ -20,7 +21,8 @@ struct Args {
     /// /var/lib/lazysnap for root, else ~/.local/share/lazysnap]
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
-    /// Bytes of verified blocks kept in memory (suffixes K, M, G).
+    /// Memory for block data (suffixes K, M, G): blocks being fetched (up to half of it, at most
+    /// --fetch-request-size x --fetch-concurrency) and verified blocks kept in memory (the rest).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     cache_memory: u64,
     /// Bytes of verified blocks kept on disk under <home>/cache (suffixes K, M, G, T).
@@ -29,6 +31,15 @@ struct Args {
     /// FUSE worker threads per mount.
     #[arg(long, default_value_t = 16)]
     fuse_threads: usize,
+    /// Largest ranged GET: runs of missing blocks are fetched in requests up to this size.
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    fetch_request_size: u64,
+    /// Ranged GETs in flight per mount; with --fetch-request-size it bounds the bytes in flight.
+    #[arg(long, default_value_t = 16)]
+    fetch_concurrency: usize,
+    /// Furthest a sequential reader's readahead window grows.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    readahead_max: u64,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -37,6 +48,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    limit_allocator_retention();
     // fuser unmounts again after lazysnap has, and warns that the second attempt failed.
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "info,fuser::mnt=error".into());
@@ -51,8 +63,12 @@ fn main() -> anyhow::Result<()> {
         Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
     });
     let paths = Paths::new(home);
+    // One cap for all block bytes in memory: what is in flight is taken from the cache's share.
+    let in_flight = (args.cache_memory / 2)
+        .min(args.fetch_request_size.saturating_mul(args.fetch_concurrency as u64))
+        .max(1);
     let cache = CacheConfig {
-        memory_bytes: args.cache_memory,
+        memory_bytes: args.cache_memory - in_flight.min(args.cache_memory),
         disk_dir: Some(paths.cache()),
         disk_bytes: args.cache_disk,
     };
@@ -61,6 +77,27 @@ fn main() -> anyhow::Result<()> {
         .thread_name("lazysnap-mountd")
         .build()
         .context("cannot start the async runtime")?;
-    let daemon = daemon::Daemon::start(paths, cache, args.fuse_threads, runtime.handle().clone())?;
+    let tuning = mounts::Tuning {
+        fuse_threads: args.fuse_threads,
+        fetch: FetchConfig {
+            max_request_bytes: args.fetch_request_size,
+            concurrency: args.fetch_concurrency,
+            readahead_max: args.readahead_max,
+            budget: BufferBudget::new(in_flight),
+            ..FetchConfig::default()
+        },
+    };
+    let daemon = daemon::Daemon::start(paths, cache, tuning, runtime.handle().clone())?;
     runtime.block_on(server::serve(daemon))
+}
+
+/// glibc raises its mmap threshold after large buffers are freed, after which new fetch buffers
+/// (megabytes each) come from per-thread arenas that keep the memory when they are freed: RSS
+/// then grows far past the cache cap. A fixed threshold and few arenas give it back at once.
+fn limit_allocator_retention() {
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

@@ -72,11 +72,18 @@ struct Active {
     created_dir: bool,
 }
 
+/// How each mount reads: FUSE worker threads and the fetcher's request sizes and readahead.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    pub fuse_threads: usize,
+    pub fetch: FetchConfig,
+}
+
 pub struct Mounts {
     paths: Paths,
     index: Arc<Index>,
     cache: Arc<BlockCache>,
-    fuse_threads: usize,
+    tuning: Tuning,
     runtime: tokio::runtime::Handle,
     active: Mutex<BTreeMap<PathBuf, Active>>,
     /// Mount and unmount run one at a time: they change the mount table and folders.
@@ -88,14 +95,14 @@ impl Mounts {
         paths: Paths,
         index: Arc<Index>,
         cache: Arc<BlockCache>,
-        fuse_threads: usize,
+        tuning: Tuning,
         runtime: tokio::runtime::Handle,
     ) -> Mounts {
         Mounts {
             paths,
             index,
             cache,
-            fuse_threads,
+            tuning,
             runtime,
             active: Mutex::default(),
             admin: tokio::sync::Mutex::new(()),
@@ -143,7 +150,7 @@ impl Mounts {
                 snapshot,
             });
         }
-        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), FetchConfig::default()));
+        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
         let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(MountError::Invalid)?);
@@ -198,7 +205,7 @@ impl Mounts {
     /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once.
     async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, MountError> {
         let options = FuseOptions {
-            threads: self.fuse_threads,
+            threads: self.tuning.fuse_threads,
             // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
             // SAFETY: geteuid has no preconditions.
             allow_other: unsafe { libc::geteuid() } == 0,

@@ -25,7 +25,7 @@ impl Inflight {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn claim(&self, object: ObjectId, missing: &[u64]) -> Claim<'_> {
+    pub(super) fn claim(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
         let mut map = self.map();
         let mut led = Vec::new();
         let mut others = Vec::new();
@@ -41,7 +41,7 @@ impl Inflight {
             }
         }
         Claim {
-            inflight: self,
+            inflight: self.clone(),
             object,
             led: Mutex::new(led.into_iter().collect()),
             led_blocks: missing
@@ -55,8 +55,9 @@ impl Inflight {
     }
 }
 
-pub(super) struct Claim<'a> {
-    inflight: &'a Inflight,
+/// Owns its reference to the bookkeeping, so a claim can outlive the call that made it (prefetch).
+pub(super) struct Claim {
+    inflight: Arc<Inflight>,
     object: ObjectId,
     led: Mutex<HashMap<u64, watch::Sender<Slot>>>,
     led_blocks: Vec<u64>,
@@ -64,7 +65,7 @@ pub(super) struct Claim<'a> {
     results: Mutex<Vec<(u64, Bytes)>>,
 }
 
-impl Claim<'_> {
+impl Claim {
     /// The blocks this caller must fetch, in order.
     pub(super) fn led(&self) -> Vec<u64> {
         self.led_blocks.clone()
@@ -86,6 +87,16 @@ impl Claim<'_> {
         if let Some(sender) = sender {
             sender.send_replace(Some(result));
         }
+    }
+
+    /// Gives up a led block without an answer: its waiters look again (and may fetch it themselves).
+    pub(super) fn abandon(&self, block: u64) {
+        let sender = self.led.lock().unwrap_or_else(|p| p.into_inner()).remove(&block);
+        self.inflight.map().remove(&BlockKey {
+            object: self.object,
+            block,
+        });
+        drop(sender);
     }
 
     /// The blocks this caller fetched successfully.
@@ -110,7 +121,7 @@ impl Claim<'_> {
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         // Blocks still led here were never completed: let waiters know by dropping the senders.
         let abandoned: Vec<u64> = self

@@ -7,6 +7,7 @@
 //!   the mount itself stays healthy.
 //! - A block whose CRC32C does not match is an error for the reads that need it, never data.
 
+mod budget;
 mod error;
 mod inflight;
 mod sequential;
@@ -24,6 +25,7 @@ use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
 use crate::checksum::BlockChecksums;
 use crate::store::Store;
 
+pub use budget::BufferBudget;
 pub use error::FetchError;
 use inflight::{Claim, Inflight};
 pub use sequential::FileReader;
@@ -76,6 +78,9 @@ pub struct FetchConfig {
     /// First readahead window once a read is seen to be sequential, and the most it grows to.
     pub readahead_initial: u64,
     pub readahead_max: u64,
+    /// Bytes that may be in flight (fetched, not yet cached) at once; shared by every fetcher
+    /// given a clone of it, so a daemon's mounts together stay within one memory cap.
+    pub budget: BufferBudget,
 }
 
 impl Default for FetchConfig {
@@ -86,6 +91,7 @@ impl Default for FetchConfig {
             request_deadline: Duration::from_secs(30),
             readahead_initial: 1 << 20,
             readahead_max: 64 << 20,
+            budget: BufferBudget::new(128 << 20),
         }
     }
 }
@@ -124,8 +130,12 @@ pub struct Fetcher {
     store: Store,
     cache: Arc<BlockCache>,
     config: FetchConfig,
-    inflight: Inflight,
+    inflight: Arc<Inflight>,
+    /// Every GET holds one of these: the concurrency limit.
     permits: Semaphore,
+    /// Background GETs also hold one of these, fewer than `permits`: however much readahead is
+    /// queued, a read that a process waits for finds a slot free.
+    bulk_permits: Semaphore,
     stats: FetchStats,
 }
 
@@ -135,8 +145,9 @@ impl Fetcher {
             store,
             cache,
             permits: Semaphore::new(config.concurrency.max(1)),
+            bulk_permits: Semaphore::new(bulk_share(config.concurrency)),
             config,
-            inflight: Inflight::default(),
+            inflight: Arc::default(),
             stats: FetchStats::default(),
         }
     }
@@ -220,6 +231,32 @@ impl Fetcher {
         }
     }
 
+    /// Starts fetching the missing blocks of `blocks` in the background and returns at once. They
+    /// are claimed before this returns, so a read that needs one of them next waits for this fetch
+    /// instead of starting a small one of its own. Needs a tokio runtime.
+    pub fn prefetch(self: &Arc<Self>, object: &Arc<ObjectHandle>, blocks: Range<u64>) {
+        let missing: Vec<u64> = blocks
+            .filter(|&block| {
+                !self.cache.contains(&BlockKey {
+                    object: object.id,
+                    block,
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let claim = Arc::new(self.inflight.claim(object.id, &missing));
+        for run in coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes) {
+            let (fetcher, object, claim) = (self.clone(), object.clone(), claim.clone());
+            tokio::spawn(async move {
+                if let Err(e) = fetcher.fetch_run(&object, run, &claim, true).await {
+                    tracing::debug!(key = %object.key, error = %e, "prefetch failed; demand reads will retry");
+                }
+            });
+        }
+    }
+
     fn cached(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
         let crc = object.checksums.get(block)?;
         let key = BlockKey {
@@ -230,18 +267,42 @@ impl Fetcher {
     }
 
     /// Fetches the blocks this caller leads, as coalesced runs in parallel.
-    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim<'_>) -> Result<(), FetchError> {
+    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim) -> Result<(), FetchError> {
         let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
-        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, claim));
+        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, claim, false));
         let results = futures::future::join_all(fetches).await;
         results.into_iter().collect()
     }
 
-    async fn fetch_run(&self, object: &ObjectHandle, run: Range<u64>, claim: &Claim<'_>) -> Result<(), FetchError> {
-        let result = self.get_verified(object, run.clone()).await;
-        match result {
-            Ok(blocks) => {
-                for (block, bytes) in run.zip(blocks) {
+    /// Fetches one run and hands each block to its waiters. A block that fails its checksum is an
+    /// error for that block only. When the GET itself fails, a demand fetch passes the error on;
+    /// a background one abandons its blocks instead, so a read waiting on them fetches them
+    /// itself rather than failing for a prefetch it never asked for.
+    async fn fetch_run(
+        &self,
+        object: &ObjectHandle,
+        run: Range<u64>,
+        claim: &Claim,
+        background: bool,
+    ) -> Result<(), FetchError> {
+        let blocks = match self.get_verified(object, run.clone(), background).await {
+            Ok(blocks) => blocks,
+            Err(e) if background => {
+                run.for_each(|block| claim.abandon(block));
+                return Err(e);
+            }
+            Err(e) => {
+                let shared = Arc::new(e);
+                for block in run {
+                    claim.complete(block, Err(shared.clone()));
+                }
+                return Err(FetchError::Shared(shared));
+            }
+        };
+        let mut first_error = None;
+        for (block, verified) in run.zip(blocks) {
+            match verified {
+                Ok(bytes) => {
                     let key = BlockKey {
                         object: object.id,
                         block,
@@ -249,21 +310,29 @@ impl Fetcher {
                     self.cache.insert(key, object.shape, bytes.clone(), true);
                     claim.complete(block, Ok(bytes));
                 }
-                Ok(())
-            }
-            Err(e) => {
-                let shared = Arc::new(e);
-                for block in run {
+                Err(e) => {
+                    let shared = Arc::new(e);
                     claim.complete(block, Err(shared.clone()));
+                    first_error.get_or_insert(FetchError::Shared(shared));
                 }
-                Err(FetchError::Shared(shared))
             }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// One ranged GET covering `run`, split into verified blocks.
-    async fn get_verified(&self, object: &ObjectHandle, run: Range<u64>) -> Result<Vec<Bytes>, FetchError> {
+    /// One ranged GET covering `run`, split into blocks, each verified on its own.
+    async fn get_verified(
+        &self,
+        object: &ObjectHandle,
+        run: Range<u64>,
+        background: bool,
+    ) -> Result<Vec<Result<Bytes, FetchError>>, FetchError> {
         let range = object.shape.offset(run.start)..object.shape.offset(run.end - 1) + object.shape.len(run.end - 1);
+        let _bulk = match background {
+            true => Some(self.bulk_permits.acquire().await.expect("semaphore never closed")),
+            false => None,
+        };
+        let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
@@ -291,18 +360,24 @@ impl Fetcher {
         for block in run {
             let start = (object.shape.offset(block) - range.start) as usize;
             let piece = bytes.slice(start..start + object.shape.len(block) as usize);
-            if !object.checksums.verify(block, &piece) {
+            if object.checksums.verify(block, &piece) {
+                blocks.push(Ok(piece));
+            } else {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
-                return Err(FetchError::Checksum {
+                blocks.push(Err(FetchError::Checksum {
                     key: object.key.to_string(),
                     block,
-                });
+                }));
             }
-            blocks.push(piece);
         }
         Ok(blocks)
     }
+}
+
+/// Slots background fetches may take: three quarters, so a quarter stays free for demand reads.
+fn bulk_share(concurrency: usize) -> usize {
+    (concurrency.max(1) * 3 / 4).max(1)
 }
 
 /// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.

@@ -68,8 +68,18 @@ impl FileReader {
         } else {
             (state.window * 2).min(config.readahead_max)
         };
+        // Extend the prefetched range only once the reader has eaten into half of it, and then by
+        // at least half a window: extending by each read's few hundred KiB would turn readahead
+        // into a stream of one-block GETs, and one-block GETs are what makes object stores slow.
+        let ahead = state.prefetched_until.saturating_sub(end);
+        if ahead >= state.window / 2 {
+            return None;
+        }
         let from = state.prefetched_until.max(end);
-        let to = end.saturating_add(state.window).min(self.object.size());
+        let to = end
+            .saturating_add(state.window)
+            .max(from.saturating_add(state.window / 2))
+            .min(self.object.size());
         if from >= to {
             return None;
         }
@@ -77,25 +87,8 @@ impl FileReader {
         Some(from..to)
     }
 
-    /// Fetches `range` in the background, one task per request-sized piece so they run in parallel.
+    /// Fetches `range` in the background as parallel request-sized GETs.
     fn prefetch(&self, range: Range<u64>) {
-        let step = self
-            .fetcher
-            .config()
-            .max_request_bytes
-            .max(self.object.shape.block_size);
-        let mut start = range.start;
-        while start < range.end {
-            let end = (start + step).min(range.end);
-            let blocks = self.object.blocks_for(start..end);
-            let fetcher = self.fetcher.clone();
-            let object = self.object.clone();
-            tokio::spawn(async move {
-                if let Err(e) = fetcher.blocks(&object, blocks).await {
-                    tracing::debug!(key = %object.key, error = %e, "readahead failed; demand reads will retry");
-                }
-            });
-            start = end;
-        }
+        self.fetcher.prefetch(&self.object, self.object.blocks_for(range));
     }
 }

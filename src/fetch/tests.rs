@@ -182,3 +182,30 @@ async fn reads_that_arrive_slightly_out_of_order_still_count_as_sequential() {
         "readahead ran despite the reordering"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sequential_read_is_fetched_in_large_requests() {
+    let config = FetchConfig {
+        readahead_initial: 4 * BLOCK,
+        readahead_max: 32 * BLOCK,
+        max_request_bytes: 8 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(256 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    for block in 0..256 {
+        let got = reader.read(block * BLOCK, BLOCK).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &f.data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]
+        );
+    }
+    // Readahead that followed the reader one block at a time would make ~256 one-block GETs.
+    let (requests, bytes) = (f.gets.requests(), f.gets.bytes());
+    assert!(requests <= 256 / 4, "{requests} GETs for 256 blocks");
+    assert!(
+        bytes <= 256 * BLOCK + 32 * BLOCK,
+        "{bytes} bytes fetched for {} bytes",
+        256 * BLOCK
+    );
+}

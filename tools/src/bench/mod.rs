@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Raw ranged GETs in flight in the parallel baseline.
     #[arg(long, default_value_t = 16)]
     raw_parallelism: usize,
+    /// Extra flags for every lazysnap-mountd the run starts (repeat), e.g. --daemon-arg=--readahead-max=128M.
+    #[arg(long = "daemon-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
     /// Folder for the data, stores and nodes of the run (removed afterwards) [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -142,11 +145,13 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
     ))?;
 
     say(&format!("{}: sequential reads", target.name));
-    let node = BenchNode::start(target, work, &[])?;
+    let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, mount_time) = node.mount(SEQ_VOLUME, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
+    let cpu_before = node.daemon_cpu()?;
     let (n, cold) = reads::sequential(&file)?;
     anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
+    let cold_cpu = node.daemon_cpu()?.saturating_sub(cpu_before);
     let fetched_sequential = node.bytes_fetched()?;
     let (_, warm) = reads::sequential(&file)?;
     node.unmount(&mounted)?;
@@ -158,7 +163,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
 
     say(&format!("{}: random reads", target.name));
     let offsets = stats::random_offsets(size, 4096, args.random_reads, 0x5eed_4a11);
-    let node = BenchNode::start(target, work, &[])?;
+    let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
     let random_cold = reads::random_4k(&file, &offsets)?;
@@ -168,8 +173,9 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
     drop(node);
 
     say(&format!("{}: {} concurrent readers", target.name, args.readers));
-    let cap = format!("{}", args.memory_cap);
-    let node = BenchNode::start(target, work, &["--cache-memory".into(), cap])?;
+    let mut daemon_args = args.daemon_args.clone();
+    daemon_args.push(format!("--cache-memory={}", args.memory_cap));
+    let node = BenchNode::start(target, work, &daemon_args)?;
     let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
     let (n, concurrent) = reads::concurrent(&mounted.volume_dir.join(BIG_FILE), size, args.readers)?;
     anyhow::ensure!(n == size, "{} readers read {n} bytes of {size}", args.readers);
@@ -181,6 +187,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
         raw,
         mount_ms: mount_time.as_secs_f64() * 1e3,
         cold_sequential_mbps: stats::mbps(size, cold),
+        cold_sequential_daemon_cpu_share: cold_cpu.as_secs_f64() / cold.as_secs_f64(),
         warm_sequential_mbps: stats::mbps(size, warm),
         block_cache_sequential_mbps: stats::mbps(size, block_cache),
         local_file_mbps: stats::mbps(size, local),

@@ -81,6 +81,27 @@ impl BenchNode {
             .sum())
     }
 
+    /// CPU time the daemon has used so far (user + system).
+    pub fn daemon_cpu(&self) -> anyhow::Result<Duration> {
+        let pid = self.status()?["pid"].as_u64().context("status has no pid")?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) start at ") ".
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, f)| f)
+            .unwrap_or("")
+            .split(' ')
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15 of /proc/<pid>/stat, 12 and 13 after the name.
+        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+            bail!("cannot parse /proc/{pid}/stat");
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(Duration::from_secs_f64((user + system) as f64 / hz))
+    }
+
     /// Peak resident memory of the daemon since it started (VmHWM), in bytes.
     pub fn daemon_peak_rss(&self) -> anyhow::Result<u64> {
         let pid = self.status()?["pid"].as_u64().context("status has no pid")?;

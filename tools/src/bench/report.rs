@@ -15,6 +15,8 @@ pub struct StoreFigures {
     /// Mount of a fresh node, manifest read from the store.
     pub mount_ms: f64,
     pub cold_sequential_mbps: f64,
+    /// The daemon's CPU time during the cold read / its duration (2.0 = two cores busy).
+    pub cold_sequential_daemon_cpu_share: f64,
     /// The same file again through the same mount (the kernel's page cache may serve it).
     pub warm_sequential_mbps: f64,
     /// The same file through a new mount on the same node: served by lazysnap's block cache.
@@ -110,13 +112,14 @@ impl Report {
         for s in &self.stores {
             let _ = writeln!(
                 out,
-                "{}: raw GET {:.0} MB/s single, {:.0} MB/s parallel; mount {:.0} ms; reads cold {:.0}, warm {:.0}, \
-                 block cache {:.0}, local {:.0} MB/s; {} readers {:.0} MB/s",
+                "{}: raw GET {:.0} MB/s single, {:.0} MB/s parallel; mount {:.0} ms; reads cold {:.0} (daemon busy \
+                 {:.2} cores), warm {:.0}, block cache {:.0}, local {:.0} MB/s; {} readers {:.0} MB/s",
                 s.store,
                 s.raw.single_get_mbps,
                 s.raw.parallel_get_mbps,
                 s.mount_ms,
                 s.cold_sequential_mbps,
+                s.cold_sequential_daemon_cpu_share,
                 s.warm_sequential_mbps,
                 s.block_cache_sequential_mbps,
                 s.local_file_mbps,

@@ -1,0 +1,66 @@
+//! `lazysnap bench` end to end on a tiny profile: it runs on every built-in store, cleans up after
+//! itself, and its size-independent figures hold (timings are not asserted: they vary by machine).
+
+mod support;
+
+use std::process::Command;
+
+use support::node::bin;
+
+#[test]
+fn bench_runs_on_every_store_and_its_counts_hold() {
+    let work = tempfile::tempdir().unwrap();
+    let json = work.path().join("bench.json");
+    let out = Command::new(bin("lazysnap"))
+        .args([
+            "bench",
+            "--size",
+            "4M",
+            "--random-reads",
+            "20",
+            "--mount-files",
+            "50",
+            "--readers",
+            "4",
+        ])
+        .args(["--stores", "file,s3,s3-emulated", "--work-dir"])
+        .arg(work.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("cold sequential / best raw GET"), "{stdout}");
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let stores = report["stores"].as_array().unwrap();
+    let names: Vec<&str> = stores.iter().map(|s| s["store"].as_str().unwrap()).collect();
+    assert_eq!(names, ["file", "s3", "s3-emulated"]);
+    for store in stores {
+        let name = store["store"].as_str().unwrap();
+        let sequential = store["amplificationSequential"].as_f64().unwrap();
+        assert!(
+            (1.0..=1.05).contains(&sequential),
+            "{name}: sequential amplification {sequential}"
+        );
+        let random = store["amplificationRandom"].as_f64().unwrap();
+        assert!(random > 0.0 && random <= 64.0, "{name}: random amplification {random}");
+        assert_eq!(store["refetchedBytesWarm"], 0, "{name}: warm reads fetched again");
+        assert!(store["peakRssBytes"].as_u64().unwrap() > 0);
+        assert_eq!(store["randomCold"]["samples"], 20);
+    }
+    let scale = report["mountScale"].as_array().unwrap();
+    assert_eq!(scale.len(), 2, "50 files at two sizes");
+    assert!(!report["checks"].as_array().unwrap().is_empty());
+
+    // Everything the run made is gone: no mounts, no daemons, only the JSON left in the work dir.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&work.path().display().to_string()), "{mounts}");
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("bench.json")]);
+}
