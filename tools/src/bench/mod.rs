@@ -28,7 +28,10 @@ use report::{MountScale, Report, StoreFigures};
 use targets::Target;
 
 const BIG_FILE: &str = "big.data";
-const SEQ_VOLUME: &str = "bench/seq";
+/// Every volume of a run lives in a namespace of its own, removed from an operator's store after.
+fn run_namespace() -> String {
+    format!("lazysnap-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -101,19 +104,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     say(&format!("writing {} MiB of test data", size >> 20));
     write_random_file(&data.join(BIG_FILE), size)?;
 
+    let namespace = run_namespace();
     let mut targets = Vec::new();
     for name in &args.stores {
         targets.push(Target::builtin(name, work.path())?);
     }
     if let Some(url) = &args.store {
-        targets.push(Target::external(url));
+        targets.push(Target::external(url, &namespace));
     }
     let mut stores = Vec::new();
     for target in &targets {
-        stores.push(bench_store(&args, target, work.path(), &data, size)?);
+        stores.push(bench_store(&args, target, work.path(), &data, size, &namespace)?);
     }
     let scale_target = targets.first().context("no store to run on")?;
-    let scale = mount_scale(scale_target, work.path(), &mount_files)?;
+    let scale = mount_scale(scale_target, work.path(), &mount_files, &namespace)?;
 
     let report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
     print!("{}", report.table());
@@ -127,11 +131,19 @@ fn say(message: &str) {
     eprintln!("lazysnap bench: {message}");
 }
 
-fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size: u64) -> anyhow::Result<StoreFigures> {
+fn bench_store(
+    args: &BenchArgs,
+    target: &Target,
+    work: &Path,
+    data: &Path,
+    size: u64,
+    namespace: &str,
+) -> anyhow::Result<StoreFigures> {
     let store = target.open()?;
     say(&format!("{}: publishing", target.name));
-    let published = publish_dir(target, data, SEQ_VOLUME)?;
-    let volume = VolumeId::parse(SEQ_VOLUME)?;
+    let seq_volume = format!("{namespace}/seq");
+    let published = publish_dir(target, data, &seq_volume)?;
+    let volume = VolumeId::parse(&seq_volume)?;
     let key = layout::file_key(&volume, &RelPath::parse(BIG_FILE)?);
 
     say(&format!("{}: raw GETs", target.name));
@@ -146,7 +158,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
 
     say(&format!("{}: sequential reads", target.name));
     let node = BenchNode::start(target, work, &args.daemon_args)?;
-    let (mounted, mount_time) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (mounted, mount_time) = node.mount(&seq_volume, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
     let cpu_before = node.daemon_cpu()?;
     let (n, cold) = reads::sequential(&file)?;
@@ -155,7 +167,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
     let fetched_sequential = node.bytes_fetched()?;
     let (_, warm) = reads::sequential(&file)?;
     node.unmount(&mounted)?;
-    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let (_, block_cache) = reads::sequential(&mounted.volume_dir.join(BIG_FILE))?;
     node.unmount(&mounted)?;
     drop(node);
@@ -164,7 +176,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
     say(&format!("{}: random reads", target.name));
     let offsets = stats::random_offsets(size, 4096, args.random_reads, 0x5eed_4a11);
     let node = BenchNode::start(target, work, &args.daemon_args)?;
-    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
     let random_cold = reads::random_4k(&file, &offsets)?;
     let fetched_random = node.bytes_fetched()?;
@@ -176,7 +188,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
     let mut daemon_args = args.daemon_args.clone();
     daemon_args.push(format!("--cache-memory={}", args.memory_cap));
     let node = BenchNode::start(target, work, &daemon_args)?;
-    let (mounted, _) = node.mount(SEQ_VOLUME, Some(&published))?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let (n, concurrent) = reads::concurrent(&mounted.volume_dir.join(BIG_FILE), size, args.readers)?;
     anyhow::ensure!(n == size, "{} readers read {n} bytes of {size}", args.readers);
     let peak_rss = node.daemon_peak_rss()?;
@@ -204,7 +216,7 @@ fn bench_store(args: &BenchArgs, target: &Target, work: &Path, data: &Path, size
 }
 
 /// Mount time by file count, at 1 KiB and 10 KiB per file: it should grow with files, not bytes.
-fn mount_scale(target: &Target, work: &Path, counts: &[usize]) -> anyhow::Result<Vec<MountScale>> {
+fn mount_scale(target: &Target, work: &Path, counts: &[usize], namespace: &str) -> anyhow::Result<Vec<MountScale>> {
     let node = BenchNode::start(target, work, &[])?;
     let mut rows = Vec::new();
     for &files in counts {
@@ -212,7 +224,7 @@ fn mount_scale(target: &Target, work: &Path, counts: &[usize]) -> anyhow::Result
             say(&format!("mount time: {files} files of {file_bytes} bytes"));
             let dir = work.join(format!("scale-{files}-{file_bytes}"));
             write_many_files(&dir, files, file_bytes)?;
-            let volume = format!("bench/scale-{files}-{file_bytes}");
+            let volume = format!("{namespace}/scale-{files}-{file_bytes}");
             let manifest = publish_dir(target, &dir, &volume)?;
             std::fs::remove_dir_all(&dir)?;
             // The first mount on a node reads the manifest from the store into the index; later

@@ -18,6 +18,8 @@ pub struct Target {
     /// The local S3 server, kept running as long as the target.
     _server: Option<S3Server>,
     _dir: Option<TempDir>,
+    /// In an operator's store: the run's namespace, deleted when the target is dropped.
+    leftovers: Option<String>,
 }
 
 /// The built-in profiles, by name.
@@ -35,6 +37,7 @@ impl Target {
                     launch: Launch::default(),
                     _server: None,
                     _dir: Some(dir),
+                    leftovers: None,
                 })
             }
             "s3" => Ok(Target::local_s3(name, S3Server::start())),
@@ -66,11 +69,13 @@ impl Target {
             launch,
             _server: Some(server),
             _dir: None,
+            leftovers: None,
         }
     }
 
     /// A store the operator names; credentials come from the environment, as for every command.
-    pub fn external(url: &str) -> Target {
+    /// What the run writes there (under `volumes/<namespace>/`) is deleted afterwards.
+    pub fn external(url: &str, namespace: &str) -> Target {
         Target {
             name: "external".into(),
             url: url.into(),
@@ -78,6 +83,7 @@ impl Target {
             launch: Launch::default(),
             _server: None,
             _dir: None,
+            leftovers: Some(namespace.into()),
         }
     }
 
@@ -95,5 +101,28 @@ impl Target {
         let mut launch = self.launch.clone();
         launch.args.extend_from_slice(args);
         launch
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let Some(namespace) = &self.leftovers else {
+            return;
+        };
+        let removed = self.open().and_then(|store| {
+            crate::block_on(async {
+                let prefix = object_store::path::Path::from_iter(["volumes", namespace.as_str()]);
+                for object in store.list(&prefix).await? {
+                    store.delete(&object.key).await?;
+                }
+                anyhow::Ok(())
+            })
+        });
+        if let Err(e) = removed {
+            eprintln!(
+                "lazysnap bench: could not remove volumes/{namespace}/ from {}: {e:#}",
+                self.url
+            );
+        }
     }
 }
