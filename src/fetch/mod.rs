@@ -257,6 +257,47 @@ impl Fetcher {
         }
     }
 
+    /// Bytes of `blocks` that no cache tier holds.
+    pub fn missing_bytes(&self, object: &ObjectHandle, blocks: Range<u64>) -> u64 {
+        blocks
+            .filter(|&block| {
+                !self.cache.contains(&BlockKey {
+                    object: object.id,
+                    block,
+                })
+            })
+            .map(|block| object.shape.len(block))
+            .sum()
+    }
+
+    /// Fetches the missing blocks of `blocks` into the cache on the background lane and waits
+    /// until they are there (or fetched by someone else); bytes this call fetched itself.
+    pub async fn fetch_in_background(&self, object: &ObjectHandle, blocks: Range<u64>) -> Result<u64, FetchError> {
+        let missing: Vec<u64> = blocks
+            .filter(|&block| {
+                !self.cache.contains(&BlockKey {
+                    object: object.id,
+                    block,
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let claim = self.inflight.claim(object.id, &missing);
+        let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
+        let fetched: u64 = runs
+            .iter()
+            .flat_map(|run| run.clone())
+            .map(|b| object.shape.len(b))
+            .sum();
+        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, &claim, true));
+        let (results, waited) = futures::join!(futures::future::join_all(fetches), claim.wait_others());
+        results.into_iter().collect::<Result<(), _>>()?;
+        waited?;
+        Ok(fetched)
+    }
+
     fn cached(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
         let crc = object.checksums.get(block)?;
         let key = BlockKey {

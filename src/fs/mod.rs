@@ -142,6 +142,16 @@ impl LazyFs {
         &self.fetcher
     }
 
+    /// Every file of the mount as (inode, size), in path order within each volume.
+    pub fn files(&self) -> Vec<(u64, u64)> {
+        (1..=self.tree.len())
+            .filter_map(|ino| match &self.tree.get(ino)?.kind {
+                NodeKind::File { row, .. } => Some((ino, row.size)),
+                NodeKind::Dir { .. } => None,
+            })
+            .collect()
+    }
+
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         match self.tree.get(parent).map(|n| &n.kind) {
             None => Err(FsError::NotFound),

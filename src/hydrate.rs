@@ -1,0 +1,352 @@
+//! Hydration: fetching every block of a mount into the disk cache in the background, so the
+//! mount ends up as fast as local disk without anyone waiting for a full download first.
+//!
+//! - It runs on the fetcher's background lane: reads a process waits for keep priority.
+//! - Progress comes from the cache itself: blocks already cached (by earlier reads, an earlier
+//!   hydration, or a daemon that ran before) count as done and are never fetched again, which is
+//!   also how a hydration resumes after a restart.
+//! - A bandwidth cap limits the fetch rate; a deadline (a snapshot's validTill) raises the rate to
+//!   what finishes in time, and the status says when even that cannot be met.
+//! - Pause, resume and cancel take effect between requests; cancelling abandons requests in
+//!   flight, whose blocks other readers then fetch themselves.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::fetch::ObjectHandle;
+use crate::fs::LazyFs;
+
+#[derive(Debug, Clone, Default)]
+pub struct HydrateOptions {
+    /// Bytes per second at most (`None`: as fast as the background lane allows).
+    pub bandwidth: Option<u64>,
+    /// Unix milliseconds by which hydration should be complete.
+    pub deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HydrationState {
+    Running,
+    Paused,
+    Completed,
+    Cancelled,
+    Failed,
+}
+
+impl HydrationState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled | Self::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HydrationStatus {
+    pub state: HydrationState,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    pub files_total: u64,
+    pub files_done: u64,
+    /// Bytes fetched by this hydration (the rest of `bytes_done` was cached before).
+    pub bytes_fetched: u64,
+    /// Fetch rate since the hydration started, bytes per second.
+    pub rate: f64,
+    pub eta_seconds: Option<f64>,
+    pub bandwidth: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    /// The rate that would finish by the deadline, from now.
+    pub required_rate: Option<f64>,
+    /// The deadline will pass (or has passed) before hydration completes at the current rate.
+    pub deadline_at_risk: bool,
+    pub elapsed_seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Requests one piece at a time covers: large enough to be an efficient GET, small enough for
+/// pause, cancel and the bandwidth cap to act promptly.
+const PIECE_BLOCKS_BYTES: u64 = 8 << 20;
+
+/// A running (or finished) hydration of one mount.
+pub struct Hydration {
+    control: watch::Sender<Control>,
+    shared: Arc<Shared>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Run,
+    Pause,
+}
+
+struct Shared {
+    started: Instant,
+    bytes_total: u64,
+    files_total: u64,
+    bytes_done: AtomicU64,
+    files_done: AtomicU64,
+    bytes_fetched: AtomicU64,
+    options: Mutex<HydrateOptions>,
+    outcome: Mutex<Option<(HydrationState, Option<String>)>>,
+    warned_deadline: std::sync::atomic::AtomicBool,
+}
+
+/// One request-sized piece of one file.
+struct Piece {
+    file: usize,
+    object: Arc<ObjectHandle>,
+    blocks: Range<u64>,
+    bytes: u64,
+}
+
+impl Hydration {
+    /// Starts hydrating every file of `fs`; needs a tokio runtime.
+    pub fn start(fs: Arc<LazyFs>, options: HydrateOptions) -> Arc<Hydration> {
+        let files = fs.files();
+        let shared = Arc::new(Shared {
+            started: Instant::now(),
+            bytes_total: files.iter().map(|(_, size)| size).sum(),
+            files_total: files.len() as u64,
+            bytes_done: AtomicU64::new(0),
+            files_done: AtomicU64::new(0),
+            bytes_fetched: AtomicU64::new(0),
+            options: Mutex::new(options),
+            outcome: Mutex::new(None),
+            warned_deadline: Default::default(),
+        });
+        let (control, control_rx) = watch::channel(Control::Run);
+        let task = tokio::spawn(run(fs, files, shared.clone(), control_rx));
+        Arc::new(Hydration {
+            control,
+            shared,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    pub fn pause(&self) {
+        if self.state() == HydrationState::Running {
+            self.control.send_replace(Control::Pause);
+        }
+    }
+
+    pub fn resume(&self) {
+        self.control.send_replace(Control::Run);
+    }
+
+    /// Stops fetching; blocks already fetched stay cached.
+    pub fn cancel(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+        let mut outcome = lock(&self.shared.outcome);
+        if outcome.is_none() {
+            *outcome = Some((HydrationState::Cancelled, None));
+        }
+    }
+
+    /// Changes the cap and deadline of a running hydration.
+    pub fn set_options(&self, options: HydrateOptions) {
+        *lock(&self.shared.options) = options;
+    }
+
+    pub fn state(&self) -> HydrationState {
+        match lock(&self.shared.outcome).as_ref() {
+            Some((state, _)) => *state,
+            None if *self.control.borrow() == Control::Pause => HydrationState::Paused,
+            None => HydrationState::Running,
+        }
+    }
+
+    pub fn status(&self) -> HydrationStatus {
+        let s = &self.shared;
+        let state = self.state();
+        let options = lock(&s.options).clone();
+        let error = lock(&s.outcome).as_ref().and_then(|(_, e)| e.clone());
+        let elapsed = s.started.elapsed().as_secs_f64();
+        let (done, fetched) = (s.bytes_done.load(Relaxed), s.bytes_fetched.load(Relaxed));
+        let remaining = s.bytes_total.saturating_sub(done);
+        let rate = fetched as f64 / elapsed.max(1e-3);
+        let eta_seconds = match (state, rate > 0.0) {
+            (HydrationState::Completed, _) => Some(0.0),
+            (state, true) if !state.is_final() => Some(remaining as f64 / rate),
+            _ => None,
+        };
+        let required_rate = options.deadline_ms.map(|deadline| required_rate(remaining, deadline));
+        // Judged on a few seconds of history; a passed deadline with work left is always at risk.
+        let unfinished = remaining > 0 && state != HydrationState::Cancelled;
+        let deadline_at_risk = unfinished
+            && required_rate.is_some_and(|required| required.is_infinite() || (elapsed > 3.0 && rate < required));
+        HydrationStatus {
+            state,
+            bytes_total: s.bytes_total,
+            bytes_done: done,
+            files_total: s.files_total,
+            files_done: s.files_done.load(Relaxed),
+            bytes_fetched: fetched,
+            rate,
+            eta_seconds,
+            bandwidth: options.bandwidth,
+            deadline_ms: options.deadline_ms,
+            required_rate,
+            deadline_at_risk,
+            elapsed_seconds: elapsed,
+            error,
+        }
+    }
+}
+
+impl Drop for Hydration {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Bytes per second that finish `remaining` bytes by `deadline_ms`; infinite once it has passed.
+fn required_rate(remaining: u64, deadline_ms: u64) -> f64 {
+    let left_ms = deadline_ms.saturating_sub(crate::now_ms());
+    match left_ms {
+        0 => f64::INFINITY,
+        ms => remaining as f64 / (ms as f64 / 1e3),
+    }
+}
+
+/// The rate to hold: the cap, raised to what the deadline needs (with a margin) when there is one.
+fn pace(options: &HydrateOptions, remaining: u64) -> Option<f64> {
+    let cap = options.bandwidth.map(|b| b as f64)?;
+    match options.deadline_ms.map(|d| required_rate(remaining, d) * 1.1) {
+        Some(needed) if needed > cap => needed.is_finite().then_some(needed),
+        _ => Some(cap),
+    }
+}
+
+async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
+    let fetcher = fs.fetcher().clone();
+    let parallel = fetcher.config().concurrency.max(1);
+    let mut pending_per_file = vec![0u64; files.len()];
+    let mut pieces = Vec::new();
+    let mut first_error: Option<String> = None;
+    for (file, &(ino, _)) in files.iter().enumerate() {
+        let object = match fs.object(ino) {
+            Ok(object) => object,
+            Err(e) => {
+                first_error.get_or_insert(format!("inode {ino}: {e}"));
+                continue;
+            }
+        };
+        let per_piece = (PIECE_BLOCKS_BYTES / object.shape.block_size).max(1);
+        let blocks = object.shape.blocks();
+        let mut start = 0;
+        while start < blocks {
+            let end = (start + per_piece).min(blocks);
+            let bytes: u64 = (start..end).map(|b| object.shape.len(b)).sum();
+            pending_per_file[file] += 1;
+            pieces.push(Piece {
+                file,
+                object: object.clone(),
+                blocks: start..end,
+                bytes,
+            });
+            start = end;
+        }
+    }
+    for (file, pending) in pending_per_file.iter().enumerate() {
+        if *pending == 0 && files[file].1 == 0 {
+            shared.files_done.fetch_add(1, Relaxed);
+        }
+    }
+    let pending_per_file: Vec<AtomicU64> = pending_per_file.into_iter().map(AtomicU64::new).collect();
+
+    // Pace and pause before each piece is issued; up to `parallel` pieces in flight.
+    let next_slot = Arc::new(Mutex::new(Instant::now()));
+    let issued = futures::stream::iter(pieces).then(|piece| {
+        let (shared, next_slot, fetcher) = (shared.clone(), next_slot.clone(), fetcher.clone());
+        let mut control = control.clone();
+        async move {
+            let _ = control.wait_for(|c| *c == Control::Run).await;
+            let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
+            let pace = pace(&lock(&shared.options), remaining);
+            // Only bytes still to fetch count against the cap: cached pieces go by at once.
+            let missing = fetcher.missing_bytes(&piece.object, piece.blocks.clone());
+            if let (Some(rate), true) = (pace, missing > 0) {
+                let at = {
+                    let mut slot = lock(&next_slot);
+                    let at = (*slot).max(Instant::now());
+                    *slot = at + Duration::from_secs_f64(missing as f64 / rate.max(1.0));
+                    at
+                };
+                tokio::time::sleep_until(at.into()).await;
+            }
+            piece
+        }
+    });
+    let results = issued
+        .map(|piece| {
+            let fetcher = fetcher.clone();
+            async move {
+                let result = fetcher.fetch_in_background(&piece.object, piece.blocks.clone()).await;
+                (piece, result)
+            }
+        })
+        .buffer_unordered(parallel);
+    let mut results = std::pin::pin!(results);
+    while let Some((piece, result)) = results.next().await {
+        match result {
+            Ok(fetched) => {
+                shared.bytes_fetched.fetch_add(fetched, Relaxed);
+                shared.bytes_done.fetch_add(piece.bytes, Relaxed);
+                if pending_per_file[piece.file].fetch_sub(1, Relaxed) == 1 {
+                    shared.files_done.fetch_add(1, Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(key = %piece.object.key, error = %e, "hydration could not fetch a piece");
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+        warn_if_late(&shared);
+    }
+    let outcome = match first_error {
+        None => (HydrationState::Completed, None),
+        Some(e) => (HydrationState::Failed, Some(e)),
+    };
+    tracing::info!(state = ?outcome.0, bytes = shared.bytes_done.load(Relaxed), "hydration ended");
+    lock(&shared.outcome).get_or_insert(outcome);
+}
+
+/// Logs once when the deadline cannot be met at the rate hydration gets.
+fn warn_if_late(shared: &Shared) {
+    let Some(deadline) = lock(&shared.options).deadline_ms else {
+        return;
+    };
+    let elapsed = shared.started.elapsed().as_secs_f64();
+    let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
+    let rate = shared.bytes_fetched.load(Relaxed) as f64 / elapsed.max(1e-3);
+    let required = required_rate(remaining, deadline);
+    if remaining > 0 && (required.is_infinite() || (elapsed > 3.0 && rate < required)) {
+        if !shared.warned_deadline.swap(true, Relaxed) {
+            tracing::warn!(
+                remaining,
+                rate,
+                required,
+                deadline_ms = deadline,
+                "hydration will not finish before the deadline: blocks not yet local may become unreadable once the snapshot expires"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+
+use super::*;
+use crate::cache::{BlockCache, BlockKey, CacheConfig};
+use crate::catalog::{self, Selector};
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::fs::{LazyFs, VolumeView};
+use crate::index::Index;
+use crate::names::VolumeId;
+use crate::publish::{self, NoProgress, PublishOptions};
+use crate::store::counting::{CountingStore, GetCounters};
+use crate::store::{Store, StoreConfig};
+
+const BLOCK: u64 = 64 << 10;
+
+struct Fixture {
+    fs: Arc<LazyFs>,
+    gets: Arc<GetCounters>,
+    sizes: Vec<u64>,
+    _dir: tempfile::TempDir,
+}
+
+/// A mount of one volume holding a file of each size, published with 64 KiB blocks.
+async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
+    let url = format!("memory://hydrate-{name}");
+    let store = Store::open(&url.parse().unwrap(), &StoreConfig::default()).unwrap();
+    let index = Arc::new(Index::open_in_memory().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    for (i, size) in sizes.iter().enumerate() {
+        let bytes: Vec<u8> = (0..*size).map(|n| (n * 7 + i as u64) as u8).collect();
+        std::fs::write(dir.path().join(format!("f{i}.data")), bytes).unwrap();
+    }
+    let volume = VolumeId::parse("kv/hydrate").unwrap();
+    let options = PublishOptions {
+        block_size: BLOCK,
+        ..Default::default()
+    };
+    publish::publish(&store, &index, dir.path(), &volume, &options, &NoProgress)
+        .await
+        .unwrap();
+    let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
+        .await
+        .unwrap();
+    let (counting, gets) = CountingStore::new(store.object_store().clone());
+    let counted = Store::from_object_store(store.url().clone(), Arc::new(counting) as Arc<dyn ObjectStore>);
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let fetcher = Arc::new(Fetcher::new(counted, cache, FetchConfig::default()));
+    let views = vec![VolumeView {
+        volume,
+        manifest,
+        snapshot,
+    }];
+    Fixture {
+        fs: Arc::new(LazyFs::new(index, fetcher, views, (0, 0)).unwrap()),
+        gets,
+        sizes: sizes.to_vec(),
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn total(&self) -> u64 {
+        self.sizes.iter().sum()
+    }
+
+    fn all_cached(&self) -> bool {
+        self.fs.files().into_iter().all(|(ino, _)| {
+            let object = self.fs.object(ino).unwrap();
+            (0..object.shape.blocks()).all(|block| {
+                self.fs.fetcher().cache().contains(&BlockKey {
+                    object: object.id,
+                    block,
+                })
+            })
+        })
+    }
+}
+
+async fn until_final(hydration: &Hydration) -> HydrationStatus {
+    for _ in 0..3000 {
+        let status = hydration.status();
+        if status.state.is_final() {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("hydration did not end: {:?}", hydration.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_block_is_fetched_once_and_progress_adds_up() {
+    let f = fixture("once", &[0, 1, BLOCK - 1, 3 * BLOCK + 5, 20 << 20]).await;
+    // A reader got there first: its block is cached and must not be fetched again.
+    let (ino, _) = f.fs.files()[3];
+    let handle = f.fs.open(ino, false).unwrap();
+    f.fs.read(handle, BLOCK, 10).await.unwrap();
+    let read_before = f.gets.bytes();
+    assert_eq!(read_before, BLOCK);
+
+    let hydration = Hydration::start(f.fs.clone(), HydrateOptions::default());
+    let status = until_final(&hydration).await;
+    assert_eq!(status.state, HydrationState::Completed, "{status:?}");
+    assert_eq!((status.bytes_done, status.bytes_total), (f.total(), f.total()));
+    assert_eq!((status.files_done, status.files_total), (5, 5));
+    assert_eq!(status.bytes_fetched, f.total() - BLOCK);
+    assert_eq!(f.gets.bytes(), f.total(), "a block was fetched twice");
+    assert!(f.all_cached());
+
+    // Again (as after a restart with the cache kept): nothing left to fetch.
+    let again = Hydration::start(f.fs.clone(), HydrateOptions::default());
+    let status = until_final(&again).await;
+    assert_eq!(
+        (status.state, status.bytes_done, status.bytes_fetched),
+        (HydrationState::Completed, f.total(), 0)
+    );
+    assert_eq!(f.gets.bytes(), f.total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bandwidth_cap_holds_the_rate_down() {
+    let f = fixture("cap", &[24 << 20]).await;
+    let started = Instant::now();
+    let options = HydrateOptions {
+        bandwidth: Some(16 << 20),
+        deadline_ms: None,
+    };
+    let status = until_final(&Hydration::start(f.fs.clone(), options)).await;
+    assert_eq!(status.state, HydrationState::Completed);
+    // Three 8 MiB pieces at 16 MiB/s: the last may start no sooner than a second in.
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_fetching_until_resumed_and_cancel_ends_it() {
+    let f = fixture("pause", &[32 << 20]).await;
+    let options = HydrateOptions {
+        bandwidth: Some(32 << 20),
+        deadline_ms: None,
+    };
+    let hydration = Hydration::start(f.fs.clone(), options.clone());
+    hydration.pause();
+    assert_eq!(hydration.state(), HydrationState::Paused);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused_at = f.gets.bytes();
+    assert!(
+        paused_at <= 8 << 20,
+        "at most the piece in flight when paused: {paused_at}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.gets.bytes(), paused_at, "fetched while paused");
+    hydration.resume();
+    let status = until_final(&hydration).await;
+    assert_eq!((status.state, status.bytes_done), (HydrationState::Completed, 32 << 20));
+
+    let g = fixture("cancel", &[32 << 20]).await;
+    let slow = HydrateOptions {
+        bandwidth: Some(4 << 20),
+        deadline_ms: None,
+    };
+    let hydration = Hydration::start(g.fs.clone(), slow);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    hydration.cancel();
+    assert_eq!(hydration.state(), HydrationState::Cancelled);
+    let at_cancel = g.gets.bytes();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(g.gets.bytes(), at_cancel, "fetched after cancel");
+    assert!(at_cancel < 32 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_raises_the_rate_and_a_passed_one_is_reported() {
+    let f = fixture("deadline", &[16 << 20]).await;
+    let started = Instant::now();
+    // At the cap alone this would take 16 s; the deadline asks for it within 3 s.
+    let options = HydrateOptions {
+        bandwidth: Some(1 << 20),
+        deadline_ms: Some(crate::now_ms() + 3000),
+    };
+    let status = until_final(&Hydration::start(f.fs.clone(), options)).await;
+    assert_eq!(status.state, HydrationState::Completed);
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(!status.deadline_at_risk);
+
+    let g = fixture("late", &[16 << 20]).await;
+    let options = HydrateOptions {
+        bandwidth: Some(1 << 20),
+        deadline_ms: Some(crate::now_ms() - 1000),
+    };
+    let hydration = Hydration::start(g.fs.clone(), options);
+    hydration.pause();
+    let status = hydration.status();
+    assert!(status.deadline_at_risk, "{status:?}");
+    assert_eq!(status.required_rate, Some(f64::INFINITY));
+    hydration.cancel();
+}
