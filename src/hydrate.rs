@@ -335,16 +335,15 @@ fn warn_if_late(shared: &Shared) {
     let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
     let rate = shared.bytes_fetched.load(Relaxed) as f64 / elapsed.max(1e-3);
     let required = required_rate(remaining, deadline);
-    if remaining > 0 && (required.is_infinite() || (elapsed > 3.0 && rate < required)) {
-        if !shared.warned_deadline.swap(true, Relaxed) {
-            tracing::warn!(
-                remaining,
-                rate,
-                required,
-                deadline_ms = deadline,
-                "hydration will not finish before the deadline: blocks not yet local may become unreadable once the snapshot expires"
-            );
-        }
+    let late = remaining > 0 && (required.is_infinite() || (elapsed > 3.0 && rate < required));
+    if late && !shared.warned_deadline.swap(true, Relaxed) {
+        tracing::warn!(
+            remaining,
+            rate,
+            required,
+            deadline_ms = deadline,
+            "hydration will not finish before the deadline: blocks not yet local may become unreadable once the snapshot expires"
+        );
     }
 }
 
