@@ -25,6 +25,8 @@ pub enum Request {
         #[serde(default)]
         lazy: bool,
     },
+    /// Start, pause, resume, cancel or ask about the hydration of a mount; answers its status.
+    Hydrate(HydrateRequest),
     /// Every mount with its volumes and counters.
     Mounts,
     /// The daemon's pid, home, mounts and cache figures.
@@ -42,6 +44,45 @@ pub struct MountRequest {
     pub selector: Selector,
     #[serde(default, rename = "mountPath", skip_serializing_if = "Option::is_none")]
     pub mount_path: Option<String>,
+    /// Start hydrating the mount as soon as it is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydrate: Option<HydrateParams>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HydrateParams {
+    /// Bytes per second at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+    /// Unix milliseconds to finish by; default for snapshot mounts: the snapshot's validTill.
+    #[serde(default, rename = "deadlineMs", skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HydrateAction {
+    /// Start (or, when one runs, change its cap and deadline and resume it).
+    Start,
+    Pause,
+    Resume,
+    Cancel,
+    #[default]
+    Status,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HydrateRequest {
+    #[serde(rename = "mountPath")]
+    pub mount_path: String,
+    #[serde(default)]
+    pub action: HydrateAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+    #[serde(default, rename = "deadlineMs", skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 fn latest() -> Selector {
@@ -138,6 +179,7 @@ mod tests {
                 volumes: vec!["v".into()],
                 selector: Selector::Snapshot("u1".into()),
                 mount_path: Some("/m".into()),
+                hydrate: None,
             })
         );
         let latest: Request = serde_json::from_str(r#"{"op":"mount","store":"s","volumes":[]}"#).unwrap();

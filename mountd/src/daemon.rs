@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use lazysnap::cache::{BlockCache, CacheConfig};
-use lazysnap::control::{Request, Response};
+use lazysnap::control::{HydrateParams, Request, Response};
 use lazysnap::index::Index;
 use lazysnap::paths::Paths;
 use serde_json::json;
@@ -61,6 +61,16 @@ impl Daemon {
                 Ok(()) => Response::ok(json!({})),
                 Err(e) => Response::err(e.status(), e.to_string()),
             },
+            Request::Hydrate(req) => {
+                let params = HydrateParams {
+                    bandwidth: req.bandwidth,
+                    deadline_ms: req.deadline_ms,
+                };
+                match self.mounts.hydrate(&req.mount_path, req.action, &params) {
+                    Ok(status) => Response::ok(json!(status)),
+                    Err(e) => Response::err(e.status(), e.to_string()),
+                }
+            }
             Request::Mounts => Response::ok(json!(self.mounts.list())),
             Request::Status => Response::ok(json!({
                 "pid": std::process::id(),

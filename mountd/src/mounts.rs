@@ -8,16 +8,19 @@ use std::sync::{Arc, Mutex};
 
 use lazysnap::cache::{BlockCache, CacheStats};
 use lazysnap::catalog::{self, CatalogError};
-use lazysnap::control::{MountRequest, Status};
+use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, Status};
 use lazysnap::fetch::{FetchConfig, Fetcher};
 use lazysnap::fs::{LazyFs, VolumeView};
 use lazysnap::fuse::{self, Busy, FuseOptions, Mount};
+use lazysnap::hydrate::HydrationStatus;
 use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
 use lazysnap::snapshot::SnapshotError;
 use lazysnap::store::{Store, StoreConfig, StoreError, StoreUrl};
 use serde_json::{json, Value};
+
+use crate::hydrations::Hydrations;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -86,6 +89,7 @@ pub struct Mounts {
     tuning: Tuning,
     runtime: tokio::runtime::Handle,
     active: Mutex<BTreeMap<PathBuf, Active>>,
+    hydrations: Hydrations,
     /// Mount and unmount run one at a time: they change the mount table and folders.
     admin: tokio::sync::Mutex<()>,
 }
@@ -105,6 +109,7 @@ impl Mounts {
             tuning,
             runtime,
             active: Mutex::default(),
+            hydrations: Hydrations::default(),
             admin: tokio::sync::Mutex::new(()),
         }
     }
@@ -191,6 +196,9 @@ impl Mounts {
             tracing::warn!(error = %e, "cannot record the mount in the index");
         }
         tracing::info!(path = %path.display(), store = %url, volumes = ?request.volumes, "mounted");
+        if let Some(params) = &request.hydrate {
+            self.hydrations.start(&path, mount.fs(), params);
+        }
         self.active().insert(
             path.clone(),
             Active {
@@ -278,6 +286,7 @@ impl Mounts {
                 });
             }
         }
+        self.hydrations.forget(&path);
         if created_dir {
             let _ = std::fs::remove_dir(&path);
         }
@@ -286,10 +295,34 @@ impl Mounts {
         Ok(())
     }
 
+    /// Starts or steers the hydration of one of this daemon's mounts; answers its status.
+    pub fn hydrate(
+        &self,
+        path: &str,
+        action: HydrateAction,
+        params: &HydrateParams,
+    ) -> Result<HydrationStatus, MountError> {
+        let path = PathBuf::from(path);
+        let fs = match self.active().get(&path) {
+            Some(active) => active.mount.fs().clone(),
+            None => {
+                return Err(MountError::Invalid(format!(
+                    "{} is not mounted by lazysnap",
+                    path.display()
+                )))
+            }
+        };
+        match action {
+            HydrateAction::Start => Ok(self.hydrations.start(&path, &fs, params)),
+            other => self.hydrations.act(&path, other),
+        }
+    }
+
     /// Unmounts everything as the daemon stops; busy mounts are detached.
     pub fn unmount_all(&self) {
         let all = std::mem::take(&mut *self.active());
         for (path, active) in all {
+            self.hydrations.forget(&path);
             if let Err(busy) = active.mount.unmount() {
                 tracing::warn!(path = %path.display(), error = %busy.error, "mount is busy; detaching it");
                 busy.mount.detach();
@@ -323,6 +356,7 @@ impl Mounts {
                     "volumes": volumes,
                     "files": fs.file_count(),
                     "stats": fs.stats(),
+                    "hydration": self.hydrations.status(path),
                 })
             })
             .collect()

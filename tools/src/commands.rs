@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use lazysnap::control::{MountRequest, Request};
+use lazysnap::control::{HydrateParams, MountRequest, Request};
 use lazysnap::index::Index;
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
@@ -81,6 +81,12 @@ pub struct MountArgs {
     /// Where to mount (created if missing, must be empty); default: a new folder under <home>/mnt.
     #[arg(long, value_name = "DIR")]
     mountpoint: Option<PathBuf>,
+    /// Fetch every block into the disk cache in the background (see `lazysnap hydrate`).
+    #[arg(long)]
+    hydrate: bool,
+    /// With --hydrate: bytes per second at most (suffixes K, M, G).
+    #[arg(long, requires = "hydrate", value_parser = lazysnap::units::parse_size)]
+    bandwidth: Option<u64>,
 }
 
 fn open_store(url: &str, create: bool) -> anyhow::Result<Store> {
@@ -171,6 +177,10 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
         volumes: args.volumes,
         selector: args.selector.selector(),
         mount_path: mount_path.map(|p| p.display().to_string()),
+        hydrate: args.hydrate.then(|| HydrateParams {
+            bandwidth: args.bandwidth,
+            deadline_ms: None,
+        }),
     });
     daemon::ensure_running(paths)?;
     let answer = daemon::call(paths, &request)?;
@@ -198,7 +208,7 @@ pub fn umount(path: &Path, lazy: bool, paths: &Paths) -> anyhow::Result<()> {
 }
 
 /// An absolute path without resolving symlinks (a dead mount cannot be resolved).
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+pub fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     let joined = std::path::absolute(path).with_context(|| format!("bad path {}", path.display()))?;
     // Drop "." and trailing separators so the daemon sees one spelling of each path.
     Ok(joined.components().collect())

@@ -5,6 +5,7 @@ mod address;
 mod bench;
 mod commands;
 mod daemon;
+mod hydrate;
 mod inspect;
 mod progress;
 
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long)]
         lazy: bool,
     },
+    /// Fetch every block of a mount into the node's disk cache in the background, with a
+    /// bandwidth cap and a deadline; pause, resume, cancel or watch it. Prints its status as JSON.
+    Hydrate(hydrate::HydrateArgs),
     /// List this node's mounts as JSON.
     Mounts,
     /// List namespaces and volumes of a store, or the files of a volume.
@@ -144,6 +148,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Snapshot(cmd) => commands::snapshot(cmd, paths),
         Command::Mount(args) => commands::mount(args, paths),
         Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
+        Command::Hydrate(args) => hydrate::hydrate(args, paths),
         Command::Mounts => daemon::print_request(paths, &lazysnap::control::Request::Mounts, false),
         Command::Ls(args) => inspect::ls(args, paths),
         Command::Cat(args) => inspect::cat(args, paths),

@@ -45,6 +45,7 @@ impl BenchNode {
             volumes: vec![volume.to_owned()],
             selector: manifest.map_or(Selector::Latest, |m| Selector::Manifest(m.to_owned())),
             mount_path: None,
+            hydrate: None,
         });
         let started = Instant::now();
         let answer = daemon::call(&self.paths, &request)?;
