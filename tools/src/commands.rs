@@ -177,7 +177,7 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
         volumes: args.volumes,
         selector: args.selector.selector(),
         mount_path: mount_path.map(|p| p.display().to_string()),
-        hydrate: args.hydrate.then(|| HydrateParams {
+        hydrate: args.hydrate.then_some(HydrateParams {
             bandwidth: args.bandwidth,
             deadline_ms: None,
         }),
