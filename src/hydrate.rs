@@ -73,6 +73,11 @@ pub struct HydrationStatus {
 /// pause, cancel and the bandwidth cap to act promptly.
 const PIECE_BLOCKS_BYTES: u64 = 8 << 20;
 
+/// While reads that processes wait for are fetching (or did this recently), hydration keeps at
+/// most this many pieces in flight, so it leaves them the network, the CPU and the cache writes.
+const PIECES_BESIDE_DEMAND: usize = 1;
+const DEMAND_QUIET: Duration = Duration::from_millis(50);
+
 /// A running (or finished) hydration of one mount.
 pub struct Hydration {
     control: watch::Sender<Control>,
@@ -88,6 +93,7 @@ enum Control {
 
 struct Shared {
     started: Instant,
+    finished: Mutex<Option<Instant>>,
     bytes_total: u64,
     files_total: u64,
     bytes_done: AtomicU64,
@@ -112,6 +118,7 @@ impl Hydration {
         let files = fs.files();
         let shared = Arc::new(Shared {
             started: Instant::now(),
+            finished: Mutex::new(None),
             bytes_total: files.iter().map(|(_, size)| size).sum(),
             files_total: files.len() as u64,
             bytes_done: AtomicU64::new(0),
@@ -145,10 +152,7 @@ impl Hydration {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
-        let mut outcome = lock(&self.shared.outcome);
-        if outcome.is_none() {
-            *outcome = Some((HydrationState::Cancelled, None));
-        }
+        self.shared.finish(HydrationState::Cancelled, None);
     }
 
     /// Changes the cap and deadline of a running hydration.
@@ -169,7 +173,7 @@ impl Hydration {
         let state = self.state();
         let options = lock(&s.options).clone();
         let error = lock(&s.outcome).as_ref().and_then(|(_, e)| e.clone());
-        let elapsed = s.started.elapsed().as_secs_f64();
+        let elapsed = s.elapsed().as_secs_f64();
         let (done, fetched) = (s.bytes_done.load(Relaxed), s.bytes_fetched.load(Relaxed));
         let remaining = s.bytes_total.saturating_sub(done);
         let rate = fetched as f64 / elapsed.max(1e-3);
@@ -207,6 +211,22 @@ impl Drop for Hydration {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
+    }
+}
+
+impl Shared {
+    /// Records the end once; later calls (a cancel after completion) change nothing.
+    fn finish(&self, state: HydrationState, error: Option<String>) {
+        let mut outcome = lock(&self.outcome);
+        if outcome.is_none() {
+            *outcome = Some((state, error));
+            *lock(&self.finished) = Some(Instant::now());
+        }
+    }
+
+    /// Time from start to the end, or to now while it runs.
+    fn elapsed(&self) -> Duration {
+        lock(&self.finished).unwrap_or_else(Instant::now) - self.started
     }
 }
 
@@ -271,11 +291,16 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
 
     // Pace and pause before each piece is issued; up to `parallel` pieces in flight.
     let next_slot = Arc::new(Mutex::new(Instant::now()));
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let issued = futures::stream::iter(pieces).then(|piece| {
         let (shared, next_slot, fetcher) = (shared.clone(), next_slot.clone(), fetcher.clone());
-        let mut control = control.clone();
+        let (mut control, in_flight) = (control.clone(), in_flight.clone());
         async move {
             let _ = control.wait_for(|c| *c == Control::Run).await;
+            while in_flight.load(Relaxed) >= PIECES_BESIDE_DEMAND && fetcher.demand_active(DEMAND_QUIET) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            in_flight.fetch_add(1, Relaxed);
             let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
             let pace = pace(&lock(&shared.options), remaining);
             // Only bytes still to fetch count against the cap: cached pieces go by at once.
@@ -294,9 +319,10 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
     });
     let results = issued
         .map(|piece| {
-            let fetcher = fetcher.clone();
+            let (fetcher, in_flight) = (fetcher.clone(), in_flight.clone());
             async move {
                 let result = fetcher.fetch_in_background(&piece.object, piece.blocks.clone()).await;
+                in_flight.fetch_sub(1, Relaxed);
                 (piece, result)
             }
         })
@@ -323,7 +349,7 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
         Some(e) => (HydrationState::Failed, Some(e)),
     };
     tracing::info!(state = ?outcome.0, bytes = shared.bytes_done.load(Relaxed), "hydration ended");
-    lock(&shared.outcome).get_or_insert(outcome);
+    shared.finish(outcome.0, outcome.1);
 }
 
 /// Logs once when the deadline cannot be met at the rate hydration gets.
@@ -331,7 +357,7 @@ fn warn_if_late(shared: &Shared) {
     let Some(deadline) = lock(&shared.options).deadline_ms else {
         return;
     };
-    let elapsed = shared.started.elapsed().as_secs_f64();
+    let elapsed = shared.elapsed().as_secs_f64();
     let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
     let rate = shared.bytes_fetched.load(Relaxed) as f64 / elapsed.max(1e-3);
     let required = required_rate(remaining, deadline);

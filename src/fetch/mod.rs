@@ -136,7 +136,34 @@ pub struct Fetcher {
     /// Background GETs also hold one of these, fewer than `permits`: however much readahead is
     /// queued, a read that a process waits for finds a slot free.
     bulk_permits: Semaphore,
+    demand: DemandActivity,
     stats: FetchStats,
+}
+
+/// When a process last waited on the store: background work (hydration) steps back meanwhile.
+#[derive(Debug)]
+struct DemandActivity {
+    started: std::time::Instant,
+    in_flight: AtomicU64,
+    /// 1 + milliseconds after `started` when the last demand fetch ended; 0: none yet.
+    last_end_ms: AtomicU64,
+}
+
+struct DemandGuard<'a>(&'a DemandActivity);
+
+impl DemandActivity {
+    fn begin(&self) -> DemandGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        DemandGuard(self)
+    }
+}
+
+impl Drop for DemandGuard<'_> {
+    fn drop(&mut self) {
+        let now = self.0.started.elapsed().as_millis() as u64 + 1;
+        self.0.last_end_ms.store(now, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Fetcher {
@@ -146,6 +173,11 @@ impl Fetcher {
             cache,
             permits: Semaphore::new(config.concurrency.max(1)),
             bulk_permits: Semaphore::new(bulk_share(config.concurrency)),
+            demand: DemandActivity {
+                started: std::time::Instant::now(),
+                in_flight: AtomicU64::new(0),
+                last_end_ms: AtomicU64::new(0),
+            },
             config,
             inflight: Arc::default(),
             stats: FetchStats::default(),
@@ -206,6 +238,7 @@ impl Fetcher {
             if missing.is_empty() {
                 return Ok(found.into_iter().map(|b| b.expect("all present")).collect());
             }
+            let _demand = self.demand.begin();
             let claim = self.inflight.claim(object.id, &missing);
             let leader = self.fetch_claimed(object, &claim);
             let waits = claim.wait_others();
@@ -255,6 +288,14 @@ impl Fetcher {
                 }
             });
         }
+    }
+
+    /// True while a read that a process waits for is fetching, or did within `quiet`.
+    pub fn demand_active(&self, quiet: Duration) -> bool {
+        let d = &self.demand;
+        let since_end = (d.started.elapsed().as_millis() as u64).saturating_sub(d.last_end_ms.load(Ordering::Relaxed));
+        d.in_flight.load(Ordering::Relaxed) > 0
+            || (d.last_end_ms.load(Ordering::Relaxed) > 0 && since_end < quiet.as_millis() as u64)
     }
 
     /// Bytes of `blocks` that no cache tier holds.

@@ -209,3 +209,19 @@ async fn a_long_sequential_read_is_fetched_in_large_requests() {
         256 * BLOCK
     );
 }
+
+#[tokio::test]
+async fn demand_reads_are_visible_to_background_work_for_a_while() {
+    let f = fixture(16 * BLOCK as usize, FetchConfig::default()).await;
+    let quiet = Duration::from_millis(100);
+    assert!(!f.fetcher.demand_active(quiet), "no read yet");
+    f.fetcher.read(&f.object, 0, 10).await.unwrap();
+    assert!(f.fetcher.demand_active(quiet), "a read just fetched");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!f.fetcher.demand_active(quiet), "quiet for longer than {quiet:?}");
+    // Hits need no store, so they do not hold background work back.
+    f.fetcher.read(&f.object, 0, 10).await.unwrap();
+    assert!(!f.fetcher.demand_active(quiet));
+    f.fetcher.fetch_in_background(&f.object, 4..8).await.unwrap();
+    assert!(!f.fetcher.demand_active(quiet), "background fetches are not demand");
+}

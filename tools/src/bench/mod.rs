@@ -28,6 +28,8 @@ use report::{MountScale, Report, StoreFigures};
 use targets::Target;
 
 const BIG_FILE: &str = "big.data";
+/// Read at random while the mount hydrates (after `big.data` in hydration order).
+const SIDE_FILE: &str = "random.data";
 /// Every volume of a run lives in a namespace of its own, removed from an operator's store after.
 fn run_namespace() -> String {
     format!("lazysnap-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
@@ -103,6 +105,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let data = work.path().join("data");
     say(&format!("writing {} MiB of test data", size >> 20));
     write_random_file(&data.join(BIG_FILE), size)?;
+    write_random_file(&data.join(SIDE_FILE), side_size(size))?;
 
     let namespace = run_namespace();
     let mut targets = Vec::new();
@@ -194,6 +197,33 @@ fn bench_store(
     let peak_rss = node.daemon_peak_rss()?;
     drop(node);
 
+    say(&format!("{}: hydration", target.name));
+    let side_offsets = stats::random_offsets(side_size(size), 4096, args.random_reads, 0x51de_4a11);
+    let node = BenchNode::start(target, work, &args.daemon_args)?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
+    let demand_idle = reads::random_4k(&mounted.volume_dir.join(SIDE_FILE), &side_offsets)?;
+    drop(node);
+    let node = BenchNode::start(target, work, &args.daemon_args)?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
+    node.hydrate(&mounted, true)?;
+    let mut hydrating = true;
+    let demand_hydrating = reads::random_4k_while(&mounted.volume_dir.join(SIDE_FILE), &side_offsets, || {
+        hydrating = node.hydrate(&mounted, false).is_ok_and(|s| s["state"] == "RUNNING");
+        hydrating
+    })?;
+    let hydration = loop {
+        let status = node.hydrate(&mounted, false)?;
+        if status["state"] != "RUNNING" {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    anyhow::ensure!(
+        hydration["state"] == "COMPLETED",
+        "hydration did not complete: {hydration}"
+    );
+    drop(node);
+
     Ok(StoreFigures {
         store: target.name.clone(),
         raw,
@@ -212,6 +242,10 @@ fn bench_store(
         concurrent_mbps: stats::mbps(size, concurrent),
         peak_rss_bytes: peak_rss,
         memory_cap_bytes: args.memory_cap,
+        hydration_mbps: hydration["rate"].as_f64().unwrap_or(0.0) / 1e6,
+        hydration_bytes: hydration["bytesFetched"].as_u64().unwrap_or(0),
+        demand_idle,
+        demand_hydrating,
     })
 }
 
@@ -258,6 +292,10 @@ fn publish_dir(target: &Target, dir: &Path, volume: &str) -> anyhow::Result<Stri
         &NoProgress,
     ))?;
     Ok(report.log_manifest_name)
+}
+
+fn side_size(size: u64) -> u64 {
+    (size / 4).max(4 << 20)
 }
 
 fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {

@@ -67,6 +67,22 @@ impl BenchNode {
         Ok(())
     }
 
+    /// Starts hydrating a mount, or asks how it goes (`start` false).
+    pub fn hydrate(&self, mounted: &Mounted, start: bool) -> anyhow::Result<serde_json::Value> {
+        use lazysnap::control::{HydrateAction, HydrateRequest};
+        let request = Request::Hydrate(HydrateRequest {
+            mount_path: mounted.path.display().to_string(),
+            action: if start {
+                HydrateAction::Start
+            } else {
+                HydrateAction::Status
+            },
+            bandwidth: None,
+            deadline_ms: None,
+        });
+        daemon::call(&self.paths, &request)
+    }
+
     /// The daemon's status answer.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         daemon::call(&self.paths, &Request::Status)

@@ -45,6 +45,25 @@ pub fn random_4k(path: &Path, offsets: &[u64]) -> anyhow::Result<Latencies> {
     Ok(Latencies::of(latencies))
 }
 
+/// Like [`random_4k`], but only while `busy()` holds (and at most once per offset).
+pub fn random_4k_while(path: &Path, offsets: &[u64], mut busy: impl FnMut() -> bool) -> anyhow::Result<Latencies> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: a valid fd; POSIX_FADV_RANDOM only changes readahead policy.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    let mut buf = [0u8; 4096];
+    let mut latencies = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        if !busy() {
+            break;
+        }
+        let started = Instant::now();
+        file.read_at(&mut buf, offset)
+            .with_context(|| format!("read {} at {offset}", path.display()))?;
+        latencies.push(started.elapsed());
+    }
+    Ok(Latencies::of(latencies))
+}
+
 /// `readers` threads, each reading its own slice of the file sequentially at the same time.
 pub fn concurrent(path: &Path, size: u64, readers: usize) -> anyhow::Result<(u64, Duration)> {
     let slice = size.div_ceil(readers as u64);

@@ -35,6 +35,12 @@ pub struct StoreFigures {
     /// The daemon's peak resident memory during the concurrent read.
     pub peak_rss_bytes: u64,
     pub memory_cap_bytes: u64,
+    /// Whole-mount hydration: bytes fetched per second, and bytes.
+    pub hydration_mbps: f64,
+    pub hydration_bytes: u64,
+    /// Cold random 4 KiB reads of another file, on an idle mount and while it hydrates.
+    pub demand_idle: Latencies,
+    pub demand_hydrating: Latencies,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +161,8 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let warm = s.warm_sequential_mbps / s.local_file_mbps;
     let random = s.random_cold.p50_us / s.raw.get_4k.p50_us;
     let rss = s.peak_rss_bytes as f64 / (s.memory_cap_bytes + RSS_ALLOWANCE) as f64;
+    let hydration = s.hydration_mbps / s.raw.parallel_get_mbps;
+    let demand = s.demand_hydrating.p99_us / s.demand_idle.p99_us;
     // A 4 KiB read fetches at most its block (256 KiB by default).
     let max_amplification = 256.0 * 1024.0 / 4096.0;
     vec![
@@ -213,6 +221,25 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             format!("{} vs {} MiB cap", s.peak_rss_bytes >> 20, s.memory_cap_bytes >> 20),
             "<= 1.0",
             rss <= 1.0,
+        ),
+        check(
+            name,
+            "hydration / raw parallel GET",
+            hydration,
+            format!("{:.0} vs {:.0} MB/s", s.hydration_mbps, s.raw.parallel_get_mbps),
+            ">= 0.9",
+            hydration >= 0.9,
+        ),
+        check(
+            name,
+            "demand 4K p99 while hydrating / idle",
+            demand,
+            format!(
+                "{:.0} vs {:.0} us ({} reads)",
+                s.demand_hydrating.p99_us, s.demand_idle.p99_us, s.demand_hydrating.samples
+            ),
+            "<= 2.0",
+            demand <= 2.0,
         ),
     ]
 }
