@@ -199,29 +199,21 @@ fn bench_store(
 
     say(&format!("{}: hydration", target.name));
     let side_offsets = stats::random_offsets(side_size(size), 4096, args.random_reads, 0x51de_4a11);
+    // Idle demand latency, then a hydration with nothing else going on: its rate.
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let demand_idle = reads::random_4k(&mounted.volume_dir.join(SIDE_FILE), &side_offsets)?;
+    node.hydrate(&mounted, true)?;
+    let hydration = node.hydration_end(&mounted)?;
     drop(node);
+    // The same demand reads while a hydration runs.
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     node.hydrate(&mounted, true)?;
-    let mut hydrating = true;
     let demand_hydrating = reads::random_4k_while(&mounted.volume_dir.join(SIDE_FILE), &side_offsets, || {
-        hydrating = node.hydrate(&mounted, false).is_ok_and(|s| s["state"] == "RUNNING");
-        hydrating
+        node.hydrate(&mounted, false).is_ok_and(|s| s["state"] == "RUNNING")
     })?;
-    let hydration = loop {
-        let status = node.hydrate(&mounted, false)?;
-        if status["state"] != "RUNNING" {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    anyhow::ensure!(
-        hydration["state"] == "COMPLETED",
-        "hydration did not complete: {hydration}"
-    );
+    node.hydration_end(&mounted)?;
     drop(node);
 
     Ok(StoreFigures {

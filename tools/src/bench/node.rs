@@ -83,6 +83,18 @@ impl BenchNode {
         daemon::call(&self.paths, &request)
     }
 
+    /// Waits for the hydration of a mount to end; its final status, which must say COMPLETED.
+    pub fn hydration_end(&self, mounted: &Mounted) -> anyhow::Result<serde_json::Value> {
+        loop {
+            let status = self.hydrate(mounted, false)?;
+            match status["state"].as_str() {
+                Some("RUNNING") => std::thread::sleep(Duration::from_millis(20)),
+                Some("COMPLETED") => return Ok(status),
+                _ => bail!("hydration of {} did not complete: {status}", mounted.path.display()),
+            }
+        }
+    }
+
     /// The daemon's status answer.
     pub fn status(&self) -> anyhow::Result<serde_json::Value> {
         daemon::call(&self.paths, &Request::Status)
