@@ -240,7 +240,7 @@ impl Fetcher {
             }
             let _demand = self.demand.begin();
             let claim = self.inflight.claim(object.id, &missing);
-            let leader = self.fetch_claimed(object, &claim);
+            let leader = self.fetch_claimed(object, &claim, false);
             let waits = claim.wait_others();
             let (led, waited) = futures::join!(leader, waits);
             led?;
@@ -268,14 +268,7 @@ impl Fetcher {
     /// are claimed before this returns, so a read that needs one of them next waits for this fetch
     /// instead of starting a small one of its own. Needs a tokio runtime.
     pub fn prefetch(self: &Arc<Self>, object: &Arc<ObjectHandle>, blocks: Range<u64>) {
-        let missing: Vec<u64> = blocks
-            .filter(|&block| {
-                !self.cache.contains(&BlockKey {
-                    object: object.id,
-                    block,
-                })
-            })
-            .collect();
+        let missing = self.missing(object, blocks);
         if missing.is_empty() {
             return;
         }
@@ -293,13 +286,13 @@ impl Fetcher {
     /// True while a read that a process waits for is fetching, or did within `quiet`.
     pub fn demand_active(&self, quiet: Duration) -> bool {
         let d = &self.demand;
-        let since_end = (d.started.elapsed().as_millis() as u64).saturating_sub(d.last_end_ms.load(Ordering::Relaxed));
-        d.in_flight.load(Ordering::Relaxed) > 0
-            || (d.last_end_ms.load(Ordering::Relaxed) > 0 && since_end < quiet.as_millis() as u64)
+        let last_end = d.last_end_ms.load(Ordering::Relaxed);
+        let since_end = (d.started.elapsed().as_millis() as u64 + 1).saturating_sub(last_end);
+        d.in_flight.load(Ordering::Relaxed) > 0 || (last_end > 0 && since_end < quiet.as_millis() as u64)
     }
 
-    /// Bytes of `blocks` that no cache tier holds.
-    pub fn missing_bytes(&self, object: &ObjectHandle, blocks: Range<u64>) -> u64 {
+    /// The blocks of `blocks` that no cache tier holds (not verified: for planning fetches).
+    fn missing(&self, object: &ObjectHandle, blocks: Range<u64>) -> Vec<u64> {
         blocks
             .filter(|&block| {
                 !self.cache.contains(&BlockKey {
@@ -307,34 +300,26 @@ impl Fetcher {
                     block,
                 })
             })
-            .map(|block| object.shape.len(block))
-            .sum()
+            .collect()
+    }
+
+    /// Bytes of `blocks` that no cache tier holds.
+    pub fn missing_bytes(&self, object: &ObjectHandle, blocks: Range<u64>) -> u64 {
+        let missing = self.missing(object, blocks);
+        missing.into_iter().map(|block| object.shape.len(block)).sum()
     }
 
     /// Fetches the missing blocks of `blocks` into the cache on the background lane and waits
     /// until they are there (or fetched by someone else); bytes this call fetched itself.
     pub async fn fetch_in_background(&self, object: &ObjectHandle, blocks: Range<u64>) -> Result<u64, FetchError> {
-        let missing: Vec<u64> = blocks
-            .filter(|&block| {
-                !self.cache.contains(&BlockKey {
-                    object: object.id,
-                    block,
-                })
-            })
-            .collect();
+        let missing = self.missing(object, blocks);
         if missing.is_empty() {
             return Ok(0);
         }
         let claim = self.inflight.claim(object.id, &missing);
-        let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
-        let fetched: u64 = runs
-            .iter()
-            .flat_map(|run| run.clone())
-            .map(|b| object.shape.len(b))
-            .sum();
-        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, &claim, true));
-        let (results, waited) = futures::join!(futures::future::join_all(fetches), claim.wait_others());
-        results.into_iter().collect::<Result<(), _>>()?;
+        let fetched = claim.led().into_iter().map(|block| object.shape.len(block)).sum();
+        let (led, waited) = futures::join!(self.fetch_claimed(object, &claim, true), claim.wait_others());
+        led?;
         waited?;
         Ok(fetched)
     }
@@ -349,9 +334,11 @@ impl Fetcher {
     }
 
     /// Fetches the blocks this caller leads, as coalesced runs in parallel.
-    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim) -> Result<(), FetchError> {
+    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim, background: bool) -> Result<(), FetchError> {
         let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
-        let fetches = runs.into_iter().map(|run| self.fetch_run(object, run, claim, false));
+        let fetches = runs
+            .into_iter()
+            .map(|run| self.fetch_run(object, run, claim, background));
         let results = futures::future::join_all(fetches).await;
         results.into_iter().collect()
     }
