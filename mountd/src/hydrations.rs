@@ -26,11 +26,12 @@ impl Hydrations {
     pub fn start(&self, path: &Path, fs: &Arc<LazyFs>, params: &HydrateParams) -> HydrationStatus {
         let mut map = self.map();
         if let Some(running) = map.get(path).filter(|h| !h.state().is_final()) {
-            let mut options = options(fs, params);
+            // What the request leaves out stays as it was.
             let current = running.status();
-            options.bandwidth = params.bandwidth.or(current.bandwidth);
-            options.deadline_ms = params.deadline_ms.or(current.deadline_ms);
-            running.set_options(options);
+            running.set_options(HydrateOptions {
+                bandwidth: params.bandwidth.or(current.bandwidth),
+                deadline_ms: params.deadline_ms.or(current.deadline_ms),
+            });
             running.resume();
             return running.status();
         }

@@ -177,7 +177,7 @@ fn bench_store(
     let (_, local) = reads::sequential(&data.join(BIG_FILE))?;
 
     say(&format!("{}: random reads", target.name));
-    let offsets = stats::random_offsets(size, 4096, args.random_reads, 0x5eed_4a11);
+    let offsets = stats::random_offsets(size, 4096, args.random_reads, stats::OFFSETS_SEED);
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);

@@ -42,9 +42,8 @@ pub async fn measure(
 ) -> anyhow::Result<RawFigures> {
     let single = single_get(store, key).await?;
     let parallel = parallel_get(store, key, size, chunk, parallelism).await?;
-    let mut offsets = super::stats::random_offsets(size, 4096, samples, 0x5eed_4a11);
     let mut latencies = Vec::with_capacity(samples);
-    for offset in offsets.drain(..) {
+    for offset in super::stats::random_offsets(size, 4096, samples, super::stats::OFFSETS_SEED) {
         let started = Instant::now();
         store.get_range(key, offset..offset + 4096.min(size - offset)).await?;
         latencies.push(started.elapsed());

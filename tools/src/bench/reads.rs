@@ -31,18 +31,7 @@ pub fn sequential(path: &Path) -> anyhow::Result<(u64, Duration)> {
 /// One 4 KiB pread at each offset, one at a time, on a file opened for random access (the kernel's
 /// readahead off, as a database engine would have it): the latency of each.
 pub fn random_4k(path: &Path, offsets: &[u64]) -> anyhow::Result<Latencies> {
-    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: a valid fd; POSIX_FADV_RANDOM only changes readahead policy.
-    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
-    let mut buf = [0u8; 4096];
-    let mut latencies = Vec::with_capacity(offsets.len());
-    for &offset in offsets {
-        let started = Instant::now();
-        file.read_at(&mut buf, offset)
-            .with_context(|| format!("read {} at {offset}", path.display()))?;
-        latencies.push(started.elapsed());
-    }
-    Ok(Latencies::of(latencies))
+    random_4k_while(path, offsets, || true)
 }
 
 /// Like [`random_4k`], but only while `busy()` holds (and at most once per offset).

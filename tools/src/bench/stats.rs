@@ -37,6 +37,9 @@ impl Latencies {
     }
 }
 
+/// The seed every measurement of a run uses, so raw GETs and mounts read the same places.
+pub const OFFSETS_SEED: u64 = 0x5eed_4a11;
+
 /// `count` offsets aligned to `align` inside `size`, the same for the same seed: every reader in a
 /// run (raw GET, cold mount, warm mount) asks for the same places.
 pub fn random_offsets(size: u64, align: u64, count: usize, seed: u64) -> Vec<u64> {
