@@ -255,47 +255,37 @@ fn pace(options: &HydrateOptions, remaining: u64) -> Option<f64> {
 async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
     let fetcher = fs.fetcher().clone();
     let parallel = fetcher.config().concurrency.max(1);
-    let mut pending_per_file = vec![0u64; files.len()];
-    let mut pieces = Vec::new();
+    // Pieces still to finish per file, set when the file is planned.
+    let pending_per_file: Arc<Vec<AtomicU64>> = Arc::new(files.iter().map(|_| AtomicU64::new(0)).collect());
     let mut first_error: Option<String> = None;
-    for (file, &(ino, _)) in files.iter().enumerate() {
-        let object = match fs.object(ino) {
-            Ok(object) => object,
-            Err(e) => {
-                first_error.get_or_insert(format!("inode {ino}: {e}"));
-                continue;
-            }
-        };
-        let per_piece = (PIECE_BLOCKS_BYTES / object.shape.block_size).max(1);
-        let blocks = object.shape.blocks();
-        let mut start = 0;
-        while start < blocks {
-            let end = (start + per_piece).min(blocks);
-            let bytes: u64 = (start..end).map(|b| object.shape.len(b)).sum();
-            pending_per_file[file] += 1;
-            pieces.push(Piece {
-                file,
-                object: object.clone(),
-                blocks: start..end,
-                bytes,
-            });
-            start = end;
+    // Files are split into pieces as the stream reaches them, so hydrating starts at once and
+    // holds only the objects it works on, however many files the mount has.
+    let planned = futures::stream::iter(files.into_iter().enumerate()).flat_map({
+        let (fs, shared, pending_per_file) = (fs.clone(), shared.clone(), pending_per_file.clone());
+        move |(file, (ino, _))| {
+            let planned = match fs.object(ino) {
+                Ok(object) => {
+                    let pieces = split(file, &object);
+                    pending_per_file[file].store(pieces.len() as u64, Relaxed);
+                    if pieces.is_empty() {
+                        shared.files_done.fetch_add(1, Relaxed);
+                    }
+                    pieces.into_iter().map(Ok).collect()
+                }
+                Err(e) => vec![Err(format!("inode {ino}: {e}"))],
+            };
+            futures::stream::iter(planned)
         }
-    }
-    for (file, pending) in pending_per_file.iter().enumerate() {
-        if *pending == 0 && files[file].1 == 0 {
-            shared.files_done.fetch_add(1, Relaxed);
-        }
-    }
-    let pending_per_file: Vec<AtomicU64> = pending_per_file.into_iter().map(AtomicU64::new).collect();
+    });
 
     // Pace and pause before each piece is issued; up to `parallel` pieces in flight.
     let next_slot = Arc::new(Mutex::new(Instant::now()));
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let issued = futures::stream::iter(pieces).then(|piece| {
+    let issued = planned.then(|piece| {
         let (shared, next_slot, fetcher) = (shared.clone(), next_slot.clone(), fetcher.clone());
         let (mut control, in_flight) = (control.clone(), in_flight.clone());
         async move {
+            let piece = piece?;
             let _ = control.wait_for(|c| *c == Control::Run).await;
             while in_flight.load(Relaxed) >= PIECES_BESIDE_DEMAND && fetcher.demand_active(DEMAND_QUIET) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -314,21 +304,30 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
                 };
                 tokio::time::sleep_until(at.into()).await;
             }
-            piece
+            Ok(piece)
         }
     });
     let results = issued
-        .map(|piece| {
+        .map(|piece: Result<Piece, String>| {
             let (fetcher, in_flight) = (fetcher.clone(), in_flight.clone());
             async move {
+                let piece = piece?;
                 let result = fetcher.fetch_in_background(&piece.object, piece.blocks.clone()).await;
                 in_flight.fetch_sub(1, Relaxed);
-                (piece, result)
+                Ok((piece, result))
             }
         })
         .buffer_unordered(parallel);
     let mut results = std::pin::pin!(results);
-    while let Some((piece, result)) = results.next().await {
+    while let Some(outcome) = results.next().await {
+        let (piece, result) = match outcome {
+            Ok(fetched) => fetched,
+            Err(planning) => {
+                tracing::warn!(error = %planning, "hydration could not plan a file");
+                first_error.get_or_insert(planning);
+                continue;
+            }
+        };
         match result {
             Ok(fetched) => {
                 shared.bytes_fetched.fetch_add(fetched, Relaxed);
@@ -350,6 +349,24 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
     };
     tracing::info!(state = ?outcome.0, bytes = shared.bytes_done.load(Relaxed), "hydration ended");
     shared.finish(outcome.0, outcome.1);
+}
+
+/// The request-sized pieces of one file, in order.
+fn split(file: usize, object: &Arc<ObjectHandle>) -> Vec<Piece> {
+    let per_piece = (PIECE_BLOCKS_BYTES / object.shape.block_size).max(1);
+    let blocks = object.shape.blocks();
+    (0..blocks)
+        .step_by(per_piece as usize)
+        .map(|start| {
+            let end = (start + per_piece).min(blocks);
+            Piece {
+                file,
+                object: object.clone(),
+                blocks: start..end,
+                bytes: (start..end).map(|b| object.shape.len(b)).sum(),
+            }
+        })
+        .collect()
 }
 
 /// Logs once when the deadline cannot be met at the rate hydration gets.
