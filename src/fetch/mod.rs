@@ -273,7 +273,8 @@ impl Fetcher {
             return;
         }
         let claim = Arc::new(self.inflight.claim(object.id, &missing));
-        for run in coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes) {
+        let led = self.not_cached_since(object, &claim);
+        for run in coalesce(led, object.shape.block_size, self.config.max_request_bytes) {
             let (fetcher, object, claim) = (self.clone(), object.clone(), claim.clone());
             tokio::spawn(async move {
                 if let Err(e) = fetcher.fetch_run(&object, run, &claim, true).await {
@@ -317,11 +318,9 @@ impl Fetcher {
             return Ok(0);
         }
         let claim = self.inflight.claim(object.id, &missing);
-        let fetched = claim.led().into_iter().map(|block| object.shape.len(block)).sum();
-        let (led, waited) = futures::join!(self.fetch_claimed(object, &claim, true), claim.wait_others());
-        led?;
+        let (fetched, waited) = futures::join!(self.fetch_claimed(object, &claim, true), claim.wait_others());
         waited?;
-        Ok(fetched)
+        fetched
     }
 
     fn cached(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
@@ -333,14 +332,30 @@ impl Fetcher {
         self.cache.get(&key, object.shape, crc)
     }
 
-    /// Fetches the blocks this caller leads, as coalesced runs in parallel.
-    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim, background: bool) -> Result<(), FetchError> {
-        let runs = coalesce(claim.led(), object.shape.block_size, self.config.max_request_bytes);
+    /// Fetches the blocks this caller leads, as coalesced runs in parallel; the bytes fetched.
+    async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim, background: bool) -> Result<u64, FetchError> {
+        let led = self.not_cached_since(object, claim);
+        let bytes = led.iter().map(|&block| object.shape.len(block)).sum();
+        let runs = coalesce(led, object.shape.block_size, self.config.max_request_bytes);
         let fetches = runs
             .into_iter()
             .map(|run| self.fetch_run(object, run, claim, background));
         let results = futures::future::join_all(fetches).await;
-        results.into_iter().collect()
+        results.into_iter().collect::<Result<(), _>>().map(|()| bytes)
+    }
+
+    /// The led blocks still to fetch. A fetch that finished between the caller's look at the cache
+    /// and its claim has cached some already: those are answered from the cache, not fetched twice.
+    fn not_cached_since(&self, object: &ObjectHandle, claim: &Claim) -> Vec<u64> {
+        let mut led = claim.led();
+        led.retain(|&block| match self.cached(object, block) {
+            Some(bytes) => {
+                claim.complete(block, Ok(bytes));
+                false
+            }
+            None => true,
+        });
+        led
     }
 
     /// Fetches one run and hands each block to its waiters. A block that fails its checksum is an

@@ -225,3 +225,22 @@ async fn demand_reads_are_visible_to_background_work_for_a_while() {
     f.fetcher.fetch_in_background(&f.object, 4..8).await.unwrap();
     assert!(!f.fetcher.demand_active(quiet), "background fetches are not demand");
 }
+
+#[tokio::test]
+async fn a_block_cached_between_look_and_claim_is_not_fetched_again() {
+    let f = fixture(8 * BLOCK as usize, FetchConfig::default()).await;
+    // Another fetch lands block 2 in the cache after this caller saw it missing, before its claim.
+    let block2 = Bytes::copy_from_slice(&f.data[2 * BLOCK as usize..3 * BLOCK as usize]);
+    let key = BlockKey {
+        object: f.object.id,
+        block: 2,
+    };
+    f.fetcher.cache().insert(key, f.object.shape, block2, true);
+    let claim = f.fetcher.inflight.claim(f.object.id, &[1, 2, 3]);
+    let fetched = f.fetcher.fetch_claimed(&f.object, &claim, false).await.unwrap();
+    assert_eq!(fetched, 2 * BLOCK, "only blocks 1 and 3 go to the store");
+    assert_eq!(f.gets.bytes(), 2 * BLOCK);
+    let mut answered: Vec<u64> = claim.fetched().into_iter().map(|(block, _)| block).collect();
+    answered.sort();
+    assert_eq!(answered, [1, 2, 3], "waiters on block 2 get it from the cache");
+}
