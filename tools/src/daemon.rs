@@ -44,6 +44,23 @@ pub struct Launch {
     pub replace_aws_env: bool,
 }
 
+/// `lazysnap daemon start`: refuses when a daemon already runs, since its flags would not apply.
+pub fn start(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
+    if answers(paths) {
+        bail!(
+            "lazysnap-mountd is already running for {}; stop it first (`lazysnap daemon stop`) to change its flags",
+            paths.home().display()
+        );
+    }
+    ensure_running_with(
+        paths,
+        &Launch {
+            args: flags,
+            ..Launch::default()
+        },
+    )
+}
+
 /// Starts lazysnap-mountd for this home unless one already answers.
 pub fn ensure_running(paths: &Paths) -> anyhow::Result<()> {
     ensure_running_with(paths, &Launch::default())
@@ -114,11 +131,17 @@ fn mountd_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("lazysnap-mountd"))
 }
 
+/// The log's last error line (a bad flag is followed by usage hints), else its last line.
 fn last_line(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines = text.lines().rev().filter(|l| !l.trim().is_empty());
+    let last = lines.clone().next().unwrap_or_default();
+    lines
+        .take(20)
+        .find(|l| l.contains("error"))
+        .unwrap_or(last)
+        .trim()
+        .to_string()
 }
 
 /// Stops the daemon and waits until its process is gone, so its mounts are gone too.

@@ -75,6 +75,13 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum DaemonCommand {
+    /// Start the daemon with these lazysnap-mountd flags unless one is running (other commands
+    /// start it with defaults when needed). Example: `lazysnap daemon start -- --cache-disk 50G`.
+    Start {
+        /// Flags for lazysnap-mountd (see `lazysnap-mountd --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+        flags: Vec<String>,
+    },
     /// Print the daemon's pid, mounts and cache figures (starts nothing).
     Status,
     /// Unmount everything, stop the daemon and wait for it to exit.
@@ -157,6 +164,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             daemon::print_request(paths, &lazysnap::control::Request::Status, false)
         }
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
+        Command::Daemon(DaemonCommand::Start { flags }) => daemon::start(paths, flags),
         Command::Index(cmd) => commands::index(cmd, paths),
         Command::Bench(args) => bench::run(args),
     }
