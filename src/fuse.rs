@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
+    WriteFlags,
 };
 
 use crate::fs::{Attr, FsError, Kind, LazyFs};
+
+mod passthrough;
+use passthrough::Passthrough;
 
 /// Files never change under a mount, so the kernel may keep attributes, entries and pages as long
 /// as it likes; an hour bounds what a forgotten stale mount could show.
@@ -27,6 +31,9 @@ pub struct FuseOptions {
     pub allow_other: bool,
     /// Largest readahead the kernel may ask for in one request.
     pub max_readahead: u32,
+    /// Let the kernel read fully cached, verified files straight from the disk cache (FUSE
+    /// passthrough, Linux 6.9+, needs CAP_SYS_ADMIN); falls back to ordinary reads when refused.
+    pub passthrough: bool,
 }
 
 impl Default for FuseOptions {
@@ -35,6 +42,7 @@ impl Default for FuseOptions {
             threads: 16,
             allow_other: true,
             max_readahead: 1 << 20,
+            passthrough: true,
         }
     }
 }
@@ -158,6 +166,7 @@ pub fn mount(
         fs: fs.clone(),
         runtime,
         max_readahead: options.max_readahead,
+        passthrough: Passthrough::new(options.passthrough),
     };
     let session = fuser::Session::new(adapter, mountpoint, &config)?.spawn()?;
     Ok(Mount {
@@ -171,6 +180,7 @@ struct Adapter {
     fs: Arc<LazyFs>,
     runtime: tokio::runtime::Handle,
     max_readahead: u32,
+    passthrough: Passthrough,
 }
 
 fn errno(e: &FsError) -> Errno {
@@ -211,6 +221,16 @@ impl Filesystem for Adapter {
         }
         // Let the kernel keep many reads of one file in flight; each may wait on the network.
         let _ = config.set_max_background(64);
+        if self.passthrough.enabled() {
+            // Depth 1: backing files on an ordinary filesystem, and the mount itself may still sit
+            // under an overlay. A cache on an overlay makes the kernel refuse, and reads fall back.
+            let supported =
+                config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
+            if !supported {
+                tracing::info!("this kernel has no FUSE passthrough; every read goes through the daemon");
+                self.passthrough.disable();
+            }
+        }
         Ok(())
     }
 
@@ -234,8 +254,7 @@ impl Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         match self.fs.open(ino.0, write) {
-            // Immutable files: keep the page cache across opens.
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(handle) => self.passthrough.reply_open(&self.fs, ino.0, handle, reply),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -260,13 +279,14 @@ impl Filesystem for Adapter {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(ino.0, fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }

@@ -41,6 +41,10 @@ struct Args {
     /// Furthest a sequential reader's readahead window grows.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     readahead_max: u64,
+    /// Serve every read through the daemon, never letting the kernel read a fully cached file
+    /// straight from the disk cache (FUSE passthrough, used by default where the kernel has it).
+    #[arg(long)]
+    no_passthrough: bool,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let tuning = mounts::Tuning {
         fuse_threads: args.fuse_threads,
+        passthrough: !args.no_passthrough,
         fetch: FetchConfig {
             max_request_bytes: args.fetch_request_size,
             concurrency: args.fetch_concurrency,

@@ -79,6 +79,7 @@ struct Active {
 #[derive(Debug, Clone, Default)]
 pub struct Tuning {
     pub fuse_threads: usize,
+    pub passthrough: bool,
     pub fetch: FetchConfig,
 }
 
@@ -217,6 +218,7 @@ impl Mounts {
             // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
             // SAFETY: geteuid has no preconditions.
             allow_other: unsafe { libc::geteuid() } == 0,
+            passthrough: self.tuning.passthrough,
             ..FuseOptions::default()
         };
         let runtime = self.runtime.clone();

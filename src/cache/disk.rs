@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use lru::LruCache;
 
+use super::pins::{Pin, Pins};
 use super::{BlockKey, BlockShape, CacheError, ObjectCacheStatus, ObjectId};
 
 const MAGIC: &[u8; 8] = b"LZSMAP01";
@@ -29,6 +30,7 @@ pub struct DiskCache {
     /// When a reader last tried to become the owner (owners come and go: CLI commands end).
     last_claim: Mutex<std::time::Instant>,
     state: Mutex<State>,
+    pins: Pins,
 }
 
 /// How often a read-only cache tries to take over a disk tier whose owner may have exited.
@@ -36,10 +38,28 @@ const CLAIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 struct State {
-    /// Every block present, least recently used first, with its length.
-    blocks: LruCache<BlockKey, u64>,
+    /// Every block present, least recently used first.
+    blocks: LruCache<BlockKey, Entry>,
     used: u64,
     open: LruCache<ObjectId, Arc<ObjectFiles>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    len: u64,
+    /// Checked against its checksum by this process: written from verified bytes, or read back and
+    /// verified. Blocks found on disk at start are not, until read.
+    verified: bool,
+}
+
+/// Every block of an object present in the disk tier, pinned there while this is held.
+#[derive(Debug)]
+pub struct CompleteCopy {
+    /// The data file, opened read-only; byte `n` of the object is byte `n` of the file.
+    pub file: File,
+    pub pin: Pin,
+    /// Blocks not yet verified by this process (see [`DiskCache::verify_block`]).
+    pub unverified: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -65,6 +85,7 @@ impl DiskCache {
                 used: 0,
                 open: LruCache::unbounded(),
             }),
+            pins: Pins::default(),
         };
         if !cache.claim().map_err(io)? {
             tracing::debug!(dir = %dir.display(), "block cache is owned by another process; using it read-only");
@@ -160,13 +181,11 @@ impl DiskCache {
             for (block, &present) in map[HEADER as usize..].iter().enumerate() {
                 if present == 1 {
                     let len = shape.len(block as u64);
-                    state.blocks.put(
-                        BlockKey {
-                            object,
-                            block: block as u64,
-                        },
-                        len,
-                    );
+                    let key = BlockKey {
+                        object,
+                        block: block as u64,
+                    };
+                    state.blocks.put(key, Entry { len, verified: false });
                     state.used += len;
                 }
             }
@@ -225,6 +244,11 @@ impl DiskCache {
             // The owner's LRU is authoritative: a miss there needs no disk I/O.
             self.state().blocks.get(key)?;
         }
+        self.read_verified(key, shape, crc).map(Bytes::from)
+    }
+
+    /// Reads one block back from disk and checks it, marking it verified (or evicting it).
+    fn read_verified(&self, key: &BlockKey, shape: BlockShape, crc: u32) -> Option<Vec<u8>> {
         let files = self.files(&key.object, None).ok()??;
         let mut present = [0u8; 1];
         files.map.read_exact_at(&mut present, HEADER + key.block).ok()?;
@@ -240,7 +264,38 @@ impl DiskCache {
             }
             return None;
         }
-        Some(Bytes::from(buf))
+        if let Some(entry) = self.state().blocks.peek_mut(key) {
+            entry.verified = true;
+        }
+        Some(buf)
+    }
+
+    /// Checks one block on disk against its checksum without caching it anywhere else: true when
+    /// it is present and correct (and now marked verified), false when missing or evicted as bad.
+    pub fn verify_block(&self, key: &BlockKey, shape: BlockShape, crc: u32) -> bool {
+        self.read_verified(key, shape, crc).is_some()
+    }
+
+    /// The object's data file, if this process owns the tier and every block is present; pinned
+    /// against eviction before completeness is checked, so it stays complete while the pin lives.
+    pub fn complete_copy(&self, object: &ObjectId, shape: BlockShape) -> Option<CompleteCopy> {
+        if !self.writable() {
+            // Another process evicts as it likes; its holes would show through.
+            return None;
+        }
+        let pin = self.pins.pin(*object);
+        let mut unverified = Vec::new();
+        {
+            let state = self.state();
+            for block in 0..shape.blocks() {
+                let entry = state.blocks.peek(&BlockKey { object: *object, block })?;
+                if !entry.verified {
+                    unverified.push(block);
+                }
+            }
+        }
+        let file = File::open(self.path(object, "data")).ok()?;
+        Some(CompleteCopy { file, pin, unverified })
     }
 
     pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) {
@@ -254,16 +309,30 @@ impl DiskCache {
         }
         let victims = {
             let mut state = self.state();
-            if state.blocks.put(key, bytes.len() as u64).is_none() {
-                state.used += bytes.len() as u64;
+            let entry = Entry {
+                len: bytes.len() as u64,
+                verified: true,
+            };
+            if state.blocks.put(key, entry).is_none() {
+                state.used += entry.len;
             }
             let mut victims = Vec::new();
+            let mut pinned = Vec::new();
             while state.used > self.quota {
-                let Some((victim, len)) = state.blocks.pop_lru() else {
+                let Some((victim, entry)) = state.blocks.pop_lru() else {
                     break;
                 };
-                state.used -= len;
+                if self.pins.contains(&victim.object) {
+                    pinned.push((victim, entry));
+                    continue;
+                }
+                state.used -= entry.len;
                 victims.push(victim);
+            }
+            // Pinned blocks are in use by a reader that bypasses the daemon; they go back as
+            // recently used, and the quota is exceeded until the pin is released.
+            for (key, entry) in pinned {
+                state.blocks.put(key, entry);
             }
             victims
         };
@@ -291,8 +360,8 @@ impl DiskCache {
         let removed = {
             let mut state = self.state();
             let removed = state.blocks.pop(key);
-            if let Some(len) = removed {
-                state.used -= len;
+            if let Some(entry) = removed {
+                state.used -= entry.len;
             }
             removed.is_some()
         };

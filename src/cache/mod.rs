@@ -12,6 +12,7 @@
 
 mod disk;
 mod memory;
+mod pins;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -21,8 +22,9 @@ use bytes::Bytes;
 use crate::checksum::BlockChecksums;
 use crate::store::StoreUrl;
 
-pub use disk::DiskCache;
+pub use disk::{CompleteCopy, DiskCache};
 pub use memory::MemoryCache;
+pub use pins::Pin;
 
 /// The identity of one immutable object's content: 128 bits of BLAKE3 over where it lives and what
 /// its blocks are. Etags are not used: a local store's etag changes when its directory is copied.
@@ -182,6 +184,16 @@ impl BlockCache {
     /// True when the block is present in a tier (not verified; for planning fetches and progress).
     pub fn contains(&self, key: &BlockKey) -> bool {
         self.memory.contains(key) || self.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+
+    /// The object's complete copy in the disk tier, pinned there (see [`DiskCache::complete_copy`]).
+    pub fn complete_copy(&self, object: &ObjectId, shape: BlockShape) -> Option<CompleteCopy> {
+        self.disk.as_ref()?.complete_copy(object, shape)
+    }
+
+    /// Checks a block in the disk tier against its checksum (see [`DiskCache::verify_block`]).
+    pub fn verify_on_disk(&self, key: &BlockKey, shape: BlockShape, crc: u32) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.verify_block(key, shape, crc))
     }
 
     pub fn object_status(&self, object: &ObjectId, shape: BlockShape) -> ObjectCacheStatus {

@@ -158,3 +158,87 @@ fn after_a_restart_a_partly_cached_object_takes_more_blocks_and_evicts_them() {
     assert!(cache.stats().disk_bytes <= quota, "the quota holds across restarts");
     assert_eq!(cache.get(&blocks[2].0, SHAPE, blocks[2].2), Some(blocks[2].1.clone()));
 }
+
+fn whole_object(cache: &BlockCache, id: ObjectId) -> Vec<(BlockKey, Bytes, u32)> {
+    let blocks: Vec<_> = (0..SHAPE.blocks()).map(|b| block(id, b, b as u8 + 7)).collect();
+    for (key, bytes, _) in &blocks {
+        cache.insert(*key, SHAPE, bytes.clone(), true);
+    }
+    blocks
+}
+
+fn concatenated(blocks: &[(BlockKey, Bytes, u32)]) -> Vec<u8> {
+    blocks.iter().flat_map(|(_, bytes, _)| bytes.to_vec()).collect()
+}
+
+#[test]
+fn a_complete_copy_needs_every_block_and_each_verified_by_this_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = object(9);
+    let blocks = {
+        let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+        let (key, bytes, _) = block(id, 0, 7);
+        cache.insert(key, SHAPE, bytes, true);
+        assert!(cache.complete_copy(&id, SHAPE).is_none(), "blocks 1 and 2 are missing");
+        let blocks = whole_object(&cache, id);
+        let copy = cache.complete_copy(&id, SHAPE).expect("complete");
+        assert!(copy.unverified.is_empty(), "written from verified bytes");
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut &copy.file, &mut content).unwrap();
+        assert_eq!(
+            content,
+            concatenated(&blocks),
+            "byte n of the object is byte n of the file"
+        );
+        blocks
+    };
+    // After a restart nothing on disk is trusted until read back.
+    {
+        let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+        let copy = cache.complete_copy(&id, SHAPE).expect("complete");
+        assert_eq!(copy.unverified, vec![0, 1, 2]);
+        for (key, _, crc) in &blocks {
+            assert!(cache.verify_on_disk(key, SHAPE, *crc));
+        }
+        assert!(cache.complete_copy(&id, SHAPE).unwrap().unverified.is_empty());
+        let reader = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+        assert!(
+            reader.complete_copy(&id, SHAPE).is_none(),
+            "only the owner evicts, so only it can pin"
+        );
+    }
+    // A block gone bad on disk fails verification, is dropped, and the copy is not complete.
+    let data = dir.path().join("objects").join(format!("{}.data", id.hex()));
+    let mut content = std::fs::read(&data).unwrap();
+    content[4096 + 5] ^= 0xff;
+    std::fs::write(&data, content).unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+    assert!(!cache.verify_on_disk(&blocks[1].0, SHAPE, blocks[1].2));
+    assert!(cache.complete_copy(&id, SHAPE).is_none());
+}
+
+#[test]
+fn eviction_leaves_a_pinned_object_whole_until_the_pin_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, SHAPE.object_size)).unwrap();
+    let pinned = object(10);
+    let blocks = whole_object(&cache, pinned);
+    let copy = cache.complete_copy(&pinned, SHAPE).expect("complete");
+    let (other, bytes, _) = block(object(11), 0, 1);
+    cache.insert(other, SHAPE, bytes.clone(), true);
+    assert_eq!(
+        cache.object_status(&pinned, SHAPE).blocks_cached,
+        3,
+        "nothing of it evicted"
+    );
+    assert!(
+        cache.stats().disk_bytes <= SHAPE.object_size,
+        "the quota holds by evicting the rest"
+    );
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut &copy.file, &mut content).unwrap();
+    assert_eq!(content, concatenated(&blocks), "no hole punched under a reader");
+    drop(copy);
+    cache.insert(other, SHAPE, bytes, true);
+    assert_eq!(cache.object_status(&pinned, SHAPE).blocks_cached, 2, "evictable again");
+}

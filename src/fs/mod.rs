@@ -3,6 +3,7 @@
 //! `<volumeID>/<files>`; the tree comes from the index, reads go through the fetcher.
 
 mod error;
+mod local;
 mod tree;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use crate::names::VolumeId;
 use crate::store::layout;
 
 pub use error::FsError;
+pub use local::LocalCopy;
 pub use tree::ROOT;
 use tree::{NodeKind, Tree};
 
@@ -69,6 +71,8 @@ pub struct MountStats {
     pub reads: u64,
     pub bytes_read: u64,
     pub read_errors: u64,
+    /// Opens the kernel serves itself from a verified local copy (FUSE passthrough).
+    pub passthrough_opens: u64,
     pub store: FetchStatsSnapshot,
 }
 
@@ -89,6 +93,7 @@ struct Counters {
     reads: AtomicU64,
     bytes_read: AtomicU64,
     read_errors: AtomicU64,
+    passthrough_opens: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -101,6 +106,7 @@ pub struct LazyFs {
     handles: Mutex<HashMap<u64, Arc<FileReader>>>,
     next_handle: AtomicU64,
     counters: Counters,
+    verifying: local::Verifying,
     owner: (u32, u32),
 }
 
@@ -130,6 +136,7 @@ impl LazyFs {
             handles: Mutex::default(),
             next_handle: AtomicU64::new(1),
             counters: Counters::default(),
+            verifying: local::Verifying::default(),
             owner,
         })
     }
@@ -263,6 +270,11 @@ impl LazyFs {
         Ok(handle)
     }
 
+    /// Counts an open that the FUSE layer handed to the kernel as a passthrough file.
+    pub fn count_passthrough_open(&self) {
+        self.counters.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn release(&self, handle: u64) {
         lock(&self.handles).remove(&handle);
     }
@@ -334,6 +346,7 @@ impl LazyFs {
             reads: self.counters.reads.load(Ordering::Relaxed),
             bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),
             read_errors: self.counters.read_errors.load(Ordering::Relaxed),
+            passthrough_opens: self.counters.passthrough_opens.load(Ordering::Relaxed),
             store: self.fetcher.stats(),
         }
     }

@@ -45,7 +45,11 @@ async fn fixture(name: &str, volumes: &[(&str, &[FileSpec<'_>])]) -> Fixture {
             snapshot,
         });
     }
-    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let cache = CacheConfig {
+        disk_dir: Some(dir.path().join("cache")),
+        ..CacheConfig::default()
+    };
+    let cache = Arc::new(BlockCache::new(&cache).unwrap());
     let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
     Fixture {
         fs: LazyFs::new(index, fetcher, views, (0, 0)).unwrap(),
@@ -143,8 +147,35 @@ async fn a_volume_shown_twice_is_refused() {
         manifest,
         snapshot: None,
     };
-    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let cache = CacheConfig {
+        disk_dir: Some(dir.path().join("cache")),
+        ..CacheConfig::default()
+    };
+    let cache = Arc::new(BlockCache::new(&cache).unwrap());
     let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
     let err = LazyFs::new(index, fetcher, vec![view.clone(), view], (0, 0)).unwrap_err();
     assert!(err.contains("shown twice"), "{err}");
+}
+
+#[tokio::test]
+async fn a_file_read_whole_has_a_verified_local_copy_and_a_partly_read_one_does_not() {
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let f = fixture(
+        "fs-local",
+        &[("kv/b/kvstore-0", &[("whole", &bytes), ("part", &bytes)])],
+    )
+    .await;
+    let whole = walk(&f.fs, "kv/b/kvstore-0/whole").unwrap().ino;
+    let part = walk(&f.fs, "kv/b/kvstore-0/part").unwrap().ino;
+    assert!(f.fs.local_copy(whole).is_none(), "nothing fetched yet");
+    let handle = f.fs.open(whole, false).unwrap();
+    assert_eq!(f.fs.read(handle, 0, 20_000).await.unwrap(), bytes);
+    let handle = f.fs.open(part, false).unwrap();
+    f.fs.read(handle, 0, 4096).await.unwrap();
+
+    let copy = f.fs.local_copy(whole).expect("every block fetched and verified");
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut &copy.file, &mut content).unwrap();
+    assert_eq!(content, bytes);
+    assert!(f.fs.local_copy(part).is_none(), "blocks 1 and 2 are only in the store");
 }

@@ -168,13 +168,13 @@ fn bench_store(
     anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
     let cold_cpu = node.daemon_cpu()?.saturating_sub(cpu_before);
     let fetched_sequential = node.bytes_fetched()?;
-    let (_, warm) = reads::sequential(&file)?;
+    let warm = reads::sequential_median(&file)?;
     node.unmount(&mounted)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let (_, block_cache) = reads::sequential(&mounted.volume_dir.join(BIG_FILE))?;
     node.unmount(&mounted)?;
     drop(node);
-    let (_, local) = reads::sequential(&data.join(BIG_FILE))?;
+    let local = reads::sequential_median(&data.join(BIG_FILE))?;
 
     say(&format!("{}: random reads", target.name));
     let offsets = stats::random_offsets(size, 4096, args.random_reads, stats::OFFSETS_SEED);

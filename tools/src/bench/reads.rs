@@ -28,6 +28,17 @@ pub fn sequential(path: &Path) -> anyhow::Result<(u64, Duration)> {
     Ok((offset, started.elapsed()))
 }
 
+/// The median time of three sequential reads: warm reads take tens of milliseconds, where one
+/// scheduler hiccup on a small machine would move a single figure by a third.
+pub fn sequential_median(path: &Path) -> anyhow::Result<Duration> {
+    let mut times = [Duration::ZERO; 3];
+    for time in &mut times {
+        *time = sequential(path)?.1;
+    }
+    times.sort();
+    Ok(times[1])
+}
+
 /// One 4 KiB pread at each offset, one at a time, on a file opened for random access (the kernel's
 /// readahead off, as a database engine would have it): the latency of each.
 pub fn random_4k(path: &Path, offsets: &[u64]) -> anyhow::Result<Latencies> {

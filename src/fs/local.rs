@@ -1,0 +1,81 @@
+//! Local copies for kernel passthrough: once every block of a file is in the disk tier and this
+//! process has verified each one, the kernel may read the cache file itself, at local-disk speed,
+//! with no copy through the daemon. Blocks found on disk after a restart are verified in the
+//! background first, so an open never waits for a whole file to be read back.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use crate::cache::{BlockCache, BlockKey, Pin};
+use crate::fetch::ObjectHandle;
+
+use super::{lock, LazyFs};
+
+/// Files verified at once in the background; more wait for a later open.
+const VERIFIERS: usize = 2;
+
+/// A file's complete, verified copy in the disk tier, kept from eviction while held.
+#[derive(Debug)]
+pub struct LocalCopy {
+    /// Read-only; byte `n` of the file is byte `n` of this one.
+    pub file: File,
+    _pin: Pin,
+}
+
+/// Objects whose blocks are being verified in the background.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Verifying(Arc<Mutex<HashSet<crate::cache::ObjectId>>>);
+
+impl LazyFs {
+    /// The file's local copy, if every block is present and verified. When all are present but
+    /// some are not yet verified, verification starts in the background and a later open gets one.
+    pub fn local_copy(&self, ino: u64) -> Option<LocalCopy> {
+        let object = self.object(ino).ok()?;
+        let cache = self.fetcher.cache();
+        let copy = cache.complete_copy(&object.id, object.shape)?;
+        if copy.unverified.is_empty() {
+            return Some(LocalCopy {
+                file: copy.file,
+                _pin: copy.pin,
+            });
+        }
+        self.verifying.start(cache.clone(), object, copy.unverified);
+        None
+    }
+}
+
+impl Verifying {
+    fn start(&self, cache: Arc<BlockCache>, object: Arc<ObjectHandle>, blocks: Vec<u64>) {
+        {
+            let mut running = lock(&self.0);
+            if running.len() >= VERIFIERS || !running.insert(object.id) {
+                return;
+            }
+        }
+        let (running, id) = (self.clone(), object.id);
+        let spawned = std::thread::Builder::new()
+            .name("lazysnap-verify".into())
+            .spawn(move || {
+                let bad = blocks.iter().find(|&&block| {
+                    let key = BlockKey {
+                        object: object.id,
+                        block,
+                    };
+                    let crc = object.checksums.get(block).unwrap_or_default();
+                    !cache.verify_on_disk(&key, object.shape, crc)
+                });
+                match bad {
+                    None => tracing::debug!(key = %object.key, blocks = blocks.len(), "local copy verified"),
+                    Some(block) => {
+                        tracing::debug!(key = %object.key, block, "local copy incomplete; block missing or bad")
+                    }
+                }
+                lock(&running.0).remove(&object.id);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a verification thread");
+            lock(&self.0).remove(&id);
+        }
+    }
+}
