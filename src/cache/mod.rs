@@ -172,9 +172,9 @@ impl BlockCache {
     }
 
     /// Stores a block that has been verified. `fetched` counts it as bytes fetched from the store.
+    /// `bytes` should own its buffer: a slice of a larger one would keep all of it alive while
+    /// the memory tier counts only the slice (the fetcher reads each block into its own buffer).
     pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: Bytes, fetched: bool) {
-        // A block sliced from a large GET would pin the whole buffer; copy so the cap stays honest.
-        let bytes = Bytes::copy_from_slice(&bytes);
         if let Some(disk) = &self.disk {
             disk.insert(key, shape, &bytes, fetched);
         }

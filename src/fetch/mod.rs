@@ -420,9 +420,14 @@ impl Fetcher {
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
-        let got = tokio::time::timeout(deadline, self.store.get_range(&object.key, range.clone())).await;
-        let bytes = match got {
-            Ok(Ok(bytes)) => bytes,
+        let block_size = object.shape.block_size;
+        let got = tokio::time::timeout(
+            deadline,
+            self.store.get_range_split(&object.key, range.clone(), block_size),
+        )
+        .await;
+        let pieces = match got {
+            Ok(Ok(pieces)) => pieces,
             Ok(Err(source)) => {
                 self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %object.key, ?range, error = %source, "fetch failed");
@@ -439,11 +444,10 @@ impl Fetcher {
         };
         self.stats
             .bytes_fetched
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
         let mut blocks = Vec::with_capacity((run.end - run.start) as usize);
-        for block in run {
-            let start = (object.shape.offset(block) - range.start) as usize;
-            let piece = bytes.slice(start..start + object.shape.len(block) as usize);
+        // Blocks start at multiples of the block size, so the pieces are the blocks.
+        for (block, piece) in run.zip(pieces) {
             if object.checksums.verify(block, &piece) {
                 blocks.push(Ok(piece));
             } else {

@@ -9,6 +9,7 @@ pub mod counting;
 mod error;
 pub mod layout;
 mod open;
+mod split;
 mod url;
 
 use std::ops::Range;
@@ -76,12 +77,7 @@ impl Store {
             .await
             .map_err(|e| self.err(key, e))?;
         if bytes.len() as u64 != want {
-            return Err(StoreError::ShortRead {
-                store: self.url.to_string(),
-                key: key.to_string(),
-                range,
-                got: bytes.len() as u64,
-            });
+            return Err(self.short_read(key, range, bytes.len() as u64));
         }
         Ok(bytes)
     }

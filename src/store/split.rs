@@ -1,0 +1,119 @@
+//! Ranged reads delivered as separately allocated pieces (the fetcher's blocks), so each block can
+//! be cached on its own without copying it out of a large buffer, and no multi-megabyte buffer is
+//! allocated (and page-faulted in) per request.
+
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetResultPayload};
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Reads `range` of an object as consecutive pieces of `piece` bytes (the last may be
+    /// shorter). A short answer is an error, as with [`Store::get_range`].
+    pub async fn get_range_split(&self, key: &Path, range: Range<u64>, piece: u64) -> Result<Vec<Bytes>, StoreError> {
+        assert!(piece > 0, "pieces must have a size");
+        let options = GetOptions {
+            range: Some(range.clone().into()),
+            ..GetOptions::default()
+        };
+        let result = self.inner.get_opts(key, options).await.map_err(|e| self.err(key, e))?;
+        let lens = piece_lengths(range.end - range.start, piece);
+        let pieces = match result.payload {
+            GetResultPayload::File(file, path) => {
+                let start = range.start;
+                tokio::task::spawn_blocking(move || read_pieces(&file, start, &lens))
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|source| {
+                        self.err(
+                            key,
+                            object_store::Error::Generic {
+                                store: "LocalFileSystem",
+                                source: format!("read {}: {source}", path.display()).into(),
+                            },
+                        )
+                    })?
+            }
+            GetResultPayload::Stream(mut stream) => {
+                let mut pieces = Vec::with_capacity(lens.len());
+                let mut lens = lens.into_iter();
+                let mut current = BytesMut::with_capacity(lens.next().unwrap_or(0) as usize);
+                while let Some(chunk) = stream.next().await {
+                    let mut chunk = chunk.map_err(|e| self.err(key, e))?;
+                    while !chunk.is_empty() {
+                        if current.len() == current.capacity() {
+                            let Some(len) = lens.next() else { break };
+                            pieces
+                                .push(std::mem::replace(&mut current, BytesMut::with_capacity(len as usize)).freeze());
+                        }
+                        let take = chunk.len().min(current.capacity() - current.len());
+                        current.extend_from_slice(&chunk.split_to(take));
+                    }
+                    if !chunk.is_empty() {
+                        // More bytes than asked for: the answer does not match the request.
+                        return Err(self.short_read(key, range, u64::MAX));
+                    }
+                }
+                if !current.is_empty() {
+                    pieces.push(current.freeze());
+                }
+                pieces
+            }
+        };
+        let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if got != range.end - range.start {
+            return Err(self.short_read(key, range, got));
+        }
+        Ok(pieces)
+    }
+
+    pub(super) fn short_read(&self, key: &Path, range: Range<u64>, got: u64) -> StoreError {
+        StoreError::ShortRead {
+            store: self.url.to_string(),
+            key: key.to_string(),
+            range,
+            got,
+        }
+    }
+}
+
+fn piece_lengths(total: u64, piece: u64) -> Vec<u64> {
+    let mut lens = vec![piece; (total / piece) as usize];
+    if total % piece != 0 {
+        lens.push(total % piece);
+    }
+    lens
+}
+
+/// Reads consecutive pieces from `start`; a piece cut short by the end of the file ends the read.
+fn read_pieces(file: &std::fs::File, start: u64, lens: &[u64]) -> io::Result<Vec<Bytes>> {
+    let mut pieces = Vec::with_capacity(lens.len());
+    let mut offset = start;
+    for &len in lens {
+        let mut buf = vec![0u8; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        offset += filled as u64;
+        let short = filled < len as usize;
+        pieces.push(Bytes::from(buf));
+        if short {
+            break;
+        }
+    }
+    Ok(pieces)
+}
