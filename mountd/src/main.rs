@@ -38,8 +38,10 @@ struct Args {
     /// Ranged GETs in flight per mount; with --fetch-request-size it bounds the bytes in flight.
     #[arg(long, default_value_t = 16)]
     fetch_concurrency: usize,
-    /// Furthest a sequential reader's readahead window grows.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    /// Furthest a sequential reader's readahead window grows. The window is what keeps GETs in
+    /// flight: at S3's ~25 ms to first byte and ~90 MB/s per stream an 8 MiB GET takes ~100 ms, so
+    /// 128 MiB keeps 16 streams busy (measured: 64M -> 128M took cold reads from 354 to 460 MB/s).
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
     readahead_max: u64,
     /// Serve every read through the daemon, never letting the kernel read a fully cached file
     /// straight from the disk cache (FUSE passthrough, used by default where the kernel has it).

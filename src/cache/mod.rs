@@ -175,10 +175,24 @@ impl BlockCache {
     /// `bytes` should own its buffer: a slice of a larger one would keep all of it alive while
     /// the memory tier counts only the slice (the fetcher reads each block into its own buffer).
     pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: Bytes, fetched: bool) {
-        if let Some(disk) = &self.disk {
-            disk.insert(key, shape, &bytes, fetched);
-        }
+        self.insert_disk(key, shape, &bytes, fetched);
+        self.insert_memory(key, bytes);
+    }
+
+    /// The memory half of [`BlockCache::insert`]: cheap, fit for an async worker.
+    pub fn insert_memory(&self, key: BlockKey, bytes: Bytes) {
         self.memory.insert(key, bytes);
+    }
+
+    /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread.
+    pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) {
+        if let Some(disk) = &self.disk {
+            disk.insert(key, shape, bytes, fetched);
+        }
+    }
+
+    pub fn has_disk(&self) -> bool {
+        self.disk.is_some()
     }
 
     /// True when the block is present in a tier (not verified; for planning fetches and progress).

@@ -90,7 +90,7 @@ impl Default for FetchConfig {
             concurrency: 16,
             request_deadline: Duration::from_secs(30),
             readahead_initial: 1 << 20,
-            readahead_max: 64 << 20,
+            readahead_max: 128 << 20,
             budget: BufferBudget::new(128 << 20),
         }
     }
@@ -384,6 +384,7 @@ impl Fetcher {
             }
         };
         let mut first_error = None;
+        let mut to_disk = Vec::new();
         for (block, verified) in run.zip(blocks) {
             match verified {
                 Ok(bytes) => {
@@ -391,8 +392,10 @@ impl Fetcher {
                         object: object.id,
                         block,
                     };
-                    self.cache.insert(key, object.shape, bytes.clone(), true);
-                    claim.complete(block, Ok(bytes));
+                    // In memory before the claim ends, so no reader misses it in between.
+                    self.cache.insert_memory(key, bytes.clone());
+                    claim.complete(block, Ok(bytes.clone()));
+                    to_disk.push((key, bytes));
                 }
                 Err(e) => {
                     let shared = Arc::new(e);
@@ -401,7 +404,27 @@ impl Fetcher {
                 }
             }
         }
+        self.write_to_disk(object.shape, to_disk).await;
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Disk-cache writes run on a blocking thread: on an async worker, megabytes of writes would
+    /// stall every read that worker serves. Waiters have their bytes already; the fetch itself
+    /// ends once the blocks are on disk, which paces background work to the disk and leaves
+    /// nothing half-written when the daemon stops.
+    async fn write_to_disk(&self, shape: BlockShape, blocks: Vec<(BlockKey, Bytes)>) {
+        if blocks.is_empty() || !self.cache.has_disk() {
+            return;
+        }
+        let cache = self.cache.clone();
+        let write = tokio::task::spawn_blocking(move || {
+            for (key, bytes) in blocks {
+                cache.insert_disk(key, shape, &bytes, true);
+            }
+        });
+        if let Err(e) = write.await {
+            tracing::warn!(error = %e, "a disk cache write did not finish");
+        }
     }
 
     /// One ranged GET covering `run`, split into blocks, each verified on its own.

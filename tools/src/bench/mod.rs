@@ -164,7 +164,9 @@ fn bench_store(
     let (mounted, mount_time) = node.mount(&seq_volume, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
     let cpu_before = node.daemon_cpu()?;
+    let machine = stats::MachineCpu::now();
     let (n, cold) = reads::sequential(&file)?;
+    let cold_machine_cores = machine.busy_cores_since();
     anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
     let cold_cpu = node.daemon_cpu()?.saturating_sub(cpu_before);
     let fetched_sequential = node.bytes_fetched()?;
@@ -203,8 +205,10 @@ fn bench_store(
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let demand_idle = reads::random_4k(&mounted.volume_dir.join(SIDE_FILE), &side_offsets)?;
+    let machine = stats::MachineCpu::now();
     node.hydrate(&mounted, true)?;
     let hydration = node.hydration_end(&mounted)?;
+    let hydration_machine_cores = machine.busy_cores_since();
     drop(node);
     // The same demand reads while a hydration runs.
     let node = BenchNode::start(target, work, &args.daemon_args)?;
@@ -222,6 +226,8 @@ fn bench_store(
         mount_ms: mount_time.as_secs_f64() * 1e3,
         cold_sequential_mbps: stats::mbps(size, cold),
         cold_sequential_daemon_cpu_share: cold_cpu.as_secs_f64() / cold.as_secs_f64(),
+        cold_sequential_machine_cores: cold_machine_cores,
+        hydration_machine_cores,
         warm_sequential_mbps: stats::mbps(size, warm),
         block_cache_sequential_mbps: stats::mbps(size, block_cache),
         local_file_mbps: stats::mbps(size, local),

@@ -17,6 +17,9 @@ pub struct StoreFigures {
     pub cold_sequential_mbps: f64,
     /// The daemon's CPU time during the cold read / its duration (2.0 = two cores busy).
     pub cold_sequential_daemon_cpu_share: f64,
+    /// Cores of the whole machine busy during the cold read and during the idle hydration.
+    pub cold_sequential_machine_cores: f64,
+    pub hydration_machine_cores: f64,
     /// The same file again through the same mount (the kernel's page cache may serve it).
     pub warm_sequential_mbps: f64,
     /// The same file through a new mount on the same node: served by lazysnap's block cache.
@@ -119,18 +122,22 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{}: raw GET {:.0} MB/s single, {:.0} MB/s parallel; mount {:.0} ms; reads cold {:.0} (daemon busy \
-                 {:.2} cores), warm {:.0}, block cache {:.0}, local {:.0} MB/s; {} readers {:.0} MB/s",
+                 {:.2} cores, machine {:.2} of {}), warm {:.0}, block cache {:.0}, local {:.0} MB/s; {} readers {:.0} \
+                 MB/s; hydration machine {:.2} cores",
                 s.store,
                 s.raw.single_get_mbps,
                 s.raw.parallel_get_mbps,
                 s.mount_ms,
                 s.cold_sequential_mbps,
                 s.cold_sequential_daemon_cpu_share,
+                s.cold_sequential_machine_cores,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
                 s.warm_sequential_mbps,
                 s.block_cache_sequential_mbps,
                 s.local_file_mbps,
                 s.concurrent_readers,
                 s.concurrent_mbps,
+                s.hydration_machine_cores,
             );
         }
         for m in &self.mount_scale {

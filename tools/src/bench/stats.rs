@@ -86,3 +86,41 @@ mod tests {
         assert!(a.iter().collect::<std::collections::HashSet<_>>().len() > 100);
     }
 }
+
+/// The whole machine's CPU use (from /proc/stat), to tell a figure bound by the cores (every
+/// core busy: the reader, the kernel, the daemon and a local S3 server share them) from one
+/// bound by waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> MachineCpu {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        let total: u64 = ticks.iter().take(8).sum();
+        MachineCpu {
+            busy: total.saturating_sub(idle),
+            total,
+        }
+    }
+
+    /// Cores busy on average since `self` (2.0 = both cores of a two-core machine).
+    pub fn busy_cores_since(&self) -> f64 {
+        let now = MachineCpu::now();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let total = now.total.saturating_sub(self.total).max(1) as f64;
+        now.busy.saturating_sub(self.busy) as f64 / total * cores
+    }
+}
