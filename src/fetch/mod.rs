@@ -369,6 +369,11 @@ impl Fetcher {
         claim: &Claim,
         background: bool,
     ) -> Result<(), FetchError> {
+        // The budget covers the blocks until they are on disk, not only while they download: a
+        // fast store would otherwise pile up fetched blocks waiting for the cache disk.
+        let range_bytes =
+            object.shape.offset(run.end - 1) + object.shape.len(run.end - 1) - object.shape.offset(run.start);
+        let _buffer = self.config.budget.reserve(range_bytes, background).await;
         let blocks = match self.get_verified(object, run.clone(), background).await {
             Ok(blocks) => blocks,
             Err(e) if background => {
@@ -439,7 +444,6 @@ impl Fetcher {
             true => Some(self.bulk_permits.acquire().await.expect("semaphore never closed")),
             false => None,
         };
-        let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
