@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    start_allocator_trimmer();
     let home = args.home.unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
@@ -108,8 +109,12 @@ fn limit_allocator_retention() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    // Blocks are freed in any order, so free space ends up between live blocks where glibc
-    // keeps it; trimming hands whole free pages back to the kernel.
+}
+
+/// Blocks are freed in any order, so free space ends up between live blocks where glibc keeps it;
+/// trimming hands whole free pages back to the kernel. Started once logging works, so a failure
+/// is reported.
+fn start_allocator_trimmer() {
     let trimmer = std::thread::Builder::new().name("lazysnap-trim".into()).spawn(|| loop {
         std::thread::sleep(std::time::Duration::from_millis(TRIM_INTERVAL_MS));
         // SAFETY: malloc_trim only releases memory the allocator holds free.

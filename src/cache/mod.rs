@@ -92,6 +92,11 @@ impl BlockShape {
     pub fn blocks(&self) -> u64 {
         crate::checksum::block_count(self.object_size, self.block_size)
     }
+
+    /// The bytes of the object that a run of blocks covers (`blocks` must not be empty).
+    pub fn byte_range(&self, blocks: std::ops::Range<u64>) -> std::ops::Range<u64> {
+        self.offset(blocks.start)..self.offset(blocks.end - 1) + self.len(blocks.end - 1)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -371,9 +371,8 @@ impl Fetcher {
     ) -> Result<(), FetchError> {
         // The budget covers the blocks until they are on disk, not only while they download: a
         // fast store would otherwise pile up fetched blocks waiting for the cache disk.
-        let range_bytes =
-            object.shape.offset(run.end - 1) + object.shape.len(run.end - 1) - object.shape.offset(run.start);
-        let _buffer = self.config.budget.reserve(range_bytes, background).await;
+        let range = object.shape.byte_range(run.clone());
+        let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
         let blocks = match self.get_verified(object, run.clone(), background).await {
             Ok(blocks) => blocks,
             Err(e) if background => {
@@ -439,7 +438,7 @@ impl Fetcher {
         run: Range<u64>,
         background: bool,
     ) -> Result<Vec<Result<Bytes, FetchError>>, FetchError> {
-        let range = object.shape.offset(run.start)..object.shape.offset(run.end - 1) + object.shape.len(run.end - 1);
+        let range = object.shape.byte_range(run.clone());
         let _bulk = match background {
             true => Some(self.bulk_permits.acquire().await.expect("semaphore never closed")),
             false => None,

@@ -58,7 +58,8 @@ impl Store {
                     }
                     if !chunk.is_empty() {
                         // More bytes than asked for: the answer does not match the request.
-                        return Err(self.short_read(key, range, u64::MAX));
+                        let kept: usize = pieces.iter().map(Bytes::len).sum::<usize>() + current.len();
+                        return Err(self.short_read(key, range, (kept + chunk.len()) as u64));
                     }
                 }
                 if !current.is_empty() {
