@@ -77,6 +77,7 @@ impl Daemon {
                 "home": self.paths.home(),
                 "mounts": self.mounts.list(),
                 "cache": self.mounts.cache_stats(),
+                "blockBuffers": self.mounts.buffer_stats(),
             })),
             Request::Shutdown => Response::ok(json!({})),
         }

@@ -14,6 +14,7 @@ use clap::Parser;
 use lazysnap::cache::CacheConfig;
 use lazysnap::fetch::{BufferBudget, FetchConfig};
 use lazysnap::paths::Paths;
+use lazysnap::store::BlockBuffers;
 
 #[derive(Parser, Debug)]
 #[command(name = "lazysnap-mountd", version, about = "The lazysnap mount daemon", long_about = None)]
@@ -75,8 +76,10 @@ fn main() -> anyhow::Result<()> {
     let in_flight = (args.cache_memory / 2)
         .min(args.fetch_request_size.saturating_mul(args.fetch_concurrency as u64))
         .max(1);
+    // Free block buffers kept for reuse count against the cap as well.
+    let pooled = args.cache_memory / 8;
     let cache = CacheConfig {
-        memory_bytes: args.cache_memory - in_flight.min(args.cache_memory),
+        memory_bytes: args.cache_memory.saturating_sub(in_flight + pooled),
         disk_dir: Some(paths.cache()),
         disk_bytes: args.cache_disk,
     };
@@ -93,6 +96,7 @@ fn main() -> anyhow::Result<()> {
             concurrency: args.fetch_concurrency,
             readahead_max: args.readahead_max,
             budget: BufferBudget::new(in_flight),
+            buffers: BlockBuffers::new(pooled),
             ..FetchConfig::default()
         },
     };

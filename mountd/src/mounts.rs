@@ -17,7 +17,7 @@ use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
 use lazysnap::snapshot::SnapshotError;
-use lazysnap::store::{Store, StoreConfig, StoreError, StoreUrl};
+use lazysnap::store::{BufferStats, Store, StoreConfig, StoreError, StoreUrl};
 use serde_json::{json, Value};
 
 use crate::hydrations::Hydrations;
@@ -121,6 +121,11 @@ impl Mounts {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Block data this daemon holds in memory, shared by all mounts.
+    pub fn buffer_stats(&self) -> BufferStats {
+        self.tuning.fetch.buffers.stats()
     }
 
     /// Mounts left by a daemon that died are dead FUSE connections: detach them and forget them.

@@ -25,7 +25,23 @@ impl Inflight {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Claims for a caller that reads the blocks: it gets back what it fetched
+    /// ([`Claim::fetched`]) and what others fetched ([`Claim::wait_others`]).
     pub(super) fn claim(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
+        self.claim_for(object, missing, Purpose::Read)
+    }
+
+    /// Claims for a fetch that only fills the cache and waits until it is filled (hydration).
+    pub(super) fn claim_to_fill(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
+        self.claim_for(object, missing, Purpose::Fill)
+    }
+
+    /// Claims for readahead, which fetches what nobody leads and waits for nothing.
+    pub(super) fn claim_ahead(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
+        self.claim_for(object, missing, Purpose::Ahead)
+    }
+
+    fn claim_for(self: &Arc<Self>, object: ObjectId, missing: &[u64], purpose: Purpose) -> Claim {
         let mut map = self.map();
         let mut led = Vec::new();
         let mut others = Vec::new();
@@ -40,29 +56,39 @@ impl Inflight {
                 }
             }
         }
+        let led_blocks = led.iter().map(|(block, _)| *block).collect();
+        if purpose == Purpose::Ahead {
+            // A receiver keeps the last block sent alive: a claim that never waits holds none.
+            others.clear();
+        }
         Claim {
             inflight: self.clone(),
             object,
             led: Mutex::new(led.into_iter().collect()),
-            led_blocks: missing
-                .iter()
-                .copied()
-                .filter(|b| !others.iter().any(|(o, _)| o == b))
-                .collect(),
-            others,
-            results: Mutex::new(Vec::new()),
+            led_blocks,
+            others: Mutex::new(others),
+            results: (purpose == Purpose::Read).then(Mutex::default),
         }
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Read,
+    Fill,
+    Ahead,
+}
+
 /// Owns its reference to the bookkeeping, so a claim can outlive the call that made it (prefetch).
+/// It holds fetched blocks only for a caller that reads them: a readahead claim lives until its
+/// whole window is fetched, and blocks kept there would escape the memory cap.
 pub(super) struct Claim {
     inflight: Arc<Inflight>,
     object: ObjectId,
     led: Mutex<HashMap<u64, watch::Sender<Slot>>>,
     led_blocks: Vec<u64>,
-    others: Vec<(u64, watch::Receiver<Slot>)>,
-    results: Mutex<Vec<(u64, Bytes)>>,
+    others: Mutex<Vec<(u64, watch::Receiver<Slot>)>>,
+    results: Option<Mutex<Vec<(u64, Bytes)>>>,
 }
 
 impl Claim {
@@ -78,8 +104,8 @@ impl Claim {
             object: self.object,
             block,
         });
-        if let Ok(bytes) = &result {
-            self.results
+        if let (Ok(bytes), Some(results)) = (&result, &self.results) {
+            results
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((block, bytes.clone()));
@@ -99,21 +125,26 @@ impl Claim {
         drop(sender);
     }
 
-    /// The blocks this caller fetched successfully.
+    /// The blocks this caller fetched successfully (none unless claimed to read).
     pub(super) fn fetched(&self) -> Vec<(u64, Bytes)> {
-        std::mem::take(&mut *self.results.lock().unwrap_or_else(|p| p.into_inner()))
+        match &self.results {
+            Some(results) => std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner())),
+            None => Vec::new(),
+        }
     }
 
-    /// Waits for the blocks others lead. `Ok(None)`: a leader gave up, so the caller should look again.
+    /// Waits for the blocks others lead; answers them unless claimed only to fill the cache.
+    /// `Ok(None)`: a leader gave up, so the caller should look again. Call once.
     pub(super) async fn wait_others(&self) -> Result<Option<Vec<(u64, Bytes)>>, FetchError> {
-        let mut out = Vec::with_capacity(self.others.len());
-        for (block, rx) in &self.others {
-            let mut rx = rx.clone();
+        let others = std::mem::take(&mut *self.others.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut out = Vec::with_capacity(others.len());
+        for (block, mut rx) in others {
             let Ok(slot) = rx.wait_for(Option::is_some).await else {
                 return Ok(None);
             };
             match slot.clone().expect("waited for Some") {
-                Ok(bytes) => out.push((*block, bytes)),
+                Ok(bytes) if self.results.is_some() => out.push((block, bytes)),
+                Ok(_) => {}
                 Err(e) => return Err(FetchError::Shared(e)),
             }
         }

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
 use crate::checksum::BlockChecksums;
-use crate::store::Store;
+use crate::store::{BlockBuffers, Store};
 
 pub use budget::BufferBudget;
 pub use error::FetchError;
@@ -81,6 +81,8 @@ pub struct FetchConfig {
     /// Bytes that may be in flight (fetched, not yet cached) at once; shared by every fetcher
     /// given a clone of it, so a daemon's mounts together stay within one memory cap.
     pub budget: BufferBudget,
+    /// Where fetched blocks' buffers come from and go back to; shared like the budget.
+    pub buffers: BlockBuffers,
 }
 
 impl Default for FetchConfig {
@@ -92,6 +94,7 @@ impl Default for FetchConfig {
             readahead_initial: 1 << 20,
             readahead_max: 128 << 20,
             budget: BufferBudget::new(128 << 20),
+            buffers: BlockBuffers::default(),
         }
     }
 }
@@ -272,7 +275,7 @@ impl Fetcher {
         if missing.is_empty() {
             return;
         }
-        let claim = Arc::new(self.inflight.claim(object.id, &missing));
+        let claim = Arc::new(self.inflight.claim_ahead(object.id, &missing));
         let led = self.not_cached_since(object, &claim);
         for run in coalesce(led, object.shape.block_size, self.config.max_request_bytes) {
             let (fetcher, object, claim) = (self.clone(), object.clone(), claim.clone());
@@ -317,7 +320,7 @@ impl Fetcher {
         if missing.is_empty() {
             return Ok(0);
         }
-        let claim = self.inflight.claim(object.id, &missing);
+        let claim = self.inflight.claim_to_fill(object.id, &missing);
         let (fetched, waited) = futures::join!(self.fetch_claimed(object, &claim, true), claim.wait_others());
         waited?;
         fetched
@@ -449,7 +452,8 @@ impl Fetcher {
         let block_size = object.shape.block_size;
         let got = tokio::time::timeout(
             deadline,
-            self.store.get_range_split(&object.key, range.clone(), block_size),
+            self.store
+                .get_range_split(&object.key, range.clone(), block_size, &self.config.buffers),
         )
         .await;
         let pieces = match got {

@@ -18,6 +18,10 @@ struct Fixture {
 }
 
 async fn fixture(size: usize, config: FetchConfig) -> Fixture {
+    fixture_with_cache(size, config, CacheConfig::default()).await
+}
+
+async fn fixture_with_cache(size: usize, config: FetchConfig, cache: CacheConfig) -> Fixture {
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
     let raw = Arc::new(InMemory::new());
     let key = Path::from("volumes/v/files/f");
@@ -26,7 +30,7 @@ async fn fixture(size: usize, config: FetchConfig) -> Fixture {
     let store = Store::from_object_store("memory://fetch-test".parse().unwrap(), Arc::new(counting));
     let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
     let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
-    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let cache = Arc::new(BlockCache::new(&cache).unwrap());
     Fixture {
         fetcher: Arc::new(Fetcher::new(store, cache, config)),
         object,
@@ -243,4 +247,44 @@ async fn a_block_cached_between_look_and_claim_is_not_fetched_again() {
     let mut answered: Vec<u64> = claim.fetched().into_iter().map(|(block, _)| block).collect();
     answered.sort();
     assert_eq!(answered, [1, 2, 3], "waiters on block 2 get it from the cache");
+}
+
+#[tokio::test]
+async fn readahead_holds_no_block_that_another_fetch_led() {
+    // No memory tier: every live block buffer is held by the fetcher's own bookkeeping.
+    let cache = CacheConfig {
+        memory_bytes: 0,
+        disk_dir: None,
+        disk_bytes: 0,
+    };
+    let config = FetchConfig {
+        max_request_bytes: BLOCK,
+        budget: BufferBudget::new(8 * BLOCK),
+        ..FetchConfig::default()
+    };
+    let f = fixture_with_cache(16 * BLOCK as usize, config, cache).await;
+    let buffers = f.fetcher.config().buffers.clone();
+    let reader = f.fetcher.inflight.claim(f.object.id, &[0, 1, 2, 3]);
+    // With the whole budget taken, readahead's own GETs wait and its claim stays alive.
+    let everything = f.fetcher.config().budget.reserve(8 * BLOCK, false).await;
+    f.fetcher.prefetch(&f.object, 0..8);
+    for block in 0..4 {
+        reader.complete(block, Ok(buffers.take(BLOCK as usize).freeze()));
+    }
+    drop(reader);
+    assert_eq!(
+        buffers.stats().live_bytes,
+        0,
+        "the waiting readahead must not keep blocks the reader fetched"
+    );
+    drop(everything);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while f.gets.bytes() < 4 * BLOCK || buffers.stats().live_bytes > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readahead did not finish: {:?}",
+            buffers.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -5,6 +5,7 @@
 //! explicit retry and timeout limits (its defaults can hold one read for minutes), errors that name
 //! the store and key, and the key layout of volumes ([`layout`]).
 
+mod buffers;
 pub mod counting;
 mod error;
 pub mod layout;
@@ -20,6 +21,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+pub use buffers::{BlockBuffer, BlockBuffers, BufferStats};
 pub use error::StoreError;
 pub use open::StoreConfig;
 pub use url::StoreUrl;

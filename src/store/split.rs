@@ -6,17 +6,24 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetResultPayload};
 
-use super::{Store, StoreError};
+use super::{BlockBuffer, BlockBuffers, Store, StoreError};
 
 impl Store {
     /// Reads `range` of an object as consecutive pieces of `piece` bytes (the last may be
-    /// shorter). A short answer is an error, as with [`Store::get_range`].
-    pub async fn get_range_split(&self, key: &Path, range: Range<u64>, piece: u64) -> Result<Vec<Bytes>, StoreError> {
+    /// shorter), each in a buffer from `buffers`. A short answer is an error, as with
+    /// [`Store::get_range`].
+    pub async fn get_range_split(
+        &self,
+        key: &Path,
+        range: Range<u64>,
+        piece: u64,
+        buffers: &BlockBuffers,
+    ) -> Result<Vec<Bytes>, StoreError> {
         assert!(piece > 0, "pieces must have a size");
         let options = GetOptions {
             range: Some(range.clone().into()),
@@ -26,8 +33,8 @@ impl Store {
         let lens = piece_lengths(range.end - range.start, piece);
         let pieces = match result.payload {
             GetResultPayload::File(file, path) => {
-                let start = range.start;
-                tokio::task::spawn_blocking(move || read_pieces(&file, start, &lens))
+                let (start, buffers) = (range.start, buffers.clone());
+                tokio::task::spawn_blocking(move || read_pieces(&file, start, &lens, &buffers))
                     .await
                     .map_err(io::Error::other)
                     .and_then(|r| r)
@@ -44,25 +51,28 @@ impl Store {
             GetResultPayload::Stream(mut stream) => {
                 let mut pieces = Vec::with_capacity(lens.len());
                 let mut lens = lens.into_iter();
-                let mut current = BytesMut::with_capacity(lens.next().unwrap_or(0) as usize);
+                let mut current = buffers.take(lens.next().unwrap_or(0) as usize);
+                let mut filled = 0;
                 while let Some(chunk) = stream.next().await {
                     let mut chunk = chunk.map_err(|e| self.err(key, e))?;
                     while !chunk.is_empty() {
-                        if current.len() == current.capacity() {
+                        if filled == current.len() {
                             let Some(len) = lens.next() else { break };
-                            pieces
-                                .push(std::mem::replace(&mut current, BytesMut::with_capacity(len as usize)).freeze());
+                            pieces.push(std::mem::replace(&mut current, buffers.take(len as usize)).freeze());
+                            filled = 0;
                         }
-                        let take = chunk.len().min(current.capacity() - current.len());
-                        current.extend_from_slice(&chunk.split_to(take));
+                        let take = chunk.len().min(current.len() - filled);
+                        current.as_mut_slice()[filled..filled + take].copy_from_slice(&chunk.split_to(take));
+                        filled += take;
                     }
                     if !chunk.is_empty() {
                         // More bytes than asked for: the answer does not match the request.
-                        let kept: usize = pieces.iter().map(Bytes::len).sum::<usize>() + current.len();
+                        let kept: usize = pieces.iter().map(Bytes::len).sum::<usize>() + filled;
                         return Err(self.short_read(key, range, (kept + chunk.len()) as u64));
                     }
                 }
-                if !current.is_empty() {
+                if filled > 0 {
+                    current.truncate(filled);
                     pieces.push(current.freeze());
                 }
                 pieces
@@ -94,14 +104,14 @@ fn piece_lengths(total: u64, piece: u64) -> Vec<u64> {
 }
 
 /// Reads consecutive pieces from `start`; a piece cut short by the end of the file ends the read.
-fn read_pieces(file: &std::fs::File, start: u64, lens: &[u64]) -> io::Result<Vec<Bytes>> {
+fn read_pieces(file: &std::fs::File, start: u64, lens: &[u64], buffers: &BlockBuffers) -> io::Result<Vec<Bytes>> {
     let mut pieces = Vec::with_capacity(lens.len());
     let mut offset = start;
     for &len in lens {
-        let mut buf = vec![0u8; len as usize];
+        let mut buf: BlockBuffer = buffers.take(len as usize);
         let mut filled = 0;
         while filled < buf.len() {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            match file.read_at(&mut buf.as_mut_slice()[filled..], offset + filled as u64) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -111,7 +121,7 @@ fn read_pieces(file: &std::fs::File, start: u64, lens: &[u64]) -> io::Result<Vec
         buf.truncate(filled);
         offset += filled as u64;
         let short = filled < len as usize;
-        pieces.push(Bytes::from(buf));
+        pieces.push(buf.freeze());
         if short {
             break;
         }

@@ -90,15 +90,16 @@ async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
     ];
     let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let key = Path::from("volumes/v/files/a");
+    let buffers = BlockBuffers::new(1 << 20);
     for store in stores {
         store.put(&key, Bytes::from(content.clone()).into()).await.unwrap();
-        let pieces = store.get_range_split(&key, 4096..10_000, 4096).await.unwrap();
+        let pieces = store.get_range_split(&key, 4096..10_000, 4096, &buffers).await.unwrap();
         let lens: Vec<_> = pieces.iter().map(Bytes::len).collect();
         assert_eq!(lens, [4096, 1808], "{}", store.url());
         assert_eq!(pieces.concat(), &content[4096..], "{}", store.url());
-        let one = store.get_range_split(&key, 100..200, 4096).await.unwrap();
+        let one = store.get_range_split(&key, 100..200, 4096, &buffers).await.unwrap();
         assert_eq!(one.concat(), &content[100..200]);
-        let past_end = store.get_range_split(&key, 8192..12_288, 4096).await;
+        let past_end = store.get_range_split(&key, 8192..12_288, 4096, &buffers).await;
         assert!(past_end.is_err(), "{}: a range past the end is an error", store.url());
     }
 }
