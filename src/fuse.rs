@@ -23,6 +23,11 @@ use passthrough::Passthrough;
 /// as it likes; an hour bounds what a forgotten stale mount could show.
 const TTL: Duration = Duration::from_secs(3600);
 
+thread_local! {
+    /// A read that spans blocks is gathered here; it grows to the largest read (max_read).
+    static REPLY_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 #[derive(Debug, Clone)]
 pub struct FuseOptions {
     /// FUSE worker threads; reads block on fetches, so several keep other readers moving.
@@ -271,7 +276,16 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         match self.runtime.block_on(self.fs.read(fh.0, offset, size)) {
-            Ok(bytes) => reply.data(&bytes),
+            Ok(pieces) => match pieces.as_slices() {
+                [one] => reply.data(one),
+                // fuser replies with one slice: gather into this thread's buffer, which is reused
+                // rather than allocated (and page-faulted in) for every read.
+                many => REPLY_BUFFER.with_borrow_mut(|buffer| {
+                    buffer.clear();
+                    many.iter().for_each(|piece| buffer.extend_from_slice(piece));
+                    reply.data(buffer);
+                }),
+            },
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -168,7 +168,23 @@ fn busy_mountpoints_are_refused() {
         let target = node.path("target");
         let target_s = target.to_str().unwrap().to_string();
         let mount = node.mount(&["--store", &url, "--volume", VOLUME, "--mountpoint", &target_s]);
-        let line = node.fails(&["mount", "--store", &url, "--volume", VOLUME, "--mountpoint", &target_s]);
+        // The same request again answers the mount that is there; another one is refused.
+        let again = node.json(&["mount", "--store", &url, "--volume", VOLUME, "--mountpoint", &target_s]);
+        assert_eq!(again["mountPaths"][0], target_s, "{again}");
+        assert_eq!(node.mounts_below().len(), 1);
+        let manifest = node.json(&["mounts"])[0]["volumes"][0]["logManifestName"].clone();
+        let other = [
+            "mount",
+            "--store",
+            &url,
+            "--volume",
+            VOLUME,
+            "--manifest",
+            manifest.as_str().unwrap(),
+            "--mountpoint",
+            &target_s,
+        ];
+        let line = node.fails(&other);
         assert!(line.contains("busy"), "{line}");
 
         // An open file makes unmount refuse; the mount stays and serves; --lazy detaches it.

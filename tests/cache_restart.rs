@@ -78,27 +78,64 @@ fn a_deleted_index_is_rebuilt_from_the_store() {
 }
 
 #[test]
-fn a_killed_daemon_leaves_nothing_behind_once_a_new_one_starts() {
+fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
     data::write(&src, "f", b"data");
-    node.publish(&store, &src, VOLUME, &[]);
+    let first = node.publish(&store, &src, VOLUME, &[]);
     let target = node.path("mnt");
     let target_s = target.to_str().unwrap().to_string();
-    let _mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s]);
+    let args = ["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s];
+    let _mount = node.mount(&args);
+    // The volume moves on while the mount shows its first manifest.
+    data::write(&src, "g", b"newer data");
+    node.publish(&store, &src, VOLUME, &[]);
+    kill_daemon(&node);
+    assert!(
+        std::fs::read(target.join(VOLUME).join("f")).is_err(),
+        "the dead mount answers nothing"
+    );
+
+    node.ok(&["daemon", "start"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while node.json(&["mounts"]).as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount did not come back: {}",
+            node.daemon_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mounts = node.json(&["mounts"]);
+    assert_eq!(mounts[0]["mountPath"], target_s, "{mounts}");
+    assert_eq!(
+        mounts[0]["volumes"][0]["logManifestName"], first["logManifestName"],
+        "{mounts}"
+    );
+    assert_eq!(std::fs::read(target.join(VOLUME).join("f")).unwrap(), b"data");
+    assert!(
+        !target.join(VOLUME).join("g").exists(),
+        "the restored mount shows a newer manifest"
+    );
+    // Asking for the same mount again answers the one that is there.
+    let again = node.mount(&args);
+    assert_eq!(node.mounts_below().len(), 1, "{:?}", node.mounts_below());
+    again.unmount();
+    assert!(node.mounts_below().is_empty());
+    node.ok(&["daemon", "stop"]);
+    node.ok(&["daemon", "start"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(node.mounts_below().is_empty(), "an unmounted mount came back");
+}
+
+fn kill_daemon(node: &Node) {
     let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
     // SAFETY: sending a signal to the daemon this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     while unsafe { libc::kill(pid, 0) } == 0 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    // The dead mount is still in the mount table; a new daemon detaches it and mounts afresh.
-    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--mountpoint", &target_s]);
-    assert_eq!(std::fs::read(mount.path.join(VOLUME).join("f")).unwrap(), b"data");
-    assert_eq!(node.mounts_below().len(), 1, "{:?}", node.mounts_below());
-    mount.unmount();
-    assert!(node.mounts_below().is_empty());
 }
 
 #[test]

@@ -136,3 +136,67 @@ fn pause_resume_and_cancel_answer_their_state() {
     assert!(err.contains("/nonexistent/mount is not mounted by lazysnap"), "{err}");
     mount.unmount();
 }
+
+#[test]
+fn a_hydration_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
+    for store in TestStore::all() {
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        let size: u64 = 48 << 20;
+        data::write(&src, "log.0001", &data::bytes(6, size as usize));
+        node.publish(&store, &src, VOLUME, &[]);
+        let url = store.url();
+        let mount = node.mount(&["--store", &url, "--volume", VOLUME, "--hydrate", "--bandwidth", "16M"]);
+        let mut before = hydrate(&node, &mount.path, &["--status"]);
+        while before["bytesDone"].as_u64().unwrap() < 16 << 20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            before = hydrate(&node, &mount.path, &["--status"]);
+        }
+        let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
+        // SAFETY: killing the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let done_before = hydrate_done_on_disk(&node, &url);
+        assert!(
+            done_before >= 16 << 20 && done_before < size,
+            "{}: {done_before}",
+            store.name()
+        );
+        if let Some(server) = store.server() {
+            server.reset_stats();
+        }
+
+        node.ok(&["daemon", "start"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while node.json(&["mounts"]).as_array().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mount came back: {}",
+                node.daemon_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let after = hydrate(&node, &mount.path, &["--status", "--wait"]);
+        assert_eq!(after["state"], "COMPLETED", "{}: {after}", store.name());
+        assert_eq!(after["bandwidth"], 16 << 20, "the cap survives the restart: {after}");
+        let fetched_again = after["bytesFetched"].as_u64().unwrap();
+        assert!(
+            fetched_again <= size - done_before,
+            "{}: {fetched_again} bytes fetched after the restart, but {done_before} of {size} were cached",
+            store.name()
+        );
+        if let Some(server) = store.server() {
+            assert_eq!(server.stats().get_bytes, fetched_again, "counted at the server");
+        }
+        assert!(std::fs::read(mount.path.join(VOLUME).join("log.0001")).unwrap() == data::bytes(6, size as usize));
+        mount.unmount();
+    }
+}
+
+/// Bytes of the volume's file in the node's disk cache, as `lazysnap stat` sees them.
+fn hydrate_done_on_disk(node: &Node, url: &str) -> u64 {
+    let stat = node.json(&["stat", &format!("{url}#{VOLUME}:log.0001")]);
+    stat["bytesCached"].as_u64().unwrap()
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use lazysnap::cache::{BlockCache, CacheConfig};
 use lazysnap::control::{HydrateParams, Request, Response};
-use lazysnap::index::Index;
+use lazysnap::index::{Index, MountRow};
 use lazysnap::paths::Paths;
 use serde_json::json;
 
@@ -15,6 +15,8 @@ use crate::mounts::{Mounts, Tuning};
 pub struct Daemon {
     pub paths: Paths,
     pub mounts: Mounts,
+    /// Mounts of a daemon that died, to mount again once the control socket answers.
+    stale: std::sync::Mutex<Vec<MountRow>>,
     _lock: std::fs::File,
 }
 
@@ -41,13 +43,22 @@ impl Daemon {
         let index = Arc::new(Index::open(&paths.index())?);
         let cache = Arc::new(BlockCache::new(&cache)?);
         let mounts = Mounts::new(paths.clone(), index, cache, tuning, runtime);
-        mounts.clean_stale();
+        let stale = mounts.take_stale();
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
             paths,
             mounts,
+            stale: std::sync::Mutex::new(stale),
             _lock: lock,
         }))
+    }
+
+    /// Brings back what a daemon that died had mounted (see [`Mounts::restore`]).
+    pub async fn restore_mounts(&self) {
+        let stale = std::mem::take(&mut *self.stale.lock().unwrap_or_else(|p| p.into_inner()));
+        if !stale.is_empty() {
+            self.mounts.restore(stale).await;
+        }
     }
 
     /// Answers one request; `Shutdown` is answered by the server, which then stops.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lazysnap::cache::{BlockCache, CacheStats};
-use lazysnap::catalog::{self, CatalogError};
+use lazysnap::catalog::{self, CatalogError, Selector};
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, Status};
 use lazysnap::fetch::{FetchConfig, Fetcher};
 use lazysnap::fs::{LazyFs, VolumeView};
@@ -73,6 +73,19 @@ struct Active {
     store: StoreUrl,
     /// The daemon made the folder, so it removes it again.
     created_dir: bool,
+    record: Record,
+}
+
+/// What the index keeps of a mount, so that a daemon that died brings it back as it was.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    /// The request, with `hydrate` set while a hydration runs (not when paused or cancelled).
+    request: MountRequest,
+    /// The manifest each volume showed: a restored mount shows the same files even if the
+    /// volume has moved on since.
+    manifests: Vec<String>,
+    created_dir: bool,
 }
 
 /// How each mount reads: FUSE worker threads and the fetcher's request sizes and readahead.
@@ -128,20 +141,52 @@ impl Mounts {
         self.tuning.fetch.buffers.stats()
     }
 
-    /// Mounts left by a daemon that died are dead FUSE connections: detach them and forget them.
-    pub fn clean_stale(&self) {
-        let Ok(rows) = self.index.mounts() else { return };
-        for row in rows {
-            tracing::warn!(path = %row.path, "detaching a mount left by a previous daemon");
+    pub async fn mount(&self, request: MountRequest) -> Result<String, MountError> {
+        let _admin = self.admin.lock().await;
+        self.mount_as(request, None).await
+    }
+
+    /// Detaches the dead FUSE connections of a daemon that died and answers what they were; the
+    /// rows are forgotten, to be recorded again by [`Mounts::restore`].
+    pub fn take_stale(&self) -> Vec<MountRow> {
+        let Ok(rows) = self.index.mounts() else {
+            return Vec::new();
+        };
+        for row in &rows {
             if let Err(e) = fuse::detach_path(Path::new(&row.path)) {
                 tracing::debug!(path = %row.path, error = %e, "nothing to detach");
             }
             let _ = self.index.remove_mount(&row.path);
         }
+        rows
     }
 
-    pub async fn mount(&self, request: MountRequest) -> Result<String, MountError> {
+    /// Mounts again, at the same paths and showing the same manifests, what a daemon that died
+    /// had mounted, and resumes the hydrations that were running (their cached blocks are not
+    /// fetched again). A mount that cannot come back is logged and dropped.
+    pub async fn restore(&self, stale: Vec<MountRow>) {
         let _admin = self.admin.lock().await;
+        for row in stale {
+            let record = match serde_json::from_str::<Record>(&row.request) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(path = %row.path, error = %e, "not restoring a mount recorded by an older daemon");
+                    continue;
+                }
+            };
+            match self.mount_as(record.request.clone(), Some(&record)).await {
+                Ok(path) => tracing::info!(
+                    path,
+                    hydrating = record.request.hydrate.is_some(),
+                    "restored a mount after a restart"
+                ),
+                Err(e) => tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart"),
+            }
+        }
+    }
+
+    /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
+    async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, MountError> {
         let url: StoreUrl = request.store.parse()?;
         if request.volumes.is_empty() {
             return Err(MountError::Invalid("a mount needs at least one volume".into()));
@@ -153,14 +198,27 @@ impl Mounts {
             .collect::<Result<Vec<_>, _>>()?;
         let store = Store::open(&url, &StoreConfig::default())?;
         let mut views = Vec::new();
-        for volume in volumes {
-            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &volume, &request.selector).await?;
+        for (i, volume) in volumes.into_iter().enumerate() {
+            let pinned = restoring.and_then(|r| r.manifests.get(i));
+            let selector = match (pinned, &request.selector) {
+                (Some(name), Selector::Latest) => Selector::Manifest(name.clone()),
+                (_, selector) => selector.clone(),
+            };
+            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &volume, &selector).await?;
+            if pinned.is_some_and(|name| *name != manifest.name) {
+                return Err(MountError::Invalid(format!(
+                    "volume {volume} now shows manifest {}, not {}",
+                    manifest.name,
+                    pinned.map_or("", |n| n.as_str())
+                )));
+            }
             views.push(VolumeView {
                 volume,
                 manifest,
                 snapshot,
             });
         }
+        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
         let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -176,13 +234,19 @@ impl Mounts {
                 path.display()
             )));
         }
-        if self.active().contains_key(&path) {
+        if let Some(active) = self.active().get(&path) {
+            // The same request again (a retry, or a mount a restarted daemon brought back): done.
+            let asked = &active.record.request;
+            if (&asked.store, &asked.volumes, &asked.selector) == (&request.store, &request.volumes, &request.selector)
+            {
+                return Ok(path.display().to_string());
+            }
             return Err(MountError::Invalid(format!(
-                "mount path {} is busy: lazysnap already mounts it",
+                "mount path {} is busy: lazysnap already mounts something else there",
                 path.display()
             )));
         }
-        let created_dir = prepare_dir(&path)?;
+        let created_dir = prepare_dir(&path)? || restoring.is_some_and(|r| r.created_dir);
         let mounted = self.mount_at(fs, &path).await;
         let mount = match mounted {
             Ok(mount) => mount,
@@ -193,16 +257,15 @@ impl Mounts {
                 return Err(e);
             }
         };
-        let row = MountRow {
-            path: path.display().to_string(),
-            request: serde_json::to_string(&request).expect("requests serialise"),
-            created_at_ms: lazysnap::now_ms(),
+        request.mount_path = Some(path.display().to_string());
+        let record = Record {
+            request,
+            manifests,
+            created_dir,
         };
-        if let Err(e) = self.index.record_mount(&row) {
-            tracing::warn!(error = %e, "cannot record the mount in the index");
-        }
-        tracing::info!(path = %path.display(), store = %url, volumes = ?request.volumes, "mounted");
-        if let Some(params) = &request.hydrate {
+        self.record(&path, &record);
+        tracing::info!(path = %path.display(), store = %url, volumes = ?record.request.volumes, "mounted");
+        if let Some(params) = &record.request.hydrate {
             self.hydrations.start(&path, mount.fs(), params);
         }
         self.active().insert(
@@ -211,9 +274,21 @@ impl Mounts {
                 mount,
                 store: url,
                 created_dir,
+                record,
             },
         );
         Ok(path.display().to_string())
+    }
+
+    fn record(&self, path: &Path, record: &Record) {
+        let row = MountRow {
+            path: path.display().to_string(),
+            request: serde_json::to_string(record).expect("records serialise"),
+            created_at_ms: lazysnap::now_ms(),
+        };
+        if let Err(e) = self.index.record_mount(&row) {
+            tracing::warn!(error = %e, "cannot record the mount in the index");
+        }
     }
 
     /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once.
@@ -266,6 +341,7 @@ impl Mounts {
             mount,
             store,
             created_dir,
+            record,
         } = active;
         if lazy {
             mount.detach();
@@ -282,6 +358,7 @@ impl Mounts {
                         mount,
                         store,
                         created_dir,
+                        record,
                     },
                 );
                 return Err(match error.raw_os_error() {
@@ -319,10 +396,27 @@ impl Mounts {
                 )))
             }
         };
-        match action {
-            HydrateAction::Start => Ok(self.hydrations.start(&path, &fs, params)),
-            other => self.hydrations.act(&path, other),
+        let status = match action {
+            HydrateAction::Start => self.hydrations.start(&path, &fs, params),
+            other => self.hydrations.act(&path, other)?,
+        };
+        // What a restarted daemon resumes: a running hydration with its current cap and deadline.
+        let resume = match action {
+            HydrateAction::Start | HydrateAction::Resume => Some(HydrateParams {
+                bandwidth: status.bandwidth,
+                deadline_ms: status.deadline_ms,
+            }),
+            HydrateAction::Pause | HydrateAction::Cancel => None,
+            HydrateAction::Status => return Ok(status),
+        };
+        let record = self.active().get_mut(&path).map(|active| {
+            active.record.request.hydrate = resume;
+            active.record.clone()
+        });
+        if let Some(record) = record {
+            self.record(&path, &record);
         }
+        Ok(status)
     }
 
     /// Unmounts everything as the daemon stops; busy mounts are detached.

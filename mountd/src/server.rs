@@ -28,6 +28,11 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     // SAFETY: geteuid has no preconditions.
     let owner = unsafe { libc::geteuid() };
+    // In the background: a store that does not answer must not keep the socket from serving.
+    tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.restore_mounts().await }
+    });
     loop {
         tokio::select! {
             accepted = listener.accept() => {

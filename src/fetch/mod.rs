@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use object_store::path::Path;
 use tokio::sync::Semaphore;
 
@@ -29,6 +29,32 @@ pub use budget::BufferBudget;
 pub use error::FetchError;
 use inflight::{Claim, Inflight};
 pub use sequential::FileReader;
+
+/// The bytes of one read in order, as slices of the blocks that hold them.
+#[derive(Debug, Clone, Default)]
+pub struct Pieces(Vec<Bytes>);
+
+impl Pieces {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Bytes::is_empty)
+    }
+
+    pub fn as_slices(&self) -> &[Bytes] {
+        &self.0
+    }
+
+    /// One contiguous buffer: the piece itself when there is one, else a copy.
+    pub fn to_bytes(&self) -> Bytes {
+        match self.0.as_slice() {
+            [one] => one.clone(),
+            many => many.concat().into(),
+        }
+    }
+}
 
 /// Everything the fetcher needs to know about one immutable object.
 #[derive(Debug, Clone)]
@@ -205,25 +231,29 @@ impl Fetcher {
 
     /// Bytes `offset..offset+len` of the object (fewer at its end), every block verified.
     pub async fn read(&self, object: &ObjectHandle, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+        Ok(self.read_pieces(object, offset, len).await?.to_bytes())
+    }
+
+    /// The same bytes as [`Fetcher::read`], as slices of the cached blocks: no copy is made.
+    pub async fn read_pieces(&self, object: &ObjectHandle, offset: u64, len: u64) -> Result<Pieces, FetchError> {
         let end = offset.saturating_add(len).min(object.size());
         if offset >= end {
-            return Ok(Bytes::new());
+            return Ok(Pieces::default());
         }
         let blocks = object.blocks_for(offset..end);
         let first = blocks.start;
         let fetched = self.blocks(object, blocks).await?;
-        if fetched.len() == 1 {
-            let start = (offset - object.shape.offset(first)) as usize;
-            return Ok(fetched[0].slice(start..start + (end - offset) as usize));
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, bytes) in fetched.iter().enumerate() {
-            let block_start = object.shape.offset(first + i as u64);
-            let from = offset.saturating_sub(block_start) as usize;
-            let to = ((end - block_start) as usize).min(bytes.len());
-            out.extend_from_slice(&bytes[from..to]);
-        }
-        Ok(out.freeze())
+        let pieces = fetched
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let block_start = object.shape.offset(first + i as u64);
+                let from = offset.saturating_sub(block_start) as usize;
+                let to = ((end - block_start) as usize).min(bytes.len());
+                bytes.slice(from..to)
+            })
+            .collect();
+        Ok(Pieces(pieces))
     }
 
     /// Makes sure `blocks` are cached, fetching what is missing; answers them in order.

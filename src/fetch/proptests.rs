@@ -80,7 +80,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         let bad_block = case.corrupt_at.map(|at| at as u64 / case.block_size);
         for (offset, len, through_reader) in case.reads {
             let got = if through_reader {
-                reader.read(offset, len).await
+                reader.read(offset, len).await.map(|pieces| pieces.to_bytes())
             } else {
                 fetcher.read(&object, offset, len).await
             };

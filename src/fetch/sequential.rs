@@ -4,9 +4,7 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-
-use super::{FetchError, Fetcher, ObjectHandle};
+use super::{FetchError, Fetcher, ObjectHandle, Pieces};
 
 #[derive(Debug)]
 pub struct FileReader {
@@ -44,11 +42,11 @@ impl FileReader {
     }
 
     /// Reads bytes `offset..offset+len`; must be called inside a tokio runtime (prefetch spawns).
-    pub async fn read(&self, offset: u64, len: u64) -> Result<Bytes, FetchError> {
+    pub async fn read(&self, offset: u64, len: u64) -> Result<Pieces, FetchError> {
         if let Some(ahead) = self.plan(offset, len) {
             self.prefetch(ahead);
         }
-        self.fetcher.read(&self.object, offset, len).await
+        self.fetcher.read_pieces(&self.object, offset, len).await
     }
 
     fn plan(&self, offset: u64, len: u64) -> Option<Range<u64>> {

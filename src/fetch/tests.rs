@@ -144,7 +144,7 @@ async fn sequential_reads_prefetch_ahead_and_random_reads_do_not() {
     }));
     let before = f.gets.bytes();
     assert_eq!(
-        &reader.read(2 * BLOCK, 4 * BLOCK).await.unwrap()[..],
+        &reader.read(2 * BLOCK, 4 * BLOCK).await.unwrap().to_bytes()[..],
         &f.data[2 * BLOCK as usize..6 * BLOCK as usize]
     );
 
@@ -198,7 +198,7 @@ async fn a_long_sequential_read_is_fetched_in_large_requests() {
     let f = fixture(256 * BLOCK as usize, config).await;
     let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
     for block in 0..256 {
-        let got = reader.read(block * BLOCK, BLOCK).await.unwrap();
+        let got = reader.read(block * BLOCK, BLOCK).await.unwrap().to_bytes();
         assert_eq!(
             &got[..],
             &f.data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]

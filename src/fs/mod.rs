@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-
-use crate::fetch::{FetchStatsSnapshot, Fetcher, FileReader, ObjectHandle};
+use crate::fetch::{FetchStatsSnapshot, Fetcher, FileReader, ObjectHandle, Pieces};
 use crate::index::{Index, ManifestRow, SnapshotRow};
 use crate::names::VolumeId;
 use crate::store::layout;
@@ -280,7 +278,7 @@ impl LazyFs {
     }
 
     /// Reads through an open handle. Must run inside a tokio runtime.
-    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+    pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
         let reader = lock(&self.handles).get(&handle).cloned().ok_or(FsError::BadHandle)?;
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         match reader.read(offset, u64::from(size)).await {

@@ -106,14 +106,20 @@ async fn reads_return_published_bytes_and_xattrs_report_the_cache() {
     let fh = f.fs.open(ino, false).unwrap();
     let xattr = |name| String::from_utf8(f.fs.xattr(ino, name).unwrap()).unwrap();
     assert_eq!(xattr("user.lazysnap.blocks_cached"), "0");
-    assert_eq!(&f.fs.read(fh, 5000, 100).await.unwrap()[..], &data[5000..5100]);
+    assert_eq!(
+        &f.fs.read(fh, 5000, 100).await.unwrap().to_bytes()[..],
+        &data[5000..5100]
+    );
     assert_eq!(xattr("user.lazysnap.blocks_cached"), "1");
     assert_eq!(xattr("user.lazysnap.cached_bytes"), "4096");
     assert_eq!(xattr("user.lazysnap.blocks_total"), "5");
     assert_eq!(xattr("user.lazysnap.block_size"), "4096");
     assert_eq!(xattr("user.lazysnap.volume"), "v");
     assert!(matches!(f.fs.xattr(ino, "user.other"), Err(FsError::NoAttribute)));
-    assert_eq!(&f.fs.read(fh, 19_990, 100).await.unwrap()[..], &data[19_990..]);
+    assert_eq!(
+        &f.fs.read(fh, 19_990, 100).await.unwrap().to_bytes()[..],
+        &data[19_990..]
+    );
     assert!(f.fs.read(fh, 30_000, 10).await.unwrap().is_empty());
     f.fs.release(fh);
     assert!(matches!(f.fs.read(fh, 0, 1).await, Err(FsError::BadHandle)));
@@ -169,7 +175,7 @@ async fn a_file_read_whole_has_a_verified_local_copy_and_a_partly_read_one_does_
     let part = walk(&f.fs, "kv/b/kvstore-0/part").unwrap().ino;
     assert!(f.fs.local_copy(whole).is_none(), "nothing fetched yet");
     let handle = f.fs.open(whole, false).unwrap();
-    assert_eq!(f.fs.read(handle, 0, 20_000).await.unwrap(), bytes);
+    assert_eq!(f.fs.read(handle, 0, 20_000).await.unwrap().to_bytes(), bytes);
     let handle = f.fs.open(part, false).unwrap();
     f.fs.read(handle, 0, 4096).await.unwrap();
 

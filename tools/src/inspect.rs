@@ -164,17 +164,19 @@ pub fn cat(args: AddressArgs, paths: &Paths) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         let mut offset = 0;
         while offset < row.size {
-            let bytes = reader
+            let pieces = reader
                 .read(offset, CHUNK)
                 .await
                 .with_context(|| format!("reading {} at offset {offset}", row.path))?;
-            if let Err(e) = out.write_all(&bytes) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
+            for piece in pieces.as_slices() {
+                if let Err(e) = out.write_all(piece) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(());
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
-            offset += bytes.len() as u64;
+            offset += pieces.len() as u64;
         }
         out.flush()?;
         anyhow::Ok(())
