@@ -391,10 +391,12 @@ impl Fetcher {
         led
     }
 
-    /// Fetches one run and hands each block to its waiters. A block that fails its checksum is an
-    /// error for that block only. When the GET itself fails, a demand fetch passes the error on;
-    /// a background one abandons its blocks instead, so a read waiting on them fetches them
-    /// itself rather than failing for a prefetch it never asked for.
+    /// Fetches one run and hands each block to its waiters as soon as it has arrived and passed
+    /// its checksum, so a reader waiting for the first block of a large GET does not wait for the
+    /// whole GET. A block that fails its checksum is an error for that block only. When the GET
+    /// itself fails, the blocks not yet handed over get the error (a demand fetch) or are
+    /// abandoned (a background one, so a read waiting on them fetches them itself rather than
+    /// failing for a prefetch it never asked for).
     async fn fetch_run(
         &self,
         object: &ObjectHandle,
@@ -406,39 +408,48 @@ impl Fetcher {
         // fast store would otherwise pile up fetched blocks waiting for the cache disk.
         let range = object.shape.byte_range(run.clone());
         let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
-        let blocks = match self.get_verified(object, run.clone(), background).await {
-            Ok(blocks) => blocks,
+        let mut next = run.start;
+        let mut first_error = None;
+        let mut to_disk = Vec::new();
+        let mut hand_over = |bytes: Bytes| {
+            let block = next;
+            next += 1;
+            let key = BlockKey {
+                object: object.id,
+                block,
+            };
+            if object.checksums.verify(block, &bytes) {
+                // In memory before the claim ends, so no reader misses it in between.
+                self.cache.insert_memory(key, bytes.clone());
+                claim.complete(block, Ok(bytes.clone()));
+                to_disk.push((key, bytes));
+            } else {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
+                let shared = Arc::new(FetchError::Checksum {
+                    key: object.key.to_string(),
+                    block,
+                });
+                claim.complete(block, Err(shared.clone()));
+                first_error.get_or_insert(FetchError::Shared(shared));
+            }
+        };
+        let got = self.get_run(object, range, background, &mut hand_over).await;
+        let rest = next..run.end;
+        match got {
+            Ok(()) => {}
             Err(e) if background => {
-                run.for_each(|block| claim.abandon(block));
+                rest.for_each(|block| claim.abandon(block));
+                self.write_to_disk(object.shape, to_disk).await;
                 return Err(e);
             }
             Err(e) => {
                 let shared = Arc::new(e);
-                for block in run {
+                for block in rest {
                     claim.complete(block, Err(shared.clone()));
                 }
+                self.write_to_disk(object.shape, to_disk).await;
                 return Err(FetchError::Shared(shared));
-            }
-        };
-        let mut first_error = None;
-        let mut to_disk = Vec::new();
-        for (block, verified) in run.zip(blocks) {
-            match verified {
-                Ok(bytes) => {
-                    let key = BlockKey {
-                        object: object.id,
-                        block,
-                    };
-                    // In memory before the claim ends, so no reader misses it in between.
-                    self.cache.insert_memory(key, bytes.clone());
-                    claim.complete(block, Ok(bytes.clone()));
-                    to_disk.push((key, bytes));
-                }
-                Err(e) => {
-                    let shared = Arc::new(e);
-                    claim.complete(block, Err(shared.clone()));
-                    first_error.get_or_insert(FetchError::Shared(shared));
-                }
             }
         }
         self.write_to_disk(object.shape, to_disk).await;
@@ -464,14 +475,14 @@ impl Fetcher {
         }
     }
 
-    /// One ranged GET covering `run`, split into blocks, each verified on its own.
-    async fn get_verified(
+    /// One ranged GET of `range` (whole blocks), each block handed to `on_block` as it arrives.
+    async fn get_run(
         &self,
         object: &ObjectHandle,
-        run: Range<u64>,
+        range: Range<u64>,
         background: bool,
-    ) -> Result<Vec<Result<Bytes, FetchError>>, FetchError> {
-        let range = object.shape.byte_range(run.clone());
+        on_block: &mut (dyn FnMut(Bytes) + Send),
+    ) -> Result<(), FetchError> {
         let _bulk = match background {
             true => Some(self.bulk_permits.acquire().await.expect("semaphore never closed")),
             false => None,
@@ -479,47 +490,34 @@ impl Fetcher {
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
-        let block_size = object.shape.block_size;
-        let got = tokio::time::timeout(
-            deadline,
-            self.store
-                .get_range_split(&object.key, range.clone(), block_size, &self.config.buffers),
-        )
-        .await;
-        let pieces = match got {
-            Ok(Ok(pieces)) => pieces,
+        let get = self.store.get_range_pieces(
+            &object.key,
+            range.clone(),
+            object.shape.block_size,
+            &self.config.buffers,
+            on_block,
+        );
+        match tokio::time::timeout(deadline, get).await {
+            Ok(Ok(())) => {
+                self.stats
+                    .bytes_fetched
+                    .fetch_add(range.end - range.start, Ordering::Relaxed);
+                Ok(())
+            }
             Ok(Err(source)) => {
                 self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %object.key, ?range, error = %source, "fetch failed");
-                return Err(FetchError::Store(source));
+                Err(FetchError::Store(source))
             }
             Err(_) => {
                 self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key = %object.key, ?range, ?deadline, "fetch timed out");
-                return Err(FetchError::Timeout {
+                Err(FetchError::Timeout {
                     key: object.key.to_string(),
                     deadline,
-                });
-            }
-        };
-        self.stats
-            .bytes_fetched
-            .fetch_add(range.end - range.start, Ordering::Relaxed);
-        let mut blocks = Vec::with_capacity((run.end - run.start) as usize);
-        // Blocks start at multiples of the block size, so the pieces are the blocks.
-        for (block, piece) in run.zip(pieces) {
-            if object.checksums.verify(block, &piece) {
-                blocks.push(Ok(piece));
-            } else {
-                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
-                blocks.push(Err(FetchError::Checksum {
-                    key: object.key.to_string(),
-                    block,
-                }));
+                })
             }
         }
-        Ok(blocks)
     }
 }
 

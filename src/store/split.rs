@@ -24,6 +24,23 @@ impl Store {
         piece: u64,
         buffers: &BlockBuffers,
     ) -> Result<Vec<Bytes>, StoreError> {
+        let mut pieces = Vec::new();
+        self.get_range_pieces(key, range, piece, buffers, &mut |p| pieces.push(p))
+            .await?;
+        Ok(pieces)
+    }
+
+    /// Like [`Store::get_range_split`], handing each piece to `on_piece` as soon as it is
+    /// complete, so a caller can use the first blocks of a large GET while the rest streams in.
+    /// On an error, the pieces already handed over are whole and in order.
+    pub async fn get_range_pieces(
+        &self,
+        key: &Path,
+        range: Range<u64>,
+        piece: u64,
+        buffers: &BlockBuffers,
+        on_piece: &mut (dyn FnMut(Bytes) + Send),
+    ) -> Result<(), StoreError> {
         assert!(piece > 0, "pieces must have a size");
         let options = GetOptions {
             range: Some(range.clone().into()),
@@ -31,10 +48,11 @@ impl Store {
         };
         let result = self.inner.get_opts(key, options).await.map_err(|e| self.err(key, e))?;
         let lens = piece_lengths(range.end - range.start, piece);
-        let pieces = match result.payload {
+        let mut got = 0u64;
+        match result.payload {
             GetResultPayload::File(file, path) => {
                 let (start, buffers) = (range.start, buffers.clone());
-                tokio::task::spawn_blocking(move || read_pieces(&file, start, &lens, &buffers))
+                let pieces = tokio::task::spawn_blocking(move || read_pieces(&file, start, &lens, &buffers))
                     .await
                     .map_err(io::Error::other)
                     .and_then(|r| r)
@@ -46,43 +64,45 @@ impl Store {
                                 source: format!("read {}: {source}", path.display()).into(),
                             },
                         )
-                    })?
+                    })?;
+                for piece in pieces {
+                    got += piece.len() as u64;
+                    on_piece(piece);
+                }
             }
             GetResultPayload::Stream(mut stream) => {
-                let mut pieces = Vec::with_capacity(lens.len());
                 let mut lens = lens.into_iter();
                 let mut current = buffers.take(lens.next().unwrap_or(0) as usize);
                 let mut filled = 0;
                 while let Some(chunk) = stream.next().await {
                     let mut chunk = chunk.map_err(|e| self.err(key, e))?;
                     while !chunk.is_empty() {
-                        if filled == current.len() {
-                            let Some(len) = lens.next() else { break };
-                            pieces.push(std::mem::replace(&mut current, buffers.take(len as usize)).freeze());
-                            filled = 0;
-                        }
                         let take = chunk.len().min(current.len() - filled);
                         current.as_mut_slice()[filled..filled + take].copy_from_slice(&chunk.split_to(take));
                         filled += take;
-                    }
-                    if !chunk.is_empty() {
-                        // More bytes than asked for: the answer does not match the request.
-                        let kept: usize = pieces.iter().map(Bytes::len).sum::<usize>() + filled;
-                        return Err(self.short_read(key, range, (kept + chunk.len()) as u64));
+                        if filled == current.len() && filled > 0 {
+                            let next = buffers.take(lens.next().unwrap_or(0) as usize);
+                            got += filled as u64;
+                            on_piece(std::mem::replace(&mut current, next).freeze());
+                            filled = 0;
+                        }
+                        if current.is_empty() && !chunk.is_empty() {
+                            // More bytes than asked for: the answer does not match the request.
+                            return Err(self.short_read(key, range, got + chunk.len() as u64));
+                        }
                     }
                 }
                 if filled > 0 {
                     current.truncate(filled);
-                    pieces.push(current.freeze());
+                    got += filled as u64;
+                    on_piece(current.freeze());
                 }
-                pieces
             }
-        };
-        let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        }
         if got != range.end - range.start {
             return Err(self.short_read(key, range, got));
         }
-        Ok(pieces)
+        Ok(())
     }
 
     pub(super) fn short_read(&self, key: &Path, range: Range<u64>, got: u64) -> StoreError {
