@@ -91,23 +91,13 @@ fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
     // The volume moves on while the mount shows its first manifest.
     data::write(&src, "g", b"newer data");
     node.publish(&store, &src, VOLUME, &[]);
-    kill_daemon(&node);
+    node.kill_daemon();
     assert!(
         std::fs::read(target.join(VOLUME).join("f")).is_err(),
         "the dead mount answers nothing"
     );
 
-    node.ok(&["daemon", "start"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while node.json(&["mounts"]).as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the mount did not come back: {}",
-            node.daemon_log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let mounts = node.json(&["mounts"]);
+    let mounts = node.restart_daemon_and_wait_for_mounts();
     assert_eq!(mounts[0]["mountPath"], target_s, "{mounts}");
     assert_eq!(
         mounts[0]["volumes"][0]["logManifestName"], first["logManifestName"],
@@ -127,15 +117,6 @@ fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
     node.ok(&["daemon", "start"]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(node.mounts_below().is_empty(), "an unmounted mount came back");
-}
-
-fn kill_daemon(node: &Node) {
-    let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
-    // SAFETY: sending a signal to the daemon this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    while unsafe { libc::kill(pid, 0) } == 0 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -152,12 +152,7 @@ fn a_hydration_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
             std::thread::sleep(std::time::Duration::from_millis(50));
             before = hydrate(&node, &mount.path, &["--status"]);
         }
-        let pid = node.json(&["daemon", "status"])["pid"].as_i64().unwrap() as i32;
-        // SAFETY: killing the daemon this test started.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        while unsafe { libc::kill(pid, 0) } == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        node.kill_daemon();
         let done_before = hydrate_done_on_disk(&node, &url);
         assert!(
             done_before >= 16 << 20 && done_before < size,
@@ -168,16 +163,7 @@ fn a_hydration_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
             server.reset_stats();
         }
 
-        node.ok(&["daemon", "start"]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while node.json(&["mounts"]).as_array().unwrap().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no mount came back: {}",
-                node.daemon_log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        node.restart_daemon_and_wait_for_mounts();
         let after = hydrate(&node, &mount.path, &["--status", "--wait"]);
         assert_eq!(after["state"], "COMPLETED", "{}: {after}", store.name());
         assert_eq!(after["bandwidth"], 16 << 20, "the cap survives the restart: {after}");

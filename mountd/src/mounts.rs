@@ -180,7 +180,13 @@ impl Mounts {
                     hydrating = record.request.hydrate.is_some(),
                     "restored a mount after a restart"
                 ),
-                Err(e) => tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart"),
+                Err(e) => {
+                    tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart");
+                    // A folder the previous daemon made goes, as its unmount would have removed it.
+                    if record.created_dir {
+                        let _ = std::fs::remove_dir(&row.path);
+                    }
+                }
             }
         }
     }

@@ -436,24 +436,23 @@ impl Fetcher {
         };
         let got = self.get_run(object, range, background, &mut hand_over).await;
         let rest = next..run.end;
-        match got {
-            Ok(()) => {}
+        let outcome = match got {
+            Ok(()) => first_error.map_or(Ok(()), Err),
             Err(e) if background => {
                 rest.for_each(|block| claim.abandon(block));
-                self.write_to_disk(object.shape, to_disk).await;
-                return Err(e);
+                Err(e)
             }
             Err(e) => {
                 let shared = Arc::new(e);
                 for block in rest {
                     claim.complete(block, Err(shared.clone()));
                 }
-                self.write_to_disk(object.shape, to_disk).await;
-                return Err(FetchError::Shared(shared));
+                Err(FetchError::Shared(shared))
             }
-        }
+        };
+        // Blocks that arrived before a failure are whole and verified: they are kept.
         self.write_to_disk(object.shape, to_disk).await;
-        first_error.map_or(Ok(()), Err)
+        outcome
     }
 
     /// Disk-cache writes run on a blocking thread: on an async worker, megabytes of writes would

@@ -15,24 +15,10 @@ use super::{BlockBuffer, BlockBuffers, Store, StoreError};
 
 impl Store {
     /// Reads `range` of an object as consecutive pieces of `piece` bytes (the last may be
-    /// shorter), each in a buffer from `buffers`. A short answer is an error, as with
-    /// [`Store::get_range`].
-    pub async fn get_range_split(
-        &self,
-        key: &Path,
-        range: Range<u64>,
-        piece: u64,
-        buffers: &BlockBuffers,
-    ) -> Result<Vec<Bytes>, StoreError> {
-        let mut pieces = Vec::new();
-        self.get_range_pieces(key, range, piece, buffers, &mut |p| pieces.push(p))
-            .await?;
-        Ok(pieces)
-    }
-
-    /// Like [`Store::get_range_split`], handing each piece to `on_piece` as soon as it is
+    /// shorter), each in a buffer from `buffers`, handing each to `on_piece` as soon as it is
     /// complete, so a caller can use the first blocks of a large GET while the rest streams in.
-    /// On an error, the pieces already handed over are whole and in order.
+    /// A short or over-long answer is an error, as with [`Store::get_range`]; the pieces handed
+    /// over before an error are whole and in order.
     pub async fn get_range_pieces(
         &self,
         key: &Path,

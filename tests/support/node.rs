@@ -143,6 +143,37 @@ impl Node {
     pub fn mounts_below(&self) -> Vec<PathBuf> {
         mounts_below(self.dir.path())
     }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and waits until it is gone.
+    pub fn kill_daemon(&self) {
+        let pid = self.json(&["daemon", "status"])["pid"]
+            .as_i64()
+            .expect("status has a pid") as i32;
+        // SAFETY: sending a signal to the daemon this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        while unsafe { libc::kill(pid, 0) } == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the daemon and waits until it has mounted again what it finds recorded; answers
+    /// `lazysnap mounts`.
+    pub fn restart_daemon_and_wait_for_mounts(&self) -> serde_json::Value {
+        self.ok(&["daemon", "start"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let mounts = self.json(&["mounts"]);
+            if !mounts.as_array().expect("mounts is a list").is_empty() {
+                return mounts;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no mount came back: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Node {
