@@ -242,3 +242,31 @@ fn eviction_leaves_a_pinned_object_whole_until_the_pin_is_dropped() {
     cache.insert(other, SHAPE, bytes, true);
     assert_eq!(cache.object_status(&pinned, SHAPE).blocks_cached, 2, "evictable again");
 }
+
+#[test]
+fn blocks_of_one_object_cached_at_once_are_all_counted_as_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 30)).unwrap();
+    let shape = BlockShape {
+        block_size: 4096,
+        object_size: 4096 * 2048,
+    };
+    let id = object(7);
+    std::thread::scope(|scope| {
+        for thread in 0..8u64 {
+            let cache = &cache;
+            scope.spawn(move || {
+                for block in (thread..shape.blocks()).step_by(8) {
+                    let key = BlockKey { object: id, block };
+                    cache.insert(key, shape, Bytes::from(vec![thread as u8; 4096]), true);
+                }
+            });
+        }
+    });
+    let status = cache.object_status(&id, shape);
+    assert_eq!(status.blocks_cached, shape.blocks());
+    assert_eq!(
+        status.bytes_fetched, shape.object_size,
+        "no count lost to a concurrent writer"
+    );
+}
