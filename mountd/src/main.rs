@@ -17,7 +17,7 @@ use lazysnap::paths::Paths;
 use lazysnap::store::BlockBuffers;
 
 #[derive(Parser, Debug)]
-#[command(name = "lazysnap-mountd", version, about = "The lazysnap mount daemon", long_about = None)]
+#[command(name = "lazysnap-mountd", version, about = "The lazysnap mount daemon", long_about = None, args_override_self = true)]
 struct Args {
     /// State folder: index, block cache, control socket, log [default: $LAZYSNAP_HOME, else
     /// /var/lib/lazysnap for root, else ~/.local/share/lazysnap]
