@@ -169,13 +169,8 @@ pub async fn sync(store: &Store, index: &Index, volumes: Option<Vec<VolumeId>>) 
             load_manifest(store, index, &volume, &name).await?;
             report.manifests += 1;
         }
-        let (_, snapshots) = store.list_children(&layout::snapshots_dir(&volume)).await?;
-        for object in snapshots {
-            let Some(uuid) = object.key.filename().and_then(|n| n.strip_suffix(".json")) else {
-                continue;
-            };
-            let row = snapshot::read(store, &volume, uuid).await?;
-            index.put_snapshot(store.url(), &row)?;
+        for snapshot in snapshot::list(store, &volume, crate::now_ms()).await? {
+            index.put_snapshot(store.url(), &snapshot.to_row(&volume))?;
             report.snapshots += 1;
         }
         report.volumes += 1;

@@ -13,6 +13,7 @@ pub mod control;
 pub mod fetch;
 pub mod fs;
 pub mod fuse;
+pub mod gc;
 pub mod hydrate;
 pub mod index;
 pub mod manifest;

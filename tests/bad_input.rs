@@ -11,7 +11,7 @@ use support::node::{snapshot_args, Node};
 use support::stores::TestStore;
 
 const VOLUME: &str = "kv/b/kvstore-7";
-const MANIFEST_1: &str = "00000000000000000000-00000000000000000001.json";
+const MANIFEST_1: &str = "00000000000000000001.json";
 
 fn setup(store: &TestStore) -> Node {
     let node = Node::new(store.env());

@@ -186,6 +186,18 @@ impl Index {
         Ok(())
     }
 
+    pub fn delete_snapshot(&self, store: &StoreUrl, volume: &VolumeId, uuid: &str) -> Result<()> {
+        let conn = self.conn();
+        let Some(store_id) = existing_store_id(&conn, store)? else {
+            return Ok(());
+        };
+        conn.execute(
+            "DELETE FROM snapshots WHERE store_id = ?1 AND volume_id = ?2 AND uuid = ?3",
+            params![store_id, volume.as_str(), uuid],
+        )?;
+        Ok(())
+    }
+
     pub fn snapshot(&self, store: &StoreUrl, volume: &VolumeId, uuid: &str) -> Result<Option<SnapshotRow>> {
         let conn = self.conn();
         let Some(store_id) = existing_store_id(&conn, store)? else {

@@ -5,7 +5,7 @@ use crate::store::layout::manifest_name;
 fn manifest(seq: u64, files: &[(&str, u64)]) -> Manifest {
     Manifest {
         volume: VolumeId::parse("kv/b/kvstore-0").unwrap(),
-        name: manifest_name(0, seq),
+        name: manifest_name(seq),
         term: 0,
         seq,
         created_at_ms: 1000 + seq,
@@ -66,7 +66,7 @@ fn snapshots_and_mounts() {
     let snap = SnapshotRow {
         volume: VolumeId::parse("v").unwrap(),
         uuid: "s1".into(),
-        manifest_name: manifest_name(0, 1),
+        manifest_name: manifest_name(1),
         created_at_ms: 1,
         valid_till_ms: 2,
         state: "COMMITTED".into(),

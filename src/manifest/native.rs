@@ -79,6 +79,15 @@ pub fn writer_of(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Writer>(bytes).ok().map(|w| w.writer)
 }
 
+/// The uploader term recorded in a manifest, without validating the rest.
+pub fn term_of(bytes: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Term {
+        term: u64,
+    }
+    serde_json::from_slice::<Term>(bytes).ok().map(|t| t.term)
+}
+
 /// Parses and validates the manifest stored as `name` for `volume`.
 pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, ManifestError> {
     // Errors name the volume too: manifest names repeat across volumes.
@@ -100,10 +109,10 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
     if doc.volume_id != volume.as_str() {
         return Err(invalid(format!("belongs to volume {:?}, not {volume}", doc.volume_id)));
     }
-    if layout::parse_manifest_name(name) != Some((doc.term, doc.seq)) {
+    if layout::parse_manifest_name(name) != Some(doc.seq) {
         return Err(invalid(format!(
-            "records term {} seq {}, which does not match its name",
-            doc.term, doc.seq
+            "records seq {}, which does not match its name",
+            doc.seq
         )));
     }
     let files = doc
@@ -148,7 +157,7 @@ mod tests {
         let (checksums, size) = BlockChecksums::compute(&data[..], 4096).unwrap();
         Manifest {
             volume: VolumeId::parse("kv/b/kvstore-1").unwrap(),
-            name: manifest_name(2, 5),
+            name: manifest_name(5),
             term: 2,
             seq: 5,
             created_at_ms: 1_765_700_000_000,
@@ -220,7 +229,7 @@ mod tests {
     #[test]
     fn rejects_wrong_json() {
         let v = VolumeId::parse("v").unwrap();
-        let name = manifest_name(0, 1);
+        let name = manifest_name(1);
         assert!(matches!(
             parse(b"{not json", &v, &name),
             Err(ManifestError::Json { .. })

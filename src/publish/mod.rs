@@ -192,7 +192,7 @@ pub async fn publish(
 
     let manifest = Manifest {
         volume: volume.clone(),
-        name: layout::manifest_name(term, seq),
+        name: layout::manifest_name(seq),
         term,
         seq,
         created_at_ms: crate::now_ms(),
@@ -237,12 +237,18 @@ pub async fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), Pu
         Err(StoreError::AlreadyExists { .. }) => {
             let existing = store.get(&key).await?;
             if native::writer_of(&existing).as_deref() == Some(writer.as_str()) {
-                Ok(())
-            } else {
-                Err(PublishError::Conflict {
+                return Ok(());
+            }
+            // Someone else extended the chain first: a newer term means this writer is fenced.
+            match native::term_of(&existing) {
+                Some(current) if current > manifest.term => Err(PublishError::Fenced {
+                    requested: manifest.term,
+                    current,
+                }),
+                _ => Err(PublishError::Conflict {
                     volume: manifest.volume.clone(),
                     name: manifest.name.clone(),
-                })
+                }),
             }
         }
         Err(e) => Err(e.into()),
@@ -460,6 +466,9 @@ impl StreamingChecksums {
         BlockChecksums::new(self.done)
     }
 }
+
+mod term;
+pub use term::{start_term, TermStart};
 
 #[cfg(test)]
 mod tests;

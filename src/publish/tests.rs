@@ -32,7 +32,7 @@ async fn publishes_a_tree_and_skips_unchanged_files_next_time() {
     let first = publish(&store, &index, dir.path(), &volume, &options(), &NoProgress)
         .await
         .unwrap();
-    assert_eq!(first.log_manifest_name, layout::manifest_name(0, 1));
+    assert_eq!(first.log_manifest_name, layout::manifest_name(1));
     assert_eq!((first.files, first.bytes_uploaded, first.bytes_skipped), (3, 50_005, 0));
     let key = layout::file_key(&volume, &RelPath::parse("sub/dir/big.data").unwrap());
     assert_eq!(
@@ -45,7 +45,7 @@ async fn publishes_a_tree_and_skips_unchanged_files_next_time() {
     let second = publish(&store, &index, dir.path(), &volume, &options(), &NoProgress)
         .await
         .unwrap();
-    assert_eq!(second.log_manifest_name, layout::manifest_name(0, 2));
+    assert_eq!(second.log_manifest_name, layout::manifest_name(2));
     assert_eq!(
         (second.files, second.bytes_uploaded, second.bytes_skipped),
         (4, 3, 50_005)
@@ -94,7 +94,7 @@ async fn refuses_changed_content_under_an_existing_name_and_writes_nothing() {
     );
     assert_eq!(
         catalog::latest_manifest_name(&store, &volume).await.unwrap(),
-        Some(layout::manifest_name(0, 1))
+        Some(layout::manifest_name(1))
     );
 }
 
@@ -140,7 +140,7 @@ async fn an_older_term_is_fenced_and_a_missing_directory_is_named() {
             .await
             .unwrap()
             .log_manifest_name,
-        layout::manifest_name(5, 1)
+        layout::manifest_name(1)
     );
     let old = PublishOptions {
         term: Some(4),
@@ -172,7 +172,7 @@ async fn a_lost_answer_to_our_own_manifest_write_is_success_and_a_rival_is_a_con
     let store = store("publish-conflict");
     let manifest = Manifest {
         volume: VolumeId::parse("v").unwrap(),
-        name: layout::manifest_name(0, 1),
+        name: layout::manifest_name(1),
         term: 0,
         seq: 1,
         created_at_ms: 1,

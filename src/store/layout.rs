@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! volumes/<volumeID>/files/<relative path>            immutable data objects
-//! volumes/<volumeID>/manifests/<term>-<seq>.json      log manifests, written create-only
-//! volumes/<volumeID>/snapshots/<snapshotUUID>.json    snapshot records
+//! volumes/<volumeID>/manifests/<seq>.json             log manifests, written create-only
+//! volumes/<volumeID>/manifests/<seq>.json.collecting  GC's tombstone: manifest being deleted
+//! volumes/<volumeID>/snapshots/<snapshotUUID>.json    snapshot records (PENDING when alone)
+//! volumes/<volumeID>/snapshots/<snapshotUUID>.outcome COMMITTED or ABORTED, written once
+//! volumes/<volumeID>/snapshots/<snapshotUUID>.released release began (DELETING)
 //! ```
-//! Manifest names carry the uploader term and a sequence number, zero-padded so that the
-//! lexicographically greatest name is the newest manifest of the newest term: heads are found by
-//! listing, never by overwriting a "head" object (LocalFileSystem supports only create-if-absent).
+//! State changes are objects created once, never overwritten, so they work on every store.
+//! Manifests form one chain per volume: manifest `n + 1` can only be created once (create-only),
+//! so two writers racing to extend the chain never both win, and the loser reads the winner's term
+//! to learn whether it was fenced. Names are the zero-padded sequence number so that the
+//! lexicographically greatest name is the newest: heads are found by listing, never by overwriting
+//! a "head" object (LocalFileSystem supports only create-if-absent).
 
 use object_store::path::Path;
 
@@ -50,19 +56,33 @@ pub fn snapshot_key(volume: &VolumeId, uuid: &str) -> Path {
     Path::from_iter(volume_child(volume, "snapshots").chain(std::iter::once(name.as_str())))
 }
 
-/// `00000000000000000003-00000000000000000017.json` for term 3, sequence 17.
-pub fn manifest_name(term: u64, seq: u64) -> String {
-    format!("{term:020}-{seq:020}.json")
+/// Suffixes of a snapshot's state markers.
+pub const OUTCOME: &str = "outcome";
+pub const RELEASED: &str = "released";
+
+pub fn snapshot_marker_key(volume: &VolumeId, uuid: &str, marker: &str) -> Path {
+    let name = format!("{uuid}.{marker}");
+    Path::from_iter(volume_child(volume, "snapshots").chain(std::iter::once(name.as_str())))
 }
 
-/// The (term, seq) of a manifest name, or `None` when the name is not one of ours.
-pub fn parse_manifest_name(name: &str) -> Option<(u64, u64)> {
+/// GC's tombstone for a manifest it is about to delete; snapshot creation backs off from it.
+pub fn collecting_key(volume: &VolumeId, manifest_name: &str) -> Path {
+    let name = format!("{manifest_name}.collecting");
+    Path::from_iter(volume_child(volume, "manifests").chain(std::iter::once(name.as_str())))
+}
+
+/// `00000000000000000017.json` for sequence 17.
+pub fn manifest_name(seq: u64) -> String {
+    format!("{seq:020}.json")
+}
+
+/// The sequence number of a manifest name, or `None` when the name is not one of ours.
+pub fn parse_manifest_name(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".json")?;
-    let (term, seq) = stem.split_once('-')?;
-    if term.len() != 20 || seq.len() != 20 {
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((term.parse().ok()?, seq.parse().ok()?))
+    stem.parse().ok()
 }
 
 #[cfg(test)]
@@ -75,8 +95,8 @@ mod tests {
         let p = RelPath::parse("dir/log.0001").unwrap();
         assert_eq!(file_key(&v, &p).as_ref(), "volumes/kv/b1/kvstore-3/files/dir/log.0001");
         assert_eq!(
-            manifest_key(&v, &manifest_name(2, 7)).as_ref(),
-            "volumes/kv/b1/kvstore-3/manifests/00000000000000000002-00000000000000000007.json"
+            manifest_key(&v, &manifest_name(7)).as_ref(),
+            "volumes/kv/b1/kvstore-3/manifests/00000000000000000007.json"
         );
         assert_eq!(
             snapshot_key(&v, "s1").as_ref(),
@@ -86,10 +106,11 @@ mod tests {
 
     #[test]
     fn manifest_names_round_trip_and_sort() {
-        assert_eq!(parse_manifest_name(&manifest_name(3, 17)), Some((3, 17)));
-        assert!(manifest_name(2, 100) < manifest_name(3, 1));
-        assert!(manifest_name(3, 9) < manifest_name(3, 10));
+        assert_eq!(parse_manifest_name(&manifest_name(17)), Some(17));
+        assert!(manifest_name(9) < manifest_name(10));
+        assert!(manifest_name(99) < manifest_name(100));
         assert_eq!(parse_manifest_name("garbage.json"), None);
-        assert_eq!(parse_manifest_name("1-2.json"), None);
+        assert_eq!(parse_manifest_name("17.json"), None);
+        assert_eq!(parse_manifest_name("+0000000000000000017.json"), None);
     }
 }

@@ -32,6 +32,19 @@ pub struct ObjectInfo {
     pub key: Path,
     pub size: u64,
     pub etag: Option<String>,
+    /// When the store last wrote it, in Unix milliseconds (the store's clock).
+    pub modified_ms: u64,
+}
+
+impl From<object_store::ObjectMeta> for ObjectInfo {
+    fn from(meta: object_store::ObjectMeta) -> Self {
+        ObjectInfo {
+            key: meta.location,
+            size: meta.size,
+            etag: meta.e_tag,
+            modified_ms: u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0),
+        }
+    }
 }
 
 /// A handle on one store: cheap to clone, safe to share between threads.
@@ -87,11 +100,7 @@ impl Store {
     /// Size and etag of an object, or `None` when it does not exist.
     pub async fn head(&self, key: &Path) -> Result<Option<ObjectInfo>, StoreError> {
         match self.inner.head(key).await {
-            Ok(meta) => Ok(Some(ObjectInfo {
-                key: meta.location,
-                size: meta.size,
-                etag: meta.e_tag,
-            })),
+            Ok(meta) => Ok(Some(meta.into())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(key, e)),
         }
@@ -118,11 +127,7 @@ impl Store {
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectInfo>, StoreError> {
         self.inner
             .list(Some(prefix))
-            .map_ok(|meta| ObjectInfo {
-                key: meta.location,
-                size: meta.size,
-                etag: meta.e_tag,
-            })
+            .map_ok(ObjectInfo::from)
             .try_collect()
             .await
             .map_err(|e| self.err(prefix, e))
@@ -135,15 +140,7 @@ impl Store {
             .list_with_delimiter(Some(prefix))
             .await
             .map_err(|e| self.err(prefix, e))?;
-        let objects = listing
-            .objects
-            .into_iter()
-            .map(|meta| ObjectInfo {
-                key: meta.location,
-                size: meta.size,
-                etag: meta.e_tag,
-            })
-            .collect();
+        let objects = listing.objects.into_iter().map(ObjectInfo::from).collect();
         Ok((listing.common_prefixes, objects))
     }
 

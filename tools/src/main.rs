@@ -95,7 +95,7 @@ pub struct SelectorArgs {
     /// Show the volume as pinned by this snapshot.
     #[arg(long, value_name = "UUID")]
     snapshot: Option<String>,
-    /// Show the volume at this log manifest (e.g. 00000000000000000000-00000000000000000003.json).
+    /// Show the volume at this log manifest (e.g. 00000000000000000003.json).
     #[arg(long, value_name = "NAME")]
     manifest: Option<String>,
 }

@@ -1,0 +1,158 @@
+//! Two-phase create: the PENDING record, a check against GC, then the COMMITTED outcome.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::entry::{Decision, Entry, Outcome, Record};
+use super::release::finish;
+use super::{validate_uuid, CreatedSnapshot, SnapshotError, CREATE_LIMIT, FORMAT, VERSION};
+use crate::catalog;
+use crate::index::Index;
+use crate::names::VolumeId;
+use crate::store::{layout, Store, StoreError};
+
+/// Pins the volume's newest manifest for `validity_secs` from `now_ms`.
+///
+/// The record (PENDING) is written before the manifest is checked for GC's tombstone, and GC
+/// writes its tombstone before it reads the snapshots again: whichever order the two run in, one
+/// of them sees the other, so a committed snapshot never names a manifest GC is deleting.
+pub async fn create(
+    store: &Store,
+    index: &Index,
+    volume: &VolumeId,
+    uuid: &str,
+    validity_secs: u64,
+    now_ms: u64,
+) -> Result<CreatedSnapshot, SnapshotError> {
+    validate_uuid(uuid)?;
+    let valid_till = validity_secs
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(now_ms))
+        .ok_or(SnapshotError::InvalidValidity(validity_secs))?;
+    let started = Instant::now();
+    let writer = uuid::Uuid::new_v4().to_string();
+    let mut reason = String::new();
+    // The head GC is collecting is no longer the head: the next attempt pins the newer one.
+    for _ in 0..3 {
+        let name = catalog::latest_manifest_name(store, volume)
+            .await?
+            .ok_or_else(|| SnapshotError::EmptyVolume(volume.clone()))?;
+        let manifest = catalog::load_manifest(store, index, volume, &name).await?;
+        let record = Record {
+            format: FORMAT.to_string(),
+            snapshot_uuid: uuid.to_string(),
+            volume_id: volume.to_string(),
+            log_manifest_name: name.clone(),
+            created_at: now_ms,
+            valid_till,
+            writer: writer.clone(),
+        };
+        write_record(store, volume, &record, now_ms).await?;
+        let collecting = store.head(&layout::collecting_key(volume, &name)).await?.is_some();
+        let gone = store.head(&layout::manifest_key(volume, &name)).await?.is_none();
+        if collecting || gone {
+            roll_back(store, volume, uuid, &writer).await?;
+            reason = format!("GC was deleting manifest {name}");
+            continue;
+        }
+        if started.elapsed() > CREATE_LIMIT {
+            roll_back(store, volume, uuid, &writer).await?;
+            return Err(rolled_back(
+                volume,
+                uuid,
+                format!("it could not commit within {CREATE_LIMIT:?}"),
+            ));
+        }
+        if decide(store, volume, uuid, Decision::Committed, &writer).await? != Decision::Committed {
+            return Err(rolled_back(volume, uuid, "a recovery found it abandoned".into()));
+        }
+        let snapshot = super::describe(store, volume, uuid, now_ms).await?;
+        index
+            .put_snapshot(store.url(), &snapshot.to_row(volume))
+            .map_err(|e| SnapshotError::from(catalog::CatalogError::from(e)))?;
+        let log_files = index
+            .manifest_files(manifest.id)
+            .map_err(|e| SnapshotError::from(catalog::CatalogError::from(e)))?
+            .into_iter()
+            .map(|f| f.path.to_string())
+            .collect();
+        return Ok(CreatedSnapshot {
+            created_at: now_ms,
+            log_files,
+            log_manifest_name: name,
+            snapshot_uuid: uuid.to_string(),
+            valid_till,
+            version: VERSION,
+            volume_id: volume.to_string(),
+        });
+    }
+    Err(rolled_back(volume, uuid, reason))
+}
+
+/// Writes the PENDING record. Leftovers of a released, expired, rolled-back or abandoned snapshot
+/// of the same uuid are cleared first; a live one is an error.
+async fn write_record(store: &Store, volume: &VolumeId, record: &Record, now_ms: u64) -> Result<(), SnapshotError> {
+    let uuid = &record.snapshot_uuid;
+    let key = layout::snapshot_key(volume, uuid);
+    let body = Bytes::from(serde_json::to_vec(record).expect("record serialises"));
+    for _ in 0..2 {
+        match store.put_if_absent(&key, body.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let existing = Entry::read(store, volume, uuid).await?;
+        if existing.record.as_ref().is_some_and(|r| r.writer == record.writer) {
+            // A retried request whose first attempt landed.
+            return Ok(());
+        }
+        if !(existing.is_finished(now_ms) || existing.is_abandoned(now_ms)) {
+            break;
+        }
+        finish(store, volume, &existing, false).await?;
+    }
+    Err(SnapshotError::Exists {
+        volume: volume.clone(),
+        uuid: uuid.to_string(),
+    })
+}
+
+/// Writes the outcome once; answers the decision that won (ours, or one already there).
+pub(super) async fn decide(
+    store: &Store,
+    volume: &VolumeId,
+    uuid: &str,
+    decision: Decision,
+    writer: &str,
+) -> Result<Decision, SnapshotError> {
+    let key = layout::snapshot_marker_key(volume, uuid, layout::OUTCOME);
+    let outcome = Outcome {
+        outcome: decision,
+        writer: writer.to_string(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&outcome).expect("outcome serialises"));
+    match store.put_if_absent(&key, body).await {
+        Ok(()) => Ok(decision),
+        Err(StoreError::AlreadyExists { .. }) => Ok(Entry::read(store, volume, uuid)
+            .await?
+            .decision()
+            .unwrap_or(Decision::Aborted)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Aborts our own PENDING record and removes it, so the uuid is free again.
+async fn roll_back(store: &Store, volume: &VolumeId, uuid: &str, writer: &str) -> Result<(), SnapshotError> {
+    decide(store, volume, uuid, Decision::Aborted, writer).await?;
+    let entry = Entry::read(store, volume, uuid).await?;
+    finish(store, volume, &entry, false).await
+}
+
+fn rolled_back(volume: &VolumeId, uuid: &str, reason: String) -> SnapshotError {
+    SnapshotError::RolledBack {
+        volume: volume.clone(),
+        uuid: uuid.to_string(),
+        reason,
+    }
+}
