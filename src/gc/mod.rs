@@ -193,7 +193,28 @@ pub async fn collect(
         .collect();
     // Manifests first, so nothing can name a file once it starts to go; a crash after this
     // leaves only objects no manifest names, which the next run collects after the grace period.
-    for (i, name) in doomed.iter().enumerate() {
+    let deleted = delete_all(store, index, volume, term, &doomed, &files, &mut report).await;
+    // Our tombstones go whatever happened: publishes wait for them to disappear.
+    for name in &doomed {
+        store.delete(&layout::collecting_key(volume, name)).await?;
+    }
+    deleted?;
+    tracing::info!(volume = %volume, term, manifests = doomed.len(), files = files.len(), bytes = report.bytes_deleted, "gc done");
+    report.manifests_kept = plan.needed.into_iter().collect();
+    report.manifests_deleted = doomed;
+    Ok(report)
+}
+
+async fn delete_all(
+    store: &Store,
+    index: &Index,
+    volume: &VolumeId,
+    term: u64,
+    manifests: &[String],
+    files: &[(RelPath, u64)],
+    report: &mut GcReport,
+) -> Result<(), GcError> {
+    for (i, name) in manifests.iter().enumerate() {
         if i % BATCH == 0 {
             recheck_term(store, index, volume, term).await?;
         }
@@ -207,13 +228,7 @@ pub async fn collect(
         report.files_deleted.push(path.to_string());
         report.bytes_deleted += size;
     }
-    for name in &doomed {
-        store.delete(&layout::collecting_key(volume, name)).await?;
-    }
-    tracing::info!(volume = %volume, term, manifests = doomed.len(), files = files.len(), bytes = report.bytes_deleted, "gc done");
-    report.manifests_kept = plan.needed.into_iter().collect();
-    report.manifests_deleted = doomed;
-    Ok(report)
+    Ok(())
 }
 
 /// Adds to the plan what the store holds now: manifests not seen before (all needed if they are
@@ -317,5 +332,7 @@ async fn recheck_term(store: &Store, index: &Index, volume: &VolumeId, term: u64
     check_term(volume, term, current)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

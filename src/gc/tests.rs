@@ -23,8 +23,19 @@ impl Volume {
         for f in files {
             std::fs::write(dir.path().join(f), f.as_bytes()).unwrap();
         }
-        let options = PublishOptions { term, ..PublishOptions::default() };
-        let report = publish(&self.store, &self.index, dir.path(), &self.volume, &options, &NoProgress).await?;
+        let options = PublishOptions {
+            term,
+            ..PublishOptions::default()
+        };
+        let report = publish(
+            &self.store,
+            &self.index,
+            dir.path(),
+            &self.volume,
+            &options,
+            &NoProgress,
+        )
+        .await?;
         Ok(report.log_manifest_name)
     }
 
@@ -65,7 +76,13 @@ async fn deletes_what_only_superseded_manifests_name_and_keeps_what_a_snapshot_p
         .unwrap();
     let head = v.publish(&["c", "d"], None).await.unwrap();
 
-    let dry = v.gc(GcOptions { dry_run: true, ..now_only() }).await.unwrap();
+    let dry = v
+        .gc(GcOptions {
+            dry_run: true,
+            ..now_only()
+        })
+        .await
+        .unwrap();
     assert_eq!(dry.files_deleted, vec!["a".to_string()]);
     assert_eq!(v.files().await, ["a", "b", "c", "d"], "a dry run deletes nothing");
 
@@ -75,11 +92,16 @@ async fn deletes_what_only_superseded_manifests_name_and_keeps_what_a_snapshot_p
     assert_eq!(report.manifests_deleted, vec![layout::manifest_name(1)]);
     assert_eq!(v.files().await, ["b", "c", "d"]);
 
-    crate::snapshot::release(&v.store, &v.index, &v.volume, "keep").await.unwrap();
+    crate::snapshot::release(&v.store, &v.index, &v.volume, "keep")
+        .await
+        .unwrap();
     let report = v.gc(now_only()).await.unwrap();
     assert_eq!(report.files_deleted, vec!["b".to_string()]);
     assert_eq!(v.files().await, ["c", "d"]);
-    assert_eq!(crate::catalog::manifest_names(&v.store, &v.volume).await.unwrap(), vec![head]);
+    assert_eq!(
+        crate::catalog::manifest_names(&v.store, &v.volume).await.unwrap(),
+        vec![head]
+    );
 }
 
 #[tokio::test]
@@ -88,7 +110,10 @@ async fn retention_keeps_young_manifests_and_the_grace_keeps_fresh_unnamed_uploa
     v.publish(&["a"], None).await.unwrap();
     v.publish(&["b"], None).await.unwrap();
     v.store
-        .put(&layout::file_key(&v.volume, &RelPath::parse("uploading").unwrap()), "x".into())
+        .put(
+            &layout::file_key(&v.volume, &RelPath::parse("uploading").unwrap()),
+            "x".into(),
+        )
         .await
         .unwrap();
     let report = v.gc(GcOptions::default()).await.unwrap();
@@ -104,22 +129,65 @@ async fn an_older_term_is_fenced_from_gc_and_from_publishing() {
     v.publish(&["a"], Some(1)).await.unwrap();
     v.publish(&["b"], Some(1)).await.unwrap();
     let started = start_term(&v.store, &v.index, &v.volume, 2).await.unwrap();
-    assert_eq!((started.previous_term, started.log_manifest_name.clone()), (Some(1), layout::manifest_name(3)));
+    assert_eq!(
+        (started.previous_term, started.log_manifest_name.clone()),
+        (Some(1), layout::manifest_name(3))
+    );
     let again = start_term(&v.store, &v.index, &v.volume, 2).await.unwrap();
-    assert_eq!(again.log_manifest_name, started.log_manifest_name, "starting again writes nothing");
+    assert_eq!(
+        again.log_manifest_name, started.log_manifest_name,
+        "starting again writes nothing"
+    );
 
-    let err = v.gc(GcOptions { term: Some(1), ..now_only() }).await.unwrap_err();
-    assert!(matches!(err, GcError::Fenced { requested: 1, current: 2, .. }), "{err}");
+    let err = v
+        .gc(GcOptions {
+            term: Some(1),
+            ..now_only()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GcError::Fenced {
+                requested: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(v.files().await, ["a", "b"], "a fenced GC deletes nothing");
-    let err = v.gc(GcOptions { term: Some(3), ..now_only() }).await.unwrap_err();
+    let err = v
+        .gc(GcOptions {
+            term: Some(3),
+            ..now_only()
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, GcError::TermNotStarted { .. }), "{err}");
 
     let err = v.publish(&["c"], Some(1)).await.unwrap_err();
-    assert!(matches!(err, PublishError::Fenced { requested: 1, current: 2 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PublishError::Fenced {
+                requested: 1,
+                current: 2
+            }
+        ),
+        "{err}"
+    );
     let err = start_term(&v.store, &v.index, &v.volume, 1).await.unwrap_err();
     assert!(matches!(err, PublishError::Fenced { .. }), "{err}");
 
-    let report = v.gc(GcOptions { term: Some(2), ..now_only() }).await.unwrap();
+    let report = v
+        .gc(GcOptions {
+            term: Some(2),
+            ..now_only()
+        })
+        .await
+        .unwrap();
     assert_eq!(report.files_deleted, vec!["a".to_string()]);
 }
 
@@ -139,7 +207,16 @@ async fn a_stale_writer_that_loses_the_race_for_the_next_manifest_learns_it_is_f
         files: Vec::new(),
     };
     let err = crate::publish::write_manifest(&v.store, &stale).await.unwrap_err();
-    assert!(matches!(err, PublishError::Fenced { requested: 1, current: 2 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PublishError::Fenced {
+                requested: 1,
+                current: 2
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +224,7 @@ async fn a_listing_error_or_unreadable_snapshot_stops_gc_before_any_delete() {
     let v = Volume::new("gc-malformed");
     v.publish(&["a"], None).await.unwrap();
     v.publish(&["b"], None).await.unwrap();
-    let key = layout::snapshot_key(&v.volume, "broken");
+    let key = layout::snapshot_key(&v.volume, "broken", 1);
     v.store.put(&key, "not json".into()).await.unwrap();
     let err = v.gc(now_only()).await.unwrap_err();
     assert!(err.to_string().contains("broken"), "{err}");

@@ -162,10 +162,14 @@ pub async fn publish(
     // the store may already hold are read now; new files are read once, while they upload.
     let mut checksums: Vec<Option<(u64, BlockChecksums)>> = Vec::with_capacity(files.len());
     let mut to_upload = Vec::new();
+    let mut reused_unnamed = Vec::new();
     let mut skipped = 0;
     for (i, file) in files.iter().enumerate() {
         match already_stored(store, volume, file, &known, stored.as_ref(), options.block_size).await? {
             Stored::Same(sums) => {
+                if !known.contains_key(&file.path) {
+                    reused_unnamed.push(i);
+                }
                 skipped += file.size;
                 checksums.push(Some((file.size, sums)));
             }
@@ -215,6 +219,10 @@ pub async fn publish(
     };
     manifest.validate().map_err(CatalogError::from)?;
     write_manifest(store, &manifest).await?;
+    if !reused_unnamed.is_empty() {
+        let reused: Vec<&LocalFile> = reused_unnamed.iter().map(|&i| &files[i]).collect();
+        gc_guard::restore_reused(store, volume, &reused, options, progress).await?;
+    }
     index
         .insert_manifest(store.url(), &manifest)
         .map_err(CatalogError::from)?;
@@ -351,7 +359,12 @@ async fn already_stored(
     }
     // ... otherwise (an object no manifest names, from an interrupted publish, or another block
     // size) the stored bytes do.
-    let bytes = store.get(&key).await?;
+    let bytes = match store.get(&key).await {
+        Ok(bytes) => bytes,
+        // Listed a moment ago, deleted since (GC): upload it.
+        Err(StoreError::NotFound { .. }) => return Ok(Stored::Missing),
+        Err(e) => return Err(e.into()),
+    };
     let (remote, _) = BlockChecksums::compute(&bytes[..], block_size).expect("reading memory cannot fail");
     if remote == local {
         Ok(Stored::Same(local))
@@ -467,6 +480,7 @@ impl StreamingChecksums {
     }
 }
 
+mod gc_guard;
 mod term;
 pub use term::{start_term, TermStart};
 

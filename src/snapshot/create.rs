@@ -48,26 +48,33 @@ pub async fn create(
             valid_till,
             writer: writer.clone(),
         };
-        write_record(store, volume, &record, now_ms).await?;
+        let generation = write_record(store, volume, &record, now_ms).await?;
         let collecting = store.head(&layout::collecting_key(volume, &name)).await?.is_some();
         let gone = store.head(&layout::manifest_key(volume, &name)).await?.is_none();
         if collecting || gone {
-            roll_back(store, volume, uuid, &writer).await?;
+            roll_back(store, volume, uuid, generation, &writer).await?;
             reason = format!("GC was deleting manifest {name}");
             continue;
         }
         if started.elapsed() > CREATE_LIMIT {
-            roll_back(store, volume, uuid, &writer).await?;
+            roll_back(store, volume, uuid, generation, &writer).await?;
             return Err(rolled_back(
                 volume,
                 uuid,
                 format!("it could not commit within {CREATE_LIMIT:?}"),
             ));
         }
-        if decide(store, volume, uuid, Decision::Committed, &writer).await? != Decision::Committed {
+        if decide(store, volume, uuid, generation, Decision::Committed, &writer).await? != Decision::Committed {
             return Err(rolled_back(volume, uuid, "a recovery found it abandoned".into()));
         }
-        let snapshot = super::describe(store, volume, uuid, now_ms).await?;
+        let snapshot = super::Snapshot {
+            snapshot_uuid: uuid.to_string(),
+            volume_id: volume.to_string(),
+            log_manifest_name: name.clone(),
+            created_at: now_ms,
+            valid_till,
+            state: super::State::Committed,
+        };
         index
             .put_snapshot(store.url(), &snapshot.to_row(volume))
             .map_err(|e| SnapshotError::from(catalog::CatalogError::from(e)))?;
@@ -90,32 +97,42 @@ pub async fn create(
     Err(rolled_back(volume, uuid, reason))
 }
 
-/// Writes the PENDING record. Leftovers of a released, expired, rolled-back or abandoned snapshot
-/// of the same uuid are cleared first; a live one is an error.
-async fn write_record(store: &Store, volume: &VolumeId, record: &Record, now_ms: u64) -> Result<(), SnapshotError> {
+/// Writes the PENDING record as the next generation of its UUID; answers the generation. A UUID
+/// whose newest generation still counts is taken; an abandoned PENDING one is rolled back first.
+async fn write_record(store: &Store, volume: &VolumeId, record: &Record, now_ms: u64) -> Result<u64, SnapshotError> {
     let uuid = &record.snapshot_uuid;
-    let key = layout::snapshot_key(volume, uuid);
     let body = Bytes::from(serde_json::to_vec(record).expect("record serialises"));
-    for _ in 0..2 {
-        match store.put_if_absent(&key, body.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let existing = Entry::read(store, volume, uuid).await?;
-        if existing.record.as_ref().is_some_and(|r| r.writer == record.writer) {
-            // A retried request whose first attempt landed.
-            return Ok(());
-        }
-        if !(existing.is_finished(now_ms) || existing.is_abandoned(now_ms)) {
-            break;
-        }
-        finish(store, volume, &existing, false).await?;
-    }
-    Err(SnapshotError::Exists {
+    let exists = || SnapshotError::Exists {
         volume: volume.clone(),
         uuid: uuid.to_string(),
-    })
+    };
+    let mut latest = Entry::read(store, volume, uuid).await?;
+    if latest.is_abandoned(now_ms) {
+        finish(store, volume, &latest, false).await?;
+        latest = Entry::read(store, volume, uuid).await?;
+    }
+    if latest.record.as_ref().is_some_and(|r| r.writer == record.writer) {
+        // A retried request whose first attempt landed.
+        return Ok(latest.generation);
+    }
+    if !latest.is_finished(now_ms) {
+        return Err(exists());
+    }
+    let generation = latest.generation + 1;
+    match store
+        .put_if_absent(&layout::snapshot_key(volume, uuid, generation), body)
+        .await
+    {
+        Ok(()) => Ok(generation),
+        Err(StoreError::AlreadyExists { .. }) => {
+            let winner = Entry::read(store, volume, uuid).await?;
+            match winner.record {
+                Some(r) if r.writer == record.writer && winner.generation == generation => Ok(generation),
+                _ => Err(exists()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes the outcome once; answers the decision that won (ours, or one already there).
@@ -123,10 +140,11 @@ pub(super) async fn decide(
     store: &Store,
     volume: &VolumeId,
     uuid: &str,
+    generation: u64,
     decision: Decision,
     writer: &str,
 ) -> Result<Decision, SnapshotError> {
-    let key = layout::snapshot_marker_key(volume, uuid, layout::OUTCOME);
+    let key = layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME);
     let outcome = Outcome {
         outcome: decision,
         writer: writer.to_string(),
@@ -134,19 +152,37 @@ pub(super) async fn decide(
     let body = Bytes::from(serde_json::to_vec(&outcome).expect("outcome serialises"));
     match store.put_if_absent(&key, body).await {
         Ok(()) => Ok(decision),
-        Err(StoreError::AlreadyExists { .. }) => Ok(Entry::read(store, volume, uuid)
-            .await?
-            .decision()
-            .unwrap_or(Decision::Aborted)),
+        Err(StoreError::AlreadyExists { .. }) => {
+            let bytes = match store.get(&key).await {
+                Ok(bytes) => bytes,
+                // Decided and already cleared away: only a release does that.
+                Err(StoreError::NotFound { .. }) => return Ok(Decision::Aborted),
+                Err(e) => return Err(e.into()),
+            };
+            let winner: Outcome = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Malformed {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok(winner.outcome)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Aborts our own PENDING record and removes it, so the uuid is free again.
-async fn roll_back(store: &Store, volume: &VolumeId, uuid: &str, writer: &str) -> Result<(), SnapshotError> {
-    decide(store, volume, uuid, Decision::Aborted, writer).await?;
+async fn roll_back(
+    store: &Store,
+    volume: &VolumeId,
+    uuid: &str,
+    generation: u64,
+    writer: &str,
+) -> Result<(), SnapshotError> {
+    decide(store, volume, uuid, generation, Decision::Aborted, writer).await?;
     let entry = Entry::read(store, volume, uuid).await?;
-    finish(store, volume, &entry, false).await
+    if entry.generation == generation {
+        finish(store, volume, &entry, false).await?;
+    }
+    Ok(())
 }
 
 fn rolled_back(volume: &VolumeId, uuid: &str, reason: String) -> SnapshotError {

@@ -37,60 +37,80 @@ pub(super) struct Outcome {
     pub writer: String,
 }
 
+/// The newest generation of one snapshot UUID, and the older ones whose leftovers may go.
 #[derive(Debug, Default)]
 pub(super) struct Entry {
     pub uuid: String,
+    /// 0 when the UUID was never used.
+    pub generation: u64,
     pub record: Option<Record>,
     pub outcome: Option<Outcome>,
     pub released: bool,
+    pub older: Vec<object_store::path::Path>,
 }
 
 impl Entry {
     pub async fn read(store: &Store, volume: &VolumeId, uuid: &str) -> Result<Entry, SnapshotError> {
-        let record = get_optional(store, &layout::snapshot_key(volume, uuid)).await?;
-        let outcome = get_optional(store, &layout::snapshot_marker_key(volume, uuid, layout::OUTCOME)).await?;
-        let released = store
-            .head(&layout::snapshot_marker_key(volume, uuid, layout::RELEASED))
-            .await?
-            .is_some();
-        Entry::parse(volume, uuid, record, outcome, released)
+        let objects = store.list(&layout::snapshot_dir(volume, uuid)).await?;
+        Entry::from_objects(store, volume, uuid, objects.into_iter().map(|o| o.key).collect()).await
     }
 
     pub async fn list(store: &Store, volume: &VolumeId) -> Result<Vec<Entry>, SnapshotError> {
-        let (_, objects) = store.list_children(&layout::snapshots_dir(volume)).await?;
-        // Which objects each uuid has: record, outcome, released marker.
-        let mut found: BTreeMap<String, [bool; 3]> = BTreeMap::new();
-        for object in &objects {
-            let Some(name) = object.key.filename() else { continue };
-            let (uuid, slot) = if let Some(uuid) = name.strip_suffix(".json") {
-                (uuid, 0)
-            } else if let Some(uuid) = name.strip_suffix(&format!(".{}", layout::OUTCOME)) {
-                (uuid, 1)
-            } else if let Some(uuid) = name.strip_suffix(&format!(".{}", layout::RELEASED)) {
-                (uuid, 2)
-            } else {
-                continue;
-            };
-            found.entry(uuid.to_string()).or_default()[slot] = true;
+        let dir = layout::snapshots_dir(volume);
+        let mut by_uuid: BTreeMap<String, Vec<object_store::path::Path>> = BTreeMap::new();
+        for object in store.list(&dir).await? {
+            let uuid = object.key.prefix_match(&dir).and_then(|mut parts| parts.next());
+            if let Some(uuid) = uuid {
+                by_uuid.entry(uuid.as_ref().to_string()).or_default().push(object.key);
+            }
         }
-        let mut entries = Vec::with_capacity(found.len());
-        for (uuid, [record, outcome, released]) in found {
-            let record = match record {
-                true => get_optional(store, &layout::snapshot_key(volume, &uuid)).await?,
-                false => None,
-            };
-            let outcome = match outcome {
-                true => get_optional(store, &layout::snapshot_marker_key(volume, &uuid, layout::OUTCOME)).await?,
-                false => None,
-            };
-            entries.push(Entry::parse(volume, &uuid, record, outcome, released)?);
+        let mut entries = Vec::with_capacity(by_uuid.len());
+        for (uuid, keys) in by_uuid {
+            entries.push(Entry::from_objects(store, volume, &uuid, keys).await?);
         }
         Ok(entries)
+    }
+
+    async fn from_objects(
+        store: &Store,
+        volume: &VolumeId,
+        uuid: &str,
+        keys: Vec<object_store::path::Path>,
+    ) -> Result<Entry, SnapshotError> {
+        let parsed: Vec<(u64, String, object_store::path::Path)> = keys
+            .into_iter()
+            .filter_map(|key| {
+                let (generation, kind) = layout::parse_snapshot_object(key.filename()?)?;
+                Some((generation, kind.to_string(), key))
+            })
+            .collect();
+        let generation = parsed.iter().map(|(g, _, _)| *g).max().unwrap_or(0);
+        let has = |kind: &str| parsed.iter().any(|(g, k, _)| *g == generation && k == kind);
+        let older = parsed
+            .iter()
+            .filter(|(g, _, _)| *g < generation)
+            .map(|(_, _, key)| key.clone())
+            .collect();
+        let record = match has("json") {
+            true => get_optional(store, &layout::snapshot_key(volume, uuid, generation)).await?,
+            false => None,
+        };
+        let outcome = match has(layout::OUTCOME) {
+            true => {
+                let key = layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME);
+                get_optional(store, &key).await?
+            }
+            false => None,
+        };
+        let mut entry = Entry::parse(volume, uuid, generation, record, outcome, has(layout::RELEASED))?;
+        entry.older = older;
+        Ok(entry)
     }
 
     fn parse(
         volume: &VolumeId,
         uuid: &str,
+        generation: u64,
         record: Option<Bytes>,
         outcome: Option<Bytes>,
         released: bool,
@@ -102,7 +122,7 @@ impl Entry {
         let record = match record {
             None => None,
             Some(bytes) => {
-                let key = layout::snapshot_key(volume, uuid);
+                let key = layout::snapshot_key(volume, uuid, generation);
                 let record: Record =
                     serde_json::from_slice(&bytes).map_err(|e| malformed(key.clone(), e.to_string()))?;
                 if record.format != FORMAT || record.snapshot_uuid != uuid || record.volume_id != volume.as_str() {
@@ -118,16 +138,18 @@ impl Entry {
             None => None,
             Some(bytes) => Some(serde_json::from_slice::<Outcome>(&bytes).map_err(|e| {
                 malformed(
-                    layout::snapshot_marker_key(volume, uuid, layout::OUTCOME),
+                    layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME),
                     e.to_string(),
                 )
             })?),
         };
         Ok(Entry {
             uuid: uuid.to_string(),
+            generation,
             record,
             outcome,
             released,
+            older: Vec::new(),
         })
     }
 
@@ -164,12 +186,18 @@ impl Entry {
         }
     }
 
-    /// Leftovers to clear: a rollback, a release that did not finish, or an expired snapshot.
+    /// Counts no more (rolled back, released, expired, or never made): its UUID may be used again.
     pub fn is_finished(&self, now_ms: u64) -> bool {
         match self.snapshot(now_ms) {
             None => true,
             Some(s) => matches!(s.state, State::Deleting | State::Expired),
         }
+    }
+
+    /// Has objects a cleaner should remove: older generations, or a newest one that is finished
+    /// but still has more than its tombstone.
+    pub fn has_leftovers(&self, now_ms: u64) -> bool {
+        !self.older.is_empty() || (self.is_finished(now_ms) && (self.record.is_some() || self.outcome.is_some()))
     }
 }
 

@@ -1,14 +1,15 @@
 //! Snapshots: a named, time-limited pin on one log manifest of a volume (Fusion's 0x70 / 0x71).
 //!
-//! Lifecycle, kept entirely in the store as objects created once (works on every store):
-//! - PENDING: `snapshots/<uuid>.json` (the record) exists alone. It already pins its manifest, so
+//! Lifecycle, kept entirely in the store as objects created once (works on every store), one set
+//! per generation of a UUID (`snapshots/<uuid>/<gen>.*`, see `store::layout`):
+//! - PENDING: the record (`<gen>.json`) exists alone. It already pins its manifest, so
 //!   a GC that runs meanwhile keeps the files.
-//! - COMMITTED: `<uuid>.outcome` says COMMITTED. Only the creator writes it, after checking that GC
+//! - COMMITTED: `<gen>.outcome` says COMMITTED. Only the creator writes it, after checking that GC
 //!   is not collecting the manifest; a stale PENDING is rolled back by writing ABORTED to the same
 //!   key, so a slow creator and a recovery can never both win.
 //! - EXPIRED: committed and past `validTill`; behaves as released (pins nothing).
-//! - DELETING: `<uuid>.released` exists: release began; record, outcome and marker are then
-//!   deleted in that order, and whoever finds the marker later finishes the job.
+//! - DELETING: `<gen>.released` exists: release began; record and outcome are then deleted, and
+//!   whoever finds the marker later finishes the job. The marker stays as the UUID's tombstone.
 
 mod create;
 mod entry;
@@ -209,7 +210,7 @@ pub async fn read(store: &Store, volume: &VolumeId, uuid: &str) -> Result<Snapsh
     }
     if layout::parse_manifest_name(&snapshot.log_manifest_name).is_none() {
         return Err(SnapshotError::Malformed {
-            key: layout::snapshot_key(volume, uuid).to_string(),
+            key: layout::snapshot_dir(volume, uuid).to_string(),
             reason: format!("bad manifest name {:?}", snapshot.log_manifest_name),
         });
     }

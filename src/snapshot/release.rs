@@ -30,41 +30,51 @@ pub async fn release(store: &Store, index: &Index, volume: &VolumeId, uuid: &str
 pub async fn tidy(store: &Store, volume: &VolumeId, now_ms: u64) -> Result<Vec<String>, SnapshotError> {
     let mut tidied = Vec::new();
     for entry in Entry::list(store, volume).await? {
+        if !(entry.has_leftovers(now_ms) || entry.is_abandoned(now_ms)) {
+            continue;
+        }
+        for key in &entry.older {
+            store.delete(key).await?;
+        }
         if entry.is_finished(now_ms) || entry.is_abandoned(now_ms) {
             finish(store, volume, &entry, false).await?;
-            tidied.push(entry.uuid);
         }
+        tidied.push(entry.uuid);
     }
     Ok(tidied)
 }
 
-/// Takes a snapshot the rest of the way out of the store: marker, record, outcome, marker. A
-/// PENDING one is aborted first; unless `release` is set, one that its creator committed in the
-/// meantime is left alone.
+/// Takes one generation of a snapshot out of use: released marker, then record and outcome. The
+/// marker stays as the UUID's tombstone (generation numbers never repeat). A PENDING one is
+/// aborted first; unless `release` is set, one its creator committed meanwhile is left alone.
+/// Every key names the generation, so a cleaner with an old view cannot touch a newer one.
 pub(super) async fn finish(
     store: &Store,
     volume: &VolumeId,
     entry: &Entry,
     release: bool,
 ) -> Result<(), SnapshotError> {
-    let uuid = &entry.uuid;
+    let (uuid, generation) = (&entry.uuid, entry.generation);
+    if entry.record.is_none() && entry.outcome.is_none() {
+        return Ok(());
+    }
     if entry.record.is_some() && entry.outcome.is_none() && !entry.released {
         let writer = format!("recovery-{}", uuid::Uuid::new_v4());
-        if decide(store, volume, uuid, Decision::Aborted, &writer).await? == Decision::Committed && !release {
+        let won = decide(store, volume, uuid, generation, Decision::Aborted, &writer).await?;
+        if won == Decision::Committed && !release {
             return Ok(());
         }
     }
-    let marker = layout::snapshot_marker_key(volume, uuid, layout::RELEASED);
     if !entry.released {
+        let marker = layout::snapshot_marker_key(volume, uuid, generation, layout::RELEASED);
         match store.put_if_absent(&marker, Bytes::from_static(b"{}")).await {
             Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    store.delete(&layout::snapshot_key(volume, uuid)).await?;
+    store.delete(&layout::snapshot_key(volume, uuid, generation)).await?;
     store
-        .delete(&layout::snapshot_marker_key(volume, uuid, layout::OUTCOME))
+        .delete(&layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME))
         .await?;
-    store.delete(&marker).await?;
     Ok(())
 }

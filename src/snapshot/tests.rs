@@ -51,10 +51,7 @@ async fn create_release_and_create_again_with_errors_for_duplicates() {
     assert!(!release(&store, &index, &volume, "never-made").await.unwrap());
     let gone = describe(&store, &volume, "s1", NOW).await.unwrap_err();
     assert!(matches!(gone, SnapshotError::Unknown { .. }), "{gone}");
-    assert!(
-        store.list(&layout::snapshots_dir(&volume)).await.unwrap().is_empty(),
-        "nothing left behind"
-    );
+    assert!(only_tombstones(&store, &volume).await, "nothing left behind");
     create(&store, &index, &volume, "s1", 60, NOW).await.unwrap();
 }
 
@@ -71,6 +68,12 @@ async fn an_expired_snapshot_pins_nothing_cannot_be_mounted_and_its_uuid_is_free
         describe(&store, &volume, "s1", later).await.unwrap().state,
         State::Committed
     );
+}
+
+/// Nothing of a released or rolled-back snapshot is left but its UUID's tombstone.
+async fn only_tombstones(store: &Store, volume: &VolumeId) -> bool {
+    let objects = store.list(&layout::snapshots_dir(volume)).await.unwrap();
+    objects.iter().all(|o| o.key.as_ref().ends_with(".released"))
 }
 
 /// What a creator that died between its two phases leaves behind.
@@ -90,7 +93,7 @@ async fn abandoned_record(store: &Store, volume: &VolumeId, uuid: &str, created_
     };
     let body = bytes::Bytes::from(serde_json::to_vec(&record).unwrap());
     store
-        .put_if_absent(&layout::snapshot_key(volume, uuid), body)
+        .put_if_absent(&layout::snapshot_key(volume, uuid, 1), body)
         .await
         .unwrap();
 }
@@ -117,7 +120,7 @@ async fn a_create_cut_between_its_phases_pins_until_rolled_back_then_the_uuid_is
         describe(&store, &volume, "s1", late).await.unwrap_err(),
         SnapshotError::Unknown { .. }
     ));
-    assert!(store.list(&layout::snapshots_dir(&volume)).await.unwrap().is_empty());
+    assert!(only_tombstones(&store, &volume).await);
     create(&store, &index, &volume, "s1", 60, late).await.unwrap();
 }
 
@@ -137,10 +140,10 @@ async fn a_new_create_rolls_back_an_abandoned_pending_of_its_uuid() {
 async fn the_outcome_is_decided_once_so_a_recovery_and_a_slow_creator_cannot_both_win() {
     let (store, _index, volume) = volume_with_manifest("snap-outcome").await;
     abandoned_record(&store, &volume, "s1", NOW).await;
-    let recovery = create::decide(&store, &volume, "s1", Decision::Aborted, "recovery")
+    let recovery = create::decide(&store, &volume, "s1", 1, Decision::Aborted, "recovery")
         .await
         .unwrap();
-    let creator = create::decide(&store, &volume, "s1", Decision::Committed, "dead")
+    let creator = create::decide(&store, &volume, "s1", 1, Decision::Committed, "dead")
         .await
         .unwrap();
     assert_eq!((recovery, creator), (Decision::Aborted, Decision::Aborted));
@@ -162,7 +165,7 @@ async fn a_create_backs_off_from_a_manifest_gc_is_deleting_and_leaves_nothing() 
     let err = create(&store, &index, &volume, "s1", 60, NOW).await.unwrap_err();
     assert!(matches!(err, SnapshotError::RolledBack { .. }), "{err}");
     assert!(err.to_string().contains("GC was deleting manifest"), "{err}");
-    assert!(store.list(&layout::snapshots_dir(&volume)).await.unwrap().is_empty());
+    assert!(only_tombstones(&store, &volume).await);
 }
 
 #[tokio::test]
@@ -182,4 +185,27 @@ async fn bad_uuids_and_empty_volumes_are_named() {
     let empty = VolumeId::parse("kv/b/none").unwrap();
     let err = create(&store, &index, &empty, "s1", 60, NOW).await.unwrap_err();
     assert!(matches!(err, SnapshotError::EmptyVolume(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_cleaner_with_an_old_view_cannot_touch_a_newer_generation_of_the_uuid() {
+    let (store, index, volume) = volume_with_manifest("snap-generations").await;
+    create(&store, &index, &volume, "s1", 1, NOW).await.unwrap();
+    let later = NOW + 2_000;
+    let stale_view = Entry::read(&store, &volume, "s1").await.unwrap();
+    assert!(stale_view.is_finished(later), "expired");
+    create(&store, &index, &volume, "s1", 60, later).await.unwrap();
+    // A cleaner that read the expired first generation acts only now.
+    release::finish(&store, &volume, &stale_view, false).await.unwrap();
+    assert_eq!(
+        describe(&store, &volume, "s1", later).await.unwrap().state,
+        State::Committed
+    );
+    assert_eq!(tidy(&store, &volume, later).await.unwrap(), vec!["s1".to_string()]);
+    let objects = store.list(&layout::snapshot_dir(&volume, "s1")).await.unwrap();
+    assert_eq!(
+        objects.len(),
+        2,
+        "the live generation's record and outcome: {objects:?}"
+    );
 }

@@ -4,9 +4,14 @@
 //! volumes/<volumeID>/files/<relative path>            immutable data objects
 //! volumes/<volumeID>/manifests/<seq>.json             log manifests, written create-only
 //! volumes/<volumeID>/manifests/<seq>.json.collecting  GC's tombstone: manifest being deleted
-//! volumes/<volumeID>/snapshots/<snapshotUUID>.json    snapshot records (PENDING when alone)
-//! volumes/<volumeID>/snapshots/<snapshotUUID>.outcome COMMITTED or ABORTED, written once
-//! volumes/<volumeID>/snapshots/<snapshotUUID>.released release began (DELETING)
+//! volumes/<volumeID>/snapshots/<uuid>/<gen>.json      snapshot record (PENDING when alone)
+//! volumes/<volumeID>/snapshots/<uuid>/<gen>.outcome   COMMITTED or ABORTED, written once
+//! volumes/<volumeID>/snapshots/<uuid>/<gen>.released  released: DELETING, then gone
+//! ```
+//! A UUID used again gets the next generation; the newest generation's `released` marker stays
+//! as a tombstone so that numbers never repeat, and a cleaner working from an old view of one
+//! generation can never touch the objects of a newer one.
+//! ```text
 //! ```
 //! State changes are objects created once, never overwritten, so they work on every store.
 //! Manifests form one chain per volume: manifest `n + 1` can only be created once (create-only),
@@ -51,23 +56,39 @@ pub fn snapshots_dir(volume: &VolumeId) -> Path {
     Path::from_iter(volume_child(volume, "snapshots"))
 }
 
-pub fn snapshot_key(volume: &VolumeId, uuid: &str) -> Path {
-    let name = format!("{uuid}.json");
-    Path::from_iter(volume_child(volume, "snapshots").chain(std::iter::once(name.as_str())))
-}
-
-/// Suffixes of a snapshot's state markers.
+/// Kinds of a snapshot generation's state markers.
 pub const OUTCOME: &str = "outcome";
 pub const RELEASED: &str = "released";
 
-pub fn snapshot_marker_key(volume: &VolumeId, uuid: &str, marker: &str) -> Path {
-    let name = format!("{uuid}.{marker}");
-    Path::from_iter(volume_child(volume, "snapshots").chain(std::iter::once(name.as_str())))
+/// Every object of one snapshot UUID, all its generations.
+pub fn snapshot_dir(volume: &VolumeId, uuid: &str) -> Path {
+    Path::from_iter(volume_child(volume, "snapshots").chain(std::iter::once(uuid)))
+}
+
+/// The record of one generation of a snapshot UUID.
+pub fn snapshot_key(volume: &VolumeId, uuid: &str, generation: u64) -> Path {
+    snapshot_marker_key(volume, uuid, generation, "json")
+}
+
+pub fn snapshot_marker_key(volume: &VolumeId, uuid: &str, generation: u64, marker: &str) -> Path {
+    let name = format!("{generation:020}.{marker}");
+    Path::from_iter(volume_child(volume, "snapshots").chain([uuid, name.as_str()]))
+}
+
+/// The (generation, kind) of an object in a snapshot UUID's folder.
+pub fn parse_snapshot_object(name: &str) -> Option<(u64, &str)> {
+    let (generation, kind) = name.split_once('.')?;
+    if generation.len() != 20 {
+        return None;
+    }
+    Some((generation.parse().ok()?, kind))
 }
 
 /// GC's tombstone for a manifest it is about to delete; snapshot creation backs off from it.
+pub const COLLECTING_SUFFIX: &str = ".collecting";
+
 pub fn collecting_key(volume: &VolumeId, manifest_name: &str) -> Path {
-    let name = format!("{manifest_name}.collecting");
+    let name = format!("{manifest_name}{COLLECTING_SUFFIX}");
     Path::from_iter(volume_child(volume, "manifests").chain(std::iter::once(name.as_str())))
 }
 
@@ -99,8 +120,12 @@ mod tests {
             "volumes/kv/b1/kvstore-3/manifests/00000000000000000007.json"
         );
         assert_eq!(
-            snapshot_key(&v, "s1").as_ref(),
-            "volumes/kv/b1/kvstore-3/snapshots/s1.json"
+            snapshot_key(&v, "s1", 2).as_ref(),
+            "volumes/kv/b1/kvstore-3/snapshots/s1/00000000000000000002.json"
+        );
+        assert_eq!(
+            parse_snapshot_object("00000000000000000002.released"),
+            Some((2, "released"))
         );
     }
 
