@@ -47,7 +47,10 @@ impl From<CatalogError> for MountError {
         let message = e.to_string();
         match e {
             CatalogError::UnknownVolume { .. } | CatalogError::UnknownManifest { .. } => MountError::Unknown(message),
-            CatalogError::Snapshot(SnapshotError::Unknown { .. }) => MountError::Unknown(message),
+            // An expired snapshot behaves as a released one; one still being created is not there yet.
+            CatalogError::Snapshot(
+                SnapshotError::Unknown { .. } | SnapshotError::Expired { .. } | SnapshotError::NotCommitted { .. },
+            ) => MountError::Unknown(message),
             CatalogError::Snapshot(SnapshotError::InvalidUuid(_) | SnapshotError::Malformed { .. }) => {
                 MountError::Invalid(message)
             }
