@@ -152,24 +152,8 @@ impl World {
     async fn run(&self, op: &Op) -> std::result::Result<(), String> {
         match op {
             Op::Publish(files) => {
-                let dir = tempfile::tempdir().unwrap();
-                for &i in files {
-                    std::fs::write(dir.path().join(NAMES[i]), content(NAMES[i])).unwrap();
-                }
-                let options = PublishOptions {
-                    term: Some(self.term()),
-                    ..PublishOptions::default()
-                };
-                match publish(
-                    &self.store,
-                    &self.index,
-                    dir.path(),
-                    &self.volume,
-                    &options,
-                    &NoProgress,
-                )
-                .await
-                {
+                let files: Vec<(&str, Vec<u8>)> = files.iter().map(|&i| (NAMES[i], content(NAMES[i]))).collect();
+                match self.publish(&files, self.term()).await {
                     // A term started meanwhile fences this publish: that is the point.
                     Ok(_) | Err(PublishError::Conflict { .. } | PublishError::Fenced { .. }) => Ok(()),
                     Err(e) => Err(format!("publish: {e}")),
@@ -221,6 +205,27 @@ impl World {
         }
     }
 
+    async fn publish(&self, files: &[(&str, Vec<u8>)], term: u64) -> std::result::Result<(), PublishError> {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let options = PublishOptions {
+            term: Some(term),
+            ..PublishOptions::default()
+        };
+        publish(
+            &self.store,
+            &self.index,
+            dir.path(),
+            &self.volume,
+            &options,
+            &NoProgress,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Every file of the manifest is in the store with its published bytes.
     async fn check_files(&self, manifest: &str) -> std::result::Result<(), String> {
         let bytes = self
@@ -260,21 +265,7 @@ impl World {
     async fn fenced_writer_changes_nothing(&self) -> std::result::Result<(), String> {
         let stale = self.term() - 1;
         let before = self.objects().await;
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("zombie"), b"zombie").unwrap();
-        let options = PublishOptions {
-            term: Some(stale),
-            ..PublishOptions::default()
-        };
-        let published = publish(
-            &self.store,
-            &self.index,
-            dir.path(),
-            &self.volume,
-            &options,
-            &NoProgress,
-        )
-        .await;
+        let published = self.publish(&[("zombie", b"zombie".to_vec())], stale).await;
         let gc_options = GcOptions {
             term: Some(stale),
             retention_ms: 0,

@@ -70,22 +70,16 @@ pub fn to_json(manifest: &Manifest, writer: &str) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("manifest serialises")
 }
 
-/// The writer id recorded in a manifest, without validating the rest.
-pub fn writer_of(bytes: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Writer {
-        writer: String,
-    }
-    serde_json::from_slice::<Writer>(bytes).ok().map(|w| w.writer)
+/// Who wrote a manifest and under which term, read without validating the rest: what a writer
+/// that lost a create-only race needs to tell "I won" from "someone else won" and "I am fenced".
+#[derive(Debug, Deserialize)]
+pub struct Authorship {
+    pub writer: String,
+    pub term: u64,
 }
 
-/// The uploader term recorded in a manifest, without validating the rest.
-pub fn term_of(bytes: &[u8]) -> Option<u64> {
-    #[derive(Deserialize)]
-    struct Term {
-        term: u64,
-    }
-    serde_json::from_slice::<Term>(bytes).ok().map(|t| t.term)
+pub fn authorship(bytes: &[u8]) -> Option<Authorship> {
+    serde_json::from_slice(bytes).ok()
 }
 
 /// Parses and validates the manifest stored as `name` for `volume`.
@@ -193,7 +187,7 @@ mod tests {
         let m = sample();
         let bytes = to_json(&m, "writer-1");
         assert_eq!(parse(&bytes, &m.volume, &m.name).unwrap(), m);
-        assert_eq!(writer_of(&bytes).as_deref(), Some("writer-1"));
+        assert_eq!(authorship(&bytes).map(|a| a.writer).as_deref(), Some("writer-1"));
     }
 
     #[test]

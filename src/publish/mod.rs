@@ -244,14 +244,13 @@ pub async fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), Pu
         Ok(()) => Ok(()),
         Err(StoreError::AlreadyExists { .. }) => {
             let existing = store.get(&key).await?;
-            if native::writer_of(&existing).as_deref() == Some(writer.as_str()) {
-                return Ok(());
-            }
-            // Someone else extended the chain first: a newer term means this writer is fenced.
-            match native::term_of(&existing) {
-                Some(current) if current > manifest.term => Err(PublishError::Fenced {
+            let author = native::authorship(&existing);
+            match author {
+                Some(a) if a.writer == writer => Ok(()),
+                // Someone else extended the chain first: a newer term means this writer is fenced.
+                Some(a) if a.term > manifest.term => Err(PublishError::Fenced {
                     requested: manifest.term,
-                    current,
+                    current: a.term,
                 }),
                 _ => Err(PublishError::Conflict {
                     volume: manifest.volume.clone(),
