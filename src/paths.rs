@@ -57,6 +57,22 @@ impl Paths {
         self.home.join("mnt")
     }
 
+    /// Takes the lock only one lazysnap-mountd of this home holds while it runs; `None` when a
+    /// daemon (or a command that must not overlap one) holds it. Released when the file is dropped.
+    pub fn try_lock_daemon(&self) -> std::io::Result<Option<std::fs::File>> {
+        use std::os::fd::AsRawFd;
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.daemon_lock())?;
+        // SAFETY: flock on a descriptor we own; non-blocking.
+        match unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } {
+            0 => Ok(Some(lock)),
+            _ => Ok(None),
+        }
+    }
+
     /// Creates the home folder readable by its owner only: it holds the control socket.
     pub fn create(&self) -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

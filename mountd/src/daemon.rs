@@ -1,20 +1,24 @@
 //! The daemon's state: index, shared block cache, mounts; and the answer to each request.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use lazysnap::cache::{BlockCache, CacheConfig};
-use lazysnap::control::{HydrateParams, Request, Response};
+use lazysnap::control::{ops, HydrateParams, NamespaceDeleteRequest, OpError, Request, Response};
 use lazysnap::index::{Index, MountRow};
+use lazysnap::names::VolumeId;
+use lazysnap::namespace;
 use lazysnap::paths::Paths;
 use serde_json::json;
 
 use crate::mounts::{Mounts, Tuning};
+use crate::uploaders::Uploaders;
 
 pub struct Daemon {
     pub paths: Paths,
     pub mounts: Mounts,
+    uploaders: Uploaders,
+    index: Arc<Index>,
     /// Mounts of a daemon that died, to mount again once the control socket answers.
     stale: std::sync::Mutex<Vec<MountRow>>,
     _lock: std::fs::File,
@@ -30,24 +34,20 @@ impl Daemon {
         paths
             .create()
             .with_context(|| format!("cannot create {}", paths.home().display()))?;
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(paths.daemon_lock())
-            .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?;
-        // SAFETY: flock on a descriptor we own; non-blocking.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            bail!("another lazysnap-mountd already runs for {}", paths.home().display());
-        }
+        let lock = paths
+            .try_lock_daemon()
+            .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?
+            .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
         let cache = Arc::new(BlockCache::new(&cache)?);
-        let mounts = Mounts::new(paths.clone(), index, cache, tuning, runtime);
+        let mounts = Mounts::new(paths.clone(), index.clone(), cache, tuning, runtime);
         let stale = mounts.take_stale();
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
             paths,
             mounts,
+            uploaders: Uploaders::new(index.clone()),
+            index,
             stale: std::sync::Mutex::new(stale),
             _lock: lock,
         }))
@@ -63,35 +63,86 @@ impl Daemon {
 
     /// Answers one request; `Shutdown` is answered by the server, which then stops.
     pub async fn handle(&self, request: Request) -> Response {
-        match request {
-            Request::Mount(req) => match self.mounts.mount(req).await {
-                Ok(path) => Response::ok(json!({ "mountPaths": [path] })),
-                Err(e) => Response::err(e.status(), e.to_string()),
-            },
-            Request::Umount { mount_path, lazy } => match self.mounts.unmount(&mount_path, lazy).await {
-                Ok(()) => Response::ok(json!({})),
-                Err(e) => Response::err(e.status(), e.to_string()),
-            },
+        let index = &self.index;
+        let answer = match request {
+            Request::Mount(req) => self.mounts.mount(req).await.map(|path| json!({ "mountPaths": [path] })),
+            Request::Umount { mount_path, lazy } => self.mounts.unmount(&mount_path, lazy).await.map(|()| json!({})),
             Request::Hydrate(req) => {
                 let params = HydrateParams {
                     bandwidth: req.bandwidth,
                     deadline_ms: req.deadline_ms,
                 };
-                match self.mounts.hydrate(&req.mount_path, req.action, &params) {
-                    Ok(status) => Response::ok(json!(status)),
-                    Err(e) => Response::err(e.status(), e.to_string()),
-                }
+                self.mounts
+                    .hydrate(&req.mount_path, req.action, &params)
+                    .map(|s| json!(s))
             }
-            Request::Mounts => Response::ok(json!(self.mounts.list())),
-            Request::Status => Response::ok(json!({
+            Request::SnapshotCreate(req) => ops::snapshot_create(&req, index).await,
+            Request::SnapshotRelease(req) => ops::snapshot_release(&req, index).await,
+            Request::SnapshotList(req) => ops::snapshot_list(&req).await,
+            Request::SnapshotDescribe(req) => ops::snapshot_describe(&req).await,
+            Request::Gc(req) => ops::gc(&req, index).await,
+            Request::UploaderStart(req) => self.uploaders.start(&req).await.map(|s| json!(s)),
+            Request::UploaderStop(req) => self.uploaders.stop(&req).await.map(|s| json!(s)),
+            Request::Uploaders => Ok(json!(self.uploaders.list().await)),
+            Request::Sync(req) => self.uploaders.sync(&req).await,
+            Request::NamespaceList(req) => ops::namespace_list(&req).await,
+            Request::NamespaceDelete(req) => self.delete_namespaces(&req).await,
+            Request::Mounts => Ok(json!(self.mounts.list())),
+            Request::Status => Ok(json!({
                 "pid": std::process::id(),
                 "home": self.paths.home(),
                 "mounts": self.mounts.list(),
                 "cache": self.mounts.cache_stats(),
                 "blockBuffers": self.mounts.buffer_stats(),
+                "uploaders": self.uploaders.list().await,
             })),
-            Request::Shutdown => Response::ok(json!({})),
+            Request::Shutdown => Ok(json!({})),
+        };
+        Response::answer(answer)
+    }
+
+    /// Fusion 0x77 with this node's guard: refused while the store has live mounts here, or while
+    /// this node uploads a volume that would be deleted, unless forced (then those uploaders stop
+    /// first and the mounts read I/O errors for what is gone). Mounts wait until it is done.
+    async fn delete_namespaces(&self, req: &NamespaceDeleteRequest) -> Result<serde_json::Value, OpError> {
+        let store = ops::open_store(&req.logstore_uri, false)?;
+        let url = store.url().to_string();
+        let _no_mounts_meanwhile = self.mounts.hold().await;
+        let (doomed, _) = namespace::plan(&store, &req.namespaces).await?;
+        let doomed: Vec<String> = doomed.into_iter().flat_map(|ns| ns.volumes).collect();
+        let uploading: Vec<VolumeId> = self
+            .uploaders
+            .volumes_of(&url)
+            .await
+            .into_iter()
+            .filter(|v| doomed.iter().any(|d| d == v.as_str()))
+            .collect();
+        let mounted = self.mounts.of_store(&url);
+        if !req.force && !req.dry_run {
+            if let Some((path, _)) = mounted.first() {
+                return Err(OpError::invalid(format!(
+                    "store {url} has {} live mount(s) on this node, e.g. {}; unmount them or force the delete",
+                    mounted.len(),
+                    path.display()
+                )));
+            }
+            if let Some(volume) = uploading.first() {
+                return Err(OpError::invalid(format!(
+                    "this node uploads volume {volume} of a namespace to delete; stop its uploader or force the delete"
+                )));
+            }
         }
+        if !req.dry_run {
+            self.uploaders.stop_volumes(&url, &uploading).await;
+            for (path, volumes) in &mounted {
+                tracing::warn!(path = %path.display(), ?volumes, "namespace delete forced while mounted: reads of blocks not yet local will fail");
+            }
+        }
+        ops::namespace_delete(req, &self.index).await
+    }
+
+    pub async fn stop_uploaders(&self) {
+        self.uploaders.stop_all().await;
     }
 
     pub fn shutdown(&self) {

@@ -9,7 +9,7 @@ use lazysnap::control::{HydrateAction, HydrateParams};
 use lazysnap::fs::LazyFs;
 use lazysnap::hydrate::{HydrateOptions, Hydration, HydrationStatus};
 
-use crate::mounts::MountError;
+use lazysnap::control::OpError;
 
 #[derive(Default)]
 pub struct Hydrations {
@@ -43,10 +43,10 @@ impl Hydrations {
     }
 
     /// Pauses, resumes, cancels or reports the hydration at `path`.
-    pub fn act(&self, path: &Path, action: HydrateAction) -> Result<HydrationStatus, MountError> {
+    pub fn act(&self, path: &Path, action: HydrateAction) -> Result<HydrationStatus, OpError> {
         let map = self.map();
         let Some(hydration) = map.get(path) else {
-            return Err(MountError::Invalid(format!(
+            return Err(OpError::invalid(format!(
                 "no hydration of {} (start one with `lazysnap hydrate {}`)",
                 path.display(),
                 path.display()

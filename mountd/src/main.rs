@@ -6,6 +6,7 @@ mod daemon;
 mod hydrations;
 mod mounts;
 mod server;
+mod uploaders;
 
 use std::path::PathBuf;
 
@@ -66,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     start_allocator_trimmer();
+    // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
+    if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
+        lazysnap::failpoint::arm(&name.to_string_lossy());
+    }
     let home = args.home.unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };

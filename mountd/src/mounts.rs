@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lazysnap::cache::{BlockCache, CacheStats};
-use lazysnap::catalog::{self, CatalogError, Selector};
-use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, Status};
+use lazysnap::catalog::{self, Selector};
+use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError};
 use lazysnap::fetch::{FetchConfig, Fetcher};
 use lazysnap::fs::{LazyFs, VolumeView};
 use lazysnap::fuse::{self, Busy, FuseOptions, Mount};
@@ -16,60 +16,10 @@ use lazysnap::hydrate::HydrationStatus;
 use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
-use lazysnap::snapshot::SnapshotError;
-use lazysnap::store::{BufferStats, Store, StoreConfig, StoreError, StoreUrl};
+use lazysnap::store::{BufferStats, Store, StoreConfig, StoreUrl};
 use serde_json::{json, Value};
 
 use crate::hydrations::Hydrations;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MountError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Unknown(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl MountError {
-    pub fn status(&self) -> Status {
-        match self {
-            MountError::Invalid(_) => Status::Einval,
-            MountError::Unknown(_) => Status::NotMyVbucket,
-            MountError::Internal(_) => Status::Einternal,
-        }
-    }
-}
-
-impl From<CatalogError> for MountError {
-    fn from(e: CatalogError) -> Self {
-        let message = e.to_string();
-        match e {
-            CatalogError::UnknownVolume { .. } | CatalogError::UnknownManifest { .. } => MountError::Unknown(message),
-            // An expired snapshot behaves as a released one; one still being created is not there yet.
-            CatalogError::Snapshot(
-                SnapshotError::Unknown { .. } | SnapshotError::Expired { .. } | SnapshotError::NotCommitted { .. },
-            ) => MountError::Unknown(message),
-            CatalogError::Snapshot(SnapshotError::InvalidUuid(_) | SnapshotError::Malformed { .. }) => {
-                MountError::Invalid(message)
-            }
-            CatalogError::Manifest(_) => MountError::Invalid(message),
-            CatalogError::Store(e) => e.into(),
-            _ => MountError::Internal(message),
-        }
-    }
-}
-
-impl From<StoreError> for MountError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::InvalidUrl { .. } => MountError::Invalid(e.to_string()),
-            StoreError::Open { .. } | StoreError::NotFound { .. } => MountError::Unknown(e.to_string()),
-            other => MountError::Internal(other.to_string()),
-        }
-    }
-}
 
 struct Active {
     mount: Mount,
@@ -144,7 +94,21 @@ impl Mounts {
         self.tuning.fetch.buffers.stats()
     }
 
-    pub async fn mount(&self, request: MountRequest) -> Result<String, MountError> {
+    /// Holds off mounts and unmounts while the guard lives (a namespace delete checks, then deletes).
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.admin.lock().await
+    }
+
+    /// Paths of this daemon's mounts of `store`, with their volumes.
+    pub fn of_store(&self, store: &str) -> Vec<(PathBuf, Vec<String>)> {
+        self.active()
+            .iter()
+            .filter(|(_, active)| active.store.to_string() == store)
+            .map(|(path, active)| (path.clone(), active.record.request.volumes.clone()))
+            .collect()
+    }
+
+    pub async fn mount(&self, request: MountRequest) -> Result<String, OpError> {
         let _admin = self.admin.lock().await;
         self.mount_as(request, None).await
     }
@@ -195,15 +159,15 @@ impl Mounts {
     }
 
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
-    async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, MountError> {
+    async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
         let url: StoreUrl = request.store.parse()?;
         if request.volumes.is_empty() {
-            return Err(MountError::Invalid("a mount needs at least one volume".into()));
+            return Err(OpError::invalid("a mount needs at least one volume"));
         }
         let volumes = request
             .volumes
             .iter()
-            .map(|v| VolumeId::parse(v).map_err(|e| MountError::Invalid(e.to_string())))
+            .map(|v| VolumeId::parse(v).map_err(|e| OpError::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let store = Store::open(&url, &StoreConfig::default())?;
         let mut views = Vec::new();
@@ -215,7 +179,7 @@ impl Mounts {
             };
             let (manifest, snapshot) = catalog::resolve(&store, &self.index, &volume, &selector).await?;
             if pinned.is_some_and(|name| *name != manifest.name) {
-                return Err(MountError::Invalid(format!(
+                return Err(OpError::invalid(format!(
                     "volume {volume} now shows manifest {}, not {}",
                     manifest.name,
                     pinned.map_or("", |n| n.as_str())
@@ -231,14 +195,14 @@ impl Mounts {
         let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(MountError::Invalid)?);
+        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
 
         let path = match &request.mount_path {
             Some(p) => PathBuf::from(p),
             None => self.paths.mounts().join(uuid::Uuid::new_v4().simple().to_string()),
         };
         if !path.is_absolute() {
-            return Err(MountError::Invalid(format!(
+            return Err(OpError::invalid(format!(
                 "mount path {} is not absolute",
                 path.display()
             )));
@@ -250,7 +214,7 @@ impl Mounts {
             {
                 return Ok(path.display().to_string());
             }
-            return Err(MountError::Invalid(format!(
+            return Err(OpError::invalid(format!(
                 "mount path {} is busy: lazysnap already mounts something else there",
                 path.display()
             )));
@@ -301,7 +265,7 @@ impl Mounts {
     }
 
     /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once.
-    async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, MountError> {
+    async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, OpError> {
         let options = FuseOptions {
             threads: self.tuning.fuse_threads,
             // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
@@ -317,31 +281,31 @@ impl Mounts {
                 .map(|m| m.dev())
                 .ok();
             let mount = fuse::mount(fs, &target, runtime, &options)
-                .map_err(|e| MountError::Internal(format!("cannot mount {}: {e}", target.display())))?;
+                .map_err(|e| OpError::internal(format!("cannot mount {}: {e}", target.display())))?;
             let readable = std::fs::metadata(&target)
                 .map(|m| Some(m.dev()) != parent_dev)
                 .and_then(|mounted| std::fs::read_dir(&target).map(|_| mounted));
             match readable {
                 Ok(true) => Ok(mount),
-                Ok(false) => Err(MountError::Internal(format!(
+                Ok(false) => Err(OpError::internal(format!(
                     "{} did not become a mount",
                     target.display()
                 ))),
-                Err(e) => Err(MountError::Internal(format!(
+                Err(e) => Err(OpError::internal(format!(
                     "mount {} is not readable: {e}",
                     target.display()
                 ))),
             }
         })
         .await
-        .map_err(|e| MountError::Internal(format!("mount task failed: {e}")))?
+        .map_err(|e| OpError::internal(format!("mount task failed: {e}")))?
     }
 
-    pub async fn unmount(&self, path: &str, lazy: bool) -> Result<(), MountError> {
+    pub async fn unmount(&self, path: &str, lazy: bool) -> Result<(), OpError> {
         let _admin = self.admin.lock().await;
         let path = PathBuf::from(path);
         let Some(active) = self.active().remove(&path) else {
-            return Err(MountError::Invalid(format!(
+            return Err(OpError::invalid(format!(
                 "{} is not mounted by lazysnap",
                 path.display()
             )));
@@ -357,7 +321,7 @@ impl Mounts {
         } else {
             let unmounted = tokio::task::spawn_blocking(move || mount.unmount())
                 .await
-                .map_err(|e| MountError::Internal(e.to_string()))?;
+                .map_err(|e| OpError::internal(e.to_string()))?;
             if let Err(busy) = unmounted {
                 let Busy { mount, error } = *busy;
                 // Still mounted and serving: keep it registered.
@@ -371,11 +335,11 @@ impl Mounts {
                     },
                 );
                 return Err(match error.raw_os_error() {
-                    Some(libc::EBUSY) => MountError::Invalid(format!(
+                    Some(libc::EBUSY) => OpError::invalid(format!(
                         "{} is busy: processes have files open under it (close them, or umount --lazy to detach it now)",
                         path.display()
                     )),
-                    _ => MountError::Internal(format!("cannot unmount {}: {error}", path.display())),
+                    _ => OpError::internal(format!("cannot unmount {}: {error}", path.display())),
                 });
             }
         }
@@ -394,12 +358,12 @@ impl Mounts {
         path: &str,
         action: HydrateAction,
         params: &HydrateParams,
-    ) -> Result<HydrationStatus, MountError> {
+    ) -> Result<HydrationStatus, OpError> {
         let path = PathBuf::from(path);
         let fs = match self.active().get(&path) {
             Some(active) => active.mount.fs().clone(),
             None => {
-                return Err(MountError::Invalid(format!(
+                return Err(OpError::invalid(format!(
                     "{} is not mounted by lazysnap",
                     path.display()
                 )))
@@ -474,37 +438,34 @@ impl Mounts {
 }
 
 /// Makes sure `path` is an empty folder that is not already a mount; true when it was created.
-fn prepare_dir(path: &Path) -> Result<bool, MountError> {
+fn prepare_dir(path: &Path) -> Result<bool, OpError> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(path)
-                .map_err(|e| MountError::Invalid(format!("cannot create mount path {}: {e}", path.display())))?;
+                .map_err(|e| OpError::invalid(format!("cannot create mount path {}: {e}", path.display())))?;
             Ok(true)
         }
-        Err(e) => Err(MountError::Invalid(format!(
+        Err(e) => Err(OpError::invalid(format!(
             "mount path {} is unusable: {e}",
             path.display()
         ))),
-        Ok(meta) if !meta.is_dir() => Err(MountError::Invalid(format!(
+        Ok(meta) if !meta.is_dir() => Err(OpError::invalid(format!(
             "mount path {} is not a directory",
             path.display()
         ))),
         Ok(meta) => {
             let parent = std::fs::metadata(path.parent().unwrap_or(Path::new("/")))
-                .map_err(|e| MountError::Invalid(format!("mount path {}: {e}", path.display())))?;
+                .map_err(|e| OpError::invalid(format!("mount path {}: {e}", path.display())))?;
             if parent.dev() != meta.dev() {
-                return Err(MountError::Invalid(format!(
+                return Err(OpError::invalid(format!(
                     "mount path {} is busy: something is mounted there",
                     path.display()
                 )));
             }
-            let mut entries = std::fs::read_dir(path)
-                .map_err(|e| MountError::Invalid(format!("mount path {}: {e}", path.display())))?;
+            let mut entries =
+                std::fs::read_dir(path).map_err(|e| OpError::invalid(format!("mount path {}: {e}", path.display())))?;
             if entries.next().is_some() {
-                return Err(MountError::Invalid(format!(
-                    "mount path {} is not empty",
-                    path.display()
-                )));
+                return Err(OpError::invalid(format!("mount path {} is not empty", path.display())));
             }
             Ok(false)
         }

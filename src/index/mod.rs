@@ -198,6 +198,25 @@ impl Index {
         Ok(())
     }
 
+    /// Forgets every manifest, file and snapshot row of a volume (its objects were deleted).
+    pub fn forget_volume(&self, store: &StoreUrl, volume: &VolumeId) -> Result<()> {
+        let mut conn = self.conn();
+        let Some(store_id) = existing_store_id(&conn, store)? else {
+            return Ok(());
+        };
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM manifests WHERE store_id = ?1 AND volume_id = ?2",
+            params![store_id, volume.as_str()],
+        )?;
+        tx.execute(
+            "DELETE FROM snapshots WHERE store_id = ?1 AND volume_id = ?2",
+            params![store_id, volume.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn snapshot(&self, store: &StoreUrl, volume: &VolumeId, uuid: &str) -> Result<Option<SnapshotRow>> {
         let conn = self.conn();
         let Some(store_id) = existing_store_id(&conn, store)? else {

@@ -26,6 +26,9 @@ pub async fn create(
     now_ms: u64,
 ) -> Result<CreatedSnapshot, SnapshotError> {
     validate_uuid(uuid)?;
+    if validity_secs == 0 {
+        return Err(SnapshotError::InvalidValidity(validity_secs));
+    }
     let valid_till = validity_secs
         .checked_mul(1000)
         .and_then(|ms| ms.checked_add(now_ms))
@@ -49,6 +52,7 @@ pub async fn create(
             writer: writer.clone(),
         };
         let generation = write_record(store, volume, &record, now_ms).await?;
+        crate::failpoint::reached(crate::failpoint::SNAPSHOT_RECORDED);
         let collecting = store.head(&layout::collecting_key(volume, &name)).await?.is_some();
         let gone = store.head(&layout::manifest_key(volume, &name)).await?.is_none();
         if collecting || gone {

@@ -39,7 +39,7 @@ pub const CREATE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30)
 pub enum SnapshotError {
     #[error("invalid snapshot UUID {0:?}: use 1 to 128 letters, digits, '-', '_' or '.'")]
     InvalidUuid(String),
-    #[error("validity of {0} seconds is too large")]
+    #[error("validity of {0} seconds is out of range: give at least 1 second, and less than the age of the universe")]
     InvalidValidity(u64),
     #[error("snapshot {uuid} of volume {volume} already exists")]
     Exists { volume: VolumeId, uuid: String },

@@ -1,4 +1,4 @@
-//! publish, snapshot, mount, umount.
+//! publish, index sync, mount, umount.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,6 @@ use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
 use lazysnap::publish::{self, PublishOptions};
 use lazysnap::store::{Store, StoreConfig, StoreUrl};
-use serde_json::json;
 
 use crate::{block_on, daemon, print_json, progress, SelectorArgs};
 
@@ -33,27 +32,6 @@ pub struct PublishArgs {
     /// Files uploaded in parallel.
     #[arg(long, default_value_t = 8)]
     jobs: usize,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum SnapshotCommand {
-    /// Pin each volume's current manifest; prints Fusion's Get Fusion Storage Snapshot answer.
-    Create(SnapshotCreateArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct SnapshotCreateArgs {
-    #[arg(long)]
-    store: String,
-    /// Volume IDs to snapshot (repeat for several: the answer is then one element per volume).
-    #[arg(long = "volume", required = true)]
-    volumes: Vec<String>,
-    /// Snapshot UUID (default: a random UUID).
-    #[arg(long)]
-    uuid: Option<String>,
-    /// How long the snapshot stays valid, in seconds.
-    #[arg(long)]
-    validity: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,7 +67,7 @@ pub struct MountArgs {
     bandwidth: Option<u64>,
 }
 
-fn open_store(url: &str, create: bool) -> anyhow::Result<Store> {
+pub fn open_store(url: &str, create: bool) -> anyhow::Result<Store> {
     let url: StoreUrl = url.parse()?;
     let config = StoreConfig {
         create_local_dir: create,
@@ -119,36 +97,6 @@ pub fn publish(args: PublishArgs, paths: &Paths) -> anyhow::Result<()> {
     let report = block_on(publish::publish(&store, &index, &args.dir, &volume, &options, &bar))?;
     bar.finish();
     print_json(&serde_json::to_value(report)?);
-    Ok(())
-}
-
-pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
-    let SnapshotCommand::Create(args) = command;
-    let store = open_store(&args.store, false)?;
-    let index = open_index(paths)?;
-    let volumes = args
-        .volumes
-        .iter()
-        .map(|v| VolumeId::parse(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let uuid = args.uuid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let now = lazysnap::now_ms();
-    let mut answers = Vec::new();
-    for volume in &volumes {
-        let created = block_on(lazysnap::snapshot::create(
-            &store,
-            &index,
-            volume,
-            &uuid,
-            args.validity,
-            now,
-        ))?;
-        answers.push(serde_json::to_value(created)?);
-    }
-    match answers.len() {
-        1 => print_json(&answers[0]),
-        _ => print_json(&json!(answers)),
-    }
     Ok(())
 }
 

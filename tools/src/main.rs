@@ -7,6 +7,7 @@ mod commands;
 mod daemon;
 mod hydrate;
 mod inspect;
+mod lifecycle;
 mod progress;
 
 use std::path::PathBuf;
@@ -38,9 +39,21 @@ struct Cli {
 enum Command {
     /// Upload every regular file under DIR as the next log manifest of a volume.
     Publish(commands::PublishArgs),
-    /// Create snapshots: pin a volume's current manifest for a while.
+    /// Snapshots: pin a volume's current manifest for a while (create, release, list, describe).
     #[command(subcommand)]
-    Snapshot(commands::SnapshotCommand),
+    Snapshot(lifecycle::SnapshotCommand),
+    /// Log cleaning: delete data files that no needed manifest names (the latest, those pinned by
+    /// live snapshots, those younger than the retention). Runs only under the current term.
+    Gc(lifecycle::GcArgs),
+    /// Continuous uploads of an engine folder by lazysnap-mountd, fenced by terms.
+    #[command(subcommand)]
+    Uploader(lifecycle::UploaderCommand),
+    /// Upload what this node's uploader of a volume has pending and write a manifest now; prints
+    /// the manifest once it is durable.
+    Sync(lifecycle::VolumeArgs),
+    /// The namespaces of a store: list them, or delete all but some.
+    #[command(subcommand)]
+    Namespace(lifecycle::NamespaceCommand),
     /// Mount volumes read-only; prints {"mountPaths": [...]} once the mount is readable.
     Mount(commands::MountArgs),
     /// Unmount a lazysnap mount.
@@ -121,6 +134,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
+    if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
+        lazysnap::failpoint::arm(&name.to_string_lossy());
+    }
     let home = cli.home.clone().unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
@@ -152,7 +169,11 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
     match command {
         Command::Publish(args) => commands::publish(args, paths),
-        Command::Snapshot(cmd) => commands::snapshot(cmd, paths),
+        Command::Snapshot(cmd) => lifecycle::snapshot(cmd, paths),
+        Command::Gc(args) => lifecycle::gc(args, paths),
+        Command::Uploader(cmd) => lifecycle::uploader(cmd, paths),
+        Command::Sync(args) => lifecycle::sync(args, paths),
+        Command::Namespace(cmd) => lifecycle::namespace(cmd, paths),
         Command::Mount(args) => commands::mount(args, paths),
         Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
         Command::Hydrate(args) => hydrate::hydrate(args, paths),

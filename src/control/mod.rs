@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Selector;
 
+mod error;
+pub mod ops;
+
+pub use error::OpError;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
@@ -27,6 +32,28 @@ pub enum Request {
     },
     /// Start, pause, resume, cancel or ask about the hydration of a mount; answers its status.
     Hydrate(HydrateRequest),
+    /// Fusion 0x70: pin each volume's current manifest; answers one element per volume.
+    SnapshotCreate(SnapshotCreateRequest),
+    /// Fusion 0x71: release a snapshot of each volume (idempotent).
+    SnapshotRelease(SnapshotReleaseRequest),
+    /// The snapshots of a volume, with their states.
+    SnapshotList(VolumeRequest),
+    /// One snapshot of a volume.
+    SnapshotDescribe(SnapshotDescribeRequest),
+    /// Log cleaning: delete data files no needed manifest names.
+    Gc(GcRequest),
+    /// Fusion 0x75: start (or take over with a newer term) the uploader of a volume on this node.
+    UploaderStart(UploaderStartRequest),
+    /// Fusion 0x76: stop this node's uploader of a volume.
+    UploaderStop(VolumeRequest),
+    /// This node's uploaders and their states.
+    Uploaders,
+    /// Fusion 0x74: upload what is pending and write a manifest now; answers once it is durable.
+    Sync(VolumeRequest),
+    /// Fusion 0x78: the namespaces of a store and their volumes.
+    NamespaceList(NamespaceListRequest),
+    /// Fusion 0x77: delete every namespace of a store except those listed.
+    NamespaceDelete(NamespaceDeleteRequest),
     /// Every mount with its volumes and counters.
     Mounts,
     /// The daemon's pid, home, mounts and cache figures.
@@ -85,6 +112,142 @@ pub struct HydrateRequest {
     pub deadline_ms: Option<u64>,
 }
 
+/// One volume ID, or several: `"volumes": "v"` and `"volumes": ["v", "w"]` (or `"volume"`) both work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Volumes {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Volumes {
+    pub fn ids(&self) -> &[String] {
+        match self {
+            Volumes::One(id) => std::slice::from_ref(id),
+            Volumes::Many(ids) => ids,
+        }
+    }
+}
+
+/// An uploader term: an unsigned 64-bit integer sent as a string (`"term": "1234"`), as Fusion does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Term(pub u64);
+
+impl Serialize for Term {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Term {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Term, D::Error> {
+        // Numbers are accepted too: a client that sends 7 means term 7.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let parsed = match &value {
+            serde_json::Value::String(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|_| text.bytes().all(|b| b.is_ascii_digit())),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        parsed.map(Term).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "term {value} is not an unsigned 64-bit integer in a string, like \"1234\""
+            ))
+        })
+    }
+}
+
+/// Operations on one volume of a store. `logstore_uri` is accepted for `store`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    pub volume: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCreateRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    #[serde(alias = "volume")]
+    pub volumes: Volumes,
+    #[serde(rename = "snapshotUuid")]
+    pub snapshot_uuid: String,
+    /// Seconds the snapshot stays valid.
+    pub validity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotReleaseRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    #[serde(alias = "volume")]
+    pub volumes: Volumes,
+    #[serde(rename = "snapshotUuid")]
+    pub snapshot_uuid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDescribeRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    pub volume: String,
+    #[serde(rename = "snapshotUuid")]
+    pub snapshot_uuid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    pub volume: String,
+    /// Seconds a superseded manifest stays needed (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<u64>,
+    /// Seconds an object no manifest names is left alone, as a publish may still be writing it (default 3600).
+    #[serde(default, rename = "uploadGrace", skip_serializing_if = "Option::is_none")]
+    pub upload_grace: Option<u64>,
+    /// Run under this term (default: the volume's current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<Term>,
+    #[serde(default, rename = "dryRun")]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploaderStartRequest {
+    #[serde(alias = "logstore_uri")]
+    pub store: String,
+    pub volume: String,
+    /// The engine's local folder whose files are uploaded.
+    pub source: String,
+    pub term: Term,
+    /// Seconds between uploads (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceListRequest {
+    #[serde(alias = "store")]
+    pub logstore_uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceDeleteRequest {
+    #[serde(alias = "store")]
+    pub logstore_uri: String,
+    /// Namespaces to keep; every other one is deleted (an empty list deletes all).
+    pub namespaces: Vec<String>,
+    /// Delete even while this node has live mounts of the store or uploaders of deleted volumes.
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default, rename = "dryRun")]
+    pub dry_run: bool,
+}
+
 fn latest() -> Selector {
     Selector::Latest
 }
@@ -112,6 +275,13 @@ impl Response {
             status: Status::Success,
             result: Some(result),
             error: None,
+        }
+    }
+
+    pub fn answer(result: Result<serde_json::Value, OpError>) -> Response {
+        match result {
+            Ok(value) => Response::ok(value),
+            Err(e) => Response::err(e.status, e.message),
         }
     }
 

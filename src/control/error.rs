@@ -1,0 +1,131 @@
+//! The one place that decides which Fusion status each failure answers: `Einval` when the input is
+//! wrong, `NotMyVbucket` when the volume (or what was named in it) is unknown here or this node
+//! does not own its role, `Einternal` when the store or node failed. The message is the error's own,
+//! which names the input.
+
+use super::Status;
+use crate::catalog::CatalogError;
+use crate::gc::GcError;
+use crate::names::NameError;
+use crate::namespace::NamespaceError;
+use crate::publish::PublishError;
+use crate::snapshot::SnapshotError;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OpError {
+    pub status: Status,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn invalid(message: impl Into<String>) -> OpError {
+        OpError {
+            status: Status::Einval,
+            message: message.into(),
+        }
+    }
+
+    pub fn unknown(message: impl Into<String>) -> OpError {
+        OpError {
+            status: Status::NotMyVbucket,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> OpError {
+        OpError {
+            status: Status::Einternal,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidUrl { .. } => OpError::invalid(e.to_string()),
+            StoreError::Open { .. } | StoreError::NotFound { .. } => OpError::unknown(e.to_string()),
+            other => OpError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<NameError> for OpError {
+    fn from(e: NameError) -> Self {
+        OpError::invalid(e.to_string())
+    }
+}
+
+impl From<CatalogError> for OpError {
+    fn from(e: CatalogError) -> Self {
+        let message = e.to_string();
+        match e {
+            CatalogError::UnknownVolume { .. } | CatalogError::UnknownManifest { .. } => OpError::unknown(message),
+            CatalogError::Snapshot(e) => e.into(),
+            CatalogError::Manifest(_) => OpError::invalid(message),
+            CatalogError::Store(e) => e.into(),
+            CatalogError::Index(_) => OpError::internal(message),
+        }
+    }
+}
+
+impl From<SnapshotError> for OpError {
+    fn from(e: SnapshotError) -> Self {
+        let message = e.to_string();
+        match e {
+            SnapshotError::InvalidUuid(_) | SnapshotError::InvalidValidity(_) | SnapshotError::Exists { .. } => {
+                OpError::invalid(message)
+            }
+            // An expired snapshot behaves as a released one; one still being created is not there yet.
+            SnapshotError::Unknown { .. }
+            | SnapshotError::Expired { .. }
+            | SnapshotError::NotCommitted { .. }
+            | SnapshotError::EmptyVolume(_) => OpError::unknown(message),
+            SnapshotError::Store(e) => e.into(),
+            SnapshotError::Catalog(e) => (*e).into(),
+            SnapshotError::RolledBack { .. } | SnapshotError::Malformed { .. } => OpError::internal(message),
+        }
+    }
+}
+
+impl From<GcError> for OpError {
+    fn from(e: GcError) -> Self {
+        let message = e.to_string();
+        match e {
+            GcError::EmptyVolume(_) => OpError::unknown(message),
+            GcError::Fenced { .. } | GcError::TermNotStarted { .. } => OpError::invalid(message),
+            GcError::MissingPinned { .. } => OpError::internal(message),
+            GcError::Snapshot(e) => e.into(),
+            GcError::Catalog(e) => (*e).into(),
+            GcError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PublishError> for OpError {
+    fn from(e: PublishError) -> Self {
+        let message = e.to_string();
+        match e {
+            PublishError::NotADirectory(_)
+            | PublishError::NotUtf8(_)
+            | PublishError::Name(_)
+            | PublishError::Immutable { .. }
+            | PublishError::Fenced { .. } => OpError::invalid(message),
+            PublishError::Read { .. } | PublishError::Conflict { .. } => OpError::internal(message),
+            PublishError::Store(e) => e.into(),
+            PublishError::Catalog(e) => (*e).into(),
+        }
+    }
+}
+
+impl From<NamespaceError> for OpError {
+    fn from(e: NamespaceError) -> Self {
+        match e {
+            NamespaceError::InvalidKeep { .. } => OpError::invalid(e.to_string()),
+            NamespaceError::Store(e) => e.into(),
+            NamespaceError::Index(_) => OpError::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The operations that need nothing but a store and the node's index: snapshot create, release,
+//! list and describe, GC, namespace list and delete. mountd answers its control API with these and
+//! the CLI runs the very same functions, so both accept the same input and fail the same way.
+
+use serde_json::{json, Value};
+
+use super::{
+    GcRequest, NamespaceDeleteRequest, NamespaceListRequest, OpError, SnapshotCreateRequest, SnapshotDescribeRequest,
+    SnapshotReleaseRequest, VolumeRequest,
+};
+use crate::gc::{self, GcOptions};
+use crate::index::Index;
+use crate::names::VolumeId;
+use crate::store::{Store, StoreConfig, StoreUrl};
+use crate::{namespace, snapshot};
+
+/// Opens the store a request names; `create` makes a missing file:// folder (for writers).
+pub fn open_store(url: &str, create: bool) -> Result<Store, OpError> {
+    let url: StoreUrl = url.parse()?;
+    let config = StoreConfig {
+        create_local_dir: create,
+        ..StoreConfig::default()
+    };
+    Ok(Store::open(&url, &config)?)
+}
+
+pub fn volume_ids(ids: &[String]) -> Result<Vec<VolumeId>, OpError> {
+    if ids.is_empty() {
+        return Err(OpError::invalid("name at least one volume"));
+    }
+    Ok(ids.iter().map(|v| VolumeId::parse(v)).collect::<Result<_, _>>()?)
+}
+
+/// Creates the snapshot on every volume, or on none: if one volume fails, those already created
+/// are released again and the error names the volume.
+pub async fn snapshot_create(req: &SnapshotCreateRequest, index: &Index) -> Result<Value, OpError> {
+    let volumes = volume_ids(req.volumes.ids())?;
+    snapshot::validate_uuid(&req.snapshot_uuid)?;
+    let store = open_store(&req.store, false)?;
+    let now = crate::now_ms();
+    let mut created = Vec::new();
+    for volume in &volumes {
+        match snapshot::create(&store, index, volume, &req.snapshot_uuid, req.validity, now).await {
+            Ok(answer) => created.push(answer),
+            Err(e) => {
+                // Owned, not iterated by reference: rustc cannot prove a borrowing loop's future Send.
+                while let Some(done) = created.pop() {
+                    let id = VolumeId::parse(&done.volume_id).expect("created on a valid volume");
+                    if let Err(undo) = snapshot::release(&store, index, &id, &req.snapshot_uuid).await {
+                        tracing::warn!(volume = %id, uuid = %req.snapshot_uuid, error = %undo, "cannot release a snapshot after a later volume failed; it expires at its validTill");
+                    }
+                }
+                let mut error = OpError::from(e);
+                if volumes.len() > 1 {
+                    error.message = format!("{} (no volume was snapshotted)", error.message);
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(json!(created))
+}
+
+/// Releases the snapshot on every volume; releasing one that is already gone succeeds.
+pub async fn snapshot_release(req: &SnapshotReleaseRequest, index: &Index) -> Result<Value, OpError> {
+    let volumes = volume_ids(req.volumes.ids())?;
+    snapshot::validate_uuid(&req.snapshot_uuid)?;
+    let store = open_store(&req.store, false)?;
+    let mut answers = Vec::new();
+    for volume in &volumes {
+        let released = snapshot::release(&store, index, volume, &req.snapshot_uuid).await?;
+        answers.push(json!({
+            "volumeID": volume.as_str(),
+            "snapshotUUID": req.snapshot_uuid,
+            "released": released,
+        }));
+    }
+    Ok(json!(answers))
+}
+
+pub async fn snapshot_list(req: &VolumeRequest) -> Result<Value, OpError> {
+    let volume = VolumeId::parse(&req.volume)?;
+    let store = open_store(&req.store, false)?;
+    known_volume(&store, &volume).await?;
+    Ok(json!(snapshot::list(&store, &volume, crate::now_ms()).await?))
+}
+
+pub async fn snapshot_describe(req: &SnapshotDescribeRequest) -> Result<Value, OpError> {
+    let volume = VolumeId::parse(&req.volume)?;
+    snapshot::validate_uuid(&req.snapshot_uuid)?;
+    let store = open_store(&req.store, false)?;
+    Ok(json!(
+        snapshot::describe(&store, &volume, &req.snapshot_uuid, crate::now_ms()).await?
+    ))
+}
+
+pub async fn gc(req: &GcRequest, index: &Index) -> Result<Value, OpError> {
+    let volume = VolumeId::parse(&req.volume)?;
+    let store = open_store(&req.store, false)?;
+    let defaults = GcOptions::default();
+    let options = GcOptions {
+        term: req.term.map(|t| t.0),
+        retention_ms: seconds(req.retention, defaults.retention_ms, "retention")?,
+        upload_grace_ms: seconds(req.upload_grace, defaults.upload_grace_ms, "uploadGrace")?,
+        dry_run: req.dry_run,
+    };
+    let report = gc::collect(&store, index, &volume, &options, crate::now_ms()).await?;
+    Ok(json!(report))
+}
+
+fn seconds(value: Option<u64>, default_ms: u64, name: &str) -> Result<u64, OpError> {
+    match value {
+        None => Ok(default_ms),
+        Some(s) => s
+            .checked_mul(1000)
+            .ok_or_else(|| OpError::invalid(format!("{name} of {s} seconds is too large"))),
+    }
+}
+
+pub async fn namespace_list(req: &NamespaceListRequest) -> Result<Value, OpError> {
+    let store = open_store(&req.logstore_uri, false)?;
+    Ok(json!(namespace::list(&store).await?))
+}
+
+/// Deletes namespaces without asking who uses them: the caller checks live mounts and uploaders.
+pub async fn namespace_delete(req: &NamespaceDeleteRequest, index: &Index) -> Result<Value, OpError> {
+    let store = open_store(&req.logstore_uri, false)?;
+    Ok(json!(
+        namespace::delete_except(&store, index, &req.namespaces, req.dry_run).await?
+    ))
+}
+
+/// NotMyVbucket for a volume the store does not hold, rather than an empty answer.
+pub async fn known_volume(store: &Store, volume: &VolumeId) -> Result<(), OpError> {
+    if crate::catalog::latest_manifest_name(store, volume).await?.is_none() {
+        return Err(OpError::unknown(format!(
+            "volume {volume} not found in store {}",
+            store.url()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Named places where a process can be made to stop dead, so tests can prove that a crash at the
+//! worst moment (between the two phases of a snapshot create, half-way through a namespace delete)
+//! leaves state a later run repairs. Disarmed unless a binary arms one; the library itself never
+//! reads the environment.
+
+use std::sync::OnceLock;
+
+static ARMED: OnceLock<String> = OnceLock::new();
+
+/// Makes the process hang at the failpoint `name`, to be killed there. Only the first call counts.
+pub fn arm(name: &str) {
+    let _ = ARMED.set(name.to_string());
+}
+
+/// At an armed failpoint: says so on standard error and waits forever for the kill.
+pub fn reached(name: &str) {
+    if ARMED.get().is_some_and(|armed| armed == name) {
+        eprintln!("lazysnap: failpoint {name} reached; waiting to be killed");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Every failpoint, for `--help` texts and for tests that arm them.
+pub const SNAPSHOT_RECORDED: &str = "snapshot-create-recorded";
+pub const NAMESPACE_FILES_DELETED: &str = "namespace-delete-files-deleted";
