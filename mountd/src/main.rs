@@ -3,6 +3,7 @@
 //! choose cache sizes and logging.
 
 mod daemon;
+mod expiry;
 mod hydrations;
 mod mounts;
 mod server;

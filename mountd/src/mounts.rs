@@ -57,6 +57,7 @@ pub struct Mounts {
     runtime: tokio::runtime::Handle,
     active: Mutex<BTreeMap<PathBuf, Active>>,
     hydrations: Hydrations,
+    expiry: crate::expiry::Watch,
     /// Mount and unmount run one at a time: they change the mount table and folders.
     admin: tokio::sync::Mutex<()>,
 }
@@ -77,6 +78,7 @@ impl Mounts {
             runtime,
             active: Mutex::default(),
             hydrations: Hydrations::default(),
+            expiry: crate::expiry::Watch::default(),
             admin: tokio::sync::Mutex::new(()),
         }
     }
@@ -344,6 +346,7 @@ impl Mounts {
             }
         }
         self.hydrations.forget(&path);
+        self.expiry.forget(&path);
         if created_dir {
             let _ = std::fs::remove_dir(&path);
         }
@@ -408,7 +411,21 @@ impl Mounts {
         }
     }
 
+    /// Logs mounted snapshots that expire (or have expired) with blocks not yet local.
+    pub fn check_expiry(&self) {
+        let mounted: Vec<(PathBuf, Arc<LazyFs>)> = self
+            .active()
+            .iter()
+            .map(|(path, active)| (path.clone(), active.mount.fs().clone()))
+            .collect();
+        let now = lazysnap::now_ms();
+        for (path, fs) in mounted {
+            self.expiry.check(&path, &fs, now);
+        }
+    }
+
     pub fn list(&self) -> Vec<Value> {
+        let now = lazysnap::now_ms();
         self.active()
             .iter()
             .map(|(path, active)| {
@@ -416,11 +433,13 @@ impl Mounts {
                 let volumes: Vec<Value> = fs
                     .views()
                     .iter()
-                    .map(|v| {
+                    .enumerate()
+                    .map(|(i, v)| {
                         json!({
                             "volumeID": v.volume.as_str(),
                             "logManifestName": v.manifest.name,
                             "snapshotUUID": v.snapshot.as_ref().map(|s| s.uuid.clone()),
+                            "snapshot": v.snapshot.as_ref().map(|s| crate::expiry::status(fs, i, s, now)),
                         })
                     })
                     .collect();

@@ -13,6 +13,9 @@ use tokio::sync::Notify;
 
 use crate::daemon::Daemon;
 
+/// How often mounted snapshots are checked for expiry with blocks not yet local.
+const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Requests are one line of JSON; anything longer than this is not a request.
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
@@ -32,6 +35,18 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     tokio::spawn({
         let daemon = daemon.clone();
         async move { daemon.restore_mounts().await }
+    });
+    tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            let mut ticker = tokio::time::interval(EXPIRY_CHECK);
+            loop {
+                ticker.tick().await;
+                let daemon = daemon.clone();
+                // Reads cache maps from disk: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || daemon.mounts.check_expiry()).await;
+            }
+        }
     });
     loop {
         tokio::select! {

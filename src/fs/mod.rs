@@ -157,6 +157,28 @@ impl LazyFs {
             .collect()
     }
 
+    /// Bytes of the files of view `volume` that are not cached on this node: what reads would
+    /// still fetch from the store. Reads each file's cache map; for status, not for every read.
+    pub fn bytes_not_local(&self, volume: usize) -> u64 {
+        (1..=self.tree.len())
+            .filter_map(|ino| match &self.tree.get(ino)?.kind {
+                NodeKind::File { row, volume: v } if *v == volume => Some((ino, row.size)),
+                _ => None,
+            })
+            .map(|(ino, size)| match self.object(ino) {
+                Ok(object) => {
+                    let cached = self
+                        .fetcher
+                        .cache()
+                        .object_status(&object.id, object.shape)
+                        .bytes_cached;
+                    size.saturating_sub(cached)
+                }
+                Err(_) => size,
+            })
+            .sum()
+    }
+
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         match self.tree.get(parent).map(|n| &n.kind) {
             None => Err(FsError::NotFound),
