@@ -16,7 +16,7 @@ use crate::store::{layout, Store, StoreError};
 pub enum Selector {
     /// The newest manifest in the store now.
     Latest,
-    /// A manifest by name (`<term>-<seq>.json`).
+    /// A manifest by name (`<seq>.json`, 20 digits).
     Manifest(String),
     /// The manifest a snapshot pins.
     Snapshot(String),
@@ -118,7 +118,7 @@ pub async fn resolve(
     }
 }
 
-/// Every volume in a store: folders under `volumes/` that hold a `manifests` folder.
+/// Every volume in a store: folders under `volumes/` whose `manifests` folder holds a manifest.
 pub async fn list_volumes(store: &Store) -> Result<Vec<VolumeId>, StoreError> {
     let mut found = Vec::new();
     let mut pending = vec![Path::from(layout::VOLUMES)];
@@ -128,8 +128,12 @@ pub async fn list_volumes(store: &Store) -> Result<Vec<VolumeId>, StoreError> {
             let name = child.filename().unwrap_or_default();
             if name == "manifests" {
                 let id = dir.as_ref().strip_prefix("volumes/").unwrap_or_default();
+                // A deleted volume may leave empty folders behind (a local directory store keeps
+                // them): only one with a manifest is there.
                 if let Ok(volume) = VolumeId::parse(id) {
-                    found.push(volume);
+                    if !manifest_names(store, &volume).await?.is_empty() {
+                        found.push(volume);
+                    }
                 }
             } else if !crate::names::RESERVED_COMPONENTS.contains(&name) {
                 pending.push(child);

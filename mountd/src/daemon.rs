@@ -53,12 +53,13 @@ impl Daemon {
         }))
     }
 
-    /// Brings back what a daemon that died had mounted (see [`Mounts::restore`]).
+    /// Brings back what a daemon that died had mounted (see [`Mounts::restore`]) and its uploaders.
     pub async fn restore_mounts(&self) {
         let stale = std::mem::take(&mut *self.stale.lock().unwrap_or_else(|p| p.into_inner()));
         if !stale.is_empty() {
             self.mounts.restore(stale).await;
         }
+        self.uploaders.restore().await;
     }
 
     /// Answers one request; `Shutdown` is answered by the server, which then stops.

@@ -212,8 +212,7 @@ impl Mounts {
         if let Some(active) = self.active().get(&path) {
             // The same request again (a retry, or a mount a restarted daemon brought back): done.
             let asked = &active.record.request;
-            if (&asked.store, &asked.volumes, &asked.selector) == (&request.store, &request.volumes, &request.selector)
-            {
+            if (&active.store, &asked.volumes, &asked.selector) == (&url, &request.volumes, &request.selector) {
                 return Ok(path.display().to_string());
             }
             return Err(OpError::invalid(format!(

@@ -16,6 +16,9 @@ use crate::daemon::Daemon;
 /// How often mounted snapshots are checked for expiry with blocks not yet local.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a client may take to send its request line.
+const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Requests are one line of JSON; anything longer than this is not a request.
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
@@ -81,10 +84,14 @@ async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Notify, owner: u
             format!("user {peer} may not control this lazysnap-mountd"),
         )
     } else {
-        let mut line = String::new();
+        let mut line = Vec::new();
         let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
-        reader.read_line(&mut line).await?;
-        match serde_json::from_str::<Request>(&line) {
+        // A client that never finishes its line must not hold a task forever.
+        match tokio::time::timeout(REQUEST_READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
+            Ok(read) => read?,
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no request line")),
+        };
+        match serde_json::from_slice::<Request>(&line) {
             Ok(Request::Shutdown) => {
                 stopping = true;
                 Response::ok(serde_json::json!({}))

@@ -33,6 +33,8 @@ pub enum UploaderState {
     Running,
     /// A newer term took the volume over: this uploader writes nothing more.
     Fenced,
+    /// Stopped by request (the answer to `uploader_stop`).
+    Stopped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,20 +115,23 @@ impl Uploaders {
                     req.term.0, current.term.0
                 )));
             }
-            if current.term == req.term && current.state == UploaderState::Running {
-                if current.source != source {
-                    return Err(OpError::invalid(format!(
-                        "this node already uploads volume {volume} from {} under term {}; stop it first",
-                        current.source.display(),
-                        req.term.0
-                    )));
-                }
+            let same_term = current.term == req.term && current.state == UploaderState::Running;
+            if same_term && current.source != source {
+                return Err(OpError::invalid(format!(
+                    "this node already uploads volume {volume} from {} under term {}; stop it first",
+                    current.source.display(),
+                    req.term.0
+                )));
+            }
+            if same_term && current.interval_seconds == interval {
                 return Ok(current);
             }
-            let replaced = active.remove(&key).expect("looked up above");
+        }
+        // The term first: if the store refuses it, what ran here keeps running (or stays FENCED).
+        let started = publish::start_term(&store, &self.index, &volume, req.term.0).await?;
+        if let Some(replaced) = active.remove(&key) {
             stop(replaced).await;
         }
-        let started = publish::start_term(&store, &self.index, &volume, req.term.0).await?;
         let status = Arc::new(Mutex::new(UploaderStatus {
             store: key.0.clone(),
             volume_id: volume.to_string(),
@@ -143,6 +148,7 @@ impl Uploaders {
             last_error: None,
         }));
         let (commands, receiver) = mpsc::channel(16);
+        let url = store.url().clone();
         let worker = Worker {
             store,
             index: self.index.clone(),
@@ -156,6 +162,16 @@ impl Uploaders {
         let task = tokio::spawn(worker.run(Duration::from_secs(interval), receiver));
         tracing::info!(store = %key.0, volume = %volume, term = req.term.0, interval, "uploader started");
         let answer = lock(&status).clone();
+        let record = UploaderStartRequest {
+            store: key.0.clone(),
+            source: answer.source.display().to_string(),
+            interval: Some(interval),
+            ..req.clone()
+        };
+        let record = serde_json::to_string(&record).expect("requests serialise");
+        if let Err(e) = self.index.record_uploader(&url, &volume, &record) {
+            tracing::warn!(error = %e, "cannot record the uploader; it will not be started again after a crash");
+        }
         active.insert(key, Uploader { status, commands, task });
         Ok(answer)
     }
@@ -166,6 +182,7 @@ impl Uploaders {
             return Err(not_running(&key));
         };
         let status = stop(uploader).await;
+        forget(&self.index, &key);
         tracing::info!(store = %key.0, volume = %key.1, "uploader stopped");
         Ok(status)
     }
@@ -210,17 +227,56 @@ impl Uploaders {
     pub async fn stop_volumes(&self, store: &str, volumes: &[VolumeId]) {
         let mut active = self.active.lock().await;
         for volume in volumes {
-            if let Some(uploader) = active.remove(&(store.to_string(), volume.clone())) {
+            let key = (store.to_string(), volume.clone());
+            if let Some(uploader) = active.remove(&key) {
                 stop(uploader).await;
+                forget(&self.index, &key);
                 tracing::warn!(store, volume = %volume, "uploader stopped: its namespace is being deleted");
             }
         }
     }
 
+    /// Stops every uploader as the daemon stops cleanly; like its mounts, they are not started
+    /// again by the next daemon (only a daemon that died brings them back).
     pub async fn stop_all(&self) {
         let all = std::mem::take(&mut *self.active.lock().await);
-        for (_, uploader) in all {
+        for (key, uploader) in all {
             stop(uploader).await;
+            forget(&self.index, &key);
+        }
+    }
+
+    /// Starts again the uploaders a daemon that died had running, under their terms: one whose
+    /// term was taken over meanwhile is refused by the store, logged and forgotten.
+    pub async fn restore(&self) {
+        let recorded = match self.index.uploaders() {
+            Ok(recorded) => recorded,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the recorded uploaders"),
+        };
+        for text in recorded {
+            let request: UploaderStartRequest = match serde_json::from_str(&text) {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::warn!(error = %e, record = text, "not restoring an uploader recorded by an older daemon");
+                    continue;
+                }
+            };
+            match self.start(&request).await {
+                Ok(status) => tracing::info!(
+                    volume = status.volume_id,
+                    term = status.term.0,
+                    "restored an uploader after a restart"
+                ),
+                Err(e) => {
+                    tracing::warn!(volume = request.volume, error = %e, "cannot restore an uploader after a restart");
+                    if let (Ok(url), Ok(volume)) = (
+                        request.store.parse::<lazysnap::store::StoreUrl>(),
+                        VolumeId::parse(&request.volume),
+                    ) {
+                        forget(&self.index, &(url.to_string(), volume));
+                    }
+                }
+            }
         }
     }
 
@@ -228,6 +284,18 @@ impl Uploaders {
         let volume = VolumeId::parse(&req.volume)?;
         let store = ops::open_store(&req.store, false)?;
         Ok((store.url().to_string(), volume))
+    }
+}
+
+/// Forgets a recorded uploader: it was stopped, or fenced for good.
+fn forget(index: &Index, key: &Key) {
+    let removed = key
+        .0
+        .parse()
+        .map_err(|e: lazysnap::store::StoreError| e.to_string())
+        .and_then(|url| index.remove_uploader(&url, &key.1).map_err(|e| e.to_string()));
+    if let Err(e) = removed {
+        tracing::warn!(store = %key.0, volume = %key.1, error = e, "cannot forget the uploader's record");
     }
 }
 
@@ -244,8 +312,11 @@ async fn stop(uploader: Uploader) -> UploaderStatus {
     if let Err(e) = uploader.task.await {
         tracing::warn!(error = %e, "uploader task failed");
     }
-    let status = lock(&uploader.status).clone();
-    status
+    let mut status = lock(&uploader.status);
+    if status.state == UploaderState::Running {
+        status.state = UploaderState::Stopped;
+    }
+    status.clone()
 }
 
 struct Worker {
@@ -363,6 +434,8 @@ impl Worker {
     fn fence(&self, reason: &str) {
         let mut status = lock(&self.status);
         if status.state != UploaderState::Fenced {
+            // Fenced for good: a restarted daemon must not try this term again.
+            forget(&self.index, &(self.store.url().to_string(), self.volume.clone()));
             tracing::error!(volume = %self.volume, term = self.term, reason, "uploader fenced by a newer term; it writes nothing more");
         }
         status.state = UploaderState::Fenced;
@@ -385,7 +458,7 @@ impl Worker {
                 status.files_collected += report.files_deleted.len() as u64;
                 status.bytes_collected += report.bytes_deleted;
             }
-            Err(e @ (GcError::Fenced { .. } | GcError::TermNotStarted { .. })) => self.fence(&e.to_string()),
+            Err(e @ GcError::Fenced { .. }) => self.fence(&e.to_string()),
             Err(e) => tracing::warn!(volume = %self.volume, error = %e, "log cleaning failed; trying again later"),
         }
     }

@@ -347,6 +347,32 @@ impl S3Server {
         .unwrap_or_else(|e| panic!("corrupt_object: {e:?}"));
     }
 
+    /// Every key below `prefix` with its ETag, uncounted: for tests that prove a store unchanged.
+    pub fn list_keys(&self, prefix: &str) -> Vec<(String, String)> {
+        let (fs, prefix) = (self.fs.clone(), prefix.to_owned());
+        self.run(async move {
+            let mut found = Vec::new();
+            let mut token = None;
+            loop {
+                let input = ListObjectsV2Input {
+                    bucket: BUCKET.into(),
+                    prefix: Some(prefix.clone()),
+                    continuation_token: token.take(),
+                    ..Default::default()
+                };
+                let page = fs.list_objects_v2(request(input)).await?.output;
+                for object in page.contents.unwrap_or_default() {
+                    found.push((object.key.unwrap_or_default(), format!("{:?}", object.e_tag)));
+                }
+                match page.next_continuation_token {
+                    Some(next) => token = Some(next),
+                    None => return Ok::<_, s3s::S3Error>(found),
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("list_keys: {e:?}"))
+    }
+
     /// Deletes `key`, uncounted.
     pub fn delete_object(&self, key: &str) {
         let (fs, key) = (self.fs.clone(), key.to_owned());

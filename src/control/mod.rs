@@ -159,6 +159,15 @@ impl<'de> Deserialize<'de> for Term {
     }
 }
 
+/// Serialises a term as the control API writes every term: a string.
+pub fn term_as_string<S: serde::Serializer>(term: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    Term(*term).serialize(serializer)
+}
+
+pub fn optional_term_as_string<S: serde::Serializer>(term: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+    term.map(Term).serialize(serializer)
+}
+
 /// Operations on one volume of a store. `logstore_uri` is accepted for `store`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeRequest {

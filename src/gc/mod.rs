@@ -91,6 +91,8 @@ impl Default for GcOptions {
 pub struct GcReport {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
+    /// A string, as terms are everywhere in the control API.
+    #[serde(serialize_with = "crate::control::term_as_string")]
     pub term: u64,
     pub dry_run: bool,
     pub manifests_kept: Vec<String>,

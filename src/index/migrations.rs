@@ -49,6 +49,13 @@ const STEPS: &[&str] = &[
         request TEXT NOT NULL,
         created_at_ms INTEGER NOT NULL
      );",
+    // 2: the daemon's running uploaders, to start again after a crash.
+    "CREATE TABLE uploaders (
+        store TEXT NOT NULL,
+        volume_id TEXT NOT NULL,
+        request TEXT NOT NULL,
+        PRIMARY KEY (store, volume_id)
+     );",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -257,6 +257,31 @@ impl Index {
         })?;
         rows.map(|r| r.map_err(IndexError::from)).collect()
     }
+
+    /// Records a running uploader (its start request as JSON) so a daemon that died starts it again.
+    pub fn record_uploader(&self, store: &StoreUrl, volume: &VolumeId, request: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO uploaders (store, volume_id, request) VALUES (?1, ?2, ?3)",
+            params![store.to_string(), volume.as_str(), request],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_uploader(&self, store: &StoreUrl, volume: &VolumeId) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM uploaders WHERE store = ?1 AND volume_id = ?2",
+            params![store.to_string(), volume.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// The start requests of the recorded uploaders.
+    pub fn uploaders(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT request FROM uploaders ORDER BY store, volume_id")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.map(|r| r.map_err(IndexError::from)).collect()
+    }
 }
 
 fn existing_store_id(conn: &Connection, store: &StoreUrl) -> Result<Option<i64>> {

@@ -14,8 +14,10 @@ use crate::store::{layout, Store};
 pub struct TermStart {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
+    #[serde(serialize_with = "crate::control::term_as_string")]
     pub term: u64,
     /// The term the volume had before.
+    #[serde(serialize_with = "crate::control::optional_term_as_string")]
     pub previous_term: Option<u64>,
     /// The manifest that now carries the term.
     pub log_manifest_name: String,

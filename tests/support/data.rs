@@ -22,3 +22,13 @@ pub fn write(dir: &Path, path: &str, contents: &[u8]) {
     std::fs::create_dir_all(full.parent().unwrap()).unwrap();
     std::fs::write(full, contents).unwrap();
 }
+
+/// Writes a file the way an engine hands a finished file to an uploader: written beside the
+/// folder, then renamed in, so a scan never sees it half-written.
+pub fn write_complete(dir: &Path, path: &str, contents: &[u8]) {
+    let staging = dir.with_extension("staging");
+    write(&staging, path, contents);
+    let full = dir.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::rename(staging.join(path), full).unwrap();
+}

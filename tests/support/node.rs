@@ -144,6 +144,49 @@ impl Node {
         mounts_below(self.dir.path())
     }
 
+    /// Sends one raw JSON line to the daemon's control socket; answers the whole response
+    /// (`{"status": ..., "result"|"error": ...}`).
+    pub fn request(&self, line: &str) -> serde_json::Value {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(self.home().join("mountd.sock"))
+            .unwrap_or_else(|e| panic!("no daemon socket: {e}"));
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        stream.write_all(line.as_bytes()).unwrap();
+        stream.write_all(b"\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(&stream).read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not a response ({e}): {answer:?}"))
+    }
+
+    /// Starts `lazysnap args` with `failpoint` armed, waits until the process reports it reached
+    /// it, and kills it there with SIGKILL, as a crash would.
+    pub fn crash_at(&self, failpoint: &str, args: &[&str]) {
+        use std::io::{BufRead, BufReader};
+        let mut child = self
+            .command()
+            .args(args)
+            .env("LAZYSNAP_FAILPOINT", failpoint)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lazysnap");
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = Vec::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            if line.contains(&format!("failpoint {failpoint} reached")) {
+                child.kill().expect("SIGKILL");
+                child.wait().unwrap();
+                return;
+            }
+            seen.push(line);
+        }
+        let status = child.wait().unwrap();
+        panic!("lazysnap {args:?} exited ({status}) without reaching {failpoint}: {seen:?}");
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would, and waits until it is gone.
     pub fn kill_daemon(&self) {
         let pid = self.json(&["daemon", "status"])["pid"]

@@ -1,6 +1,7 @@
 //! The stores behaviour tests run on: a local directory and the in-process S3 server. Tests are
 //! written once against [`TestStore`] and run on both.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use tempfile::TempDir;
@@ -96,6 +97,30 @@ impl TestStore {
         match self {
             TestStore::File(_) => std::fs::remove_file(self.local(key)).unwrap(),
             TestStore::S3(server) => server.delete_object(&format!("{S3_PREFIX}/{key}")),
+        }
+    }
+
+    /// Every object key (relative to the store) with a token that changes when the object does.
+    pub fn objects(&self) -> std::collections::BTreeMap<String, String> {
+        match self {
+            TestStore::File(dir) => walkdir::WalkDir::new(dir.path())
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_file())
+                .map(|e| {
+                    let key = e.path().strip_prefix(dir.path()).unwrap().display().to_string();
+                    let meta = e.metadata().unwrap();
+                    (
+                        key,
+                        format!("{} {:?} {:?}", meta.len(), meta.modified().ok(), meta.ino()),
+                    )
+                })
+                .collect(),
+            TestStore::S3(server) => server
+                .list_keys(&format!("{S3_PREFIX}/"))
+                .into_iter()
+                .map(|(key, etag)| (key[S3_PREFIX.len() + 1..].to_string(), etag))
+                .collect(),
         }
     }
 
