@@ -6,12 +6,27 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use support::data;
-use support::node::Node;
+use support::node::{snapshot_args, Node};
 use support::stores::TestStore;
 
 const VOLUME: &str = "kv/b1/kvstore-0";
+
+/// GC with no retention and no upload grace: only what snapshots pin and the head survive.
+fn collect_now(node: &Node, url: &str) -> Value {
+    node.json(&[
+        "gc",
+        "--store",
+        url,
+        "--volume",
+        VOLUME,
+        "--retention",
+        "0",
+        "--upload-grace",
+        "0",
+    ])
+}
 
 fn describe(node: &Node, url: &str, uuid: &str) -> Value {
     node.json(&[
@@ -30,18 +45,7 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
             data::write(&src, "log.1", &data::bytes(1, 200_000));
             node.publish(&store, &src, VOLUME, &[]);
             let url = store.url();
-            let args = [
-                "snapshot",
-                "create",
-                "--store",
-                &url,
-                "--volume",
-                VOLUME,
-                "--uuid",
-                "s1",
-                "--validity",
-                "600",
-            ];
+            let args = snapshot_args(&url, VOLUME, "s1", "600");
             node.crash_at("snapshot-create-recorded", &args);
             let crashed_at = Instant::now();
 
@@ -56,32 +60,11 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
             data::write(&src, "log.2", &data::bytes(2, 1000));
             std::fs::remove_file(src.join("log.1")).unwrap();
             node.publish(&store, &src, VOLUME, &[]);
-            let gc = node.json(&[
-                "gc",
-                "--store",
-                &url,
-                "--volume",
-                VOLUME,
-                "--retention",
-                "0",
-                "--upload-grace",
-                "0",
-            ]);
-            assert_eq!(gc["filesDeleted"], serde_json::json!([]), "{}: {gc}", store.name());
+            let gc = collect_now(&node, &url);
+            assert_eq!(gc["filesDeleted"], json!([]), "{}: {gc}", store.name());
             assert!(store.objects().keys().any(|k| k.ends_with("files/log.1")));
             // Creating the same UUID while the crashed one may still be alive is refused.
-            let again = node.fails(&[
-                "snapshot",
-                "create",
-                "--store",
-                &url,
-                "--volume",
-                VOLUME,
-                "--uuid",
-                "s1",
-                "--validity",
-                "600",
-            ]);
+            let again = node.fails(&snapshot_args(&url, VOLUME, "s1", "600"));
             assert!(again.contains("already exists") && again.contains("Einval"), "{again}");
             (store, node, crashed_at)
         })
@@ -94,52 +77,36 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
     for (store, node, _) in &crashed {
         let url = store.url();
         // GC finds the abandoned record, rolls it back, and then the files only it pinned go.
-        let gc = node.json(&[
-            "gc",
-            "--store",
-            &url,
-            "--volume",
-            VOLUME,
-            "--retention",
-            "0",
-            "--upload-grace",
-            "0",
-        ]);
-        assert_eq!(
-            gc["snapshotsTidied"],
-            serde_json::json!(["s1"]),
-            "{}: {gc}",
-            store.name()
-        );
-        assert_eq!(
-            gc["filesDeleted"],
-            serde_json::json!(["log.1"]),
-            "{}: {gc}",
-            store.name()
-        );
+        let gc = collect_now(node, &url);
+        assert_eq!(gc["snapshotsTidied"], json!(["s1"]), "{}: {gc}", store.name());
+        assert_eq!(gc["filesDeleted"], json!(["log.1"]), "{}: {gc}", store.name());
         let gone = node.fails(&[
             "snapshot", "describe", "--store", &url, "--volume", VOLUME, "--uuid", "s1",
         ]);
         assert!(gone.contains("not found") && gone.contains("NotMyVbucket"), "{gone}");
         // The UUID can be used again, and that snapshot commits and mounts.
-        let created = node.json(&[
-            "snapshot",
-            "create",
-            "--store",
-            &url,
-            "--volume",
-            VOLUME,
-            "--uuid",
-            "s1",
-            "--validity",
-            "600",
-        ]);
-        assert_eq!(created["logFiles"], serde_json::json!(["log.2"]));
+        let created = node.json(&snapshot_args(&url, VOLUME, "s1", "600"));
+        assert_eq!(created["logFiles"], json!(["log.2"]));
         assert_eq!(describe(node, &url, "s1")["state"], "COMMITTED");
         let mount = node.mount(&["--store", &url, "--volume", VOLUME, "--snapshot", "s1"]);
         let read = std::fs::read(mount.path.join(VOLUME).join("log.2")).unwrap();
         assert_eq!(read, data::bytes(2, 1000));
         mount.unmount();
+
+        let listed = node.json(&["snapshot", "list", "--store", &url, "--volume", VOLUME]);
+        assert_eq!(
+            (listed[0]["snapshotUUID"].clone(), listed[0]["state"].clone()),
+            (json!("s1"), json!("COMMITTED"))
+        );
+        let release = [
+            "snapshot", "release", "--store", &url, "--volume", VOLUME, "--uuid", "s1",
+        ];
+        assert_eq!(node.json(&release)["released"], true);
+        assert_eq!(node.json(&release)["released"], false, "releasing again is a no-op");
+        assert_eq!(
+            node.json(&["snapshot", "list", "--store", &url, "--volume", VOLUME]),
+            json!([])
+        );
     }
 }
 
@@ -390,5 +357,5 @@ fn uploaders_come_back_after_a_daemon_crash_but_not_after_a_clean_stop() {
     node.ok(&["daemon", "stop"]);
     node.ok(&["daemon", "start"]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(node.json(&["uploader", "list"]), serde_json::json!([]));
+    assert_eq!(node.json(&["uploader", "list"]), json!([]));
 }
