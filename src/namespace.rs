@@ -88,13 +88,21 @@ pub fn validate_keep(keep: &[String]) -> Result<(), NamespaceError> {
     Ok(())
 }
 
-/// Splits the store's namespaces into (deleted, kept) by the keep-list.
-pub async fn plan(store: &Store, keep: &[String]) -> Result<(Vec<Namespace>, Vec<Namespace>), NamespaceError> {
+/// What a delete with a keep-list would do, decided from one listing of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub deleted: Vec<Namespace>,
+    pub kept: Vec<Namespace>,
+}
+
+/// Splits the store's namespaces by the keep-list.
+pub async fn plan(store: &Store, keep: &[String]) -> Result<Plan, NamespaceError> {
     validate_keep(keep)?;
-    Ok(list(store)
+    let (deleted, kept) = list(store)
         .await?
         .into_iter()
-        .partition(|ns| !is_kept(&ns.namespace, keep)))
+        .partition(|ns| !is_kept(&ns.namespace, keep));
+    Ok(Plan { deleted, kept })
 }
 
 /// Deletes every namespace of the store except those in `keep` (an empty list deletes all), and
@@ -105,7 +113,18 @@ pub async fn delete_except(
     keep: &[String],
     dry_run: bool,
 ) -> Result<DeleteReport, NamespaceError> {
-    let (deleted, kept) = plan(store, keep).await?;
+    let plan = plan(store, keep).await?;
+    carry_out(store, index, plan, dry_run).await
+}
+
+/// Deletes what `plan` dooms (a caller that checked the plan first need not list again).
+pub async fn carry_out(
+    store: &Store,
+    index: &Index,
+    plan: Plan,
+    dry_run: bool,
+) -> Result<DeleteReport, NamespaceError> {
+    let Plan { deleted, kept } = plan;
     let mut report = DeleteReport {
         dry_run,
         ..DeleteReport::default()

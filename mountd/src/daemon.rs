@@ -109,14 +109,14 @@ impl Daemon {
         let store = ops::open_store(&req.logstore_uri, false)?;
         let url = store.url().to_string();
         let _no_mounts_meanwhile = self.mounts.hold().await;
-        let (doomed, _) = namespace::plan(&store, &req.namespaces).await?;
-        let doomed: Vec<String> = doomed.into_iter().flat_map(|ns| ns.volumes).collect();
+        let plan = namespace::plan(&store, &req.namespaces).await?;
+        let doomed: Vec<&String> = plan.deleted.iter().flat_map(|ns| &ns.volumes).collect();
         let uploading: Vec<VolumeId> = self
             .uploaders
             .volumes_of(&url)
             .await
             .into_iter()
-            .filter(|v| doomed.iter().any(|d| d == v.as_str()))
+            .filter(|v| doomed.iter().any(|d| *d == v.as_str()))
             .collect();
         let mounted = self.mounts.of_store(&url);
         if !req.force && !req.dry_run {
@@ -139,7 +139,8 @@ impl Daemon {
                 tracing::warn!(path = %path.display(), ?volumes, "namespace delete forced while mounted: reads of blocks not yet local will fail");
             }
         }
-        ops::namespace_delete(req, &self.index).await
+        let report = namespace::carry_out(&store, &self.index, plan, req.dry_run).await?;
+        Ok(serde_json::json!(report))
     }
 
     pub async fn stop_uploaders(&self) {

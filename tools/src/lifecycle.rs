@@ -293,7 +293,8 @@ fn delete_namespaces(request: NamespaceDeleteRequest, paths: &Paths) -> anyhow::
     block_on(ops::namespace_delete(&request, &index)).map_err(failed)
 }
 
-/// The store URL of a mount the daemon recorded (`{"request": {"store": ...}, ...}`), normalised.
+/// The store URL of a mount the daemon recorded, normalised. The row is mountd's `Record`
+/// (`mountd/src/mounts.rs`: `{"request": {"store": ...}, ...}`); an unreadable one counts as no mount.
 fn recorded_store(record: &str) -> Option<String> {
     let record: Value = serde_json::from_str(record).ok()?;
     let url: lazysnap::store::StoreUrl = record["request"]["store"].as_str()?.parse().ok()?;
