@@ -6,6 +6,7 @@
 //! [`index`], the only module that speaks SQL; [`catalog`] resolves names into those rows. The
 //! library never reads argv or the environment: binaries pass everything in.
 
+pub mod backup;
 pub mod cache;
 pub mod catalog;
 pub mod checksum;

@@ -266,7 +266,7 @@ impl LazyFs {
         };
         let view = &self.views[*volume];
         let checksums = self.index.file_checksums(row.id)?;
-        let key = layout::file_key(&view.volume, &row.path);
+        let key = layout::object_of(&view.volume, &row.path, row.object_key.as_deref());
         let object = Arc::new(ObjectHandle::new(
             self.fetcher.store(),
             key,

@@ -56,6 +56,19 @@ const STEPS: &[&str] = &[
         request TEXT NOT NULL,
         PRIMARY KEY (store, volume_id)
      );",
+    // 3: files kept under a key of their own (backup locations, foreign layouts); the daemon's
+    // running continuous backups; restore jobs, so any client can ask and a restart resumes them.
+    "ALTER TABLE files ADD COLUMN object_key TEXT;
+     CREATE TABLE backups (
+        location TEXT PRIMARY KEY,
+        request TEXT NOT NULL
+     );
+     CREATE TABLE restore_jobs (
+        id TEXT PRIMARY KEY,
+        request TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+     );",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -107,8 +107,8 @@ impl Index {
         let manifest_id = tx.last_insert_rowid();
         {
             let mut insert = tx.prepare(
-                "INSERT INTO files (manifest_id, path, size, checksums, low_seqno, high_seqno)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO files (manifest_id, path, size, checksums, low_seqno, high_seqno, object_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for file in &manifest.files {
                 insert.execute(params![
@@ -117,7 +117,8 @@ impl Index {
                     file.size as i64,
                     file.checksums.to_le_bytes(),
                     file.low_seqno.map(|s| s as i64),
-                    file.high_seqno.map(|s| s as i64)
+                    file.high_seqno.map(|s| s as i64),
+                    file.object_key
                 ])?;
             }
         }
@@ -139,7 +140,7 @@ impl Index {
     pub fn manifest_files(&self, manifest_id: i64) -> Result<Vec<FileRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, path, size, low_seqno, high_seqno FROM files WHERE manifest_id = ?1 ORDER BY path",
+            "SELECT id, path, size, low_seqno, high_seqno, object_key FROM files WHERE manifest_id = ?1 ORDER BY path",
         )?;
         let rows = stmt.query_map([manifest_id], FileRow::from_row)?;
         rows.map(|r| r.map_err(IndexError::from).and_then(|r| r)).collect()
@@ -148,7 +149,7 @@ impl Index {
     pub fn file_by_path(&self, manifest_id: i64, path: &RelPath) -> Result<Option<FileRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, path, size, low_seqno, high_seqno FROM files WHERE manifest_id = ?1 AND path = ?2",
+            "SELECT id, path, size, low_seqno, high_seqno, object_key FROM files WHERE manifest_id = ?1 AND path = ?2",
         )?;
         let row = stmt
             .query_row(params![manifest_id, path.as_str()], FileRow::from_row)

@@ -23,6 +23,8 @@ pub struct FileRow {
     pub size: u64,
     pub low_seqno: Option<u64>,
     pub high_seqno: Option<u64>,
+    /// The file's object key in its store when it is not where the volume layout puts it.
+    pub object_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +86,7 @@ impl FileRow {
         let size: i64 = row.get(2)?;
         let low: Option<i64> = row.get(3)?;
         let high: Option<i64> = row.get(4)?;
+        let object_key: Option<String> = row.get(5)?;
         Ok(RelPath::parse(&path)
             .map_err(|e| IndexError::Corrupt(e.to_string()))
             .map(|path| FileRow {
@@ -92,6 +95,7 @@ impl FileRow {
                 size: size as u64,
                 low_seqno: low.map(|s| s as u64),
                 high_seqno: high.map(|s| s as u64),
+                object_key,
             }))
     }
 }

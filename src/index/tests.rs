@@ -18,6 +18,7 @@ fn manifest(seq: u64, files: &[(&str, u64)]) -> Manifest {
                 checksums: BlockChecksums::new(vec![7; crate::checksum::block_count(*size, 4096) as usize]),
                 low_seqno: Some(seq),
                 high_seqno: None,
+                object_key: None,
             })
             .collect(),
     }

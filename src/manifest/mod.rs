@@ -3,7 +3,9 @@
 //! checksum per block and no duplicates.
 //!
 //! - [`native`]: lazysnap's own log manifests, written by `publish` and uploaders.
+//! - [`backup`]: the generations of a continuous backup location (`metadata.<n>.dat`).
 
+pub mod backup;
 pub mod native;
 
 use std::collections::HashSet;
@@ -46,6 +48,9 @@ pub struct ManifestFile {
     pub checksums: BlockChecksums,
     pub low_seqno: Option<u64>,
     pub high_seqno: Option<u64>,
+    /// Where the bytes are in the store, relative to its root, when not at the volume layout's
+    /// `files/<path>` (a backup location keeps its own layout).
+    pub object_key: Option<String>,
 }
 
 /// A validated manifest of one volume: what the index stores and mounts show.

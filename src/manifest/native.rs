@@ -125,6 +125,7 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
                 checksums,
                 low_seqno: entry.low_seqno,
                 high_seqno: entry.high_seqno,
+                object_key: None,
             })
         })
         .collect::<Result<Vec<_>, ManifestError>>()?;
@@ -163,6 +164,7 @@ mod tests {
                     checksums,
                     low_seqno: Some(1),
                     high_seqno: Some(9),
+                    object_key: None,
                 },
                 ManifestFile {
                     path: RelPath::parse("empty").unwrap(),
@@ -170,6 +172,7 @@ mod tests {
                     checksums: BlockChecksums::default(),
                     low_seqno: None,
                     high_seqno: None,
+                    object_key: None,
                 },
             ],
         }

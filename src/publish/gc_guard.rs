@@ -36,7 +36,7 @@ pub(super) async fn restore_reused(
     for file in reused {
         if store.head(&layout::file_key(volume, &file.path)).await?.is_none() {
             tracing::warn!(volume = %volume, path = %file.path, "GC deleted a file this publish reused; uploading it again");
-            upload(store, volume, file, options, progress).await?;
+            upload(store, &layout::file_key(volume, &file.path), file, options, progress).await?;
         }
     }
     Ok(())

@@ -99,13 +99,13 @@ impl From<CatalogError> for PublishError {
     }
 }
 
-struct LocalFile {
-    path: RelPath,
-    local: PathBuf,
-    size: u64,
+pub(crate) struct LocalFile {
+    pub path: RelPath,
+    pub local: PathBuf,
+    pub size: u64,
     /// Modification time (ns) and inode: with path and size, what tells a changed folder apart.
-    modified_ns: i128,
-    inode: u64,
+    pub modified_ns: i128,
+    pub inode: u64,
 }
 
 /// A digest of the folder's file names, sizes, modification times and inodes: equal digests mean
@@ -205,7 +205,7 @@ pub async fn publish(
     let uploads: Vec<_> = to_upload
         .iter()
         .map(|&i| async move {
-            upload(store, volume, &files_ref[i], options, progress)
+            upload(store, &layout::file_key(volume, &files_ref[i].path), &files_ref[i], options, progress)
                 .await
                 .map(|r| (i, r))
         })
@@ -237,6 +237,7 @@ pub async fn publish(
                     checksums,
                     low_seqno: None,
                     high_seqno: None,
+                    object_key: None,
                 }
             })
             .collect(),
@@ -288,7 +289,7 @@ pub async fn write_manifest(store: &Store, manifest: &Manifest) -> Result<(), Pu
 
 /// Every regular file under `dir`, sorted by path. Symlinks and special files are skipped: a
 /// volume holds only data the engine wrote.
-async fn scan(dir: &FsPath) -> Result<Vec<LocalFile>, PublishError> {
+pub(crate) async fn scan(dir: &FsPath) -> Result<Vec<LocalFile>, PublishError> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         if !dir.is_dir() {
@@ -330,7 +331,7 @@ async fn scan(dir: &FsPath) -> Result<Vec<LocalFile>, PublishError> {
 }
 
 /// Checksums of a local file, read in a blocking task.
-async fn checksum_local(file: &LocalFile, block_size: u64) -> Result<BlockChecksums, PublishError> {
+pub(crate) async fn checksum_local(file: &LocalFile, block_size: u64) -> Result<BlockChecksums, PublishError> {
     let path = file.local.clone();
     tokio::task::spawn_blocking(move || {
         let read_err = |source| PublishError::Read {
@@ -397,14 +398,13 @@ async fn already_stored(
 
 /// Uploads one file in a single read, checksumming the exact bytes sent so the manifest cannot
 /// disagree with the store. Answers the size and checksums of what was uploaded.
-async fn upload(
+pub(crate) async fn upload(
     store: &Store,
-    volume: &VolumeId,
+    key: &object_store::path::Path,
     file: &LocalFile,
     options: &PublishOptions,
     progress: &dyn Progress,
 ) -> Result<(u64, BlockChecksums), PublishError> {
-    let key = layout::file_key(volume, &file.path);
     let read_err = |source| PublishError::Read {
         path: file.local.clone(),
         source,
@@ -416,15 +416,15 @@ async fn upload(
         local.read_to_end(&mut buf).await.map_err(read_err)?;
         hasher.update(&buf);
         let len = buf.len() as u64;
-        store.put(&key, Bytes::from(buf).into()).await?;
+        store.put(key, Bytes::from(buf).into()).await?;
         progress.advance(len);
         return Ok((len, hasher.finish()));
     }
     let upload = store
         .object_store()
-        .put_multipart(&key)
+        .put_multipart(key)
         .await
-        .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+        .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, options.part_size as usize);
     let mut buf = vec![0u8; options.part_size as usize];
     let mut total = 0u64;
@@ -437,7 +437,7 @@ async fn upload(
         writer
             .wait_for_capacity(4)
             .await
-            .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+            .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
         hasher.update(&buf[..n]);
         writer.write(&buf[..n]);
         total += n as u64;
@@ -446,7 +446,7 @@ async fn upload(
     writer
         .finish()
         .await
-        .map_err(|e| StoreError::from_object_store(store.url(), &key, e))?;
+        .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
     Ok((total, hasher.finish()))
 }
 

@@ -40,6 +40,12 @@ pub fn file_key(volume: &VolumeId, path: &RelPath) -> Path {
     Path::from_iter(volume_child(volume, "files").chain(path.components()))
 }
 
+/// Where a file's bytes are: the key its manifest names (already validated as a relative path),
+/// else where the volume layout puts it.
+pub fn object_of(volume: &VolumeId, path: &RelPath, own_key: Option<&str>) -> Path {
+    own_key.map_or_else(|| file_key(volume, path), Path::from)
+}
+
 pub fn files_dir(volume: &VolumeId) -> Path {
     Path::from_iter(volume_child(volume, "files"))
 }
@@ -106,6 +112,35 @@ pub fn parse_manifest_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// A continuous backup location is a store of its own, laid out as the engine's seed says:
+/// ```text
+/// files/<relative path>          the engine's files, hard-linked or uploaded, never rewritten
+/// metadata.<n>.dat               generation n (n = 1, 2, ...), written create-only
+/// ```
+pub const BACKUP_FILES: &str = "files";
+
+/// Where a backed-up file's bytes go, as the relative path a generation records (see
+/// [`object_of`]): `files/<path>`, or `files/<path>.g<generation>` when a different file of that
+/// name was backed up before (names can be reused, objects are never rewritten).
+pub fn backup_object(path: &RelPath, replaces_older: Option<u64>) -> String {
+    match replaces_older {
+        None => format!("{BACKUP_FILES}/{path}"),
+        Some(generation) => format!("{BACKUP_FILES}/{path}.g{generation}"),
+    }
+}
+
+/// `metadata.7.dat` for generation 7, the name Magma's continuous backup gives its metadata.
+pub fn generation_name(generation: u64) -> String {
+    format!("metadata.{generation}.dat")
+}
+
+/// The generation of a `metadata.<n>.dat` name (canonical digits only, so no two names alias).
+pub fn parse_generation_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("metadata.")?.strip_suffix(".dat")?;
+    let canonical = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    canonical.then(|| digits.parse().ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +161,20 @@ mod tests {
         assert_eq!(
             parse_snapshot_object("00000000000000000002.released"),
             Some((2, "released"))
+        );
+    }
+
+    #[test]
+    fn generation_names_are_canonical() {
+        assert_eq!(parse_generation_name(&generation_name(12)), Some(12));
+        for bad in ["metadata.012.dat", "metadata.0.dat", "metadata..dat", "metadata.1x.dat", "metadata.1.json"] {
+            assert_eq!(parse_generation_name(bad), None, "{bad}");
+        }
+        let p = RelPath::parse("seqIndex/log.1").unwrap();
+        assert_eq!(backup_object(&p, None), "files/seqIndex/log.1");
+        assert_eq!(
+            object_of(&VolumeId::parse("v").unwrap(), &p, Some(&backup_object(&p, Some(3)))).as_ref(),
+            "files/seqIndex/log.1.g3"
         );
     }
 

@@ -24,7 +24,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 pub use buffers::{BlockBuffer, BlockBuffers, BufferStats};
 pub use error::StoreError;
 pub use open::StoreConfig;
-pub use url::StoreUrl;
+pub use url::{Scheme, StoreUrl};
 
 /// Size and identity of one object, as the store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]

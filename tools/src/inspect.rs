@@ -136,7 +136,7 @@ fn file(
     let checksums = r.index.file_checksums(row.id)?;
     let object = Arc::new(ObjectHandle::new(
         &r.store,
-        layout::file_key(&r.volume, &path),
+        layout::object_of(&r.volume, &path, row.object_key.as_deref()),
         row.size,
         r.manifest.block_size,
         checksums,
