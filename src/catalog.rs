@@ -1,9 +1,11 @@
 //! Resolving what an operator names (a volume at its latest manifest, at a named manifest, or at a
-//! snapshot) into index rows, reading the store only when the index does not know the answer yet.
-//! Mounts and inspection both start here, so they agree on what a name means.
+//! snapshot; a backup location at a generation, a time or a seqno) into index rows, reading the
+//! store only when the index does not know the answer yet. Mounts, restores and inspection all
+//! start here, so they agree on what a name means.
 
 use object_store::path::Path;
 
+use crate::backup::{self, BackupError};
 use crate::index::{Index, IndexError, ManifestRow, SnapshotRow};
 use crate::manifest::{native, ManifestError};
 use crate::names::VolumeId;
@@ -20,6 +22,31 @@ pub enum Selector {
     Manifest(String),
     /// The manifest a snapshot pins.
     Snapshot(String),
+    /// A backup location's newest generation.
+    Backup,
+    /// A backup location's generation `n` (`metadata.<n>.dat`).
+    Generation(u64),
+    /// A backup location's newest generation created at or before this time (Unix ms).
+    At(u64),
+    /// A backup location's first generation whose files cover this seqno.
+    Seqno(u64),
+}
+
+impl Selector {
+    /// True for the views of a backup location rather than of a volume.
+    pub fn is_backup(&self) -> bool {
+        matches!(self, Selector::Backup | Selector::Generation(_) | Selector::At(_) | Selector::Seqno(_))
+    }
+
+    /// The same view, pinned to the manifest (or generation) it resolved to, for a mount that must
+    /// show the same files after a restart even if the volume moved on.
+    pub fn pinned(&self, manifest_name: &str) -> Selector {
+        match self {
+            Selector::Latest => Selector::Manifest(manifest_name.to_string()),
+            s if s.is_backup() => layout::parse_generation_name(manifest_name).map_or(s.clone(), Selector::Generation),
+            s => s.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +67,40 @@ pub enum CatalogError {
         volume: VolumeId,
         name: String,
     },
+    #[error("backup location {location} has no generation {generation}")]
+    UnknownGeneration { location: String, generation: u64 },
+    #[error("backup location {location} has no generation yet")]
+    NoGeneration { location: String },
+    #[error("{at} is before the first generation of backup location {location} ({first})")]
+    BeforeFirstGeneration { location: String, at: String, first: String },
+    #[error("seqno {seqno} is covered by no generation of backup location {location}{highest}")]
+    SeqnoNotCovered {
+        location: String,
+        seqno: u64,
+        highest: String,
+    },
+    #[error("a view of a backup location is named by a generation, a time or a seqno, not by {0:?}")]
+    NotABackupSelector(Selector),
+    #[error(transparent)]
+    Backup(Box<BackupError>),
+}
+
+impl From<BackupError> for CatalogError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::UnknownGeneration { location, generation } => {
+                CatalogError::UnknownGeneration { location, generation }
+            }
+            BackupError::Store(e) => CatalogError::Store(e),
+            BackupError::Manifest(e) => CatalogError::Manifest(e),
+            other => CatalogError::Backup(Box::new(other)),
+        }
+    }
+}
+
+/// RFC 3339 in UTC to the second, as operators type times back.
+pub fn format_time(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// The names of a volume's manifests in the store, oldest first (empty for an unknown volume).
@@ -115,6 +176,89 @@ pub async fn resolve(
             let row = load_manifest(store, index, volume, &snap.manifest_name).await?;
             Ok((row, Some(snap)))
         }
+        backup => {
+            // A backup location shows one volume: the one its generations name.
+            let row = resolve_backup(store, index, backup).await?;
+            if row.volume != *volume {
+                return Err(CatalogError::UnknownVolume {
+                    store: store.url().to_string(),
+                    volume: volume.clone(),
+                });
+            }
+            Ok((row, None))
+        }
+    }
+}
+
+/// Generation `n` of a backup location, from the index or else read from the location and indexed.
+pub async fn load_generation(location: &Store, index: &Index, generation: u64) -> Result<ManifestRow, CatalogError> {
+    let name = layout::generation_name(generation);
+    if let Some(row) = index.manifest_in_store(location.url(), &name)? {
+        return Ok(row);
+    }
+    let read = backup::read_generation(location, generation).await?;
+    Ok(index.insert_manifest(location.url(), &read.manifest)?)
+}
+
+/// Resolves a backup selector to the generation it means. A time or a seqno reads every
+/// generation's file list once (then the index knows it).
+pub async fn resolve_backup(location: &Store, index: &Index, selector: &Selector) -> Result<ManifestRow, CatalogError> {
+    let url = || location.url().to_string();
+    if let Selector::Generation(n) = selector {
+        return load_generation(location, index, *n).await;
+    }
+    if !selector.is_backup() {
+        return Err(CatalogError::NotABackupSelector(selector.clone()));
+    }
+    let numbers = backup::generations(location).await?;
+    let (Some(&first), Some(&newest)) = (numbers.first(), numbers.last()) else {
+        return Err(CatalogError::NoGeneration { location: url() });
+    };
+    match selector {
+        Selector::At(at) => {
+            let mut chosen = None;
+            for &n in &numbers {
+                let row = load_generation(location, index, n).await?;
+                if row.created_at_ms > *at {
+                    break;
+                }
+                chosen = Some(row);
+            }
+            match chosen {
+                Some(row) => Ok(row),
+                None => {
+                    let first = load_generation(location, index, first).await?;
+                    Err(CatalogError::BeforeFirstGeneration {
+                        location: url(),
+                        at: format_time(*at),
+                        first: format!("generation {} at {}", first.seq, format_time(first.created_at_ms)),
+                    })
+                }
+            }
+        }
+        Selector::Seqno(seqno) => {
+            let mut highest = None;
+            for &n in &numbers {
+                let row = load_generation(location, index, n).await?;
+                for file in index.manifest_files(row.id)? {
+                    if let (Some(low), Some(high)) = (file.low_seqno, file.high_seqno) {
+                        if (low..=high).contains(seqno) {
+                            return Ok(row);
+                        }
+                        highest = highest.max(Some(high));
+                    }
+                }
+            }
+            Err(CatalogError::SeqnoNotCovered {
+                location: url(),
+                seqno: *seqno,
+                highest: highest.map_or_else(
+                    || " (no file records a seqno range)".to_string(),
+                    |h| format!(" (highest covered: {h})"),
+                ),
+            })
+        }
+        _ => load_generation(location, index, newest).await,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod names;
 pub mod namespace;
 pub mod paths;
 pub mod publish;
+pub mod restore;
 pub mod snapshot;
 pub mod store;
 pub mod units;

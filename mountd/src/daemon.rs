@@ -12,12 +12,16 @@ use lazysnap::paths::Paths;
 use serde_json::json;
 
 use crate::mounts::{Mounts, Tuning};
+use crate::backups::Backups;
+use crate::restores::Restores;
 use crate::uploaders::Uploaders;
 
 pub struct Daemon {
     pub paths: Paths,
     pub mounts: Mounts,
     uploaders: Uploaders,
+    backups: Backups,
+    restores: Restores,
     index: Arc<Index>,
     /// Mounts of a daemon that died, to mount again once the control socket answers.
     stale: std::sync::Mutex<Vec<MountRow>>,
@@ -47,6 +51,8 @@ impl Daemon {
             paths,
             mounts,
             uploaders: Uploaders::new(index.clone()),
+            backups: Backups::new(index.clone()),
+            restores: Restores::new(index.clone()),
             index,
             stale: std::sync::Mutex::new(stale),
             _lock: lock,
@@ -60,6 +66,8 @@ impl Daemon {
             self.mounts.restore(stale).await;
         }
         self.uploaders.restore().await;
+        self.backups.restore().await;
+        self.restores.restore(&self.mounts).await;
     }
 
     /// Answers one request; `Shutdown` is answered by the server, which then stops.
@@ -85,6 +93,15 @@ impl Daemon {
             Request::UploaderStart(req) => self.uploaders.start(&req).await.map(|s| json!(s)),
             Request::UploaderStop(req) => self.uploaders.stop(&req).await.map(|s| json!(s)),
             Request::Uploaders => Ok(json!(self.uploaders.list().await)),
+            Request::BackupStart(req) => self.backups.start(&req).await.map(|s| json!(s)),
+            Request::BackupStop(req) => self.backups.stop(&req).await.map(|s| json!(s)),
+            Request::Backups => Ok(json!(self.backups.list().await)),
+            Request::BackupInfo(req) => ops::backup_info(&req.location, index).await,
+            Request::RestoreStart(req) => self.restores.start(&self.mounts, &req).await,
+            Request::RestoreStatus(req) => self.restores.status(&req.id),
+            Request::RestoreList => self.restores.list(),
+            Request::RestoreCancel(req) => self.restores.cancel(&req).await,
+            Request::RestoreResume(req) => self.restores.resume(&self.mounts, &req).await,
             Request::Sync(req) => self.uploaders.sync(&req).await,
             Request::NamespaceList(req) => ops::namespace_list(&req).await,
             Request::NamespaceDelete(req) => self.delete_namespaces(&req).await,
@@ -143,7 +160,11 @@ impl Daemon {
         Ok(serde_json::json!(report))
     }
 
-    pub async fn stop_uploaders(&self) {
+    /// Background work before a clean stop: uploaders and backups finish their round (backups
+    /// run their final one), restore jobs pause to resume at the next start.
+    pub async fn stop_background(&self) {
+        self.restores.pause_all().await;
+        self.backups.stop_all().await;
         self.uploaders.stop_all().await;
     }
 

@@ -2,10 +2,12 @@
 //! `<home>/mountd.sock`. `lazysnap mount` starts it on demand; run it by hand (or from systemd) to
 //! choose cache sizes and logging.
 
+mod backups;
 mod daemon;
 mod expiry;
 mod hydrations;
 mod mounts;
+mod restores;
 mod server;
 mod uploaders;
 

@@ -163,41 +163,8 @@ impl Mounts {
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
     async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
         let url: StoreUrl = request.store.parse()?;
-        if request.volumes.is_empty() {
-            return Err(OpError::invalid("a mount needs at least one volume"));
-        }
-        let volumes = request
-            .volumes
-            .iter()
-            .map(|v| VolumeId::parse(v).map_err(|e| OpError::invalid(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let store = Store::open(&url, &StoreConfig::default())?;
-        let mut views = Vec::new();
-        for (i, volume) in volumes.into_iter().enumerate() {
-            let pinned = restoring.and_then(|r| r.manifests.get(i));
-            let selector = match (pinned, &request.selector) {
-                (Some(name), Selector::Latest) => Selector::Manifest(name.clone()),
-                (_, selector) => selector.clone(),
-            };
-            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &volume, &selector).await?;
-            if pinned.is_some_and(|name| *name != manifest.name) {
-                return Err(OpError::invalid(format!(
-                    "volume {volume} now shows manifest {}, not {}",
-                    manifest.name,
-                    pinned.map_or("", |n| n.as_str())
-                )));
-            }
-            views.push(VolumeView {
-                volume,
-                manifest,
-                snapshot,
-            });
-        }
-        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
-        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
-        // SAFETY: getuid/getgid have no preconditions.
-        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
+        let pinned = restoring.map(|r| r.manifests.as_slice());
+        let (fs, manifests) = self.view(&request.store, &request.volumes, &request.selector, pinned).await?;
 
         let path = match &request.mount_path {
             Some(p) => PathBuf::from(p),
@@ -252,6 +219,64 @@ impl Mounts {
             },
         );
         Ok(path.display().to_string())
+    }
+
+    /// The filesystem of a view: volumes of a store at a selector, or a backup location's volume
+    /// (no volumes named, a backup selector). `pinned` holds the manifest names a restarted view
+    /// must show again. Answers the manifest names shown, one per view.
+    pub async fn view(
+        &self,
+        store: &str,
+        volumes: &[String],
+        selector: &Selector,
+        pinned: Option<&[String]>,
+    ) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
+        let url: StoreUrl = store.parse()?;
+        let backup = selector.is_backup();
+        if volumes.is_empty() && !backup {
+            return Err(OpError::invalid("a mount needs at least one volume"));
+        }
+        let volumes = volumes
+            .iter()
+            .map(|v| VolumeId::parse(v).map_err(|e| OpError::invalid(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = Store::open(&url, &StoreConfig::default())?;
+        let mut views = Vec::new();
+        // A backup location shows its one volume, named by its generations.
+        let targets: Vec<Option<VolumeId>> = match backup && volumes.is_empty() {
+            true => vec![None],
+            false => volumes.into_iter().map(Some).collect(),
+        };
+        for (i, target) in targets.into_iter().enumerate() {
+            let pinned = pinned.and_then(|p| p.get(i));
+            let selector = match pinned {
+                Some(name) => selector.pinned(name),
+                None => selector.clone(),
+            };
+            let (manifest, snapshot) = match &target {
+                Some(volume) => catalog::resolve(&store, &self.index, volume, &selector).await?,
+                None => (catalog::resolve_backup(&store, &self.index, &selector).await?, None),
+            };
+            let volume = manifest.volume.clone();
+            if pinned.is_some_and(|name| *name != manifest.name) {
+                return Err(OpError::invalid(format!(
+                    "volume {volume} now shows manifest {}, not {}",
+                    manifest.name,
+                    pinned.map_or("", |n| n.as_str())
+                )));
+            }
+            views.push(VolumeView {
+                volume,
+                manifest,
+                snapshot,
+            });
+        }
+        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
+        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
+        // SAFETY: getuid/getgid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
+        Ok((fs, manifests))
     }
 
     fn record(&self, path: &Path, record: &Record) {

@@ -67,8 +67,8 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
             _ = interrupt.recv() => break,
         }
     }
-    // Uploaders finish the round they are in, so no publish is cut short by a clean stop.
-    daemon.stop_uploaders().await;
+    // Uploaders and backups finish the round they are in, so no write is cut short by a clean stop.
+    daemon.stop_background().await;
     let daemon_for_stop = daemon.clone();
     tokio::task::spawn_blocking(move || daemon_for_stop.shutdown()).await?;
     Ok(())

@@ -62,11 +62,32 @@ impl From<CatalogError> for OpError {
     fn from(e: CatalogError) -> Self {
         let message = e.to_string();
         match e {
-            CatalogError::UnknownVolume { .. } | CatalogError::UnknownManifest { .. } => OpError::unknown(message),
+            CatalogError::UnknownVolume { .. }
+            | CatalogError::UnknownManifest { .. }
+            | CatalogError::UnknownGeneration { .. }
+            | CatalogError::NoGeneration { .. } => OpError::unknown(message),
+            CatalogError::BeforeFirstGeneration { .. }
+            | CatalogError::SeqnoNotCovered { .. }
+            | CatalogError::NotABackupSelector(_) => OpError::invalid(message),
+            CatalogError::Backup(_) => OpError::internal(message),
             CatalogError::Snapshot(e) => e.into(),
             CatalogError::Manifest(_) => OpError::invalid(message),
             CatalogError::Store(e) => e.into(),
             CatalogError::Index(_) => OpError::internal(message),
+        }
+    }
+}
+
+impl From<crate::backup::BackupError> for OpError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        let message = e.to_string();
+        match e {
+            BackupError::NotAFolder(_) | BackupError::Conflict { .. } => OpError::invalid(message),
+            BackupError::UnknownGeneration { .. } => OpError::unknown(message),
+            BackupError::Manifest(_) | BackupError::Place { .. } => OpError::internal(message),
+            BackupError::Publish(e) => e.into(),
+            BackupError::Store(e) => e.into(),
         }
     }
 }

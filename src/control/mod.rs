@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Selector;
 
 mod error;
+mod jobs;
 pub mod ops;
 
 pub use error::OpError;
+pub use jobs::{BackupStartRequest, JobRequest, LocationRequest, RestoreStartRequest};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -54,6 +56,21 @@ pub enum Request {
     NamespaceList(NamespaceListRequest),
     /// Fusion 0x77: delete every namespace of a store except those listed.
     NamespaceDelete(NamespaceDeleteRequest),
+    /// Start backing a folder up into a backup location every interval; answers its status.
+    BackupStart(BackupStartRequest),
+    /// Run a final round and stop a backup; answers its final status.
+    BackupStop(LocationRequest),
+    /// This node's backups.
+    Backups,
+    /// The generations of a backup location.
+    BackupInfo(LocationRequest),
+    /// Start copying a view into a local folder, or answer the job of the same request.
+    RestoreStart(RestoreStartRequest),
+    RestoreStatus(JobRequest),
+    RestoreList,
+    RestoreCancel(JobRequest),
+    /// Run a job that is not running (cancelled, failed, completed) again, keeping what is done.
+    RestoreResume(JobRequest),
     /// Every mount with its volumes and counters.
     Mounts,
     /// The daemon's pid, home, mounts and cache figures.

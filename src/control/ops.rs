@@ -140,3 +140,33 @@ pub async fn known_volume(store: &Store, volume: &VolumeId) -> Result<(), OpErro
     }
     Ok(())
 }
+
+/// The generations of a backup location: time, files, bytes, new files and seqno range of each
+/// (what `cbcontbk info` shows). Reads each generation once; the index keeps them.
+pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError> {
+    let store = open_store(location, false)?;
+    let numbers = crate::backup::generations(&store).await?;
+    let mut volume = None;
+    let mut previous = std::collections::HashSet::new();
+    let mut generations = Vec::with_capacity(numbers.len());
+    for n in numbers {
+        let row = crate::catalog::load_generation(&store, index, n).await?;
+        let files = index.manifest_files(row.id).map_err(crate::catalog::CatalogError::from)?;
+        let objects: std::collections::HashSet<String> = files.iter().filter_map(|f| f.object_key.clone()).collect();
+        let low = files.iter().filter_map(|f| f.low_seqno).min();
+        let high = files.iter().filter_map(|f| f.high_seqno).max();
+        generations.push(json!({
+            "generation": n,
+            "createdAt": crate::catalog::format_time(row.created_at_ms),
+            "createdAtMs": row.created_at_ms,
+            "files": row.file_count,
+            "bytes": row.total_bytes,
+            "newFiles": objects.difference(&previous).count(),
+            "lowSeqno": low,
+            "highSeqno": high,
+        }));
+        previous = objects;
+        volume = Some(row.volume.to_string());
+    }
+    Ok(json!({ "location": store.url().to_string(), "volumeID": volume, "generations": generations }))
+}

@@ -157,6 +157,16 @@ impl LazyFs {
             .collect()
     }
 
+    /// Every file of view `volume` as (inode, path in the volume, size), in path order.
+    pub fn volume_files(&self, volume: usize) -> Vec<(u64, crate::names::RelPath, u64)> {
+        (1..=self.tree.len())
+            .filter_map(|ino| match &self.tree.get(ino)?.kind {
+                NodeKind::File { row, volume: v } if *v == volume => Some((ino, row.path.clone(), row.size)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Bytes of the files of view `volume` that are not cached on this node: what reads would
     /// still fetch from the store. Reads each file's cache map; for status, not for every read.
     pub fn bytes_not_local(&self, volume: usize) -> u64 {

@@ -5,6 +5,7 @@
 //! loses no data. Mounts, lookups and directory listings are served from here, never from a store
 //! listing. One connection behind a mutex is enough: the data path only asks it at `open`.
 
+mod jobs;
 mod migrations;
 mod rows;
 
@@ -19,6 +20,7 @@ use crate::manifest::Manifest;
 use crate::names::{RelPath, VolumeId};
 use crate::store::StoreUrl;
 
+pub use jobs::RestoreJobRow;
 pub use rows::{FileRow, ManifestRow, MountRow, SnapshotRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,23 @@ impl Index {
             return Ok(None);
         };
         find_manifest(&conn, store_id, volume, name)
+    }
+
+    /// The manifest `name` of any volume of a store: a backup location has exactly one volume,
+    /// known only once a generation was read.
+    pub fn manifest_in_store(&self, store: &StoreUrl, name: &str) -> Result<Option<ManifestRow>> {
+        let conn = self.conn();
+        let Some(store_id) = existing_store_id(&conn, store)? else {
+            return Ok(None);
+        };
+        let volume: Option<String> = conn
+            .prepare_cached("SELECT volume_id FROM manifests WHERE store_id = ?1 AND name = ?2 LIMIT 1")?
+            .query_row(params![store_id, name], |row| row.get(0))
+            .optional()?;
+        match volume {
+            Some(v) => find_manifest(&conn, store_id, &VolumeId::parse(&v).map_err(|e| IndexError::Corrupt(e.to_string()))?, name),
+            None => Ok(None),
+        }
     }
 
     /// Every file of a manifest, without checksums (those are loaded per file on open).

@@ -48,12 +48,18 @@ pub enum IndexCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["store", "backup"]))]
 pub struct MountArgs {
+    /// Store URL of the volumes to mount.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
     /// Volume IDs to show, each under <mountPath>/<volumeID>/ (repeat for several).
-    #[arg(long = "volume", required = true)]
+    #[arg(long = "volume", requires = "store")]
     volumes: Vec<String>,
+    /// Backup location URL: mount one of its generations (the newest unless --generation, --at
+    /// or --seqno says otherwise), under <mountPath>/<volumeID>/.
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    backup: Option<String>,
     #[command(flatten)]
     selector: SelectorArgs,
     /// Where to mount (created if missing, must be empty); default: a new folder under <home>/mnt.
@@ -120,10 +126,20 @@ pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
 
 pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
     let mount_path = args.mountpoint.as_deref().map(absolute).transpose()?;
+    let backup = args.backup.is_some();
+    if args.selector.names_backup() && !backup {
+        bail!("--generation, --at and --seqno select a view of a backup location: use --backup URL");
+    }
+    if backup && (args.selector.snapshot.is_some() || args.selector.manifest.is_some()) {
+        bail!("--snapshot and --manifest select a volume's state: use --store URL --volume ID");
+    }
+    if !backup && args.volumes.is_empty() {
+        bail!("--store needs at least one --volume");
+    }
     let request = Request::Mount(MountRequest {
-        store: args.store,
+        store: args.backup.or(args.store).expect("clap requires one"),
         volumes: args.volumes,
-        selector: args.selector.selector(),
+        selector: args.selector.selector(backup),
         mount_path: mount_path.map(|p| p.display().to_string()),
         hydrate: args.hydrate.then_some(HydrateParams {
             bandwidth: args.bandwidth,

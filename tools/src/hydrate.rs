@@ -1,18 +1,16 @@
 //! `lazysnap hydrate`: fetch every block of a mount into the node's disk cache in the background,
 //! and pause, resume, cancel or watch that.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use lazysnap::control::{HydrateAction, HydrateRequest, Request};
 use lazysnap::paths::Paths;
-use serde_json::Value;
 
 use crate::commands::absolute;
+use crate::progress::{is_final, StatusBar};
 use crate::{daemon, print_json};
 
 #[derive(Args, Debug)]
@@ -69,7 +67,7 @@ pub fn hydrate(args: HydrateArgs, paths: &Paths) -> anyhow::Result<()> {
     };
     let mut status = daemon::call(paths, &request(action))?;
     if args.wait {
-        let bar = Bar::new(&status);
+        let bar = StatusBar::new("hydrating", &status);
         while !is_final(&status) {
             bar.show(&status);
             std::thread::sleep(Duration::from_millis(500));
@@ -86,49 +84,4 @@ pub fn hydrate(args: HydrateArgs, paths: &Paths) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn is_final(status: &Value) -> bool {
-    matches!(status["state"].as_str(), Some("COMPLETED" | "CANCELLED" | "FAILED"))
-}
-
-/// A byte progress bar on a terminal, nothing otherwise.
-struct Bar(Option<ProgressBar>);
-
-impl Bar {
-    fn new(status: &Value) -> Bar {
-        if !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let bar = ProgressBar::new(status["bytesTotal"].as_u64().unwrap_or(0));
-        bar.set_style(
-            ProgressStyle::with_template("hydrating [{bar:40}] {bytes}/{total_bytes} {msg}")
-                .expect("template is valid")
-                .progress_chars("=> "),
-        );
-        Bar(Some(bar))
-    }
-
-    fn show(&self, status: &Value) {
-        let Some(bar) = &self.0 else {
-            return;
-        };
-        bar.set_position(status["bytesDone"].as_u64().unwrap_or(0));
-        let rate = status["rate"].as_f64().unwrap_or(0.0) / 1e6;
-        let eta = status["etaSeconds"].as_f64().map_or("?".into(), |s| format!("{s:.0}s"));
-        let risk = match status["deadlineAtRisk"].as_bool() {
-            Some(true) => ", will miss its deadline",
-            _ => "",
-        };
-        bar.set_message(format!(
-            "{rate:.0} MB/s, eta {eta}, {}{risk}",
-            status["state"].as_str().unwrap_or("")
-        ));
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
 }

@@ -47,24 +47,39 @@ struct Resolved {
 }
 
 fn resolve(address: &Address, selector: &SelectorArgs, paths: &Paths) -> anyhow::Result<Resolved> {
-    let volume = address
-        .volume
-        .clone()
-        .context("the address names no volume (add #VOLUME_ID)")?;
     let store = Store::open(&address.store, &StoreConfig::default())?;
     let index = open_index(paths)?;
-    let (manifest, _) = block_on(catalog::resolve(&store, &index, &volume, &selector.selector()))?;
+    let manifest = match (&address.volume, selector.names_backup()) {
+        (Some(volume), _) => {
+            // A volume address with no backup flag may still name a backup location's volume.
+            let backup = selector.names_backup() || is_backup_location(&store)?;
+            block_on(catalog::resolve(&store, &index, volume, &selector.selector(backup)))?.0
+        }
+        (None, named) => {
+            if !named && !is_backup_location(&store)? {
+                bail!("the address names no volume (add #VOLUME_ID)");
+            }
+            block_on(catalog::resolve_backup(&store, &index, &selector.selector(true)))?
+        }
+    };
     Ok(Resolved {
+        volume: manifest.volume.clone(),
         store,
         index,
-        volume,
         manifest,
     })
 }
 
+/// True when the store holds backup generations (and so is a backup location).
+fn is_backup_location(store: &Store) -> anyhow::Result<bool> {
+    Ok(!block_on(lazysnap::backup::generations(store))?.is_empty())
+}
+
 pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
-    if address.volume.is_none() {
+    let bare_backup = address.volume.is_none()
+        && (args.selector.names_backup() || is_backup_location(&Store::open(&address.store, &StoreConfig::default())?)?);
+    if address.volume.is_none() && !bare_backup {
         let store = Store::open(&address.store, &StoreConfig::default())?;
         let volumes = block_on(catalog::list_volumes(&store))?;
         let mut namespaces: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

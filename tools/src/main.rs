@@ -7,6 +7,7 @@ mod commands;
 mod daemon;
 mod hydrate;
 mod inspect;
+mod jobs;
 mod lifecycle;
 mod progress;
 
@@ -54,8 +55,16 @@ enum Command {
     /// The namespaces of a store: list them, or delete all but some.
     #[command(subcommand)]
     Namespace(lifecycle::NamespaceCommand),
-    /// Mount volumes read-only; prints {"mountPaths": [...]} once the mount is readable.
+    /// Mount volumes, or a backup location's generation, read-only; prints {"mountPaths": [...]}
+    /// once the mount is readable.
     Mount(commands::MountArgs),
+    /// Continuous backup of an engine folder into a backup location (start, stop, list, info).
+    #[command(subcommand)]
+    Backup(jobs::BackupCommand),
+    /// Restore jobs: copy a snapshot or a backup view into a local folder (start, status, list,
+    /// cancel, resume).
+    #[command(subcommand)]
+    Restore(jobs::RestoreCommand),
     /// Unmount a lazysnap mount.
     Umount {
         /// The mount path printed by `lazysnap mount`.
@@ -101,8 +110,8 @@ enum DaemonCommand {
     Stop,
 }
 
-/// Flags shared by every command that reads a volume.
-#[derive(Args, Debug, Clone)]
+/// Flags shared by every command that reads a volume or a backup location.
+#[derive(Args, Debug, Clone, Default)]
 #[group(multiple = false)]
 pub struct SelectorArgs {
     /// Show the volume as pinned by this snapshot.
@@ -111,15 +120,46 @@ pub struct SelectorArgs {
     /// Show the volume at this log manifest (e.g. 00000000000000000003.json).
     #[arg(long, value_name = "NAME")]
     manifest: Option<String>,
+    /// Backup location: show generation N (metadata.N.dat).
+    #[arg(long, value_name = "N")]
+    generation: Option<u64>,
+    /// Backup location: show the newest generation written at or before this time
+    /// (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<u64>,
+    /// Backup location: show the first generation whose files cover this seqno.
+    #[arg(long, value_name = "SEQNO")]
+    seqno: Option<u64>,
+}
+
+/// An RFC 3339 time as Unix milliseconds.
+fn parse_time(text: &str) -> Result<u64, String> {
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-11-22T10:00:00Z: {e}"))?;
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{text:?} is before 1970"))?;
+    Ok(since.as_millis() as u64)
 }
 
 impl SelectorArgs {
-    pub fn selector(&self) -> lazysnap::catalog::Selector {
+    /// True when a flag names a backup generation.
+    pub fn names_backup(&self) -> bool {
+        self.generation.is_some() || self.at.is_some() || self.seqno.is_some()
+    }
+
+    /// The selector the flags name; `backup` says the address is a backup location, whose
+    /// default is its newest generation.
+    pub fn selector(&self, backup: bool) -> lazysnap::catalog::Selector {
         use lazysnap::catalog::Selector;
-        match (&self.snapshot, &self.manifest) {
-            (Some(uuid), _) => Selector::Snapshot(uuid.clone()),
-            (_, Some(name)) => Selector::Manifest(name.clone()),
-            _ => Selector::Latest,
+        match (self, backup) {
+            (SelectorArgs { snapshot: Some(uuid), .. }, _) => Selector::Snapshot(uuid.clone()),
+            (SelectorArgs { manifest: Some(name), .. }, _) => Selector::Manifest(name.clone()),
+            (SelectorArgs { generation: Some(n), .. }, _) => Selector::Generation(*n),
+            (SelectorArgs { at: Some(ms), .. }, _) => Selector::At(*ms),
+            (SelectorArgs { seqno: Some(s), .. }, _) => Selector::Seqno(*s),
+            (_, true) => Selector::Backup,
+            (_, false) => Selector::Latest,
         }
     }
 }
@@ -175,6 +215,8 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Sync(args) => lifecycle::sync(args, paths),
         Command::Namespace(cmd) => lifecycle::namespace(cmd, paths),
         Command::Mount(args) => commands::mount(args, paths),
+        Command::Backup(cmd) => jobs::backup(cmd, paths),
+        Command::Restore(cmd) => jobs::restore(cmd, paths),
         Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
         Command::Hydrate(args) => hydrate::hydrate(args, paths),
         Command::Mounts => daemon::print_request(paths, &lazysnap::control::Request::Mounts, false),

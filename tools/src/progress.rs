@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lazysnap::publish::Progress;
+use serde_json::Value;
 
 pub struct Bar(Option<ProgressBar>);
 
@@ -40,6 +41,52 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = &self.0 {
             bar.inc(bytes);
+        }
+    }
+}
+
+pub fn is_final(status: &Value) -> bool {
+    matches!(status["state"].as_str(), Some("COMPLETED" | "CANCELLED" | "FAILED"))
+}
+
+/// A byte progress bar over a job's status JSON (bytesTotal, bytesDone, rate, etaSeconds, state)
+/// on a terminal, nothing otherwise.
+pub struct StatusBar(Option<ProgressBar>);
+
+impl StatusBar {
+    pub fn new(label: &str, status: &Value) -> StatusBar {
+        if !std::io::stderr().is_terminal() {
+            return StatusBar(None);
+        }
+        let bar = ProgressBar::new(status["bytesTotal"].as_u64().unwrap_or(0));
+        bar.set_style(
+            ProgressStyle::with_template(&format!("{label} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{msg}}"))
+                .expect("template is valid")
+                .progress_chars("=> "),
+        );
+        StatusBar(Some(bar))
+    }
+
+    pub fn show(&self, status: &Value) {
+        let Some(bar) = &self.0 else {
+            return;
+        };
+        bar.set_position(status["bytesDone"].as_u64().unwrap_or(0));
+        let rate = status["rate"].as_f64().unwrap_or(0.0) / 1e6;
+        let eta = status["etaSeconds"].as_f64().map_or("?".into(), |s| format!("{s:.0}s"));
+        let risk = match status["deadlineAtRisk"].as_bool() {
+            Some(true) => ", will miss its deadline",
+            _ => "",
+        };
+        bar.set_message(format!(
+            "{rate:.0} MB/s, eta {eta}, {}{risk}",
+            status["state"].as_str().unwrap_or("")
+        ));
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
         }
     }
 }

@@ -1,0 +1,366 @@
+//! Restore jobs: copies of a view into a local folder ([`lazysnap::restore`]) that run in the
+//! daemon, live in the index (so any client can ask about them) and resume after a restart.
+//!
+//! A job is named by its request: starting the same request again answers the same job. The view
+//! is pinned when the job is made (the manifest or generation it resolved to), so a resumed job
+//! copies the same files even if the volume moved on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lazysnap::control::{JobRequest, OpError, RestoreStartRequest};
+use lazysnap::fs::LazyFs;
+use lazysnap::index::{Index, RestoreJobRow};
+use lazysnap::restore::{self, Progress, RestoreError};
+use lazysnap::store::StoreUrl;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::mounts::Mounts;
+
+/// How often a running job writes its progress to the index.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobState {
+    /// Made, or interrupted by a daemon stop: runs when the daemon (re)starts.
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobRecord {
+    id: String,
+    request: RestoreStartRequest,
+    /// The manifest (or generation) the view resolved to when the job was made.
+    manifest: String,
+    state: JobState,
+    bytes_total: u64,
+    bytes_done: u64,
+    files_total: u64,
+    files_done: u64,
+    /// Bytes fetched from the store by the job's runs (the rest came from the cache or was kept).
+    bytes_fetched: u64,
+    error: Option<String>,
+    created_at_ms: u64,
+    finished_at_ms: Option<u64>,
+}
+
+struct RunningJob {
+    progress: Arc<Progress>,
+    started: Instant,
+    /// Bytes done and fetched when this run started, for its rate.
+    done_before: u64,
+    fetched_before: u64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Running = Arc<Mutex<BTreeMap<String, RunningJob>>>;
+
+pub struct Restores {
+    index: Arc<Index>,
+    running: Running,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Restores {
+    pub fn new(index: Arc<Index>) -> Restores {
+        Restores {
+            index,
+            running: Arc::default(),
+        }
+    }
+
+    /// Makes and starts the job of `req`, or answers the job the same request made before.
+    pub async fn start(&self, mounts: &Mounts, req: &RestoreStartRequest) -> Result<Value, OpError> {
+        let req = canonical(req)?;
+        let dest = PathBuf::from(&req.dest);
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
+        let key = serde_json::to_string(&req).expect("requests serialise");
+        if let Some(existing) = self.by_request(&key)? {
+            return Ok(self.status_of(&existing));
+        }
+        let (fs, manifests) = view(mounts, &req, None).await?;
+        let record = JobRecord {
+            id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            request: req,
+            manifest: manifests[0].clone(),
+            state: JobState::Running,
+            bytes_total: 0,
+            bytes_done: 0,
+            files_total: 0,
+            files_done: 0,
+            bytes_fetched: 0,
+            error: None,
+            created_at_ms: lazysnap::now_ms(),
+            finished_at_ms: None,
+        };
+        let row = RestoreJobRow {
+            id: record.id.clone(),
+            request: key,
+            record: serde_json::to_string(&record).expect("records serialise"),
+        };
+        let stored = self.index.insert_restore_job(&row).map_err(internal)?;
+        if stored.id != record.id {
+            // Another client made the same job a moment ago.
+            return Ok(self.status_of(&parse(&stored)?));
+        }
+        tracing::info!(job = record.id, dest = record.request.dest, "restore job started");
+        self.run(fs, record);
+        self.status(&stored.id)
+    }
+
+    /// The job's status: live figures while it runs here, else as recorded.
+    pub fn status(&self, id: &str) -> Result<Value, OpError> {
+        let row = self
+            .index
+            .restore_job(id)
+            .map_err(internal)?
+            .ok_or_else(|| OpError::unknown(format!("no restore job {id}")))?;
+        Ok(self.status_of(&parse(&row)?))
+    }
+
+    pub fn list(&self) -> Result<Value, OpError> {
+        let rows = self.index.restore_jobs().map_err(internal)?;
+        let jobs = rows
+            .iter()
+            .map(|row| parse(row).map(|record| self.status_of(&record)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(json!({ "jobs": jobs }))
+    }
+
+    /// Stops a running job (its temporary files go; files already complete stay) or marks a job
+    /// that is not running cancelled.
+    pub async fn cancel(&self, req: &JobRequest) -> Result<Value, OpError> {
+        let mut record = self.record(&req.id)?;
+        let running = lock(&self.running).remove(&req.id);
+        if let Some(job) = running {
+            job.progress.cancelled.store(true, Relaxed);
+            let _ = job.task.await;
+            return self.status(&req.id);
+        }
+        if record.state == JobState::Completed {
+            return Err(OpError::invalid(format!("restore job {} already completed", record.id)));
+        }
+        restore::remove_temp_files(Path::new(&record.request.dest), &record.id);
+        record.state = JobState::Cancelled;
+        record.finished_at_ms = Some(lazysnap::now_ms());
+        self.save(&record);
+        Ok(self.status_of(&record))
+    }
+
+    /// Runs a job that is not running again; what it completed before is kept, not fetched.
+    pub async fn resume(&self, mounts: &Mounts, req: &JobRequest) -> Result<Value, OpError> {
+        let record = self.record(&req.id)?;
+        if lock(&self.running).contains_key(&req.id) {
+            return self.status(&req.id);
+        }
+        self.resume_record(mounts, record).await?;
+        self.status(&req.id)
+    }
+
+    async fn resume_record(&self, mounts: &Mounts, mut record: JobRecord) -> Result<(), OpError> {
+        let pinned = [record.manifest.clone()];
+        let (fs, _) = view(mounts, &record.request, Some(&pinned)).await?;
+        record.state = JobState::Running;
+        record.error = None;
+        record.finished_at_ms = None;
+        tracing::info!(job = record.id, "restore job resumed");
+        self.run(fs, record);
+        Ok(())
+    }
+
+    /// Takes up the jobs a daemon that stopped or died left running or pending.
+    pub async fn restore(&self, mounts: &Mounts) {
+        let rows = match self.index.restore_jobs() {
+            Ok(rows) => rows,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the recorded restore jobs"),
+        };
+        for row in rows {
+            let Ok(record) = parse(&row) else { continue };
+            if matches!(record.state, JobState::Running | JobState::Pending) {
+                let id = record.id.clone();
+                if let Err(e) = self.resume_record(mounts, record.clone()).await {
+                    tracing::warn!(job = id, error = %e, "cannot resume a restore job after a restart");
+                    let failed = JobRecord {
+                        state: JobState::Failed,
+                        error: Some(e.message),
+                        ..record
+                    };
+                    self.save(&failed);
+                }
+            }
+        }
+    }
+
+    /// For a clean daemon stop: running jobs stop where they are and become PENDING, to resume
+    /// when the daemon starts again.
+    pub async fn pause_all(&self) {
+        let all = std::mem::take(&mut *lock(&self.running));
+        for (id, job) in all {
+            job.task.abort();
+            let _ = job.task.await;
+            if let Ok(mut record) = self.record(&id) {
+                record.state = JobState::Pending;
+                fill(&mut record, &job.progress);
+                self.save(&record);
+            }
+        }
+    }
+
+    fn run(&self, fs: Arc<LazyFs>, mut record: JobRecord) {
+        let progress = Arc::new(Progress::default());
+        let (index, running) = (self.index.clone(), self.running.clone());
+        let task_progress = progress.clone();
+        let id = record.id.clone();
+        let fetched_before = record.bytes_fetched;
+        let task = tokio::spawn(async move {
+            let progress = task_progress;
+            let dest = PathBuf::from(&record.request.dest);
+            let job_id = record.id.clone();
+            let copy = restore::copy_view(&fs, 0, &dest, &job_id, record.request.bandwidth, &progress);
+            tokio::pin!(copy);
+            let mut ticker = tokio::time::interval(PERSIST_EVERY);
+            let result = loop {
+                tokio::select! {
+                    result = &mut copy => break result,
+                    _ = ticker.tick() => {
+                        let mut snapshot = record.clone();
+                        fill(&mut snapshot, &progress);
+                        snapshot.bytes_fetched += fetched_before;
+                        save(&index, &snapshot);
+                    }
+                }
+            };
+            fill(&mut record, &progress);
+            record.bytes_fetched += fetched_before;
+            record.finished_at_ms = Some(lazysnap::now_ms());
+            match result {
+                Ok(()) => record.state = JobState::Completed,
+                Err(RestoreError::Cancelled) => {
+                    restore::remove_temp_files(&dest, &record.id);
+                    record.state = JobState::Cancelled;
+                }
+                Err(e) => {
+                    tracing::warn!(job = record.id, error = %e, "restore job failed");
+                    record.state = JobState::Failed;
+                    record.error = Some(e.to_string());
+                }
+            }
+            save(&index, &record);
+            lock(&running).remove(&record.id);
+            tracing::info!(job = record.id, state = ?record.state, "restore job ended");
+        });
+        lock(&self.running).insert(
+            id,
+            RunningJob {
+                progress,
+                started: Instant::now(),
+                done_before: 0,
+                fetched_before,
+                task,
+            },
+        );
+    }
+
+    fn status_of(&self, record: &JobRecord) -> Value {
+        let mut record = record.clone();
+        let mut rate = None;
+        let mut eta = None;
+        if let Some(job) = lock(&self.running).get(&record.id) {
+            fill(&mut record, &job.progress);
+            record.bytes_fetched += job.fetched_before;
+            record.state = JobState::Running;
+            let elapsed = job.started.elapsed().as_secs_f64().max(1e-3);
+            let per_second = record.bytes_done.saturating_sub(job.done_before) as f64 / elapsed;
+            rate = Some(per_second);
+            if per_second > 0.0 {
+                eta = Some(record.bytes_total.saturating_sub(record.bytes_done) as f64 / per_second);
+            }
+        }
+        let mut value = serde_json::to_value(&record).expect("records serialise");
+        value["rate"] = json!(rate);
+        value["etaSeconds"] = json!(eta);
+        value
+    }
+
+    fn record(&self, id: &str) -> Result<JobRecord, OpError> {
+        let row = self
+            .index
+            .restore_job(id)
+            .map_err(internal)?
+            .ok_or_else(|| OpError::unknown(format!("no restore job {id}")))?;
+        parse(&row)
+    }
+
+    fn by_request(&self, key: &str) -> Result<Option<JobRecord>, OpError> {
+        let rows = self.index.restore_jobs().map_err(internal)?;
+        rows.iter().find(|r| r.request == key).map(parse).transpose()
+    }
+
+    fn save(&self, record: &JobRecord) {
+        save(&self.index, record);
+    }
+}
+
+fn save(index: &Index, record: &JobRecord) {
+    let text = serde_json::to_string(record).expect("records serialise");
+    if let Err(e) = index.update_restore_job(&record.id, &text) {
+        tracing::warn!(job = record.id, error = %e, "cannot record restore job progress");
+    }
+}
+
+fn fill(record: &mut JobRecord, progress: &Progress) {
+    record.bytes_total = progress.bytes_total.load(Relaxed);
+    record.bytes_done = progress.bytes_done.load(Relaxed);
+    record.files_total = progress.files_total.load(Relaxed);
+    record.files_done = progress.files_done.load(Relaxed);
+    record.bytes_fetched = progress.bytes_fetched.load(Relaxed);
+}
+
+fn parse(row: &RestoreJobRow) -> Result<JobRecord, OpError> {
+    serde_json::from_str(&row.record)
+        .map_err(|e| OpError::internal(format!("restore job {} is recorded in an unknown shape: {e}", row.id)))
+}
+
+fn internal(e: impl std::fmt::Display) -> OpError {
+    OpError::internal(e.to_string())
+}
+
+/// One spelling per request: the store URL canonical, the destination absolute and normalised.
+fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> {
+    let store: StoreUrl = req.store.parse()?;
+    let dest = Path::new(&req.dest);
+    if !dest.is_absolute() {
+        return Err(OpError::invalid(format!("restore destination {} is not absolute", dest.display())));
+    }
+    if req.volume.is_none() && !req.selector.is_backup() {
+        return Err(OpError::invalid("a restore of a store names a volume (or selects a backup generation)"));
+    }
+    Ok(RestoreStartRequest {
+        store: store.to_string(),
+        dest: dest.components().collect::<PathBuf>().display().to_string(),
+        ..req.clone()
+    })
+}
+
+async fn view(
+    mounts: &Mounts,
+    req: &RestoreStartRequest,
+    pinned: Option<&[String]>,
+) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
+    let volumes: Vec<String> = req.volume.iter().cloned().collect();
+    mounts.view(&req.store, &volumes, &req.selector, pinned).await
+}

@@ -1,0 +1,52 @@
+//! Requests of the control API for continuous backups and restore jobs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Selector;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStartRequest {
+    /// The engine's folder (absolute).
+    pub source: String,
+    /// The backup location's URL (a store URL of its own).
+    pub location: String,
+    /// Seconds between rounds (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+    /// The volume ID views of the location show; default: the source folder's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Checksum block size of the generations (default 256 KiB).
+    #[serde(default, rename = "blockSize", skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocationRequest {
+    pub location: String,
+}
+
+/// What to restore: a volume of a store (at its latest manifest, a manifest or a snapshot) or a
+/// backup location (at a generation, a time or a seqno; `volume` may then be left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreStartRequest {
+    pub store: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    #[serde(default = "super::latest")]
+    pub selector: Selector,
+    /// The local folder to fill (absolute; created if missing).
+    pub dest: String,
+    /// Bytes per second fetched from the store at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub id: String,
+}
