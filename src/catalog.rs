@@ -35,7 +35,10 @@ pub enum Selector {
 impl Selector {
     /// True for the views of a backup location rather than of a volume.
     pub fn is_backup(&self) -> bool {
-        matches!(self, Selector::Backup | Selector::Generation(_) | Selector::At(_) | Selector::Seqno(_))
+        matches!(
+            self,
+            Selector::Backup | Selector::Generation(_) | Selector::At(_) | Selector::Seqno(_)
+        )
     }
 
     /// The same view, pinned to the manifest (or generation) it resolved to, for a mount that must
@@ -72,7 +75,11 @@ pub enum CatalogError {
     #[error("backup location {location} has no generation yet")]
     NoGeneration { location: String },
     #[error("{at} is before the first generation of backup location {location} ({first})")]
-    BeforeFirstGeneration { location: String, at: String, first: String },
+    BeforeFirstGeneration {
+        location: String,
+        at: String,
+        first: String,
+    },
     #[error("seqno {seqno} is covered by no generation of backup location {location}{highest}")]
     SeqnoNotCovered {
         location: String,
@@ -98,9 +105,9 @@ impl From<BackupError> for CatalogError {
     }
 }
 
-/// RFC 3339 in UTC to the second, as operators type times back.
+/// RFC 3339 in UTC to the millisecond: typed back into `--at`, it selects that very generation.
 pub fn format_time(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// The names of a volume's manifests in the store, oldest first (empty for an unknown volume).

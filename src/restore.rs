@@ -64,7 +64,10 @@ pub struct Progress {
 /// The hidden name a file is written under until it is complete.
 pub fn temp_name(dest: &Path, path: &RelPath, job: &str) -> PathBuf {
     let full = dest.join(path.as_str());
-    let name = full.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     full.with_file_name(format!(".{name}.lazysnap-restore-{job}"))
 }
 
@@ -104,7 +107,16 @@ pub async fn copy_view(
             }
             progress.bytes_done.fetch_add(object.size(), Relaxed);
         } else {
-            copy_file(fs, &object, &path, &final_path, &temp_name(dest, &path, job), &pacer, progress).await?;
+            copy_file(
+                fs,
+                &object,
+                &path,
+                &final_path,
+                &temp_name(dest, &path, job),
+                &pacer,
+                progress,
+            )
+            .await?;
         }
         progress.files_done.fetch_add(1, Relaxed);
     }
@@ -180,7 +192,10 @@ async fn copy_file(
             source,
         };
         let fetcher = fs.fetcher();
-        let fetched = fetcher.fetch_in_background(object, run.clone()).await.map_err(fetch_err)?;
+        let fetched = fetcher
+            .fetch_in_background(object, run.clone())
+            .await
+            .map_err(fetch_err)?;
         let total_fetched = progress.bytes_fetched.fetch_add(fetched, Relaxed) + fetched;
         let blocks = fetcher.blocks(object, run.clone()).await.map_err(fetch_err)?;
         for block in needed {

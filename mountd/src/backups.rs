@@ -105,7 +105,11 @@ impl Backups {
             .ok_or_else(|| OpError::unknown(format!("this node runs no backup into {key}")))?;
         let status = running.handle.stop().await;
         let _ = self.index.remove_backup(&key);
-        tracing::info!(location = key, generations = status.generations_written, "backup stopped");
+        tracing::info!(
+            location = key,
+            generations = status.generations_written,
+            "backup stopped"
+        );
         Ok(status)
     }
 
@@ -135,7 +139,9 @@ impl Backups {
             };
             match self.start(&request).await {
                 Ok(status) => tracing::info!(location = status.location, "restored a backup after a restart"),
-                Err(e) => tracing::warn!(location = request.location, error = %e, "cannot restore a backup after a restart"),
+                Err(e) => {
+                    tracing::warn!(location = request.location, error = %e, "cannot restore a backup after a restart")
+                }
             }
         }
     }

@@ -11,8 +11,8 @@ use lazysnap::namespace;
 use lazysnap::paths::Paths;
 use serde_json::json;
 
-use crate::mounts::{Mounts, Tuning};
 use crate::backups::Backups;
+use crate::mounts::{Mounts, Tuning};
 use crate::restores::Restores;
 use crate::uploaders::Uploaders;
 

@@ -164,7 +164,9 @@ impl Mounts {
     async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
         let url: StoreUrl = request.store.parse()?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
-        let (fs, manifests) = self.view(&request.store, &request.volumes, &request.selector, pinned).await?;
+        let (fs, manifests) = self
+            .view(&request.store, &request.volumes, &request.selector, pinned)
+            .await?;
 
         let path = match &request.mount_path {
             Some(p) => PathBuf::from(p),

@@ -49,6 +49,9 @@ struct JobRecord {
     files_done: u64,
     /// Bytes fetched from the store by the job's runs (the rest came from the cache or was kept).
     bytes_fetched: u64,
+    /// Of those, bytes fetched by the current (or last) run: what a resume cost.
+    #[serde(default)]
+    bytes_fetched_this_run: u64,
     error: Option<String>,
     created_at_ms: u64,
     finished_at_ms: Option<u64>,
@@ -103,6 +106,7 @@ impl Restores {
             files_total: 0,
             files_done: 0,
             bytes_fetched: 0,
+            bytes_fetched_this_run: 0,
             error: None,
             created_at_ms: lazysnap::now_ms(),
             finished_at_ms: None,
@@ -214,7 +218,7 @@ impl Restores {
             let _ = job.task.await;
             if let Ok(mut record) = self.record(&id) {
                 record.state = JobState::Pending;
-                fill(&mut record, &job.progress);
+                fill(&mut record, &job.progress, job.fetched_before);
                 self.save(&record);
             }
         }
@@ -238,14 +242,12 @@ impl Restores {
                     result = &mut copy => break result,
                     _ = ticker.tick() => {
                         let mut snapshot = record.clone();
-                        fill(&mut snapshot, &progress);
-                        snapshot.bytes_fetched += fetched_before;
+                        fill(&mut snapshot, &progress, fetched_before);
                         save(&index, &snapshot);
                     }
                 }
             };
-            fill(&mut record, &progress);
-            record.bytes_fetched += fetched_before;
+            fill(&mut record, &progress, fetched_before);
             record.finished_at_ms = Some(lazysnap::now_ms());
             match result {
                 Ok(()) => record.state = JobState::Completed,
@@ -280,8 +282,7 @@ impl Restores {
         let mut rate = None;
         let mut eta = None;
         if let Some(job) = lock(&self.running).get(&record.id) {
-            fill(&mut record, &job.progress);
-            record.bytes_fetched += job.fetched_before;
+            fill(&mut record, &job.progress, job.fetched_before);
             record.state = JobState::Running;
             let elapsed = job.started.elapsed().as_secs_f64().max(1e-3);
             let per_second = record.bytes_done.saturating_sub(job.done_before) as f64 / elapsed;
@@ -322,12 +323,14 @@ fn save(index: &Index, record: &JobRecord) {
     }
 }
 
-fn fill(record: &mut JobRecord, progress: &Progress) {
+/// Copies a run's live figures into the record; `fetched_before` is what earlier runs fetched.
+fn fill(record: &mut JobRecord, progress: &Progress, fetched_before: u64) {
     record.bytes_total = progress.bytes_total.load(Relaxed);
     record.bytes_done = progress.bytes_done.load(Relaxed);
     record.files_total = progress.files_total.load(Relaxed);
     record.files_done = progress.files_done.load(Relaxed);
-    record.bytes_fetched = progress.bytes_fetched.load(Relaxed);
+    record.bytes_fetched_this_run = progress.bytes_fetched.load(Relaxed);
+    record.bytes_fetched = fetched_before + record.bytes_fetched_this_run;
 }
 
 fn parse(row: &RestoreJobRow) -> Result<JobRecord, OpError> {
@@ -344,10 +347,15 @@ fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> 
     let store: StoreUrl = req.store.parse()?;
     let dest = Path::new(&req.dest);
     if !dest.is_absolute() {
-        return Err(OpError::invalid(format!("restore destination {} is not absolute", dest.display())));
+        return Err(OpError::invalid(format!(
+            "restore destination {} is not absolute",
+            dest.display()
+        )));
     }
     if req.volume.is_none() && !req.selector.is_backup() {
-        return Err(OpError::invalid("a restore of a store names a volume (or selects a backup generation)"));
+        return Err(OpError::invalid(
+            "a restore of a store names a volume (or selects a backup generation)",
+        ));
     }
     Ok(RestoreStartRequest {
         store: store.to_string(),

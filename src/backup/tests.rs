@@ -62,12 +62,18 @@ async fn each_generation_holds_the_folder_as_of_its_round_and_numbering_continue
     assert_eq!(handle.status().last_generation, Some(1));
     // Hard links on a local location: the backup shares the source's inode.
     let linked = std::fs::metadata(loc_dir.path().join("files/a.log")).unwrap();
-    assert_eq!(linked.ino(), std::fs::metadata(source.path().join("a.log")).unwrap().ino());
+    assert_eq!(
+        linked.ino(),
+        std::fs::metadata(source.path().join("a.log")).unwrap().ino()
+    );
 
     write(source.path(), "c.log", b"third");
     std::fs::remove_file(source.path().join("a.log")).unwrap();
     let status = handle.stop().await;
-    assert_eq!((status.generations_written, status.files_linked, status.files_uploaded), (2, 3, 0));
+    assert_eq!(
+        (status.generations_written, status.files_linked, status.files_uploaded),
+        (2, 3, 0)
+    );
     assert_eq!(status.state, BackupState::Stopped);
 
     let first_call = calls.lock().unwrap()[0].clone();
@@ -81,14 +87,26 @@ async fn each_generation_holds_the_folder_as_of_its_round_and_numbering_continue
             high_seqno: Some(20)
         }
     );
-    assert_eq!(calls.lock().unwrap()[1].iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["c.log"]);
+    assert_eq!(
+        calls.lock().unwrap()[1]
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["c.log"]
+    );
     assert_eq!(
         view(&location, 1).await,
-        [("a.log".into(), b"first".to_vec()), ("seqIndex/b.log".into(), vec![7u8; 10_000])]
+        [
+            ("a.log".into(), b"first".to_vec()),
+            ("seqIndex/b.log".into(), vec![7u8; 10_000])
+        ]
     );
     assert_eq!(
         view(&location, 2).await,
-        [("c.log".into(), b"third".to_vec()), ("seqIndex/b.log".into(), vec![7u8; 10_000])]
+        [
+            ("c.log".into(), b"third".to_vec()),
+            ("seqIndex/b.log".into(), vec![7u8; 10_000])
+        ]
     );
     assert_eq!(read_generation(&location, 2).await.unwrap().metadata, "call 2");
 
@@ -102,7 +120,13 @@ async fn each_generation_holds_the_folder_as_of_its_round_and_numbering_continue
     let status = handle.stop().await;
     assert_eq!(status.last_generation, Some(3));
     assert_eq!(status.files_linked, 1, "only the new a.log is placed");
-    assert_eq!(calls.lock().unwrap()[0].iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["a.log"]);
+    assert_eq!(
+        calls.lock().unwrap()[0]
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a.log"]
+    );
     assert_eq!(view(&location, 1).await[0].1, b"first");
     assert_eq!(view(&location, 3).await[0], ("a.log".into(), b"reborn".to_vec()));
     assert_eq!(generations(&location).await.unwrap(), [1, 2, 3]);
@@ -132,9 +156,14 @@ async fn a_callback_that_does_not_write_records_no_generation() {
     let source = tempfile::tempdir().unwrap();
     let location = Store::open(&"memory://backup-silent".parse().unwrap(), &StoreConfig::default()).unwrap();
     write(source.path(), "x", b"1");
-    let handle = start(source.path().to_path_buf(), location.clone(), options(), Box::new(|_, _| {}))
-        .await
-        .unwrap();
+    let handle = start(
+        source.path().to_path_buf(),
+        location.clone(),
+        options(),
+        Box::new(|_, _| {}),
+    )
+    .await
+    .unwrap();
     assert_eq!(handle.stop().await.last_generation, None);
     assert!(generations(&location).await.unwrap().is_empty());
     assert!(matches!(

@@ -151,7 +151,9 @@ pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError
     let mut generations = Vec::with_capacity(numbers.len());
     for n in numbers {
         let row = crate::catalog::load_generation(&store, index, n).await?;
-        let files = index.manifest_files(row.id).map_err(crate::catalog::CatalogError::from)?;
+        let files = index
+            .manifest_files(row.id)
+            .map_err(crate::catalog::CatalogError::from)?;
         let objects: std::collections::HashSet<String> = files.iter().filter_map(|f| f.object_key.clone()).collect();
         let low = files.iter().filter_map(|f| f.low_seqno).min();
         let high = files.iter().filter_map(|f| f.high_seqno).max();

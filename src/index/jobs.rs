@@ -26,7 +26,8 @@ impl Index {
     }
 
     pub fn remove_backup(&self, location: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM backups WHERE location = ?1", [location])?;
+        self.conn()
+            .execute("DELETE FROM backups WHERE location = ?1", [location])?;
         Ok(())
     }
 

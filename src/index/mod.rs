@@ -150,7 +150,12 @@ impl Index {
             .query_row(params![store_id, name], |row| row.get(0))
             .optional()?;
         match volume {
-            Some(v) => find_manifest(&conn, store_id, &VolumeId::parse(&v).map_err(|e| IndexError::Corrupt(e.to_string()))?, name),
+            Some(v) => find_manifest(
+                &conn,
+                store_id,
+                &VolumeId::parse(&v).map_err(|e| IndexError::Corrupt(e.to_string()))?,
+                name,
+            ),
             None => Ok(None),
         }
     }

@@ -214,8 +214,14 @@ mod tests {
         let cases: Vec<(&str, Edit)> = vec![
             ("does not match its name", Box::new(|v| v["generation"] = 5.into())),
             ("invalid file path", Box::new(|v| v["files"][0]["name"] = "../x".into())),
-            ("invalid file path", Box::new(|v| v["files"][0]["object"] = "files/../../x".into())),
-            ("outside the location", Box::new(|v| v["files"][0]["object"] = "metadata.1.dat".into())),
+            (
+                "invalid file path",
+                Box::new(|v| v["files"][0]["object"] = "files/../../x".into()),
+            ),
+            (
+                "outside the location",
+                Box::new(|v| v["files"][0]["object"] = "metadata.1.dat".into()),
+            ),
             ("checksums", Box::new(|v| v["files"][0]["len"] = 1.into())),
             ("low_seqno", Box::new(|v| v["files"][0]["low_seqno"] = 99.into())),
             ("format", Box::new(|v| v["format"] = "x".into())),

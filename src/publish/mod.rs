@@ -205,9 +205,15 @@ pub async fn publish(
     let uploads: Vec<_> = to_upload
         .iter()
         .map(|&i| async move {
-            upload(store, &layout::file_key(volume, &files_ref[i].path), &files_ref[i], options, progress)
-                .await
-                .map(|r| (i, r))
+            upload(
+                store,
+                &layout::file_key(volume, &files_ref[i].path),
+                &files_ref[i],
+                options,
+                progress,
+            )
+            .await
+            .map(|r| (i, r))
         })
         .collect();
     let uploaded = futures::stream::iter(uploads)

@@ -167,7 +167,13 @@ mod tests {
     #[test]
     fn generation_names_are_canonical() {
         assert_eq!(parse_generation_name(&generation_name(12)), Some(12));
-        for bad in ["metadata.012.dat", "metadata.0.dat", "metadata..dat", "metadata.1x.dat", "metadata.1.json"] {
+        for bad in [
+            "metadata.012.dat",
+            "metadata.0.dat",
+            "metadata..dat",
+            "metadata.1x.dat",
+            "metadata.1.json",
+        ] {
             assert_eq!(parse_generation_name(bad), None, "{bad}");
         }
         let p = RelPath::parse("seqIndex/log.1").unwrap();

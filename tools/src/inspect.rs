@@ -78,7 +78,8 @@ fn is_backup_location(store: &Store) -> anyhow::Result<bool> {
 pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
     let bare_backup = address.volume.is_none()
-        && (args.selector.names_backup() || is_backup_location(&Store::open(&address.store, &StoreConfig::default())?)?);
+        && (args.selector.names_backup()
+            || is_backup_location(&Store::open(&address.store, &StoreConfig::default())?)?);
     if address.volume.is_none() && !bare_backup {
         let store = Store::open(&address.store, &StoreConfig::default())?;
         let volumes = block_on(catalog::list_volumes(&store))?;

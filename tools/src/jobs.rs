@@ -136,8 +136,15 @@ fn info(location: &str, json: bool, paths: &Paths) -> anyhow::Result<()> {
         print_json(&info);
         return Ok(());
     }
-    println!("{} (volume {})", info["location"].as_str().unwrap_or(""), info["volumeID"]);
-    println!("{:>6}  {:<20}  {:>6}  {:>14}  {:>5}  seqnos", "gen", "created", "files", "bytes", "new");
+    println!(
+        "{} (volume {})",
+        info["location"].as_str().unwrap_or(""),
+        info["volumeID"]
+    );
+    println!(
+        "{:>6}  {:<20}  {:>6}  {:>14}  {:>5}  seqnos",
+        "gen", "created", "files", "bytes", "new"
+    );
     for g in info["generations"].as_array().into_iter().flatten() {
         let seqnos = match (g["lowSeqno"].as_u64(), g["highSeqno"].as_u64()) {
             (Some(low), Some(high)) => format!("{low}-{high}"),
@@ -145,7 +152,11 @@ fn info(location: &str, json: bool, paths: &Paths) -> anyhow::Result<()> {
         };
         println!(
             "{:>6}  {:<20}  {:>6}  {:>14}  {:>5}  {seqnos}",
-            g["generation"], g["createdAt"].as_str().unwrap_or(""), g["files"], g["bytes"], g["newFiles"]
+            g["generation"],
+            g["createdAt"].as_str().unwrap_or(""),
+            g["files"],
+            g["bytes"],
+            g["newFiles"]
         );
     }
     Ok(())
@@ -159,7 +170,9 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
             if !paths.socket().exists() {
                 // Any client can ask: the job lives in the index even while no daemon runs.
                 let index = open_index(paths)?;
-                let row = index.restore_job(&id)?.with_context(|| format!("no restore job {id}"))?;
+                let row = index
+                    .restore_job(&id)?
+                    .with_context(|| format!("no restore job {id}"))?;
                 print_json(&serde_json::from_str(&row.record)?);
                 return Ok(());
             }
@@ -210,7 +223,10 @@ fn start(args: RestoreStartArgs, paths: &Paths) -> anyhow::Result<()> {
         print_json(&status);
         return Ok(());
     }
-    let id = status["id"].as_str().context("the daemon answered a job without id")?.to_string();
+    let id = status["id"]
+        .as_str()
+        .context("the daemon answered a job without id")?
+        .to_string();
     follow(paths, &id, status)
 }
 

@@ -153,9 +153,24 @@ impl SelectorArgs {
     pub fn selector(&self, backup: bool) -> lazysnap::catalog::Selector {
         use lazysnap::catalog::Selector;
         match (self, backup) {
-            (SelectorArgs { snapshot: Some(uuid), .. }, _) => Selector::Snapshot(uuid.clone()),
-            (SelectorArgs { manifest: Some(name), .. }, _) => Selector::Manifest(name.clone()),
-            (SelectorArgs { generation: Some(n), .. }, _) => Selector::Generation(*n),
+            (
+                SelectorArgs {
+                    snapshot: Some(uuid), ..
+                },
+                _,
+            ) => Selector::Snapshot(uuid.clone()),
+            (
+                SelectorArgs {
+                    manifest: Some(name), ..
+                },
+                _,
+            ) => Selector::Manifest(name.clone()),
+            (
+                SelectorArgs {
+                    generation: Some(n), ..
+                },
+                _,
+            ) => Selector::Generation(*n),
             (SelectorArgs { at: Some(ms), .. }, _) => Selector::At(*ms),
             (SelectorArgs { seqno: Some(s), .. }, _) => Selector::Seqno(*s),
             (_, true) => Selector::Backup,
