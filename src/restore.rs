@@ -40,7 +40,7 @@ pub enum RestoreError {
     Fetch {
         path: RelPath,
         #[source]
-        source: FetchError,
+        source: Box<FetchError>,
     },
     #[error(transparent)]
     Fs(#[from] FsError),
@@ -189,7 +189,7 @@ async fn copy_file(
         let run = first..last + 1;
         let fetch_err = |source| RestoreError::Fetch {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         };
         let fetcher = fs.fetcher();
         let fetched = fetcher

@@ -1,0 +1,260 @@
+//! Restore jobs through the real daemon on file:// and S3: a byte-identical copy of a snapshot and
+//! of a backup generation, the same request answering the same job, a job cut by a daemon crash
+//! resuming by itself without fetching completed blocks again (counted at the S3 server and by
+//! the job), and cancel leaving no partial file under a final name.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::data;
+use support::node::Node;
+use support::stores::TestStore;
+
+const VOLUME: &str = "kv/restore/kvstore-0";
+
+/// Every file under `dir` (hidden ones too) with its bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let name = e.path().strip_prefix(dir).unwrap().display().to_string();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+fn status(node: &Node, id: &str) -> Value {
+    node.json(&["restore", "status", id, "--json"])
+}
+
+/// Polls a job until `done` holds for its status.
+fn wait_until(node: &Node, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(node, id);
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: {s}\n{}", node.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_job() {
+    for store in TestStore::all() {
+        let what = store.name();
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        data::write(&src, "a.log", &data::bytes(1, 5 << 20));
+        data::write(&src, "dir/b.log", &data::bytes(2, 123_457));
+        data::write(&src, "empty", b"");
+        node.publish(&store, &src, VOLUME, &[]);
+        let url = store.url();
+        node.snapshot(&store, VOLUME, "s1");
+        // The volume moves on after the snapshot: the restore copies the snapshot's files.
+        data::write(&src, "later.log", b"not in the snapshot");
+        node.publish(&store, &src, VOLUME, &[]);
+
+        let dest = node.path("dest");
+        let from = format!("{url}#{VOLUME}");
+        let args = [
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--snapshot",
+            "s1",
+            "--dest",
+            dest.to_str().unwrap(),
+        ];
+        let done = node.json(&[&args[..], &["--wait"]].concat());
+        assert_eq!(done["state"], "COMPLETED", "{what}: {done}");
+        assert_eq!(
+            (done["filesDone"].as_u64(), done["filesTotal"].as_u64()),
+            (Some(3), Some(3)),
+            "{done}"
+        );
+        assert_eq!(done["bytesDone"], done["bytesTotal"], "{done}");
+        let mut expected = tree(&src);
+        expected.remove("later.log");
+        assert!(
+            tree(&dest) == expected,
+            "{what}: the copy differs from the snapshot (or holds temporary files)"
+        );
+
+        let again = node.json(&args);
+        assert_eq!(again["id"], done["id"], "{what}: {again}");
+        assert_eq!(again["state"], "COMPLETED", "{again}");
+        let list = node.json(&["restore", "list"]);
+        assert_eq!(list["jobs"].as_array().unwrap().len(), 1, "{list}");
+
+        // A different file under a final name is never overwritten.
+        let other = node.path("other");
+        data::write(&other, "a.log", b"someone else's file");
+        let err = node.fails(&[
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--dest",
+            other.to_str().unwrap(),
+            "--wait",
+        ]);
+        assert!(err.contains("already holds a different file"), "{what}: {err}");
+        assert_eq!(std::fs::read(other.join("a.log")).unwrap(), b"someone else's file");
+        let err = node.fails(&[
+            "restore",
+            "start",
+            "--from",
+            &format!("{url}#no/such/volume"),
+            "--dest",
+            "/tmp/x",
+        ]);
+        assert!(err.contains("not found"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn a_restore_of_a_backup_generation_is_the_folder_as_it_was() {
+    let store = TestStore::s3();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write_complete(&src, "a.log", &data::bytes(3, 2 << 20));
+    let location = store.url();
+    let start = [
+        "backup",
+        "start",
+        "--source",
+        src.to_str().unwrap(),
+        "--location",
+        &location,
+    ];
+    node.ok(&start);
+    let gen1 = tree(&src);
+    data::write_complete(&src, "b.log", &data::bytes(4, 1 << 20));
+    node.ok(&["backup", "stop", "--location", &location]);
+    let dest = node.path("dest");
+    let done = node.json(&[
+        "restore",
+        "start",
+        "--from",
+        &location,
+        "--generation",
+        "1",
+        "--dest",
+        dest.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(done["manifest"], "metadata.1.dat", "{done}");
+    assert!(
+        tree(&dest) == gen1,
+        "generation 1 restored with a file it did not have, or different bytes"
+    );
+}
+
+#[test]
+fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
+    for store in TestStore::all() {
+        let what = store.name();
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        let sizes = [("a.log", 20usize << 20), ("b.log", 20 << 20)];
+        for (i, (name, size)) in sizes.iter().enumerate() {
+            data::write(&src, name, &data::bytes(10 + i as u64, *size));
+        }
+        let total: u64 = sizes.iter().map(|(_, s)| *s as u64).sum();
+        node.publish(&store, &src, VOLUME, &[]);
+        let dest = node.path("dest");
+        let from = format!("{}#{VOLUME}", store.url());
+        let job = node.json(&[
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--bandwidth",
+            "16M",
+        ]);
+        let id = job["id"].as_str().unwrap().to_string();
+        let before = wait_until(&node, &id, "a third done", |s| {
+            s["bytesDone"].as_u64().unwrap() >= 14 << 20
+        });
+        node.kill_daemon();
+        let done_before = before["bytesDone"].as_u64().unwrap();
+        assert!(done_before < total, "{what}: {before}");
+        // Whatever the crash cut, no file is under its final name unless complete.
+        for (name, bytes) in tree(&dest) {
+            if !name.contains(".lazysnap-restore-") {
+                assert!(
+                    bytes == data::bytes(10 + (name == "b.log") as u64, bytes.len()) && bytes.len() == 20 << 20,
+                    "{what}: torn {name}"
+                );
+            }
+        }
+        if let Some(server) = store.server() {
+            server.reset_stats();
+        }
+
+        node.ok(&["daemon", "start"]);
+        let after = wait_until(&node, &id, "completion after the restart", |s| {
+            s["state"] == "COMPLETED"
+        });
+        let fetched_again = after["bytesFetchedThisRun"].as_u64().unwrap();
+        assert!(
+            fetched_again <= total - done_before,
+            "{what}: {fetched_again} bytes fetched after the restart, but {done_before} of {total} were done before: {after}"
+        );
+        if let Some(server) = store.server() {
+            assert_eq!(server.stats().get_bytes, fetched_again, "{what}: counted at the server");
+        }
+        assert!(tree(&dest) == tree(&src), "{what}: the restored folder differs");
+    }
+}
+
+#[test]
+fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "big.log", &data::bytes(7, 24 << 20));
+    node.publish(&store, &src, VOLUME, &[]);
+    let dest = node.path("dest");
+    let from = format!("{}#{VOLUME}", store.url());
+    let job = node.json(&[
+        "restore",
+        "start",
+        "--from",
+        &from,
+        "--dest",
+        dest.to_str().unwrap(),
+        "--bandwidth",
+        "4M",
+    ]);
+    let id = job["id"].as_str().unwrap().to_string();
+    wait_until(&node, &id, "some bytes done", |s| s["bytesDone"].as_u64().unwrap() > 0);
+    let cancelled = node.json(&["restore", "cancel", &id]);
+    assert_eq!(cancelled["state"], "CANCELLED", "{cancelled}");
+    assert!(
+        tree(&dest).is_empty(),
+        "cancel left {:?}",
+        tree(&dest).keys().collect::<Vec<_>>()
+    );
+    let err = node.fails(&["restore", "status", "r-nosuchjob"]);
+    assert!(err.contains("no restore job r-nosuchjob"), "{err}");
+
+    let resumed = node.json(&["restore", "resume", &id]);
+    assert_eq!(resumed["state"], "RUNNING", "{resumed}");
+    let done = wait_until(&node, &id, "completion", |s| s["state"] == "COMPLETED");
+    assert_eq!(done["bytesDone"], 24 << 20, "{done}");
+    assert!(tree(&dest) == tree(&src));
+    let err = node.fails(&["restore", "cancel", &id]);
+    assert!(err.contains("already completed"), "{err}");
+}
