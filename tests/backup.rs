@@ -221,3 +221,54 @@ fn each_generation_shows_the_folder_as_of_its_round_and_numbering_survives_a_res
         assert_eq!(node.json(&["mounts"]), serde_json::json!([]), "{what}");
     }
 }
+
+#[test]
+fn a_backup_cut_by_a_daemon_crash_starts_again_and_a_clean_stop_forgets_it() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let location = store.url();
+    let src = node.path("src");
+    engine_writes(&src, "a.log", 1, 100_000, (1, 10));
+    let start = [
+        "backup",
+        "start",
+        "--source",
+        src.to_str().unwrap(),
+        "--location",
+        &location,
+        "--interval",
+        "1s",
+    ];
+    node.ok(&start);
+    node.kill_daemon();
+    engine_writes(&src, "b.log", 2, 100_000, (11, 20));
+    node.ok(&["daemon", "start"]);
+    wait_for_generation(&node, 2);
+    let listed = node.json(&["ls", &location, "--json"]);
+    let names: Vec<_> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a.log", "b.log"], "{listed}");
+
+    node.ok(&["daemon", "stop"]);
+    node.ok(&["daemon", "start"]);
+    assert_eq!(
+        node.json(&["backup", "list"]),
+        serde_json::json!([]),
+        "a clean stop ends the backup"
+    );
+    let err = node.fails(&["backup", "stop", "--location", &location]);
+    assert!(err.contains("runs no backup into"), "{err}");
+    let err = node.fails(&[
+        "backup",
+        "start",
+        "--source",
+        "/nonexistent/src",
+        "--location",
+        &location,
+    ]);
+    assert!(err.contains("is not an absolute path to a folder"), "{err}");
+}

@@ -24,6 +24,8 @@ struct Running {
 pub struct Backups {
     index: Arc<Index>,
     active: tokio::sync::Mutex<BTreeMap<String, Running>>,
+    /// Locations whose first round runs now: a second start waits for no one, it is refused.
+    starting: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Backups {
@@ -31,6 +33,7 @@ impl Backups {
         Backups {
             index,
             active: tokio::sync::Mutex::default(),
+            starting: std::sync::Mutex::default(),
         }
     }
 
@@ -57,16 +60,6 @@ impl Backups {
         };
         let location = ops::open_store(&req.location, true)?;
         let key = location.url().to_string();
-        let mut active = self.active.lock().await;
-        if let Some(running) = active.get(&key) {
-            if running.request == *req {
-                return Ok(running.handle.status());
-            }
-            return Err(OpError::invalid(format!(
-                "this node already backs up {} into {key}; stop that backup first",
-                running.request.source
-            )));
-        }
         let options = BackupOptions {
             interval: Duration::from_secs(interval),
             block_size,
@@ -77,7 +70,21 @@ impl Backups {
             let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
             writer.write(&json!({ "source": source_text, "newFiles": names }).to_string());
         });
-        let handle = backup::start(source, location, options, callback).await?;
+        // The first round may read and upload a lot: other requests are not held up meanwhile,
+        // but a second start of the same location is refused until it is done.
+        if !self.starting_lock().insert(key.clone()) {
+            return Err(OpError::invalid(format!(
+                "a backup into {key} is starting; ask again when it answers"
+            )));
+        }
+        if let Some(running) = self.active.lock().await.get(&key) {
+            self.starting_lock().remove(&key);
+            return same_or_busy(running, req, &key);
+        }
+        let started = backup::start(source, location, options, callback).await;
+        let mut active = self.active.lock().await;
+        self.starting_lock().remove(&key);
+        let handle = started?;
         let record = serde_json::to_string(req).expect("requests serialise");
         if let Err(e) = self.index.record_backup(&key, &record) {
             tracing::warn!(error = %e, "cannot record the backup; it will not be started again after a crash");
@@ -92,6 +99,10 @@ impl Backups {
             },
         );
         Ok(status)
+    }
+
+    fn starting_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.starting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs the final round and stops; answers the final status.
@@ -145,6 +156,17 @@ impl Backups {
             }
         }
     }
+}
+
+/// The running backup's status when `req` asks for it again, else why the location is busy.
+fn same_or_busy(running: &Running, req: &BackupStartRequest, key: &str) -> Result<BackupStatus, OpError> {
+    if running.request == *req {
+        return Ok(running.handle.status());
+    }
+    Err(OpError::invalid(format!(
+        "this node already backs up {} into {key}; stop that backup first",
+        running.request.source
+    )))
 }
 
 /// The source folder's name, as the volume a view of the location shows.

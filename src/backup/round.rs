@@ -42,7 +42,12 @@ pub(super) struct Rounds {
     /// Every object key under `files/` in the location: a new object never takes one of them.
     used: HashSet<String>,
     next_generation: u64,
-    first_round: bool,
+    /// The callback is due: files were placed (or lost) that no completed callback and
+    /// generation write has covered yet, or no round has completed since start.
+    due: bool,
+    /// Files placed since the last completed callback: a round that failed after placing some
+    /// reports them the next time instead of losing them.
+    unreported: Vec<BackupFile>,
 }
 
 /// The generation numbers in a location, oldest first.
@@ -113,7 +118,8 @@ impl Rounds {
             live,
             used,
             next_generation: numbers.last().map_or(1, |n| n + 1),
-            first_round: true,
+            due: true,
+            unreported: Vec::new(),
         })
     }
 
@@ -137,58 +143,61 @@ impl Rounds {
             .into_iter()
             .partition(|f| !f.path.as_str().ends_with(super::SEQNO_SIDECAR_SUFFIX));
         let sidecars: HashSet<String> = sidecars.into_iter().map(|f| f.path.to_string()).collect();
-        let mut next_live = BTreeMap::new();
-        let mut new_files = Vec::new();
+        // The state moves file by file, so a round cut by an error keeps what it placed.
+        let seen: HashSet<&RelPath> = files.iter().map(|f| &f.path).collect();
+        let before = self.live.len();
+        self.live.retain(|path, _| seen.contains(path));
+        self.due |= self.live.len() != before;
         for file in &files {
             let identity = (file.modified_ns, file.inode);
-            let known = self.live.get(&file.path);
-            let kept = match known {
-                Some(placed) if placed.identity == Some(identity) => Some(placed.clone()),
+            let kept = match self.live.get(&file.path) {
+                Some(placed) if placed.identity == Some(identity) => continue,
                 Some(placed) if placed.identity.is_none() && placed.len == file.size => {
-                    self.same_as_placed(file, placed).await?.then(|| Placed {
-                        identity: Some(identity),
-                        ..placed.clone()
-                    })
+                    let placed = placed.clone();
+                    self.same_as_placed(file, &placed).await?.then_some(placed)
                 }
-                _ => None,
-            };
-            let placed = match kept {
-                Some(placed) => placed,
-                None => {
-                    if known.is_some() {
-                        tracing::warn!(file = %file.path, "file changed in place; backing it up again under a new object");
-                    }
-                    let sidecar = format!("{}{}", file.path, super::SEQNO_SIDECAR_SUFFIX);
-                    let seqnos = match sidecars.contains(&sidecar) {
-                        true => read_seqnos(&self.source.join(&sidecar)),
-                        false => None,
-                    };
-                    let placed = self.place(file, seqnos).await?;
-                    new_files.push(BackupFile {
-                        name: file.path.to_string(),
-                        len: placed.len,
-                        low_seqno: placed.low_seqno,
-                        high_seqno: placed.high_seqno,
-                    });
-                    placed
+                Some(_) => {
+                    tracing::warn!(file = %file.path, "file changed in place; backing it up again under a new object");
+                    None
                 }
+                None => None,
             };
-            next_live.insert(file.path.clone(), placed);
+            if let Some(placed) = kept {
+                let identified = Placed {
+                    identity: Some(identity),
+                    ..placed
+                };
+                self.live.insert(file.path.clone(), identified);
+                continue;
+            }
+            let sidecar = format!("{}{}", file.path, super::SEQNO_SIDECAR_SUFFIX);
+            let seqnos = match sidecars.contains(&sidecar) {
+                true => read_seqnos(&self.source.join(&sidecar)),
+                false => None,
+            };
+            let placed = self.place(file, seqnos).await?;
+            self.unreported.push(BackupFile {
+                name: file.path.to_string(),
+                len: placed.len,
+                low_seqno: placed.low_seqno,
+                high_seqno: placed.high_seqno,
+            });
+            self.live.insert(file.path.clone(), placed);
+            self.due = true;
         }
-        let changed = !new_files.is_empty() || next_live.len() != self.live.len() || self.first_round;
-        self.live = next_live;
-        self.first_round = false;
-        if !changed {
+        if !self.due {
             return Ok(());
         }
         let mut writer = MetadataWriter {
             next: self.next_generation,
             pending: Vec::new(),
         };
-        (self.callback)(&new_files, &mut writer);
+        (self.callback)(&self.unreported, &mut writer);
         for metadata in writer.pending {
             self.write_generation(metadata).await?;
         }
+        self.unreported.clear();
+        self.due = false;
         Ok(())
     }
 
