@@ -258,3 +258,65 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
     let err = node.fails(&["restore", "cancel", &id]);
     assert!(err.contains("already completed"), "{err}");
 }
+
+#[test]
+fn an_in_place_restore_is_a_mount_at_once_and_completes_when_every_block_is_local() {
+    for store in TestStore::all() {
+        let what = store.name();
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        data::write(&src, "a.log", &data::bytes(21, 12 << 20));
+        data::write(&src, "dir/b.log", &data::bytes(22, 300_000));
+        node.publish(&store, &src, VOLUME, &[]);
+        let dest = node.path("engine");
+        let from = format!("{}#{VOLUME}", store.url());
+        let job = node.json(&[
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--in-place",
+            "--bandwidth",
+            "8M",
+        ]);
+        let id = job["id"].as_str().unwrap().to_string();
+        assert!(
+            support::node::is_mounted(&dest),
+            "{what}: the destination is a mount at once: {job}"
+        );
+        // The engine reads before the hydration is done: lazily, the right bytes.
+        assert!(std::fs::read(dest.join(VOLUME).join("dir/b.log")).unwrap() == data::bytes(22, 300_000));
+        let done = wait_until(&node, &id, "in-place completion", |s| s["state"] == "COMPLETED");
+        assert_eq!(done["bytesDone"], (12 << 20) + 300_000, "{what}: {done}");
+        if let Some(server) = store.server() {
+            server.reset_stats();
+        }
+        assert!(std::fs::read(dest.join(VOLUME).join("a.log")).unwrap() == data::bytes(21, 12 << 20));
+        if let Some(server) = store.server() {
+            assert_eq!(
+                server.stats().get_requests,
+                0,
+                "{what}: reads after completion went to the store"
+            );
+        }
+        let again = node.json(&[
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--in-place",
+            "--bandwidth",
+            "8M",
+        ]);
+        assert_eq!(
+            (again["id"].as_str(), again["state"].as_str()),
+            (Some(id.as_str()), Some("COMPLETED")),
+            "{again}"
+        );
+        node.ok(&["umount", dest.to_str().unwrap()]);
+    }
+}

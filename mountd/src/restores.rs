@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 
 use crate::mounts::Mounts;
 
+mod in_place;
+
 /// How often a running job writes its progress to the index.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -89,11 +91,13 @@ impl Restores {
     pub async fn start(&self, mounts: &Mounts, req: &RestoreStartRequest) -> Result<Value, OpError> {
         let req = canonical(req)?;
         let dest = PathBuf::from(&req.dest);
-        std::fs::create_dir_all(&dest)
-            .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
+        if !req.in_place {
+            std::fs::create_dir_all(&dest)
+                .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
+        }
         let key = serde_json::to_string(&req).expect("requests serialise");
         if let Some(existing) = self.by_request(&key)? {
-            return Ok(self.status_of(&existing));
+            return Ok(self.status_of(mounts, &existing));
         }
         let (fs, manifests) = view(mounts, &req, None).await?;
         let record = JobRecord {
@@ -119,60 +123,87 @@ impl Restores {
         let stored = self.index.insert_restore_job(&row).map_err(internal)?;
         if stored.id != record.id {
             // Another client made the same job a moment ago.
-            return Ok(self.status_of(&parse(&stored)?));
+            return Ok(self.status_of(mounts, &parse(&stored)?));
         }
-        tracing::info!(job = record.id, dest = record.request.dest, "restore job started");
-        self.run(fs, record);
-        self.status(&stored.id)
+        tracing::info!(
+            job = record.id,
+            dest = record.request.dest,
+            in_place = record.request.in_place,
+            "restore job started"
+        );
+        self.launch(mounts, fs, record).await?;
+        self.status(mounts, &stored.id)
+    }
+
+    /// Runs a job: a copy in a task, or (in place) a mount at the destination that hydrates.
+    async fn launch(&self, mounts: &Mounts, fs: Arc<LazyFs>, record: JobRecord) -> Result<(), OpError> {
+        if !record.request.in_place {
+            self.run(fs, record);
+            return Ok(());
+        }
+        drop(fs);
+        if let Err(e) = in_place::start(mounts, &record.request, &record.manifest).await {
+            let failed = JobRecord {
+                state: JobState::Failed,
+                error: Some(e.message.clone()),
+                finished_at_ms: Some(lazysnap::now_ms()),
+                ..record
+            };
+            self.save(&failed);
+            return Err(e);
+        }
+        self.save(&record);
+        Ok(())
     }
 
     /// The job's status: live figures while it runs here, else as recorded.
-    pub fn status(&self, id: &str) -> Result<Value, OpError> {
-        let row = self
-            .index
-            .restore_job(id)
-            .map_err(internal)?
-            .ok_or_else(|| OpError::unknown(format!("no restore job {id}")))?;
-        Ok(self.status_of(&parse(&row)?))
+    pub fn status(&self, mounts: &Mounts, id: &str) -> Result<Value, OpError> {
+        Ok(self.status_of(mounts, &self.record(id)?))
     }
 
-    pub fn list(&self) -> Result<Value, OpError> {
+    pub fn list(&self, mounts: &Mounts) -> Result<Value, OpError> {
         let rows = self.index.restore_jobs().map_err(internal)?;
         let jobs = rows
             .iter()
-            .map(|row| parse(row).map(|record| self.status_of(&record)))
+            .map(|row| parse(row).map(|record| self.status_of(mounts, &record)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(json!({ "jobs": jobs }))
     }
 
     /// Stops a running job (its temporary files go; files already complete stay) or marks a job
     /// that is not running cancelled.
-    pub async fn cancel(&self, req: &JobRequest) -> Result<Value, OpError> {
-        let mut record = self.record(&req.id)?;
+    pub async fn cancel(&self, mounts: &Mounts, req: &JobRequest) -> Result<Value, OpError> {
         let running = lock(&self.running).remove(&req.id);
         if let Some(job) = running {
             job.progress.cancelled.store(true, Relaxed);
             let _ = job.task.await;
-            return self.status(&req.id);
+            return self.status(mounts, &req.id);
         }
+        // An in-place job's state follows its hydration: look first.
+        let _ = self.status(mounts, &req.id);
+        let mut record = self.record(&req.id)?;
         if record.state == JobState::Completed {
             return Err(OpError::invalid(format!("restore job {} already completed", record.id)));
         }
-        restore::remove_temp_files(Path::new(&record.request.dest), &record.id);
+        match record.request.in_place {
+            // The mount stays: the engine may be using it. Only the hydration stops.
+            true => in_place::cancel(mounts, &record.request),
+            false => restore::remove_temp_files(Path::new(&record.request.dest), &record.id),
+        }
         record.state = JobState::Cancelled;
         record.finished_at_ms = Some(lazysnap::now_ms());
         self.save(&record);
-        Ok(self.status_of(&record))
+        Ok(self.status_of(mounts, &record))
     }
 
     /// Runs a job that is not running again; what it completed before is kept, not fetched.
     pub async fn resume(&self, mounts: &Mounts, req: &JobRequest) -> Result<Value, OpError> {
         let record = self.record(&req.id)?;
         if lock(&self.running).contains_key(&req.id) {
-            return self.status(&req.id);
+            return self.status(mounts, &req.id);
         }
         self.resume_record(mounts, record).await?;
-        self.status(&req.id)
+        self.status(mounts, &req.id)
     }
 
     async fn resume_record(&self, mounts: &Mounts, mut record: JobRecord) -> Result<(), OpError> {
@@ -182,8 +213,7 @@ impl Restores {
         record.error = None;
         record.finished_at_ms = None;
         tracing::info!(job = record.id, "restore job resumed");
-        self.run(fs, record);
-        Ok(())
+        self.launch(mounts, fs, record).await
     }
 
     /// Takes up the jobs a daemon that stopped or died left running or pending.
@@ -277,10 +307,25 @@ impl Restores {
         );
     }
 
-    fn status_of(&self, record: &JobRecord) -> Value {
+    fn status_of(&self, mounts: &Mounts, record: &JobRecord) -> Value {
         let mut record = record.clone();
         let mut rate = None;
         let mut eta = None;
+        if record.request.in_place && matches!(record.state, JobState::Running | JobState::Pending) {
+            if let Some(h) = in_place::hydration(mounts, &record.request) {
+                (rate, eta) = (Some(h.rate), h.eta_seconds);
+                (record.bytes_total, record.bytes_done) = (h.bytes_total, h.bytes_done);
+                (record.files_total, record.files_done) = (h.files_total, h.files_done);
+                (record.bytes_fetched, record.bytes_fetched_this_run) = (h.bytes_fetched, h.bytes_fetched);
+                let state = in_place::job_state(h.state);
+                if state != JobState::Running {
+                    record.state = state;
+                    record.error = h.error;
+                    record.finished_at_ms = Some(lazysnap::now_ms());
+                    self.save(&record);
+                }
+            }
+        }
         if let Some(job) = lock(&self.running).get(&record.id) {
             fill(&mut record, &job.progress, job.fetched_before);
             record.state = JobState::Running;

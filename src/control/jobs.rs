@@ -43,6 +43,10 @@ pub struct RestoreStartRequest {
     /// Bytes per second fetched from the store at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<u64>,
+    /// Mount the view at `dest` and hydrate it instead of copying: the engine uses the mount at
+    /// once, and the job completes when every block is local.
+    #[serde(default, rename = "inPlace", skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,6 +96,10 @@ pub struct RestoreStartArgs {
     /// Bytes per second fetched from the store at most (suffixes K, M, G).
     #[arg(long, value_parser = lazysnap::units::parse_size)]
     bandwidth: Option<u64>,
+    /// Mount the view at DIR (empty or missing) and hydrate it instead of copying: the engine
+    /// uses DIR/<volumeID>/ at once, and the job completes when every block is local.
+    #[arg(long)]
+    in_place: bool,
     /// Stay until the job ends (a progress bar on a terminal), then print its final status.
     #[arg(long)]
     wait: bool,
@@ -216,6 +220,7 @@ fn start(args: RestoreStartArgs, paths: &Paths) -> anyhow::Result<()> {
         selector: args.selector.selector(backup),
         dest: absolute(&args.dest)?.display().to_string(),
         bandwidth: args.bandwidth,
+        in_place: args.in_place,
     });
     daemon::ensure_running(paths)?;
     let status = daemon::call(paths, &request)?;

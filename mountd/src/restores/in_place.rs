@@ -1,0 +1,51 @@
+//! In-place restores: the view is mounted at the destination and hydrated, so the engine uses the
+//! mount at once; the job is the hydration, complete when every block is local.
+
+use std::path::Path;
+
+use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError, RestoreStartRequest};
+use lazysnap::hydrate::{HydrationState, HydrationStatus};
+
+use super::JobState;
+use crate::mounts::Mounts;
+
+/// Mounts the pinned view at the destination (answering the existing mount when it is already
+/// there, as after a daemon crash) and starts or resumes its hydration.
+pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifest: &str) -> Result<(), OpError> {
+    let params = HydrateParams {
+        bandwidth: req.bandwidth,
+        deadline_ms: None,
+    };
+    let request = MountRequest {
+        store: req.store.clone(),
+        volumes: req.volume.iter().cloned().collect(),
+        selector: req.selector.pinned(manifest),
+        mount_path: Some(req.dest.clone()),
+        hydrate: Some(params.clone()),
+    };
+    mounts.mount(request).await?;
+    mounts.hydrate(&req.dest, HydrateAction::Start, &params)?;
+    Ok(())
+}
+
+/// The hydration of the destination, when it is mounted here.
+pub fn hydration(mounts: &Mounts, req: &RestoreStartRequest) -> Option<HydrationStatus> {
+    mounts
+        .hydrate(&req.dest, HydrateAction::Status, &HydrateParams::default())
+        .ok()
+}
+
+pub fn cancel(mounts: &Mounts, req: &RestoreStartRequest) {
+    if Path::new(&req.dest).exists() {
+        let _ = mounts.hydrate(&req.dest, HydrateAction::Cancel, &HydrateParams::default());
+    }
+}
+
+pub fn job_state(state: HydrationState) -> JobState {
+    match state {
+        HydrationState::Running | HydrationState::Paused => JobState::Running,
+        HydrationState::Completed => JobState::Completed,
+        HydrationState::Cancelled => JobState::Cancelled,
+        HydrationState::Failed => JobState::Failed,
+    }
+}
