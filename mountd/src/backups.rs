@@ -60,6 +60,14 @@ impl Backups {
         };
         let location = ops::open_store(&req.location, true)?;
         let key = location.url().to_string();
+        // Defaults filled in, so a request that leaves them out is the same request.
+        let req = &BackupStartRequest {
+            source: req.source.clone(),
+            location: key.clone(),
+            interval: Some(interval),
+            volume: Some(volume.to_string()),
+            block_size: Some(block_size),
+        };
         let options = BackupOptions {
             interval: Duration::from_secs(interval),
             block_size,

@@ -62,8 +62,7 @@ struct JobRecord {
 struct RunningJob {
     progress: Arc<Progress>,
     started: Instant,
-    /// Bytes done and fetched when this run started, for its rate.
-    done_before: u64,
+    /// Bytes earlier runs fetched.
     fetched_before: u64,
     task: tokio::task::JoinHandle<()>,
 }
@@ -300,7 +299,6 @@ impl Restores {
             RunningJob {
                 progress,
                 started: Instant::now(),
-                done_before: 0,
                 fetched_before,
                 task,
             },
@@ -330,7 +328,8 @@ impl Restores {
             fill(&mut record, &job.progress, job.fetched_before);
             record.state = JobState::Running;
             let elapsed = job.started.elapsed().as_secs_f64().max(1e-3);
-            let per_second = record.bytes_done.saturating_sub(job.done_before) as f64 / elapsed;
+            // Bytes kept from an earlier run count too: they are verified, which takes a read.
+            let per_second = record.bytes_done as f64 / elapsed;
             rate = Some(per_second);
             if per_second > 0.0 {
                 eta = Some(record.bytes_total.saturating_sub(record.bytes_done) as f64 / per_second);

@@ -103,6 +103,8 @@ pub struct BackupStatus {
 pub enum BackupError {
     #[error("backup source {0} is not a folder")]
     NotAFolder(PathBuf),
+    #[error("block size {0} is not a power of two between 4 KiB and 64 MiB")]
+    BlockSize(u64),
     #[error("cannot place {path} in the backup location: {source}")]
     Place {
         path: String,
@@ -142,6 +144,10 @@ pub async fn start(
 ) -> Result<BackupHandle, BackupError> {
     if !source.is_dir() {
         return Err(BackupError::NotAFolder(source));
+    }
+    let sizes = crate::manifest::MIN_BLOCK_SIZE..=crate::manifest::MAX_BLOCK_SIZE;
+    if !sizes.contains(&options.block_size) || !options.block_size.is_power_of_two() {
+        return Err(BackupError::BlockSize(options.block_size));
     }
     let status = Arc::new(Mutex::new(BackupStatus {
         location: location.url().to_string(),

@@ -224,8 +224,8 @@ impl Rounds {
             None => false,
         };
         let (len, checksums) = if linked {
-            let sums = publish::checksum_local(file, self.options.block_size).await?;
-            (file.size, sums)
+            // Length and checksums from one read, so they agree even if the file grew since the scan.
+            checksum_with_len(&file.local, self.options.block_size).await?
         } else {
             let options = PublishOptions {
                 block_size: self.options.block_size,
@@ -319,6 +319,23 @@ fn hard_link(from: &std::path::Path, to: &std::path::Path) -> Result<bool, Backu
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(false),
         Err(e) => Err(place_err(e)),
     }
+}
+
+async fn checksum_with_len(path: &std::path::Path, block_size: u64) -> Result<(u64, BlockChecksums), BackupError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let read =
+            std::fs::File::open(&path).and_then(|f| BlockChecksums::compute(std::io::BufReader::new(f), block_size));
+        match read {
+            Ok((sums, len)) => Ok((len, sums)),
+            Err(source) => Err(BackupError::Place {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    })
+    .await
+    .expect("checksum task does not panic")
 }
 
 /// `<low> <high>` from a sidecar; a sidecar that cannot be used is logged and ignored.

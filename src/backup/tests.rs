@@ -170,6 +170,12 @@ async fn a_callback_that_does_not_write_records_no_generation() {
         read_generation(&location, 1).await,
         Err(BackupError::UnknownGeneration { generation: 1, .. })
     ));
+    let odd = BackupOptions {
+        block_size: 5000,
+        ..options()
+    };
+    let refused = start(source.path().to_path_buf(), location.clone(), odd, Box::new(|_, _| {})).await;
+    assert!(matches!(refused, Err(BackupError::BlockSize(5000))));
     let missing = std::path::PathBuf::from("/nonexistent/lazysnap-src");
     assert!(matches!(
         start(missing, location, options(), Box::new(|_, _| {})).await,

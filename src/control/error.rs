@@ -83,7 +83,9 @@ impl From<crate::backup::BackupError> for OpError {
         use crate::backup::BackupError;
         let message = e.to_string();
         match e {
-            BackupError::NotAFolder(_) | BackupError::Conflict { .. } => OpError::invalid(message),
+            BackupError::NotAFolder(_) | BackupError::BlockSize(_) | BackupError::Conflict { .. } => {
+                OpError::invalid(message)
+            }
             BackupError::UnknownGeneration { .. } => OpError::unknown(message),
             BackupError::Manifest(_) | BackupError::Place { .. } => OpError::internal(message),
             BackupError::Publish(e) => e.into(),

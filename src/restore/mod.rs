@@ -257,3 +257,6 @@ fn sync_dirs(dest: &Path) -> Result<(), RestoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
