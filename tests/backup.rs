@@ -28,6 +28,21 @@ fn engine_writes(src: &Path, name: &str, seed: u64, len: usize, seqnos: (u64, u6
     (name.to_string(), bytes)
 }
 
+/// `lazysnap backup start` of `src` into `location`, a round a second.
+fn start_args<'a>(src: &'a Path, location: &'a str) -> [&'a str; 8] {
+    let src = src.to_str().unwrap();
+    [
+        "backup",
+        "start",
+        "--source",
+        src,
+        "--location",
+        location,
+        "--interval",
+        "1s",
+    ]
+}
+
 fn wait_for_generation(node: &Node, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -40,25 +55,12 @@ fn wait_for_generation(node: &Node, n: u64) {
     }
 }
 
-/// Every file under `dir` with its bytes.
-fn tree(dir: &Path) -> Files {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let name = e.path().strip_prefix(dir).unwrap().display().to_string();
-            (name, std::fs::read(e.path()).unwrap())
-        })
-        .collect()
-}
-
 fn assert_view(node: &Node, location: &str, selector: &[&str], expected: &Files, what: &str) {
     let mountpoint = node.path(&format!("mnt-{}", selector.join("-").replace(':', "")));
     let mut args = vec!["--backup", location, "--mountpoint", mountpoint.to_str().unwrap()];
     args.extend_from_slice(selector);
     let mount = node.mount(&args);
-    let shown = tree(&mount.path.join("src"));
+    let shown = data::tree(&mount.path.join("src"));
     assert_eq!(
         shown.keys().collect::<Vec<_>>(),
         expected.keys().collect::<Vec<_>>(),
@@ -78,16 +80,7 @@ fn each_generation_shows_the_folder_as_of_its_round_and_numbering_survives_a_res
         let mut live = Files::new();
         live.extend([engine_writes(&src, "a.log", 1, 3 << 20, (1, 100))]);
         live.extend([engine_writes(&src, "seq/b.log", 2, 700_000, (101, 200))]);
-        let start = [
-            "backup",
-            "start",
-            "--source",
-            src.to_str().unwrap(),
-            "--location",
-            &location,
-            "--interval",
-            "1s",
-        ];
+        let start = start_args(&src, &location);
         let started = node.json(&start);
         assert_eq!(
             started["lastGeneration"], 1,
@@ -229,16 +222,7 @@ fn a_backup_cut_by_a_daemon_crash_starts_again_and_a_clean_stop_forgets_it() {
     let location = store.url();
     let src = node.path("src");
     engine_writes(&src, "a.log", 1, 100_000, (1, 10));
-    let start = [
-        "backup",
-        "start",
-        "--source",
-        src.to_str().unwrap(),
-        "--location",
-        &location,
-        "--interval",
-        "1s",
-    ];
+    let start = start_args(&src, &location);
     node.ok(&start);
     node.kill_daemon();
     engine_writes(&src, "b.log", 2, 100_000, (11, 20));

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,17 +15,15 @@ use support::stores::TestStore;
 
 const VOLUME: &str = "kv/restore/kvstore-0";
 
-/// Every file under `dir` (hidden ones too) with its bytes.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let name = e.path().strip_prefix(dir).unwrap().display().to_string();
-            (name, std::fs::read(e.path()).unwrap())
-        })
-        .collect()
+/// Starts a restore of `from` into `dest` with `extra` flags; answers the job id.
+fn start_restore(node: &Node, from: &str, dest: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["restore", "start", "--from", from, "--dest", dest.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let job = node.json(&args);
+    job["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job id: {job}"))
+        .to_string()
 }
 
 fn status(node: &Node, id: &str) -> Value {
@@ -82,10 +79,10 @@ fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_j
             "{done}"
         );
         assert_eq!(done["bytesDone"], done["bytesTotal"], "{done}");
-        let mut expected = tree(&src);
+        let mut expected = data::tree(&src);
         expected.remove("later.log");
         assert!(
-            tree(&dest) == expected,
+            data::tree(&dest) == expected,
             "{what}: the copy differs from the snapshot (or holds temporary files)"
         );
 
@@ -137,7 +134,7 @@ fn a_restore_of_a_backup_generation_is_the_folder_as_it_was() {
         &location,
     ];
     node.ok(&start);
-    let gen1 = tree(&src);
+    let gen1 = data::tree(&src);
     data::write_complete(&src, "b.log", &data::bytes(4, 1 << 20));
     node.ok(&["backup", "stop", "--location", &location]);
     let dest = node.path("dest");
@@ -154,7 +151,7 @@ fn a_restore_of_a_backup_generation_is_the_folder_as_it_was() {
     ]);
     assert_eq!(done["manifest"], "metadata.1.dat", "{done}");
     assert!(
-        tree(&dest) == gen1,
+        data::tree(&dest) == gen1,
         "generation 1 restored with a file it did not have, or different bytes"
     );
 }
@@ -173,17 +170,7 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
         node.publish(&store, &src, VOLUME, &[]);
         let dest = node.path("dest");
         let from = format!("{}#{VOLUME}", store.url());
-        let job = node.json(&[
-            "restore",
-            "start",
-            "--from",
-            &from,
-            "--dest",
-            dest.to_str().unwrap(),
-            "--bandwidth",
-            "16M",
-        ]);
-        let id = job["id"].as_str().unwrap().to_string();
+        let id = start_restore(&node, &from, &dest, &["--bandwidth", "16M"]);
         let before = wait_until(&node, &id, "a third done", |s| {
             s["bytesDone"].as_u64().unwrap() >= 14 << 20
         });
@@ -191,7 +178,7 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
         let done_before = before["bytesDone"].as_u64().unwrap();
         assert!(done_before < total, "{what}: {before}");
         // Whatever the crash cut, no file is under its final name unless complete.
-        for (name, bytes) in tree(&dest) {
+        for (name, bytes) in data::tree(&dest) {
             if !name.contains(".lazysnap-restore-") {
                 assert!(
                     bytes == data::bytes(10 + (name == "b.log") as u64, bytes.len()) && bytes.len() == 20 << 20,
@@ -215,7 +202,10 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
         if let Some(server) = store.server() {
             assert_eq!(server.stats().get_bytes, fetched_again, "{what}: counted at the server");
         }
-        assert!(tree(&dest) == tree(&src), "{what}: the restored folder differs");
+        assert!(
+            data::tree(&dest) == data::tree(&src),
+            "{what}: the restored folder differs"
+        );
     }
 }
 
@@ -228,24 +218,14 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
     node.publish(&store, &src, VOLUME, &[]);
     let dest = node.path("dest");
     let from = format!("{}#{VOLUME}", store.url());
-    let job = node.json(&[
-        "restore",
-        "start",
-        "--from",
-        &from,
-        "--dest",
-        dest.to_str().unwrap(),
-        "--bandwidth",
-        "4M",
-    ]);
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = start_restore(&node, &from, &dest, &["--bandwidth", "4M"]);
     wait_until(&node, &id, "some bytes done", |s| s["bytesDone"].as_u64().unwrap() > 0);
     let cancelled = node.json(&["restore", "cancel", &id]);
     assert_eq!(cancelled["state"], "CANCELLED", "{cancelled}");
     assert!(
-        tree(&dest).is_empty(),
+        data::tree(&dest).is_empty(),
         "cancel left {:?}",
-        tree(&dest).keys().collect::<Vec<_>>()
+        data::tree(&dest).keys().collect::<Vec<_>>()
     );
     let err = node.fails(&["restore", "status", "r-nosuchjob"]);
     assert!(err.contains("no restore job r-nosuchjob"), "{err}");
@@ -254,7 +234,7 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
     assert_eq!(resumed["state"], "RUNNING", "{resumed}");
     let done = wait_until(&node, &id, "completion", |s| s["state"] == "COMPLETED");
     assert_eq!(done["bytesDone"], 24 << 20, "{done}");
-    assert!(tree(&dest) == tree(&src));
+    assert!(data::tree(&dest) == data::tree(&src));
     let err = node.fails(&["restore", "cancel", &id]);
     assert!(err.contains("already completed"), "{err}");
 }
@@ -270,21 +250,10 @@ fn an_in_place_restore_is_a_mount_at_once_and_completes_when_every_block_is_loca
         node.publish(&store, &src, VOLUME, &[]);
         let dest = node.path("engine");
         let from = format!("{}#{VOLUME}", store.url());
-        let job = node.json(&[
-            "restore",
-            "start",
-            "--from",
-            &from,
-            "--dest",
-            dest.to_str().unwrap(),
-            "--in-place",
-            "--bandwidth",
-            "8M",
-        ]);
-        let id = job["id"].as_str().unwrap().to_string();
+        let id = start_restore(&node, &from, &dest, &["--in-place", "--bandwidth", "8M"]);
         assert!(
             support::node::is_mounted(&dest),
-            "{what}: the destination is a mount at once: {job}"
+            "{what}: the destination is a mount at once"
         );
         // The engine reads before the hydration is done: lazily, the right bytes.
         assert!(std::fs::read(dest.join(VOLUME).join("dir/b.log")).unwrap() == data::bytes(22, 300_000));

@@ -3,7 +3,6 @@
 //! `daemon stop` runs their final rounds and forgets them, like uploaders).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,19 +39,8 @@ impl Backups {
     /// Starts a backup after its first round succeeded, or answers the one running with the same
     /// request. A location takes one backup at a time.
     pub async fn start(&self, req: &BackupStartRequest) -> Result<BackupStatus, OpError> {
-        let source = PathBuf::from(&req.source);
-        if !source.is_absolute() || !source.is_dir() {
-            return Err(OpError::invalid(format!(
-                "source {} is not an absolute path to a folder",
-                source.display()
-            )));
-        }
-        let interval = req.interval.unwrap_or(DEFAULT_INTERVAL_SECS);
-        if interval == 0 || interval > 86_400 {
-            return Err(OpError::invalid(format!(
-                "interval of {interval} seconds is out of range (1 to 86400)"
-            )));
-        }
+        let source = ops::source_folder(&req.source)?;
+        let interval = ops::interval_seconds(req.interval, DEFAULT_INTERVAL_SECS)?;
         let block_size = req.block_size.unwrap_or(lazysnap::manifest::DEFAULT_BLOCK_SIZE);
         let volume = match &req.volume {
             Some(v) => VolumeId::parse(v)?,

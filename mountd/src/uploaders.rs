@@ -91,19 +91,8 @@ impl Uploaders {
     /// folder; a newer term replaces this node's running uploader of the volume.
     pub async fn start(&self, req: &UploaderStartRequest) -> Result<UploaderStatus, OpError> {
         let volume = VolumeId::parse(&req.volume)?;
-        let source = PathBuf::from(&req.source);
-        if !source.is_absolute() || !source.is_dir() {
-            return Err(OpError::invalid(format!(
-                "source {} is not an absolute path to a folder",
-                source.display()
-            )));
-        }
-        let interval = req.interval.unwrap_or(DEFAULT_INTERVAL_SECS);
-        if interval == 0 || interval > 86_400 {
-            return Err(OpError::invalid(format!(
-                "interval of {interval} seconds is out of range (1 to 86400)"
-            )));
-        }
+        let source = ops::source_folder(&req.source)?;
+        let interval = ops::interval_seconds(req.interval, DEFAULT_INTERVAL_SECS)?;
         let store = ops::open_store(&req.store, true)?;
         let key = (store.url().to_string(), volume.clone());
         let mut active = self.active.lock().await;

@@ -24,6 +24,29 @@ pub fn open_store(url: &str, create: bool) -> Result<Store, OpError> {
     Ok(Store::open(&url, &config)?)
 }
 
+/// The engine folder a background task (uploader, backup) reads: absolute, and a folder.
+pub fn source_folder(text: &str) -> Result<std::path::PathBuf, OpError> {
+    let source = std::path::PathBuf::from(text);
+    if !source.is_absolute() || !source.is_dir() {
+        return Err(OpError::invalid(format!(
+            "source {} is not an absolute path to a folder",
+            source.display()
+        )));
+    }
+    Ok(source)
+}
+
+/// Seconds between a background task's rounds: `asked`, else `default`; 1 s to a day.
+pub fn interval_seconds(asked: Option<u64>, default: u64) -> Result<u64, OpError> {
+    let interval = asked.unwrap_or(default);
+    if interval == 0 || interval > 86_400 {
+        return Err(OpError::invalid(format!(
+            "interval of {interval} seconds is out of range (1 to 86400)"
+        )));
+    }
+    Ok(interval)
+}
+
 pub fn volume_ids(ids: &[String]) -> Result<Vec<VolumeId>, OpError> {
     if ids.is_empty() {
         return Err(OpError::invalid("name at least one volume"));

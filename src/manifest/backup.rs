@@ -105,12 +105,7 @@ pub fn parse(bytes: &[u8], location: &str, name: &str) -> Result<Generation, Man
         name: label.clone(),
         source,
     })?;
-    if doc.format != FORMAT || doc.version != VERSION {
-        return Err(invalid(format!(
-            "format {:?} version {} is not {FORMAT} version {VERSION}",
-            doc.format, doc.version
-        )));
-    }
+    super::check_format(&label, (&doc.format, doc.version), (FORMAT, VERSION))?;
     if layout::parse_generation_name(name) != Some(doc.generation) {
         return Err(invalid(format!(
             "records generation {}, which does not match its name",

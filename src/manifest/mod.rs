@@ -40,6 +40,20 @@ pub enum ManifestError {
     },
 }
 
+/// Refuses a document of another format or version than the parser knows.
+pub(crate) fn check_format(label: &str, found: (&str, u32), expected: (&str, u32)) -> Result<(), ManifestError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(ManifestError::Invalid {
+        name: label.to_string(),
+        reason: format!(
+            "format {:?} version {} is not {} version {}",
+            found.0, found.1, expected.0, expected.1
+        ),
+    })
+}
+
 /// One data file of a manifest, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManifestFile {

@@ -94,12 +94,7 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
         name: label.clone(),
         source,
     })?;
-    if doc.format != FORMAT || doc.version != VERSION {
-        return Err(invalid(format!(
-            "format {:?} version {} is not {FORMAT} version {VERSION}",
-            doc.format, doc.version
-        )));
-    }
+    super::check_format(&label, (&doc.format, doc.version), (FORMAT, VERSION))?;
     if doc.volume_id != volume.as_str() {
         return Err(invalid(format!("belongs to volume {:?}, not {volume}", doc.volume_id)));
     }

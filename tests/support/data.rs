@@ -32,3 +32,16 @@ pub fn write_complete(dir: &Path, path: &str, contents: &[u8]) {
     std::fs::create_dir_all(full.parent().unwrap()).unwrap();
     std::fs::rename(staging.join(path), full).unwrap();
 }
+
+/// Every file under `dir` (hidden ones too), by relative path, with its bytes.
+pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let name = e.path().strip_prefix(dir).unwrap().display().to_string();
+            (name, std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
