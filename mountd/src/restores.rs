@@ -259,6 +259,8 @@ impl Restores {
         let task_progress = progress.clone();
         let id = record.id.clone();
         let fetched_before = record.bytes_fetched;
+        // Registered before the task can end: its last act is to remove its own entry.
+        let mut registry = lock(&self.running);
         let task = tokio::spawn(async move {
             let progress = task_progress;
             let dest = PathBuf::from(&record.request.dest);
@@ -294,7 +296,7 @@ impl Restores {
             lock(&running).remove(&record.id);
             tracing::info!(job = record.id, state = ?record.state, "restore job ended");
         });
-        lock(&self.running).insert(
+        registry.insert(
             id,
             RunningJob {
                 progress,
