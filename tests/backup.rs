@@ -43,6 +43,18 @@ fn start_args<'a>(src: &'a Path, location: &'a str) -> [&'a str; 8] {
     ]
 }
 
+/// `lazysnap ls ... --json` and the paths it lists.
+fn listed_paths(node: &Node, args: &[&str]) -> (serde_json::Value, Vec<String>) {
+    let listed = node.json(args);
+    let names = listed["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no files: {listed}"))
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    (listed, names)
+}
+
 fn wait_for_generation(node: &Node, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -172,13 +184,7 @@ fn each_generation_shows_the_folder_as_of_its_round_and_numbering_survives_a_res
             assert_view(&node, &location, &selector, expected, what);
         }
         // ls and cat read backup locations too.
-        let listed = node.json(&["ls", &location, "--generation", "3", "--json"]);
-        let names: Vec<_> = listed["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["path"].as_str().unwrap())
-            .collect();
+        let (listed, names) = listed_paths(&node, &["ls", &location, "--generation", "3", "--json"]);
         assert_eq!(names, ["c.log", "seq/b.log"], "{what}: {listed}");
         assert_eq!(listed["files"][1]["low_seqno"], 101, "{listed}");
         let cat = node
@@ -228,13 +234,7 @@ fn a_backup_cut_by_a_daemon_crash_starts_again_and_a_clean_stop_forgets_it() {
     engine_writes(&src, "b.log", 2, 100_000, (11, 20));
     node.ok(&["daemon", "start"]);
     wait_for_generation(&node, 2);
-    let listed = node.json(&["ls", &location, "--json"]);
-    let names: Vec<_> = listed["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["path"].as_str().unwrap())
-        .collect();
+    let (listed, names) = listed_paths(&node, &["ls", &location, "--json"]);
     assert_eq!(names, ["a.log", "b.log"], "{listed}");
 
     node.ok(&["daemon", "stop"]);

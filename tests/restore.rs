@@ -106,15 +106,20 @@ fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_j
         ]);
         assert!(err.contains("already holds a different file"), "{what}: {err}");
         assert_eq!(std::fs::read(other.join("a.log")).unwrap(), b"someone else's file");
+        let nowhere = node.path("nowhere");
         let err = node.fails(&[
             "restore",
             "start",
             "--from",
             &format!("{url}#no/such/volume"),
             "--dest",
-            "/tmp/x",
+            nowhere.to_str().unwrap(),
         ]);
         assert!(err.contains("not found"), "{what}: {err}");
+        assert!(
+            !nowhere.exists(),
+            "{what}: a refused restore left its destination folder"
+        );
     }
 }
 

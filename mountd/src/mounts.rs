@@ -233,6 +233,23 @@ impl Mounts {
         selector: &Selector,
         pinned: Option<&[String]>,
     ) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
+        let (store, views) = self.resolve_views(store, volumes, selector, pinned).await?;
+        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
+        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
+        // SAFETY: getuid/getgid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
+        Ok((fs, manifests))
+    }
+
+    /// What a view shows, resolved in the index without building its tree (see [`Mounts::view`]).
+    pub async fn resolve_views(
+        &self,
+        store: &str,
+        volumes: &[String],
+        selector: &Selector,
+        pinned: Option<&[String]>,
+    ) -> Result<(Store, Vec<VolumeView>), OpError> {
         let url: StoreUrl = store.parse()?;
         let backup = selector.is_backup();
         if volumes.is_empty() && !backup {
@@ -273,12 +290,7 @@ impl Mounts {
                 snapshot,
             });
         }
-        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
-        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
-        // SAFETY: getuid/getgid have no preconditions.
-        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
-        Ok((fs, manifests))
+        Ok((store, views))
     }
 
     fn record(&self, path: &Path, record: &Record) {

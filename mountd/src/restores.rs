@@ -89,20 +89,21 @@ impl Restores {
     /// Makes and starts the job of `req`, or answers the job the same request made before.
     pub async fn start(&self, mounts: &Mounts, req: &RestoreStartRequest) -> Result<Value, OpError> {
         let req = canonical(req)?;
-        let dest = PathBuf::from(&req.dest);
-        if !req.in_place {
-            std::fs::create_dir_all(&dest)
-                .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
-        }
         let key = serde_json::to_string(&req).expect("requests serialise");
         if let Some(existing) = self.by_request(&key)? {
             return Ok(self.status_of(mounts, &existing));
         }
-        let (fs, manifests) = view(mounts, &req, None).await?;
+        let (fs, manifest) = view(mounts, &req, None).await?;
+        // Only once the view resolved: a bad request leaves no folder behind.
+        if !req.in_place {
+            let dest = PathBuf::from(&req.dest);
+            std::fs::create_dir_all(&dest)
+                .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
+        }
         let record = JobRecord {
             id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             request: req,
-            manifest: manifests[0].clone(),
+            manifest,
             state: JobState::Running,
             bytes_total: 0,
             bytes_done: 0,
@@ -135,12 +136,11 @@ impl Restores {
     }
 
     /// Runs a job: a copy in a task, or (in place) a mount at the destination that hydrates.
-    async fn launch(&self, mounts: &Mounts, fs: Arc<LazyFs>, record: JobRecord) -> Result<(), OpError> {
-        if !record.request.in_place {
+    async fn launch(&self, mounts: &Mounts, fs: Option<Arc<LazyFs>>, record: JobRecord) -> Result<(), OpError> {
+        if let Some(fs) = fs {
             self.run(fs, record);
             return Ok(());
         }
-        drop(fs);
         if let Err(e) = in_place::start(mounts, &record.request, &record.manifest).await {
             let failed = JobRecord {
                 state: JobState::Failed,
@@ -353,8 +353,8 @@ impl Restores {
     }
 
     fn by_request(&self, key: &str) -> Result<Option<JobRecord>, OpError> {
-        let rows = self.index.restore_jobs().map_err(internal)?;
-        rows.iter().find(|r| r.request == key).map(parse).transpose()
+        let row = self.index.restore_job_by_request(key).map_err(internal)?;
+        row.as_ref().map(parse).transpose()
     }
 
     fn save(&self, record: &JobRecord) {
@@ -410,11 +410,20 @@ fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> 
     })
 }
 
+/// The filesystem a copy reads (none for an in-place job, which mounts instead) and the
+/// manifest or generation the view shows.
 async fn view(
     mounts: &Mounts,
     req: &RestoreStartRequest,
     pinned: Option<&[String]>,
-) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
+) -> Result<(Option<Arc<LazyFs>>, String), OpError> {
     let volumes: Vec<String> = req.volume.iter().cloned().collect();
-    mounts.view(&req.store, &volumes, &req.selector, pinned).await
+    if req.in_place {
+        let (_, views) = mounts
+            .resolve_views(&req.store, &volumes, &req.selector, pinned)
+            .await?;
+        return Ok((None, views[0].manifest.name.clone()));
+    }
+    let (fs, mut manifests) = mounts.view(&req.store, &volumes, &req.selector, pinned).await?;
+    Ok((Some(fs), manifests.swap_remove(0)))
 }

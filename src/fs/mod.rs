@@ -383,4 +383,6 @@ impl LazyFs {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -12,49 +12,12 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// (path, contents) of one file to publish.
-type FileSpec<'a> = (&'a str, &'a [u8]);
+use testing::FileSpec;
 
 async fn fixture(name: &str, volumes: &[(&str, &[FileSpec<'_>])]) -> Fixture {
-    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
-    let index = Arc::new(Index::open_in_memory().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let mut views = Vec::new();
-    for (i, (volume, files)) in volumes.iter().enumerate() {
-        let src = dir.path().join(i.to_string());
-        std::fs::create_dir_all(&src).unwrap();
-        for (path, bytes) in *files {
-            let full = src.join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, bytes).unwrap();
-        }
-        let volume = VolumeId::parse(volume).unwrap();
-        let options = PublishOptions {
-            block_size: 4096,
-            ..Default::default()
-        };
-        publish::publish(&store, &index, &src, &volume, &options, &NoProgress)
-            .await
-            .unwrap();
-        let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
-            .await
-            .unwrap();
-        views.push(VolumeView {
-            volume,
-            manifest,
-            snapshot,
-        });
-    }
-    let cache = CacheConfig {
-        disk_dir: Some(dir.path().join("cache")),
-        ..CacheConfig::default()
-    };
-    let cache = Arc::new(BlockCache::new(&cache).unwrap());
-    let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
-    Fixture {
-        fs: LazyFs::new(index, fetcher, views, (0, 0)).unwrap(),
-        _dir: dir,
-    }
+    let (fs, _) = testing::published(name, volumes, dir.path()).await;
+    Fixture { fs, _dir: dir }
 }
 
 fn walk(fs: &LazyFs, path: &str) -> Result<Attr, FsError> {

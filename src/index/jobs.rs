@@ -44,10 +44,7 @@ impl Index {
     pub fn insert_restore_job(&self, job: &RestoreJobRow) -> Result<RestoreJobRow> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let existing = tx
-            .prepare_cached("SELECT id, request, record FROM restore_jobs WHERE request = ?1")?
-            .query_row([&job.request], row)
-            .optional()?;
+        let existing = find_by_request(&tx, &job.request)?;
         if let Some(existing) = existing {
             return Ok(existing);
         }
@@ -75,6 +72,11 @@ impl Index {
             .optional()?)
     }
 
+    /// The job the same request made, if any.
+    pub fn restore_job_by_request(&self, request: &str) -> Result<Option<RestoreJobRow>> {
+        find_by_request(&self.conn(), request)
+    }
+
     /// Every restore job, oldest first.
     pub fn restore_jobs(&self) -> Result<Vec<RestoreJobRow>> {
         let conn = self.conn();
@@ -82,6 +84,13 @@ impl Index {
         let rows = stmt.query_map([], row)?;
         rows.map(|r| r.map_err(IndexError::from)).collect()
     }
+}
+
+fn find_by_request(conn: &rusqlite::Connection, request: &str) -> Result<Option<RestoreJobRow>> {
+    Ok(conn
+        .prepare_cached("SELECT id, request, record FROM restore_jobs WHERE request = ?1")?
+        .query_row([request], row)
+        .optional()?)
 }
 
 fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RestoreJobRow> {

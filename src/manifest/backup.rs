@@ -101,11 +101,7 @@ pub fn parse(bytes: &[u8], location: &str, name: &str) -> Result<Generation, Man
         name: label.clone(),
         reason,
     };
-    let doc: Document = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-        name: label.clone(),
-        source,
-    })?;
-    super::check_format(&label, (&doc.format, doc.version), (FORMAT, VERSION))?;
+    let doc: Document = super::read_document(bytes, &label, |d: &Document| (&d.format, d.version), (FORMAT, VERSION))?;
     if layout::parse_generation_name(name) != Some(doc.generation) {
         return Err(invalid(format!(
             "records generation {}, which does not match its name",

@@ -40,8 +40,24 @@ pub enum ManifestError {
     },
 }
 
+/// Reads a manifest document of format `expected` (name, version) from JSON; `label` names it in
+/// errors.
+pub(crate) fn read_document<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    label: &str,
+    format_of: impl Fn(&T) -> (&str, u32),
+    expected: (&str, u32),
+) -> Result<T, ManifestError> {
+    let doc: T = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
+        name: label.to_string(),
+        source,
+    })?;
+    check_format(label, format_of(&doc), expected)?;
+    Ok(doc)
+}
+
 /// Refuses a document of another format or version than the parser knows.
-pub(crate) fn check_format(label: &str, found: (&str, u32), expected: (&str, u32)) -> Result<(), ManifestError> {
+fn check_format(label: &str, found: (&str, u32), expected: (&str, u32)) -> Result<(), ManifestError> {
     if found == expected {
         return Ok(());
     }

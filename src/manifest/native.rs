@@ -90,11 +90,7 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
         name: label.clone(),
         reason,
     };
-    let doc: Document = serde_json::from_slice(bytes).map_err(|source| ManifestError::Json {
-        name: label.clone(),
-        source,
-    })?;
-    super::check_format(&label, (&doc.format, doc.version), (FORMAT, VERSION))?;
+    let doc: Document = super::read_document(bytes, &label, |d: &Document| (&d.format, d.version), (FORMAT, VERSION))?;
     if doc.volume_id != volume.as_str() {
         return Err(invalid(format!("belongs to volume {:?}, not {volume}", doc.volume_id)));
     }

@@ -1,53 +1,17 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::cache::{BlockCache, CacheConfig};
-use crate::catalog::{self, Selector};
-use crate::fetch::{FetchConfig, Fetcher};
-use crate::fs::VolumeView;
-use crate::index::Index;
+use crate::fs::testing;
 use crate::names::VolumeId;
-use crate::publish::{self, NoProgress, PublishOptions};
-use crate::store::{layout, Store, StoreConfig};
+use crate::store::{layout, Store};
 
-const BLOCK: usize = 4096;
+const BLOCK: usize = testing::BLOCK_SIZE as usize;
 
-/// A one-volume view of `files` in a fresh memory store, with its own cache.
+/// A one-volume view ("v") of `files` in a fresh memory store, with its own cache.
 async fn view(name: &str, files: &[(&str, Vec<u8>)], dir: &Path) -> (Arc<LazyFs>, Store) {
-    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
-    let index = Arc::new(Index::open_in_memory().unwrap());
-    let src = dir.join("src");
-    for (path, bytes) in files {
-        let full = src.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(full, bytes).unwrap();
-    }
-    let volume = VolumeId::parse("v").unwrap();
-    let options = PublishOptions {
-        block_size: BLOCK as u64,
-        ..Default::default()
-    };
-    publish::publish(&store, &index, &src, &volume, &options, &NoProgress)
-        .await
-        .unwrap();
-    let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
-        .await
-        .unwrap();
-    let cache = CacheConfig {
-        disk_dir: Some(dir.join("cache")),
-        ..CacheConfig::default()
-    };
-    let fetcher = Arc::new(Fetcher::new(
-        store.clone(),
-        Arc::new(BlockCache::new(&cache).unwrap()),
-        FetchConfig::default(),
-    ));
-    let views = vec![VolumeView {
-        volume,
-        manifest,
-        snapshot,
-    }];
-    (Arc::new(LazyFs::new(index, fetcher, views, (0, 0)).unwrap()), store)
+    let specs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+    let (fs, store) = testing::published(name, &[("v", &specs)], dir).await;
+    (Arc::new(fs), store)
 }
 
 fn pattern(seed: u8, len: usize) -> Vec<u8> {

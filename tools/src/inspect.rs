@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use lazysnap::cache::{BlockCache, CacheConfig};
-use lazysnap::catalog;
+use lazysnap::catalog::{self, CatalogError};
 use lazysnap::fetch::{FetchConfig, Fetcher, FileReader, ObjectHandle};
 use lazysnap::index::{FileRow, Index, ManifestRow};
 use lazysnap::names::VolumeId;
@@ -49,18 +49,21 @@ struct Resolved {
 fn resolve(address: &Address, selector: &SelectorArgs, paths: &Paths) -> anyhow::Result<Resolved> {
     let store = Store::open(&address.store, &StoreConfig::default())?;
     let index = open_index(paths)?;
-    let manifest = match (&address.volume, selector.names_backup()) {
-        (Some(volume), _) => {
-            // A volume address with no backup flag may still name a backup location's volume.
-            let backup = selector.names_backup() || is_backup_location(&store)?;
-            block_on(catalog::resolve(&store, &index, volume, &selector.selector(backup)))?.0
-        }
-        (None, named) => {
-            if !named && !is_backup_location(&store)? {
-                bail!("the address names no volume (add #VOLUME_ID)");
+    let manifest = match &address.volume {
+        Some(volume) => {
+            let named = selector.names_backup();
+            match block_on(catalog::resolve(&store, &index, volume, &selector.selector(named))) {
+                Ok((manifest, _)) => manifest,
+                // A volume address with no flag may name a backup location's volume: look for
+                // generations only when the volume is not there, so plain stores pay nothing.
+                Err(CatalogError::UnknownVolume { .. }) if !named && is_backup_location(&store)? => {
+                    block_on(catalog::resolve(&store, &index, volume, &selector.selector(true)))?.0
+                }
+                Err(e) => return Err(e.into()),
             }
-            block_on(catalog::resolve_backup(&store, &index, &selector.selector(true)))?
         }
+        // Only `ls` of a bare location gets here, having found it is one.
+        None => block_on(catalog::resolve_backup(&store, &index, &selector.selector(true)))?,
     };
     Ok(Resolved {
         volume: manifest.volume.clone(),
@@ -70,6 +73,23 @@ fn resolve(address: &Address, selector: &SelectorArgs, paths: &Paths) -> anyhow:
     })
 }
 
+/// Namespaces and volumes of a store: `namespace<TAB>volume` lines, or JSON.
+fn print_namespaces(store: &Store, volumes: &[VolumeId], json: bool) {
+    let mut namespaces: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for volume in volumes {
+        namespaces.entry(volume.namespace()).or_default().push(volume.as_str());
+    }
+    if json {
+        print_json(&json!({ "store": store.url().to_string(), "namespaces": namespaces }));
+    } else {
+        for (namespace, volumes) in namespaces {
+            for volume in volumes {
+                println!("{namespace}\t{volume}");
+            }
+        }
+    }
+}
+
 /// True when the store holds backup generations (and so is a backup location).
 fn is_backup_location(store: &Store) -> anyhow::Result<bool> {
     Ok(!block_on(lazysnap::backup::generations(store))?.is_empty())
@@ -77,26 +97,14 @@ fn is_backup_location(store: &Store) -> anyhow::Result<bool> {
 
 pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
-    let bare_backup = address.volume.is_none()
-        && (args.selector.names_backup()
-            || is_backup_location(&Store::open(&address.store, &StoreConfig::default())?)?);
-    if address.volume.is_none() && !bare_backup {
+    if address.volume.is_none() && !args.selector.names_backup() {
         let store = Store::open(&address.store, &StoreConfig::default())?;
         let volumes = block_on(catalog::list_volumes(&store))?;
-        let mut namespaces: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for volume in &volumes {
-            namespaces.entry(volume.namespace()).or_default().push(volume.as_str());
+        // A store without volumes may be a backup location: then list its newest generation.
+        if !volumes.is_empty() || !is_backup_location(&store)? {
+            print_namespaces(&store, &volumes, args.json);
+            return Ok(());
         }
-        if args.json {
-            print_json(&json!({ "store": store.url().to_string(), "namespaces": namespaces }));
-        } else {
-            for (namespace, volumes) in namespaces {
-                for volume in volumes {
-                    println!("{namespace}\t{volume}");
-                }
-            }
-        }
-        return Ok(());
     }
     let r = resolve(&address, &args.selector, paths)?;
     let files = r.index.manifest_files(r.manifest.id)?;

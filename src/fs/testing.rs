@@ -1,0 +1,59 @@
+//! For unit tests: volumes published into a memory store and shown by a [`LazyFs`], with a disk
+//! cache under the caller's folder.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{LazyFs, VolumeView};
+use crate::cache::{BlockCache, CacheConfig};
+use crate::catalog::{self, Selector};
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::index::Index;
+use crate::names::VolumeId;
+use crate::publish::{self, NoProgress, PublishOptions};
+use crate::store::{Store, StoreConfig};
+
+/// (path, contents) of one file to publish.
+pub type FileSpec<'a> = (&'a str, &'a [u8]);
+
+/// Block size of the published volumes: small, so small files have several blocks.
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// Publishes each volume's files into `memory://<name>` and mounts them all (not in a kernel).
+pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Path) -> (LazyFs, Store) {
+    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
+    let index = Arc::new(Index::open_in_memory().unwrap());
+    let mut views = Vec::new();
+    for (i, (volume, files)) in volumes.iter().enumerate() {
+        let src = dir.join(format!("src-{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        for (path, bytes) in *files {
+            let full = src.join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, bytes).unwrap();
+        }
+        let volume = VolumeId::parse(volume).unwrap();
+        let options = PublishOptions {
+            block_size: BLOCK_SIZE,
+            ..Default::default()
+        };
+        publish::publish(&store, &index, &src, &volume, &options, &NoProgress)
+            .await
+            .unwrap();
+        let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
+            .await
+            .unwrap();
+        views.push(VolumeView {
+            volume,
+            manifest,
+            snapshot,
+        });
+    }
+    let cache = CacheConfig {
+        disk_dir: Some(dir.join("cache")),
+        ..CacheConfig::default()
+    };
+    let cache = Arc::new(BlockCache::new(&cache).unwrap());
+    let fetcher = Arc::new(Fetcher::new(store.clone(), cache, FetchConfig::default()));
+    (LazyFs::new(index, fetcher, views, (0, 0)).unwrap(), store)
+}
