@@ -3,7 +3,9 @@
 //! object_store does not verify downloads, and a local cache can be torn by a crash, so every block
 //! is checked against the checksum recorded at publish time before it is served or cached.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The CRC32C of each fixed-size block of one file, in block order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -99,6 +101,123 @@ impl BlockChecksums {
     /// One number that changes when any block does: part of a cached object's identity.
     pub fn fingerprint(&self) -> u32 {
         crc32c::crc32c(&self.to_le_bytes())
+    }
+}
+
+/// What the blocks of one object are checked against before they are served or cached.
+#[derive(Debug, Clone)]
+pub enum Integrity {
+    /// A CRC32C per block, recorded when lazysnap published or backed the file up.
+    Published(BlockChecksums),
+    /// A foreign object (a ScyllaDB sstable component) with no recorded checksums: every GET is
+    /// conditional on the ETag seen at ingest, so the store either serves exactly that version or
+    /// fails; each block's CRC32C is learned from its first verified fetch, after which cached
+    /// copies are checked against it like published ones.
+    Pinned(Pinned),
+}
+
+/// The ETag of a pinned object and the checksums learned so far, shared by every handle on the
+/// same object in this process (a restore job and a mount of one view learn together).
+#[derive(Debug, Clone)]
+pub struct Pinned {
+    etag: String,
+    learned: Arc<Mutex<Vec<Option<u32>>>>,
+}
+
+impl Pinned {
+    /// A pin on `etag` that has learned nothing yet; [`Pinned::bind`] joins it to what this process
+    /// learned of the same object.
+    pub fn new(etag: &str) -> Pinned {
+        Pinned {
+            etag: etag.to_string(),
+            learned: Arc::default(),
+        }
+    }
+
+    /// The same pin, sharing what this process learned of object `identity` (unique per store,
+    /// key, size and etag) of `blocks` blocks. Learned checksums are kept for the process's life:
+    /// 8 bytes per block, so a cached copy stays verifiable after its handles are gone.
+    pub fn bind(self, identity: &str, blocks: u64) -> Pinned {
+        type Learned = Arc<Mutex<Vec<Option<u32>>>>;
+        static LEARNED: OnceLock<Mutex<HashMap<String, Learned>>> = OnceLock::new();
+        let mut all = LEARNED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let learned = all
+            .entry(identity.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(vec![None; blocks as usize])))
+            .clone();
+        Pinned {
+            etag: self.etag,
+            learned,
+        }
+    }
+
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn learned(&self) -> std::sync::MutexGuard<'_, Vec<Option<u32>>> {
+        self.learned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl From<BlockChecksums> for Integrity {
+    fn from(sums: BlockChecksums) -> Self {
+        Integrity::Published(sums)
+    }
+}
+
+impl Integrity {
+    /// The checksum block `block` must have, when it is known.
+    pub fn get(&self, block: u64) -> Option<u32> {
+        match self {
+            Integrity::Published(sums) => sums.get(block),
+            Integrity::Pinned(pin) => pin.learned().get(block as usize).copied().flatten(),
+        }
+    }
+
+    /// True when `bytes` is block `block` as known; a block whose checksum is not known yet never
+    /// verifies (a local copy of it cannot be trusted).
+    pub fn verify(&self, block: u64, bytes: &[u8]) -> bool {
+        self.get(block) == Some(crc32c::crc32c(bytes))
+    }
+
+    /// Checks a block just fetched from the store. A pinned object's block was served under its
+    /// ETag condition: its first fetch teaches its checksum, later fetches must agree with it.
+    pub fn verify_fetched(&self, block: u64, bytes: &[u8]) -> bool {
+        match self {
+            Integrity::Published(sums) => sums.verify(block, bytes),
+            Integrity::Pinned(pin) => {
+                let crc = crc32c::crc32c(bytes);
+                match pin.learned().get_mut(block as usize) {
+                    Some(slot) => *slot.get_or_insert(crc) == crc,
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// The ETag every GET of the object must match, for pinned objects.
+    pub fn etag(&self) -> Option<&str> {
+        match self {
+            Integrity::Published(_) => None,
+            Integrity::Pinned(pin) => Some(pin.etag()),
+        }
+    }
+
+    /// Every block's checksum, once all are known.
+    pub fn all(&self) -> Option<BlockChecksums> {
+        match self {
+            Integrity::Published(sums) => Some(sums.clone()),
+            Integrity::Pinned(pin) => pin
+                .learned()
+                .iter()
+                .copied()
+                .collect::<Option<Vec<_>>>()
+                .map(BlockChecksums),
+        }
     }
 }
 

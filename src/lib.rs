@@ -24,6 +24,7 @@ pub mod namespace;
 pub mod paths;
 pub mod publish;
 pub mod restore;
+pub mod scylla;
 pub mod snapshot;
 pub mod store;
 pub mod units;

@@ -269,6 +269,7 @@ impl Rounds {
                     low_seqno: placed.low_seqno,
                     high_seqno: placed.high_seqno,
                     object_key: Some(placed.object.clone()),
+                    etag: None,
                 })
                 .collect(),
         };

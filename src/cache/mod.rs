@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::checksum::BlockChecksums;
+use crate::checksum::Integrity;
 use crate::store::StoreUrl;
 
 pub use disk::{CompleteCopy, DiskCache};
@@ -27,19 +27,24 @@ pub use memory::MemoryCache;
 pub use pins::Pin;
 
 /// The identity of one immutable object's content: 128 bits of BLAKE3 over where it lives and what
-/// its blocks are. Etags are not used: a local store's etag changes when its directory is copied.
+/// its blocks are. Etags are used only for objects lazysnap did not write (and so has no checksums
+/// of): a local store's etag changes when its directory is copied.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectId([u8; 16]);
 
 impl ObjectId {
-    pub fn new(store: &StoreUrl, key: &str, size: u64, checksums: &BlockChecksums) -> ObjectId {
+    pub fn new(store: &StoreUrl, key: &str, size: u64, integrity: &Integrity) -> ObjectId {
         let mut hasher = blake3::Hasher::new();
         hasher.update(store.to_string().as_bytes());
         hasher.update(&[0]);
         hasher.update(key.as_bytes());
         hasher.update(&[0]);
         hasher.update(&size.to_le_bytes());
-        hasher.update(&checksums.to_le_bytes());
+        match integrity {
+            Integrity::Published(checksums) => hasher.update(&checksums.to_le_bytes()),
+            // A pinned object is what its ETag names (etags are unique per version in one store).
+            Integrity::Pinned(pin) => hasher.update(b"\0etag\0").update(pin.etag().as_bytes()),
+        };
         let mut id = [0u8; 16];
         id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
         ObjectId(id)

@@ -1,8 +1,9 @@
 use super::*;
+use crate::checksum::{BlockChecksums, Pinned};
 
 fn object(n: u8) -> ObjectId {
     let url: StoreUrl = "memory://cache-test".parse().unwrap();
-    ObjectId::new(&url, &format!("k{n}"), 1 << 20, &BlockChecksums::default())
+    ObjectId::new(&url, &format!("k{n}"), 1 << 20, &BlockChecksums::default().into())
 }
 
 const SHAPE: BlockShape = BlockShape {
@@ -28,13 +29,19 @@ fn disk_config(dir: &std::path::Path, memory: u64, disk: u64) -> CacheConfig {
 fn object_ids_depend_on_every_part_of_the_identity() {
     let url: StoreUrl = "memory://a".parse().unwrap();
     let other: StoreUrl = "memory://b".parse().unwrap();
-    let sums = BlockChecksums::new(vec![1]);
+    let sums = BlockChecksums::new(vec![1]).into();
     let id = ObjectId::new(&url, "k", 1, &sums);
     assert_eq!(id, ObjectId::new(&url, "k", 1, &sums));
     assert_ne!(id, ObjectId::new(&other, "k", 1, &sums));
     assert_ne!(id, ObjectId::new(&url, "k2", 1, &sums));
     assert_ne!(id, ObjectId::new(&url, "k", 2, &sums));
-    assert_ne!(id, ObjectId::new(&url, "k", 1, &BlockChecksums::new(vec![2])));
+    assert_ne!(id, ObjectId::new(&url, "k", 1, &BlockChecksums::new(vec![2]).into()));
+    let pinned = |etag| Integrity::Pinned(Pinned::new(etag));
+    assert_ne!(id, ObjectId::new(&url, "k", 1, &pinned("e1")));
+    assert_ne!(
+        ObjectId::new(&url, "k", 1, &pinned("e1")),
+        ObjectId::new(&url, "k", 1, &pinned("e2"))
+    );
     assert_eq!(ObjectId::from_hex(&id.hex()), Some(id));
 }
 

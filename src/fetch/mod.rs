@@ -22,7 +22,7 @@ use object_store::path::Path;
 use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
-use crate::checksum::BlockChecksums;
+use crate::checksum::Integrity;
 use crate::store::{BlockBuffers, Store};
 
 pub use budget::BufferBudget;
@@ -62,19 +62,28 @@ pub struct ObjectHandle {
     pub id: ObjectId,
     pub key: Path,
     pub shape: BlockShape,
-    pub checksums: Arc<BlockChecksums>,
+    pub checksums: Arc<Integrity>,
+    /// The store the object lives in (one fetcher serves the objects of several stores).
+    pub store: Store,
 }
 
 impl ObjectHandle {
-    pub fn new(store: &Store, key: Path, size: u64, block_size: u64, checksums: BlockChecksums) -> ObjectHandle {
+    pub fn new(store: &Store, key: Path, size: u64, block_size: u64, checksums: impl Into<Integrity>) -> ObjectHandle {
+        let mut checksums = checksums.into();
+        let id = ObjectId::new(store.url(), key.as_ref(), size, &checksums);
+        let shape = BlockShape {
+            block_size,
+            object_size: size,
+        };
+        if let Integrity::Pinned(pin) = checksums {
+            checksums = Integrity::Pinned(pin.bind(&id.hex(), shape.blocks()));
+        }
         ObjectHandle {
-            id: ObjectId::new(store.url(), key.as_ref(), size, &checksums),
+            id,
             key,
-            shape: BlockShape {
-                block_size,
-                object_size: size,
-            },
+            shape,
             checksums: Arc::new(checksums),
+            store: store.clone(),
         }
     }
 
@@ -326,13 +335,16 @@ impl Fetcher {
     }
 
     /// The blocks of `blocks` that no cache tier holds (not verified: for planning fetches).
+    /// Blocks no cache tier holds, or that a cache holds but cannot be checked (a pinned object's
+    /// block whose checksum this process has not learned).
     fn missing(&self, object: &ObjectHandle, blocks: Range<u64>) -> Vec<u64> {
         blocks
             .filter(|&block| {
-                !self.cache.contains(&BlockKey {
+                let key = BlockKey {
                     object: object.id,
                     block,
-                })
+                };
+                !self.cache.contains(&key) || object.checksums.get(block).is_none()
             })
             .collect()
     }
@@ -418,7 +430,7 @@ impl Fetcher {
                 object: object.id,
                 block,
             };
-            if object.checksums.verify(block, &bytes) {
+            if object.checksums.verify_fetched(block, &bytes) {
                 // In memory before the claim ends, so no reader misses it in between.
                 self.cache.insert_memory(key, bytes.clone());
                 claim.complete(block, Ok(bytes.clone()));
@@ -489,8 +501,9 @@ impl Fetcher {
         let _permit = self.permits.acquire().await.expect("semaphore never closed");
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
-        let get = self.store.get_range_pieces(
+        let get = object.store.get_range_pieces(
             &object.key,
+            object.checksums.etag(),
             range.clone(),
             object.shape.block_size,
             &self.config.buffers,

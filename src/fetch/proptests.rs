@@ -10,6 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::cache::CacheConfig;
+use crate::checksum::BlockChecksums;
 
 #[derive(Debug, Clone)]
 struct Case {

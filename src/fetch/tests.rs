@@ -5,6 +5,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::*;
 use crate::cache::CacheConfig;
+use crate::checksum::BlockChecksums;
 use crate::store::counting::{CountingStore, GetCounters};
 
 const BLOCK: u64 = 4096;

@@ -275,7 +275,7 @@ impl LazyFs {
             return Err(FsError::IsADirectory);
         };
         let view = &self.views[*volume];
-        let checksums = self.index.file_checksums(row.id)?;
+        let checksums = self.index.file_integrity(row.id)?;
         let key = layout::object_of(&view.volume, &row.path, row.object_key.as_deref());
         let object = Arc::new(ObjectHandle::new(
             self.fetcher.store(),

@@ -69,6 +69,49 @@ const STEPS: &[&str] = &[
         record TEXT NOT NULL,
         updated_at_ms INTEGER NOT NULL
      );",
+    // 4: foreign files pinned by ETag; ScyllaDB backups: one row per table of a snapshot (its
+    // tablet layout) and per sstable (like ScyllaDB's snapshot_sstables), with the component
+    // objects listed at ingest and the TOC's component names once read.
+    "ALTER TABLE files ADD COLUMN etag TEXT;
+     CREATE TABLE scylla_tables (
+        id INTEGER PRIMARY KEY,
+        snapshot TEXT NOT NULL,
+        keyspace TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        table_id TEXT,
+        tablets_type TEXT,
+        tablet_count INTEGER,
+        tablets TEXT,
+        UNIQUE (snapshot, keyspace, table_name)
+     );
+     CREATE TABLE scylla_sstables (
+        id INTEGER PRIMARY KEY,
+        table_ref INTEGER NOT NULL REFERENCES scylla_tables(id) ON DELETE CASCADE,
+        store_id INTEGER NOT NULL REFERENCES stores(id) ON DELETE CASCADE,
+        manifest_key TEXT NOT NULL,
+        sstable_id TEXT NOT NULL,
+        toc_name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        datacenter TEXT,
+        rack TEXT,
+        node TEXT,
+        first_token INTEGER NOT NULL,
+        last_token INTEGER NOT NULL,
+        data_size INTEGER,
+        index_size INTEGER,
+        tablet_id INTEGER,
+        repaired_at INTEGER,
+        created_at_ms INTEGER,
+        components TEXT,
+        UNIQUE (table_ref, sstable_id)
+     );
+     CREATE TABLE scylla_objects (
+        sstable_ref INTEGER NOT NULL REFERENCES scylla_sstables(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        PRIMARY KEY (sstable_ref, name)
+     );",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::checksum::BlockChecksums;
+use crate::checksum::{BlockChecksums, Integrity, Pinned};
 use crate::manifest::Manifest;
 use crate::names::{RelPath, VolumeId};
 use crate::store::StoreUrl;
@@ -109,8 +109,8 @@ impl Index {
         let manifest_id = tx.last_insert_rowid();
         {
             let mut insert = tx.prepare(
-                "INSERT INTO files (manifest_id, path, size, checksums, low_seqno, high_seqno, object_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO files (manifest_id, path, size, checksums, low_seqno, high_seqno, object_key, etag)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for file in &manifest.files {
                 insert.execute(params![
@@ -120,7 +120,8 @@ impl Index {
                     file.checksums.to_le_bytes(),
                     file.low_seqno.map(|s| s as i64),
                     file.high_seqno.map(|s| s as i64),
-                    file.object_key
+                    file.object_key,
+                    file.etag
                 ])?;
             }
         }
@@ -187,6 +188,21 @@ impl Index {
             .prepare_cached("SELECT checksums FROM files WHERE id = ?1")?
             .query_row([file_id], |row| row.get(0))?;
         BlockChecksums::from_le_bytes(&blob).map_err(|e| IndexError::Corrupt(format!("file {file_id}: {e}")))
+    }
+
+    /// What a file's blocks are checked against: its recorded checksums, or, for a foreign object
+    /// recorded with an ETag, that ETag.
+    pub fn file_integrity(&self, file_id: i64) -> Result<Integrity> {
+        let conn = self.conn();
+        let (blob, etag): (Vec<u8>, Option<String>) = conn
+            .prepare_cached("SELECT checksums, etag FROM files WHERE id = ?1")?
+            .query_row([file_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        if let Some(etag) = etag {
+            return Ok(Integrity::Pinned(Pinned::new(&etag)));
+        }
+        BlockChecksums::from_le_bytes(&blob)
+            .map(Integrity::Published)
+            .map_err(|e| IndexError::Corrupt(format!("file {file_id}: {e}")))
     }
 
     pub fn put_snapshot(&self, store: &StoreUrl, snapshot: &SnapshotRow) -> Result<()> {

@@ -19,6 +19,7 @@ fn manifest(seq: u64, files: &[(&str, u64)]) -> Manifest {
                 low_seqno: Some(seq),
                 high_seqno: None,
                 object_key: None,
+                etag: None,
             })
             .collect(),
     }

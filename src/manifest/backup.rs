@@ -137,6 +137,7 @@ pub fn parse(bytes: &[u8], location: &str, name: &str) -> Result<Generation, Man
                 low_seqno: entry.low_seqno,
                 high_seqno: entry.high_seqno,
                 object_key: Some(object.to_string()),
+                etag: None,
             })
         })
         .collect::<Result<Vec<_>, ManifestError>>()?;
@@ -178,6 +179,7 @@ mod tests {
                     low_seqno: Some(10),
                     high_seqno: Some(20),
                     object_key: Some("files/seqIndex/log.1".into()),
+                    etag: None,
                 }],
             },
             metadata: "engine state {\"x\":1}".into(),

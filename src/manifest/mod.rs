@@ -4,9 +4,11 @@
 //!
 //! - [`native`]: lazysnap's own log manifests, written by `publish` and uploaders.
 //! - [`backup`]: the generations of a continuous backup location (`metadata.<n>.dat`).
+//! - [`scylla`]: ScyllaDB backup manifests (`manifest.json`, node and dc scope).
 
 pub mod backup;
 pub mod native;
+pub mod scylla;
 
 use std::collections::HashSet;
 
@@ -81,6 +83,9 @@ pub struct ManifestFile {
     /// Where the bytes are in the store, relative to its root, when not at the volume layout's
     /// `files/<path>` (a backup location keeps its own layout).
     pub object_key: Option<String>,
+    /// For a foreign object with no recorded checksums (`checksums` empty): the ETag every read
+    /// must match.
+    pub etag: Option<String>,
 }
 
 /// A validated manifest of one volume: what the index stores and mounts show.
@@ -118,7 +123,8 @@ impl Manifest {
                 return Err(invalid(format!("file {} is listed twice", file.path)));
             }
             let blocks = crate::checksum::block_count(file.size, self.block_size);
-            if file.checksums.len() as u64 != blocks {
+            let pinned = file.etag.is_some() && file.checksums.is_empty();
+            if !pinned && file.checksums.len() as u64 != blocks {
                 return Err(invalid(format!(
                     "file {} has {} checksums for {} blocks",
                     file.path,

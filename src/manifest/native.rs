@@ -117,6 +117,7 @@ pub fn parse(bytes: &[u8], volume: &VolumeId, name: &str) -> Result<Manifest, Ma
                 low_seqno: entry.low_seqno,
                 high_seqno: entry.high_seqno,
                 object_key: None,
+                etag: None,
             })
         })
         .collect::<Result<Vec<_>, ManifestError>>()?;
@@ -156,6 +157,7 @@ mod tests {
                     low_seqno: Some(1),
                     high_seqno: Some(9),
                     object_key: None,
+                    etag: None,
                 },
                 ManifestFile {
                     path: RelPath::parse("empty").unwrap(),
@@ -164,6 +166,7 @@ mod tests {
                     low_seqno: None,
                     high_seqno: None,
                     object_key: None,
+                    etag: None,
                 },
             ],
         }

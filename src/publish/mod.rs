@@ -244,6 +244,7 @@ pub async fn publish(
                     low_seqno: None,
                     high_seqno: None,
                     object_key: None,
+                    etag: None,
                 }
             })
             .collect(),

@@ -102,7 +102,7 @@ pub async fn copy_view(
         let object = fs.object(ino)?;
         let final_path = dest.join(path.as_str());
         if final_path.exists() {
-            if !verify_whole(&final_path, &object).await? {
+            if !verify_whole(fs, &path, &final_path, &object, progress).await? {
                 return Err(RestoreError::Occupied(final_path));
             }
             progress.bytes_done.fetch_add(object.size(), Relaxed);
@@ -217,14 +217,31 @@ fn block_is_written(file: &File, object: &ObjectHandle, block: u64) -> bool {
     file.read_exact_at(&mut buf, object.shape.offset(block)).is_ok() && object.checksums.verify(block, &buf)
 }
 
-/// True when the file at `path` is exactly the object's bytes (read in a blocking task).
-async fn verify_whole(path: &Path, object: &ObjectHandle) -> Result<bool, RestoreError> {
-    let (path, size, block_size, expected) = (
-        path.to_path_buf(),
-        object.size(),
-        object.shape.block_size,
-        object.checksums.clone(),
-    );
+/// True when the file at `path` is exactly the object's bytes (read in a blocking task). A pinned
+/// object's checksums not learned yet are learned first, from the cache or the store.
+async fn verify_whole(
+    fs: &LazyFs,
+    name: &RelPath,
+    path: &Path,
+    object: &ObjectHandle,
+    progress: &Progress,
+) -> Result<bool, RestoreError> {
+    let expected = match object.checksums.all() {
+        Some(sums) => sums,
+        None => {
+            let fetched = fs
+                .fetcher()
+                .fetch_in_background(object, 0..object.shape.blocks())
+                .await
+                .map_err(|source| RestoreError::Fetch {
+                    path: name.clone(),
+                    source: Box::new(source),
+                })?;
+            progress.bytes_fetched.fetch_add(fetched, Relaxed);
+            object.checksums.all().unwrap_or_default()
+        }
+    };
+    let (path, size, block_size) = (path.to_path_buf(), object.size(), object.shape.block_size);
     tokio::task::spawn_blocking(move || {
         let io = |source| RestoreError::Io {
             path: path.clone(),
@@ -235,7 +252,7 @@ async fn verify_whole(path: &Path, object: &ObjectHandle) -> Result<bool, Restor
             return Ok(false);
         }
         let (sums, _) = BlockChecksums::compute(std::io::BufReader::new(file), block_size).map_err(io)?;
-        Ok(sums == *expected)
+        Ok(sums == expected)
     })
     .await
     .expect("verify task does not panic")

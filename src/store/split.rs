@@ -18,10 +18,13 @@ impl Store {
     /// shorter), each in a buffer from `buffers`, handing each to `on_piece` as soon as it is
     /// complete, so a caller can use the first blocks of a large GET while the rest streams in.
     /// A short or over-long answer is an error, as with [`Store::get_range`]; the pieces handed
-    /// over before an error are whole and in order.
+    /// over before an error are whole and in order. With `etag`, the object must still be that
+    /// version: the request carries If-Match, and the answer's ETag is checked too, for servers
+    /// that ignore the condition on reads.
     pub async fn get_range_pieces(
         &self,
         key: &Path,
+        etag: Option<&str>,
         range: Range<u64>,
         piece: u64,
         buffers: &BlockBuffers,
@@ -30,9 +33,16 @@ impl Store {
         assert!(piece > 0, "pieces must have a size");
         let options = GetOptions {
             range: Some(range.clone().into()),
+            if_match: etag.map(str::to_string),
             ..GetOptions::default()
         };
         let result = self.inner.get_opts(key, options).await.map_err(|e| self.err(key, e))?;
+        if etag.is_some() && result.meta.e_tag.as_deref() != etag {
+            return Err(StoreError::Precondition {
+                store: self.url.to_string(),
+                key: key.to_string(),
+            });
+        }
         let lens = piece_lengths(range.end - range.start, piece);
         let mut got = 0u64;
         match result.payload {

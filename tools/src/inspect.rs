@@ -157,7 +157,7 @@ fn file(
             r.store.url()
         )
     })?;
-    let checksums = r.index.file_checksums(row.id)?;
+    let checksums = r.index.file_integrity(row.id)?;
     let object = Arc::new(ObjectHandle::new(
         &r.store,
         layout::object_of(&r.volume, &path, row.object_key.as_deref()),
