@@ -74,7 +74,7 @@ impl Daemon {
     pub async fn handle(&self, request: Request) -> Response {
         let index = &self.index;
         let answer = match request {
-            Request::Mount(req) => self.mounts.mount(req).await.map(|path| json!({ "mountPaths": [path] })),
+            Request::Mount(req) => self.mounts.mount(req).await,
             Request::Umount { mount_path, lazy } => self.mounts.unmount(&mount_path, lazy).await.map(|()| json!({})),
             Request::Hydrate(req) => {
                 let params = HydrateParams {

@@ -16,6 +16,7 @@ use lazysnap::hydrate::HydrationStatus;
 use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
+use lazysnap::scylla::{self, Spanning};
 use lazysnap::store::{BufferStats, Store, StoreConfig, StoreUrl};
 use serde_json::{json, Value};
 
@@ -39,6 +40,16 @@ struct Record {
     /// volume has moved on since.
     manifests: Vec<String>,
     created_dir: bool,
+    /// A ScyllaDB view: the sstables shown and those spanning the requested range (not shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scylla: Option<ScyllaShown>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScyllaShown {
+    pub sstables: usize,
+    pub spanning: Vec<Spanning>,
 }
 
 /// How each mount reads: FUSE worker threads and the fetcher's request sizes and readahead.
@@ -110,9 +121,19 @@ impl Mounts {
             .collect()
     }
 
-    pub async fn mount(&self, request: MountRequest) -> Result<String, OpError> {
+    /// Mounts `request`; answers `{"mountPaths": [...]}`, with what a ScyllaDB view shows and the
+    /// sstables it leaves out because they span the requested range.
+    pub async fn mount(&self, request: MountRequest) -> Result<Value, OpError> {
         let _admin = self.admin.lock().await;
-        self.mount_as(request, None).await
+        let path = self.mount_as(request, None).await?;
+        let shown = self
+            .active()
+            .get(Path::new(&path))
+            .and_then(|a| a.record.scylla.clone());
+        Ok(match shown {
+            Some(shown) => json!({ "mountPaths": [path], "sstables": shown.sstables, "spanning": shown.spanning }),
+            None => json!({ "mountPaths": [path] }),
+        })
     }
 
     /// Detaches the dead FUSE connections of a daemon that died and answers what they were; the
@@ -162,11 +183,27 @@ impl Mounts {
 
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
     async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
-        let url: StoreUrl = request.store.parse()?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
-        let (fs, manifests) = self
-            .view(&request.store, &request.volumes, &request.selector, pinned)
-            .await?;
+        let (fs, manifests, scylla) = match &request.scylla {
+            Some(filter) => {
+                let (fs, view) = self.scylla_view(filter, pinned).await?;
+                let manifests = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
+                // A view names its stores; the first stands for the mount in listings.
+                request.store = view.manifests[0].0.url().to_string();
+                let shown = ScyllaShown {
+                    sstables: view.sstables.len(),
+                    spanning: view.spanning,
+                };
+                (fs, manifests, Some(shown))
+            }
+            None => {
+                let (fs, manifests) = self
+                    .view(&request.store, &request.volumes, &request.selector, pinned)
+                    .await?;
+                (fs, manifests, None)
+            }
+        };
+        let url: StoreUrl = request.store.parse()?;
 
         let path = match &request.mount_path {
             Some(p) => PathBuf::from(p),
@@ -181,7 +218,9 @@ impl Mounts {
         if let Some(active) = self.active().get(&path) {
             // The same request again (a retry, or a mount a restarted daemon brought back): done.
             let asked = &active.record.request;
-            if (&active.store, &asked.volumes, &asked.selector) == (&url, &request.volumes, &request.selector) {
+            let same = (&active.store, &asked.volumes, &asked.selector, &asked.scylla)
+                == (&url, &request.volumes, &request.selector, &request.scylla);
+            if same {
                 return Ok(path.display().to_string());
             }
             return Err(OpError::invalid(format!(
@@ -205,6 +244,7 @@ impl Mounts {
             request,
             manifests,
             created_dir,
+            scylla,
         };
         self.record(&path, &record);
         tracing::info!(path = %path.display(), store = %url, volumes = ?record.request.volumes, "mounted");
@@ -240,6 +280,59 @@ impl Mounts {
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
         let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
         Ok((fs, manifests))
+    }
+
+    /// The filesystem of a ScyllaDB view: the matching sstables' components, flat, each view part
+    /// reading from its own store. `pinned` holds the manifest names a restarted view must show.
+    pub async fn scylla_view(
+        &self,
+        filter: &scylla::Filter,
+        pinned: Option<&[String]>,
+    ) -> Result<(Arc<LazyFs>, scylla::ResolvedView), OpError> {
+        let open = |url: &str| -> Result<Store, scylla::ScyllaError> {
+            let url: StoreUrl = url.parse()?;
+            Ok(Store::open(&url, &StoreConfig::default())?)
+        };
+        let view = scylla::resolve(&self.index, filter, open).await?;
+        let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
+        if view.manifests.is_empty() {
+            return Err(OpError::invalid(format!(
+                "no sstable of {}.{} in snapshot {} matches the view{}",
+                filter.keyspace,
+                filter.table,
+                filter.snapshot,
+                match view.spanning.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} span its token range)"),
+                }
+            )));
+        }
+        if pinned.is_some_and(|p| p != names.as_slice()) {
+            return Err(OpError::invalid(format!(
+                "the view of {}.{} in snapshot {} now shows other sstables",
+                filter.keyspace, filter.table, filter.snapshot
+            )));
+        }
+        let views = view
+            .manifests
+            .iter()
+            .map(|(store, manifest)| VolumeView {
+                volume: manifest.volume.clone(),
+                manifest: manifest.clone(),
+                snapshot: None,
+                store: Some(store.clone()),
+                flat: true,
+            })
+            .collect();
+        let fetcher = Arc::new(Fetcher::new(
+            view.manifests[0].0.clone(),
+            self.cache.clone(),
+            self.tuning.fetch.clone(),
+        ));
+        // SAFETY: getuid/getgid have no preconditions.
+        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
+        let fs = LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?;
+        Ok((Arc::new(fs), view))
     }
 
     /// What a view shows, resolved in the index without building its tree (see [`Mounts::view`]).
@@ -288,6 +381,8 @@ impl Mounts {
                 volume,
                 manifest,
                 snapshot,
+                store: None,
+                flat: false,
             });
         }
         Ok((store, views))
@@ -483,6 +578,11 @@ impl Mounts {
                     .collect();
                 json!({
                     "mountPath": path,
+                    "scylla": active.record.scylla.as_ref().map(|shown| json!({
+                        "view": active.record.request.scylla,
+                        "sstables": shown.sstables,
+                        "spanning": shown.spanning,
+                    })),
                     "store": active.store.to_string(),
                     "volumes": volumes,
                     "files": fs.file_count(),

@@ -6,6 +6,8 @@
 use super::Status;
 use crate::catalog::CatalogError;
 use crate::gc::GcError;
+use crate::index::IndexError;
+use crate::scylla::ScyllaError;
 use crate::names::NameError;
 use crate::namespace::NamespaceError;
 use crate::publish::PublishError;
@@ -48,6 +50,19 @@ impl From<StoreError> for OpError {
             StoreError::InvalidUrl { .. } => OpError::invalid(e.to_string()),
             StoreError::Open { .. } | StoreError::NotFound { .. } => OpError::unknown(e.to_string()),
             other => OpError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ScyllaError> for OpError {
+    fn from(e: ScyllaError) -> Self {
+        let message = e.to_string();
+        match e {
+            ScyllaError::Store(e) => e.into(),
+            ScyllaError::Index(IndexError::Conflict(_)) => OpError::invalid(message),
+            ScyllaError::Index(_) => OpError::internal(message),
+            ScyllaError::UnknownTable { .. } | ScyllaError::ManifestNotFound { .. } => OpError::unknown(message),
+            _ => OpError::invalid(message),
         }
     }
 }

@@ -82,7 +82,10 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
+    /// The store of the volumes (unused by a ScyllaDB view, whose sstables name their stores).
+    #[serde(default)]
     pub store: String,
+    #[serde(default)]
     pub volumes: Vec<String>,
     #[serde(default = "latest")]
     pub selector: Selector,
@@ -91,6 +94,10 @@ pub struct MountRequest {
     /// Start hydrating the mount as soon as it is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hydrate: Option<HydrateParams>,
+    /// Mount the sstables of an ingested ScyllaDB snapshot's table that match this filter, flat,
+    /// as a table's upload directory holds them (instead of volumes of a store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scylla: Option<crate::scylla::Filter>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use crate::fetch::{FetchStatsSnapshot, Fetcher, FileReader, ObjectHandle, Pieces};
 use crate::index::{Index, ManifestRow, SnapshotRow};
 use crate::names::VolumeId;
-use crate::store::layout;
+use crate::store::{layout, Store};
 
 pub use error::FsError;
 pub use local::LocalCopy;
@@ -27,6 +27,10 @@ pub struct VolumeView {
     pub volume: VolumeId,
     pub manifest: ManifestRow,
     pub snapshot: Option<SnapshotRow>,
+    /// The store the files are in, when not the fetcher's (a view over several stores).
+    pub store: Option<Store>,
+    /// Files at the mount's root rather than under `<volumeID>/` (a ScyllaDB upload directory).
+    pub flat: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,7 +127,8 @@ impl LazyFs {
         let mut tree = Tree::new();
         for (i, view) in views.iter().enumerate() {
             let files = index.manifest_files(view.manifest.id).map_err(|e| e.to_string())?;
-            tree.add_volume(&view.volume, i, files)?;
+            let folder = (!view.flat).then_some(&view.volume);
+            tree.add_volume(folder, i, files)?;
         }
         Ok(LazyFs {
             tree,
@@ -278,7 +283,7 @@ impl LazyFs {
         let checksums = self.index.file_integrity(row.id)?;
         let key = layout::object_of(&view.volume, &row.path, row.object_key.as_deref());
         let object = Arc::new(ObjectHandle::new(
-            self.fetcher.store(),
+            view.store.as_ref().unwrap_or(self.fetcher.store()),
             key,
             row.size,
             view.manifest.block_size,

@@ -47,6 +47,8 @@ pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Pa
             volume,
             manifest,
             snapshot,
+            store: None,
+            flat: false,
         });
     }
     let cache = CacheConfig {

@@ -115,6 +115,8 @@ async fn a_volume_shown_twice_is_refused() {
         volume,
         manifest,
         snapshot: None,
+        store: None,
+        flat: false,
     };
     let cache = CacheConfig {
         disk_dir: Some(dir.path().join("cache")),

@@ -91,13 +91,15 @@ impl Tree {
 
     /// Adds a volume's files under `<volumeID>/`. Volumes may nest (`a` and `a/b`) but a volume's
     /// directory must not already exist: two views of one volume in a mount would be ambiguous.
-    pub fn add_volume(&mut self, volume: &VolumeId, index: usize, files: Vec<FileRow>) -> Result<(), String> {
+    /// Adds a volume's files under its folder (`None`: at the root).
+    pub fn add_volume(&mut self, volume: Option<&VolumeId>, index: usize, files: Vec<FileRow>) -> Result<(), String> {
         let mut dir = ROOT;
-        let parts: Vec<&str> = volume.components().collect();
+        let parts: Vec<&str> = volume.map(|v| v.components().collect()).unwrap_or_default();
         for (i, part) in parts.iter().enumerate() {
             if i == parts.len() - 1 && self.lookup(dir, part).is_some() {
                 return Err(format!(
-                    "volume {volume} is shown twice or collides with another volume's files"
+                    "volume {} is shown twice or collides with another volume's files",
+                    volume.map(VolumeId::as_str).unwrap_or_default()
                 ));
             }
             dir = self.dir(dir, part)?;

@@ -52,6 +52,8 @@ async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
         volume,
         manifest,
         snapshot,
+        store: None,
+        flat: false,
     }];
     Fixture {
         fs: Arc::new(LazyFs::new(index, fetcher, views, (0, 0)).unwrap()),

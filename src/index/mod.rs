@@ -8,6 +8,7 @@
 mod jobs;
 mod migrations;
 mod rows;
+mod scylla;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -22,6 +23,7 @@ use crate::store::StoreUrl;
 
 pub use jobs::RestoreJobRow;
 pub use rows::{FileRow, ManifestRow, MountRow, SnapshotRow};
+pub use scylla::{ScyllaIngest, ScyllaIngestCounts, ScyllaObjectRow, ScyllaSstableRow, ScyllaTableRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -35,6 +37,8 @@ pub enum IndexError {
     TooNew { found: i64, supported: i64 },
     #[error("index query failed: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Conflict(String),
     #[error("index row is corrupt: {0}")]
     Corrupt(String),
 }

@@ -48,7 +48,7 @@ pub enum IndexCommand {
 }
 
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["store", "backup"]))]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["store", "backup", "scylla"]))]
 pub struct MountArgs {
     /// Store URL of the volumes to mount.
     #[arg(long)]
@@ -71,6 +71,56 @@ pub struct MountArgs {
     /// With --hydrate: bytes per second at most (suffixes K, M, G).
     #[arg(long, requires = "hydrate", value_parser = lazysnap::units::parse_size)]
     bandwidth: Option<u64>,
+    #[command(flatten)]
+    scylla: ScyllaViewArgs,
+}
+
+/// A view of an ingested ScyllaDB snapshot (see `lazysnap scylla ingest`).
+#[derive(Args, Debug, Clone)]
+pub struct ScyllaViewArgs {
+    /// Mount the sstables of this ingested ScyllaDB snapshot (with --keyspace and --table), flat,
+    /// as a table's upload directory holds them. sstables that span the requested tablet or token
+    /// range are not shown; the answer lists them under "spanning".
+    #[arg(long, value_name = "SNAPSHOT", requires_all = ["keyspace", "table"])]
+    pub scylla: Option<String>,
+    #[arg(long, value_name = "KS", requires = "scylla")]
+    pub keyspace: Option<String>,
+    #[arg(long, value_name = "T", requires = "scylla")]
+    pub table: Option<String>,
+    /// Only sstables of this datacenter.
+    #[arg(long, value_name = "DC", requires = "scylla")]
+    pub dc: Option<String>,
+    /// Only sstables of this rack.
+    #[arg(long, value_name = "R", requires = "scylla")]
+    pub rack: Option<String>,
+    /// Only sstables of this node (its host id).
+    #[arg(long, value_name = "HOST_ID", requires = "scylla")]
+    pub node: Option<String>,
+    /// Only sstables wholly inside tablet I (of --tablet-count power-of-two tablets; default: the
+    /// table's layout in its manifests).
+    #[arg(long, value_name = "I", requires = "scylla", conflicts_with = "token_range")]
+    pub tablet: Option<u64>,
+    #[arg(long, value_name = "N", requires = "tablet")]
+    pub tablet_count: Option<u64>,
+    /// Only sstables wholly inside the tokens (A, B].
+    #[arg(long, value_name = "A:B", requires = "scylla", allow_hyphen_values = true)]
+    pub token_range: Option<String>,
+}
+
+impl ScyllaViewArgs {
+    pub fn filter(&self) -> Option<lazysnap::scylla::Filter> {
+        Some(lazysnap::scylla::Filter {
+            snapshot: self.scylla.clone()?,
+            keyspace: self.keyspace.clone().unwrap_or_default(),
+            table: self.table.clone().unwrap_or_default(),
+            dc: self.dc.clone(),
+            rack: self.rack.clone(),
+            node: self.node.clone(),
+            tablet: self.tablet,
+            tablet_count: self.tablet_count,
+            token_range: self.token_range.clone(),
+        })
+    }
 }
 
 pub fn open_store(url: &str, create: bool) -> anyhow::Result<Store> {
@@ -126,6 +176,10 @@ pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
 
 pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
     let mount_path = args.mountpoint.as_deref().map(absolute).transpose()?;
+    let scylla = args.scylla.filter();
+    if scylla.is_some() && (args.selector.names_backup() || args.selector.snapshot.is_some() || args.selector.manifest.is_some()) {
+        bail!("--snapshot, --manifest, --generation, --at and --seqno select states of volumes or backups, not of a ScyllaDB view");
+    }
     let backup = args.backup.is_some();
     if args.selector.names_backup() && !backup {
         bail!("--generation, --at and --seqno select a view of a backup location: use --backup URL");
@@ -133,11 +187,11 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
     if backup && (args.selector.snapshot.is_some() || args.selector.manifest.is_some()) {
         bail!("--snapshot and --manifest select a volume's state: use --store URL --volume ID");
     }
-    if !backup && args.volumes.is_empty() {
+    if !backup && scylla.is_none() && args.volumes.is_empty() {
         bail!("--store needs at least one --volume");
     }
     let request = Request::Mount(MountRequest {
-        store: args.backup.or(args.store).expect("clap requires one"),
+        store: args.backup.or(args.store).unwrap_or_default(),
         volumes: args.volumes,
         selector: args.selector.selector(backup),
         mount_path: mount_path.map(|p| p.display().to_string()),
@@ -145,6 +199,7 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
             bandwidth: args.bandwidth,
             deadline_ms: None,
         }),
+        scylla,
     });
     daemon::ensure_running(paths)?;
     let answer = daemon::call(paths, &request)?;

@@ -10,6 +10,7 @@ mod inspect;
 mod jobs;
 mod lifecycle;
 mod progress;
+mod scylla;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,8 +56,8 @@ enum Command {
     /// The namespaces of a store: list them, or delete all but some.
     #[command(subcommand)]
     Namespace(lifecycle::NamespaceCommand),
-    /// Mount volumes, or a backup location's generation, read-only; prints {"mountPaths": [...]}
-    /// once the mount is readable.
+    /// Mount volumes, a backup location's generation, or a view of an ingested ScyllaDB snapshot,
+    /// read-only; prints {"mountPaths": [...]} once the mount is readable.
     Mount(commands::MountArgs),
     /// Continuous backup of an engine folder into a backup location (start, stop, list, info).
     #[command(subcommand)]
@@ -65,6 +66,10 @@ enum Command {
     /// cancel, resume).
     #[command(subcommand)]
     Restore(jobs::RestoreCommand),
+    /// ScyllaDB backups: ingest their manifests into the index, list what is ingested; mount views
+    /// with `lazysnap mount --scylla`, restore them with `lazysnap restore start --scylla`.
+    #[command(subcommand)]
+    Scylla(scylla::ScyllaCommand),
     /// Unmount a lazysnap mount.
     Umount {
         /// The mount path printed by `lazysnap mount`.
@@ -231,6 +236,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Namespace(cmd) => lifecycle::namespace(cmd, paths),
         Command::Mount(args) => commands::mount(args, paths),
         Command::Backup(cmd) => jobs::backup(cmd, paths),
+        Command::Scylla(cmd) => scylla::run(cmd, paths),
         Command::Restore(cmd) => jobs::restore(cmd, paths),
         Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
         Command::Hydrate(args) => hydrate::hydrate(args, paths),

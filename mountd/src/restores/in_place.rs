@@ -22,6 +22,7 @@ pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifest: &str) -
         selector: req.selector.pinned(manifest),
         mount_path: Some(req.dest.clone()),
         hydrate: Some(params.clone()),
+        scylla: None,
     };
     mounts.mount(request).await?;
     mounts.hydrate(&req.dest, HydrateAction::Start, &params)?;

@@ -46,6 +46,7 @@ impl BenchNode {
             selector: manifest.map_or(Selector::Latest, |m| Selector::Manifest(m.to_owned())),
             mount_path: None,
             hydrate: None,
+            scylla: None,
         });
         let started = Instant::now();
         let answer = daemon::call(&self.paths, &request)?;
