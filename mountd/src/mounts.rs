@@ -189,7 +189,7 @@ impl Mounts {
                 let (fs, view) = self.scylla_view(filter, pinned).await?;
                 let manifests = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
                 // A view names its stores; the first stands for the mount in listings.
-                request.store = view.manifests[0].0.url().to_string();
+                request.store = view.first_store.clone().unwrap_or_default();
                 let shown = ScyllaShown {
                     sstables: view.sstables.len(),
                     spanning: view.spanning,
@@ -295,18 +295,14 @@ impl Mounts {
         };
         let view = scylla::resolve(&self.index, filter, open).await?;
         let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
-        if view.manifests.is_empty() {
+        // A view with nothing inside its range is a valid answer (the node holds nothing of that
+        // tablet); one where no sstable has the datacenter, rack or node asked for is a mistake.
+        let Some(first_store) = view.first_store.clone() else {
             return Err(OpError::invalid(format!(
-                "no sstable of {}.{} in snapshot {} matches the view{}",
-                filter.keyspace,
-                filter.table,
-                filter.snapshot,
-                match view.spanning.len() {
-                    0 => String::new(),
-                    n => format!(" ({n} span its token range)"),
-                }
+                "no sstable of {}.{} in snapshot {} is on the datacenter, rack and node asked for",
+                filter.keyspace, filter.table, filter.snapshot
             )));
-        }
+        };
         if pinned.is_some_and(|p| p != names.as_slice()) {
             return Err(OpError::invalid(format!(
                 "the view of {}.{} in snapshot {} now shows other sstables",
@@ -325,7 +321,7 @@ impl Mounts {
             })
             .collect();
         let fetcher = Arc::new(Fetcher::new(
-            view.manifests[0].0.clone(),
+            open(&first_store)?,
             self.cache.clone(),
             self.tuning.fetch.clone(),
         ));

@@ -7,10 +7,10 @@ use super::Status;
 use crate::catalog::CatalogError;
 use crate::gc::GcError;
 use crate::index::IndexError;
-use crate::scylla::ScyllaError;
 use crate::names::NameError;
 use crate::namespace::NamespaceError;
 use crate::publish::PublishError;
+use crate::scylla::ScyllaError;
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
 

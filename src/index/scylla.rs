@@ -130,8 +130,9 @@ impl Index {
                     item.manifest.created_at_ms.map(|s| s as i64),
                 ])?;
                 let sstable_ref = tx.last_insert_rowid();
-                let mut insert =
-                    tx.prepare_cached("INSERT INTO scylla_objects (sstable_ref, name, size, etag) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO scylla_objects (sstable_ref, name, size, etag) VALUES (?1, ?2, ?3, ?4)",
+                )?;
                 for object in objects {
                     insert.execute(params![sstable_ref, object.name, object.size as i64, object.etag])?;
                 }
@@ -203,38 +204,72 @@ impl Index {
     }
 }
 
-/// The row of a snapshot's table, made on first sight; a layout that disagrees with the recorded
-/// one is a conflict. True when made now.
+/// The row of a snapshot's table, made on first sight. Manifests of one table may each give part
+/// of its layout (a node's manifest the count, a cluster's the ranges): what one gives and the
+/// record lacks is added; what both give must agree, or it is a conflict. True when made now.
 fn table_ref(tx: &Transaction<'_>, snapshot: &str, table: &Table) -> Result<(i64, bool)> {
-    let tablets = serde_json::to_string(
-        &table.tablet_ranges.iter().map(|r| [r.first, r.last]).collect::<Vec<_>>(),
-    )
-    .expect("ranges serialise");
-    let layout = (table.tablets_type.clone(), table.tablet_count.map(|c| c as i64), tablets);
-    let existing: Option<(i64, (Option<String>, Option<i64>, String))> = tx
+    let ranges = |r: &[TokenRange]| {
+        serde_json::to_string(&r.iter().map(|r| [r.first, r.last]).collect::<Vec<_>>()).expect("ranges serialise")
+    };
+    let given = (
+        table.tablets_type.clone(),
+        table.tablet_count.map(|c| c as i64),
+        (!table.tablet_ranges.is_empty()).then(|| ranges(&table.tablet_ranges)),
+    );
+    type Layout = (Option<String>, Option<i64>, Option<String>);
+    let existing: Option<(i64, Layout)> = tx
         .prepare_cached(
             "SELECT id, tablets_type, tablet_count, tablets FROM scylla_tables
              WHERE snapshot = ?1 AND keyspace = ?2 AND table_name = ?3",
         )?
         .query_row(params![snapshot, table.keyspace, table.table], |r| {
-            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+            let tablets: Option<String> = r.get(3)?;
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?, tablets.filter(|t| t != "[]"))))
         })
         .optional()?;
-    match existing {
-        Some((id, recorded)) if recorded == layout => Ok((id, false)),
-        Some((_, recorded)) => Err(IndexError::Conflict(format!(
-            "table {}.{} of snapshot {snapshot} has tablets {:?}/{:?} recorded, but a manifest gives {:?}/{:?}",
-            table.keyspace, table.table, recorded.0, recorded.1, layout.0, layout.1
-        ))),
-        None => {
-            tx.execute(
-                "INSERT INTO scylla_tables (snapshot, keyspace, table_name, table_id, tablets_type, tablet_count, tablets)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![snapshot, table.keyspace, table.table, table.table_id, layout.0, layout.1, layout.2],
-            )?;
-            Ok((tx.last_insert_rowid(), true))
+    let Some((id, recorded)) = existing else {
+        tx.execute(
+            "INSERT INTO scylla_tables (snapshot, keyspace, table_name, table_id, tablets_type, tablet_count, tablets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                snapshot,
+                table.keyspace,
+                table.table,
+                table.table_id,
+                given.0,
+                given.1,
+                given.2
+            ],
+        )?;
+        return Ok((tx.last_insert_rowid(), true));
+    };
+    let conflict = |what: &str, had: String, now: String| {
+        IndexError::Conflict(format!(
+            "table {}.{} of snapshot {snapshot}: a manifest gives {what} {now}, but {had} is recorded",
+            table.keyspace, table.table
+        ))
+    };
+    if let (Some(had), Some(now)) = (&recorded.0, &given.0) {
+        if had != now {
+            return Err(conflict("tablets_type", had.clone(), now.clone()));
         }
     }
+    if let (Some(had), Some(now)) = (recorded.1, given.1) {
+        if had != now {
+            return Err(conflict("tablet_count", had.to_string(), now.to_string()));
+        }
+    }
+    if let (Some(had), Some(now)) = (&recorded.2, &given.2) {
+        if had != now {
+            return Err(conflict("tablets", had.clone(), now.clone()));
+        }
+    }
+    tx.execute(
+        "UPDATE scylla_tables SET tablets_type = COALESCE(tablets_type, ?2), tablet_count = COALESCE(tablet_count, ?3),
+           tablets = COALESCE(NULLIF(tablets, '[]'), ?4) WHERE id = ?1",
+        params![id, given.0, given.1, given.2],
+    )?;
+    Ok((id, false))
 }
 
 type Parsed<T> = rusqlite::Result<Result<T>>;
@@ -254,7 +289,10 @@ fn table_row(r: &Row<'_>) -> Parsed<ScyllaTableRow> {
     let ranges = serde_json::from_str::<Vec<[i64; 2]>>(tablets.as_deref().unwrap_or("[]"))
         .map_err(|e| IndexError::Corrupt(format!("tablets of scylla table {}: {e}", row.table)));
     Ok(ranges.map(|ranges| ScyllaTableRow {
-        tablets: ranges.into_iter().map(|[first, last]| TokenRange { first, last }).collect(),
+        tablets: ranges
+            .into_iter()
+            .map(|[first, last]| TokenRange { first, last })
+            .collect(),
         ..row
     }))
 }

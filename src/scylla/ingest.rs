@@ -125,7 +125,11 @@ pub async fn ingest(index: &Index, sources: &[ManifestSource]) -> Result<IngestR
             bytes: r.objects.iter().flat_map(|(_, o)| o).map(|o| o.size).sum(),
         })
         .collect();
-    tracing::info!(manifests = sources.len(), sstables = counts.sstables, "ingested ScyllaDB manifests");
+    tracing::info!(
+        manifests = sources.len(),
+        sstables = counts.sstables,
+        "ingested ScyllaDB manifests"
+    );
     Ok(IngestReport { manifests, counts })
 }
 
@@ -161,7 +165,12 @@ async fn read_one(source: &ManifestSource) -> Result<Read, ScyllaError> {
             if !name.starts_with(sstable.component_prefix()) {
                 continue;
             }
-            let etag = info.etag.clone().ok_or_else(|| ScyllaError::NoEtag {
+            // Some servers leave ETags out of listings; a HEAD has it.
+            let etag = match &info.etag {
+                Some(etag) => Some(etag.clone()),
+                None => store.head(&info.key).await?.and_then(|head| head.etag),
+            };
+            let etag = etag.ok_or_else(|| ScyllaError::NoEtag {
                 store: store.url().to_string(),
                 key: info.key.to_string(),
             })?;

@@ -36,9 +36,17 @@ pub enum ScyllaError {
     #[error("store {store} gives no ETag for {key}: lazysnap cannot pin the object it reads")]
     NoEtag { store: String, key: String },
     #[error("the TOC {toc} of sstable {sstable}: {reason}")]
-    BadToc { sstable: String, toc: String, reason: String },
+    BadToc {
+        sstable: String,
+        toc: String,
+        reason: String,
+    },
     #[error("sstable {sstable}: component {file}, listed in its TOC, is missing from store {store}")]
-    MissingComponent { sstable: String, file: String, store: String },
+    MissingComponent {
+        sstable: String,
+        file: String,
+        store: String,
+    },
     #[error("no table {keyspace}.{table} in snapshot {snapshot} is ingested{known}")]
     UnknownTable {
         snapshot: String,

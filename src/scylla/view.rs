@@ -58,6 +58,9 @@ pub struct ResolvedView {
     pub table: ScyllaTableRow,
     pub range: Option<TokenRange>,
     pub manifests: Vec<(Store, ManifestRow)>,
+    /// The store of the first sstable matching the datacenter, rack and node asked for, whether
+    /// or not it is inside the range: an empty view still names a store. `None` when none matched.
+    pub first_store: Option<String>,
     pub sstables: Vec<ScyllaSstableRow>,
     pub spanning: Vec<Spanning>,
 }
@@ -75,6 +78,7 @@ pub async fn resolve(
     let range = requested_range(&table, filter)?;
     let mut sstables = Vec::new();
     let mut spanning = Vec::new();
+    let mut first_store = None;
     for sstable in index.scylla_sstables(table.id)? {
         let matches = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
         if !(matches(&filter.dc, &sstable.datacenter)
@@ -83,6 +87,7 @@ pub async fn resolve(
         {
             continue;
         }
+        first_store.get_or_insert_with(|| sstable.store.clone());
         match range.map_or(Placement::Inside, |r| place(&r, &sstable.tokens)) {
             Placement::Inside => sstables.push(sstable),
             Placement::Spans => spanning.push(Spanning {
@@ -174,6 +179,7 @@ pub async fn resolve(
         table,
         range,
         manifests,
+        first_store,
         sstables,
         spanning,
     })
@@ -184,7 +190,11 @@ pub async fn resolve(
 fn view_name(snapshot: &str, manifest: &Manifest) -> String {
     let mut hasher = blake3::Hasher::new();
     for file in &manifest.files {
-        for part in [file.path.as_str(), file.object_key.as_deref().unwrap_or(""), file.etag.as_deref().unwrap_or("")] {
+        for part in [
+            file.path.as_str(),
+            file.object_key.as_deref().unwrap_or(""),
+            file.etag.as_deref().unwrap_or(""),
+        ] {
             hasher.update(part.as_bytes()).update(&[0]);
         }
         hasher.update(&file.size.to_le_bytes());
@@ -214,16 +224,15 @@ fn unknown_table(index: &Index, filter: &Filter) -> ScyllaError {
 fn requested_range(table: &ScyllaTableRow, filter: &Filter) -> Result<Option<TokenRange>, ScyllaError> {
     let bad = |s: String| ScyllaError::BadFilter(s);
     match (filter.tablet, filter.tablet_count, &filter.token_range) {
-        (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => {
-            Err(bad("give a tablet or a token range, not both".into()))
-        }
+        (Some(_), _, Some(_)) | (None, Some(_), Some(_)) => Err(bad("give a tablet or a token range, not both".into())),
         (None, Some(_), None) => Err(bad("--tablet-count needs --tablet".into())),
         (None, None, None) => Ok(None),
         (None, None, Some(text)) => {
             let parsed = text
                 .split_once(':')
                 .and_then(|(a, b)| Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)));
-            let (after, last) = parsed.ok_or_else(|| bad(format!("token range {text:?} is not A:B with 64-bit tokens")))?;
+            let (after, last) =
+                parsed.ok_or_else(|| bad(format!("token range {text:?} is not A:B with 64-bit tokens")))?;
             TokenRange::after(after, last)
                 .map(Some)
                 .ok_or_else(|| bad(format!("token range {text:?} is empty: A must be below B")))
@@ -235,7 +244,11 @@ fn requested_range(table: &ScyllaTableRow, filter: &Filter) -> Result<Option<Tok
                 None => table_tablets(table)?,
             };
             tablets.range(tablet).map(Some).ok_or_else(|| {
-                bad(format!("there is no tablet {tablet}: the layout has {} tablets (0 to {})", tablets.count(), tablets.count() - 1))
+                bad(format!(
+                    "there is no tablet {tablet}: the layout has {} tablets (0 to {})",
+                    tablets.count(),
+                    tablets.count() - 1
+                ))
             })
         }
     }
@@ -246,15 +259,12 @@ fn table_tablets(table: &ScyllaTableRow) -> Result<Tablets, ScyllaError> {
     if !table.tablets.is_empty() {
         return Tablets::explicit(&table.tablets).map_err(ScyllaError::BadFilter);
     }
-    table
-        .tablet_count
-        .and_then(Tablets::power_of_two)
-        .ok_or_else(|| {
-            ScyllaError::BadFilter(format!(
-                "the manifests of {}.{} give no power-of-two tablet layout: give --tablet-count",
-                table.keyspace, table.table
-            ))
-        })
+    table.tablet_count.and_then(Tablets::power_of_two).ok_or_else(|| {
+        ScyllaError::BadFilter(format!(
+            "the manifests of {}.{} give no power-of-two tablet layout: give --tablet-count",
+            table.keyspace, table.table
+        ))
+    })
 }
 
 /// The component names an sstable's TOC lists (the TOC itself always among them).

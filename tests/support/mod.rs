@@ -2,4 +2,5 @@
 pub mod data;
 pub mod node;
 pub mod s3;
+pub mod scylla;
 pub mod stores;

@@ -128,15 +128,21 @@ impl Node {
 
     /// Mounts and answers the mount path, with a guard that unmounts it.
     pub fn mount(&self, args: &[&str]) -> MountGuard<'_> {
+        self.mount_answer(args).0
+    }
+
+    /// Mounts and answers the guard with the whole answer of `mount`.
+    pub fn mount_answer(&self, args: &[&str]) -> (MountGuard<'_>, serde_json::Value) {
         let mut full = vec!["mount"];
         full.extend_from_slice(args);
         let answer = self.json(&full);
         let paths = answer["mountPaths"].as_array().expect("mountPaths array");
         assert_eq!(paths.len(), 1, "{answer}");
-        MountGuard {
+        let guard = MountGuard {
             node: self,
             path: PathBuf::from(paths[0].as_str().expect("a path")),
-        }
+        };
+        (guard, answer)
     }
 
     /// Every mount point below this test's folder.

@@ -177,7 +177,9 @@ pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
 pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
     let mount_path = args.mountpoint.as_deref().map(absolute).transpose()?;
     let scylla = args.scylla.filter();
-    if scylla.is_some() && (args.selector.names_backup() || args.selector.snapshot.is_some() || args.selector.manifest.is_some()) {
+    if scylla.is_some()
+        && (args.selector.names_backup() || args.selector.snapshot.is_some() || args.selector.manifest.is_some())
+    {
         bail!("--snapshot, --manifest, --generation, --at and --seqno select states of volumes or backups, not of a ScyllaDB view");
     }
     let backup = args.backup.is_some();

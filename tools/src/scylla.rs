@@ -56,7 +56,9 @@ fn pairs(stores: &[String], manifests: &[String]) -> anyhow::Result<Vec<(String,
     match (stores.len(), manifests.len()) {
         (1, _) => Ok(manifests.iter().map(|m| (stores[0].clone(), m.clone())).collect()),
         (s, m) if s == m => Ok(stores.iter().cloned().zip(manifests.iter().cloned()).collect()),
-        (s, m) => bail!("{s} --store for {m} --manifest: give one --store for all manifests, or one --store per --manifest"),
+        (s, m) => {
+            bail!("{s} --store for {m} --manifest: give one --store for all manifests, or one --store per --manifest")
+        }
     }
 }
 

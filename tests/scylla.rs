@@ -1,0 +1,269 @@
+//! ScyllaDB backups through the real CLI and daemon: manifests of two datacenters in two stores
+//! (node scope in the flat layout, dc scope in the cluster layout) ingested in one call, then
+//! views by tablet, token range, datacenter, rack and node mounted for real. Each view must list
+//! exactly the components of the sstables wholly inside what was asked (computed here from the
+//! tokens), byte-identical to the store, and report the sstables that span it. Malformed manifests
+//! are refused with the reason and leave nothing ingested.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+use support::node::Node;
+use support::scylla::{self, Sstable, KEYSPACE, SNAPSHOT, TABLE, TABLETS};
+use support::stores::TestStore;
+
+/// Two backup locations: dc1's node backups in `dc1_store`, dc2's cluster backup in `dc2_store`.
+/// Answers the ingest arguments.
+fn build_backup(dc1_store: &TestStore, dc2_store: &TestStore, sstables: &[Sstable]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (host, dc, _) in scylla::hosts().into_iter().filter(|(_, dc, _)| dc == "dc1") {
+        let key = scylla::write_node_backup(dc1_store, &format!("backups/{dc}/{host}"), &host, sstables);
+        args.extend(["--store".to_string(), dc1_store.url(), "--manifest".to_string(), key]);
+    }
+    let key = scylla::write_cluster_backup(dc2_store, "cluster", "dc2", sstables);
+    args.extend(["--store".to_string(), dc2_store.url(), "--manifest".to_string(), key]);
+    args
+}
+
+/// Every file of a mounted view, by name, with its bytes.
+fn listed(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            assert!(e.file_type().unwrap().is_file(), "a view is flat: {:?}", e.path());
+            (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+fn base_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["--scylla", SNAPSHOT, "--keyspace", KEYSPACE, "--table", TABLE]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Mounts a view and checks it against the sstables `want` keeps and the tokens of `range`.
+fn check_view(
+    node: &Node,
+    sstables: &[Sstable],
+    extra: &[&str],
+    range: Option<(i64, i64)>,
+    want: impl Fn(&Sstable) -> bool,
+) {
+    let args = base_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mount, answer) = node.mount_answer(&args);
+    let chosen: Vec<&Sstable> = sstables.iter().filter(|s| want(s)).collect();
+    let inside = |s: &Sstable| range.is_none_or(|(a, b)| a <= s.first && s.last <= b);
+    let spans = |s: &Sstable| range.is_some_and(|(a, b)| !inside(s) && s.first <= b && a <= s.last);
+    let expected: BTreeMap<String, Vec<u8>> = chosen
+        .iter()
+        .filter(|s| inside(s))
+        .flat_map(|s| s.files.clone())
+        .collect();
+    let got = listed(&mount.path);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "view {extra:?}: {answer}"
+    );
+    assert!(got == expected, "view {extra:?}: bytes differ from the store");
+    let spanning: BTreeSet<String> = answer["spanning"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sstableId"].as_str().unwrap().to_string())
+        .collect();
+    let expected_spanning: BTreeSet<String> = chosen.iter().filter(|s| spans(s)).map(|s| s.id.clone()).collect();
+    assert_eq!(spanning, expected_spanning, "view {extra:?}: {answer}");
+    assert_eq!(
+        answer["sstables"],
+        chosen.iter().filter(|s| inside(s)).count(),
+        "{answer}"
+    );
+    // `mounts` reports the same spanning sstables for the mount.
+    let mounts = node.json(&["mounts"]);
+    let this = mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == mount.path.to_str())
+        .unwrap_or_else(|| panic!("{mounts}"));
+    assert_eq!(this["scylla"]["spanning"], answer["spanning"]);
+    mount.unmount();
+}
+
+#[test]
+fn views_of_a_two_dc_backup_show_exactly_the_sstables_asked_for() {
+    for dc1_store in TestStore::all() {
+        let what = dc1_store.name();
+        let dc2_store = TestStore::file();
+        let mut env = dc1_store.env();
+        env.extend(dc2_store.env());
+        let node = Node::new(env);
+        let sstables = scylla::sstables();
+        let args = build_backup(&dc1_store, &dc2_store, &sstables);
+        // A stray object with an sstable's prefix that its TOC does not list is not shown.
+        let stray = sstables[0].toc_name.replace("TOC.txt", "Junk.tmp");
+        dc1_store.put(&format!("backups/dc1/{}/{stray}", sstables[0].host), b"not a component");
+
+        let mut ingest = vec!["scylla", "ingest"];
+        ingest.extend(args.iter().map(String::as_str));
+        let report = node.json(&ingest);
+        assert_eq!(report["sstables"], sstables.len(), "{what}: {report}");
+        assert_eq!(report["manifests"].as_array().unwrap().len(), 3, "{report}");
+        assert_eq!(report["manifests"][2]["layout"], "cluster", "{report}");
+        assert_eq!(report["manifests"][2]["scope"], "dc", "{report}");
+        // Ingesting again changes nothing.
+        let again = node.json(&ingest);
+        assert_eq!(
+            (again["sstables"].as_u64(), again["already_known"].as_u64()),
+            (Some(0), Some(12)),
+            "{again}"
+        );
+        let tables = node.json(&["scylla", "ls"]);
+        assert_eq!(tables[0]["tabletCount"], TABLETS, "{tables}");
+        assert_eq!(tables[0]["sstables"], 12, "{tables}");
+
+        // Each tablet of the table's own layout, across both datacenters and stores.
+        for t in 0..TABLETS {
+            let tablet = t.to_string();
+            let range = scylla::tablet_range(t, TABLETS);
+            check_view(&node, &sstables, &["--tablet", &tablet], Some(range), |_| true);
+        }
+        // A coarser layout than the backup's (2 tablets), one node, a rack, a datacenter.
+        let range = scylla::tablet_range(1, 2);
+        check_view(
+            &node,
+            &sstables,
+            &["--tablet", "1", "--tablet-count", "2"],
+            Some(range),
+            |_| true,
+        );
+        for (host, _, _) in scylla::hosts() {
+            let range = scylla::tablet_range(2, TABLETS);
+            check_view(
+                &node,
+                &sstables,
+                &["--node", &host, "--tablet", "2"],
+                Some(range),
+                |s| s.host == host,
+            );
+        }
+        check_view(&node, &sstables, &["--dc", "dc2", "--rack", "rack1"], None, |s| {
+            s.dc == "dc2" && s.rack == "rack1"
+        });
+        check_view(&node, &sstables, &["--dc", "dc1"], None, |s| s.dc == "dc1");
+        let (a, b) = (scylla::tablet_range(1, TABLETS).0, scylla::tablet_range(2, TABLETS).1);
+        let token_range = format!("{}:{b}", a - 1);
+        check_view(&node, &sstables, &["--token-range", &token_range], Some((a, b)), |_| {
+            true
+        });
+
+        // Unknown names and impossible filters are clear errors; nothing is mounted.
+        let fails = |extra: &[&str], expected: &str| {
+            let args = base_args(extra);
+            let mut full = vec!["mount"];
+            full.extend(args.iter().map(String::as_str));
+            let error = node.fails(&full);
+            assert!(error.contains(expected), "{extra:?}: {error}");
+        };
+        fails(&["--tablet", "4"], "there is no tablet 4");
+        fails(&["--tablet", "1", "--tablet-count", "3"], "not a power of two");
+        fails(&["--node", "no-such-host"], "no sstable");
+        fails(&["--token-range", "5:1"], "is empty");
+        let error = node.fails(&["mount", "--scylla", "snapX", "--keyspace", KEYSPACE, "--table", TABLE]);
+        assert!(
+            error.contains("no table ks.cf in snapshot snapX") && error.contains("ks.cf in snap1"),
+            "{error}"
+        );
+        assert!(node.mounts_below().is_empty());
+    }
+}
+
+#[test]
+fn malformed_manifests_are_refused_and_nothing_is_ingested() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let sstables = scylla::sstables();
+    let good = scylla::write_node_backup(&store, "good", &sstables[0].host, &sstables);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(store_path(&store, &good)).unwrap()).unwrap();
+    let url = store.url();
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "no-sstables",
+            Box::new(|m| m["sstables"] = serde_json::json!([])),
+            "lists no sstables",
+        ),
+        (
+            "bad-token",
+            Box::new(|m| m["sstables"][1]["first_token"] = serde_json::json!("12abc")),
+            "is not a 64-bit token",
+        ),
+        (
+            "reversed",
+            Box::new(|m| m["sstables"][1]["first_token"] = serde_json::json!(i64::MAX)),
+            "is after last_token",
+        ),
+        (
+            "three-tablets",
+            Box::new(|m| m["table"]["tablet_count"] = serde_json::json!(3)),
+            "tablet_count 3 is not a power of two",
+        ),
+        (
+            "no-toc",
+            Box::new(|m| m["sstables"][2]["toc_name"] = serde_json::json!("me-3gw7_0ndy_9999999999999-big-TOC.txt")),
+            "is missing from store",
+        ),
+    ];
+    for (name, change, expected) in cases {
+        let mut bad = manifest.clone();
+        change(&mut bad);
+        // The hostile manifest sits beside the good one's components (the flat layout).
+        let key = format!("good/{name}.json");
+        store.put(&key, bad.to_string().as_bytes());
+        // The good manifest first: one bad manifest in the call leaves nothing ingested.
+        let error = node.fails(&[
+            "scylla",
+            "ingest",
+            "--store",
+            &url,
+            "--manifest",
+            &good,
+            "--manifest",
+            &key,
+        ]);
+        assert!(error.contains(expected) && error.contains(&key), "{name}: {error}");
+        assert_eq!(node.json(&["scylla", "ls"]), serde_json::json!([]), "{name}");
+    }
+    let error = node.fails(&[
+        "scylla",
+        "ingest",
+        "--store",
+        &url,
+        "--manifest",
+        "nowhere/manifest.json",
+    ]);
+    assert!(error.contains("nowhere/manifest.json not found"), "{error}");
+    store.put("junk.json", b"{\"sstables\": 5");
+    let error = node.fails(&["scylla", "ingest", "--store", &url, "--manifest", "junk.json"]);
+    assert!(error.contains("not valid JSON"), "{error}");
+    assert_eq!(node.json(&["scylla", "ls"]), serde_json::json!([]));
+    // The good manifest alone goes in.
+    let report = node.json(&["scylla", "ingest", "--store", &url, "--manifest", &good]);
+    assert_eq!(report["sstables"], 3, "{report}");
+}
+
+fn store_path(store: &TestStore, key: &str) -> std::path::PathBuf {
+    match store {
+        TestStore::File(dir) => dir.path().join(key),
+        TestStore::S3(_) => unreachable!(),
+    }
+}
