@@ -196,7 +196,8 @@ fn malformed_manifests_are_refused_and_nothing_is_ingested() {
     let good = scylla::write_node_backup(&store, "good", &sstables[0].host, &sstables);
     let manifest: Value = serde_json::from_slice(&std::fs::read(store_path(&store, &good)).unwrap()).unwrap();
     let url = store.url();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
         (
             "no-sstables",
             Box::new(|m| m["sstables"] = serde_json::json!([])),
@@ -266,4 +267,135 @@ fn store_path(store: &TestStore, key: &str) -> std::path::PathBuf {
         TestStore::File(dir) => dir.path().join(key),
         TestStore::S3(_) => unreachable!(),
     }
+}
+
+fn wait_job(node: &Node, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = node.json(&["restore", "status", id, "--json"]);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {s}\n{}",
+            node.daemon_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+}
+
+/// Every file under `dir`, by name, with its bytes.
+fn local_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    support::data::tree(dir)
+}
+
+#[test]
+fn a_restore_of_both_datacenters_cancels_resumes_and_fetches_nothing_twice() {
+    let dc1_store = TestStore::s3();
+    let dc2_store = TestStore::file();
+    let mut env = dc1_store.env();
+    env.extend(dc2_store.env());
+    let node = Node::new(env);
+    let sstables = scylla::sstables();
+    let args = build_backup(&dc1_store, &dc2_store, &sstables);
+    let mut ingest = vec!["scylla", "ingest"];
+    ingest.extend(args.iter().map(String::as_str));
+    node.json(&ingest);
+    let server = dc1_store.server().unwrap();
+    server.reset_stats();
+
+    let dest = node.path("upload");
+    let start: Vec<String> = ["restore", "start"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(base_args(&["--dest", dest.to_str().unwrap(), "--bandwidth", "1M"]))
+        .collect();
+    let start: Vec<&str> = start.iter().map(String::as_str).collect();
+    let job = node.json(&start);
+    let id = job["id"].as_str().unwrap_or_else(|| panic!("{job}")).to_string();
+    wait_job(&node, &id, "a sstable done", |s| {
+        s["sstablesDone"].as_u64().unwrap_or(0) >= 1
+    });
+    let cancelled = node.json(&["restore", "cancel", &id]);
+    assert_eq!(cancelled["state"], "CANCELLED", "{cancelled}");
+    let expected: BTreeMap<String, Vec<u8>> = sstables.iter().flat_map(|s| s.files.clone()).collect();
+    let kept = local_files(&dest);
+    assert!(
+        kept.len() < expected.len(),
+        "cancel came after the job had finished: {cancelled}"
+    );
+    for (name, bytes) in &kept {
+        assert!(expected.get(name) == Some(bytes), "cancel left {name} torn or foreign");
+    }
+    // Status from any client: the same request answers the same job.
+    let again = node.json(&start);
+    assert_eq!(again["id"], id.as_str(), "{again}");
+
+    let resumed = node.json(&["restore", "resume", &id]);
+    assert_eq!(resumed["state"], "RUNNING", "{resumed}");
+    let done = wait_job(&node, &id, "completion", |s| s["state"] == "COMPLETED");
+    assert_eq!(done["sstablesTotal"], sstables.len(), "{done}");
+    assert_eq!(done["sstablesDone"], sstables.len(), "{done}");
+    assert_eq!(done["filesTotal"], expected.len(), "{done}");
+    assert!(
+        local_files(&dest) == expected,
+        "the upload directory differs from the backup"
+    );
+
+    // Counted at the S3 server: dc1's components were fetched once each across cancel and resume
+    // (each TOC once more, read when the view was made).
+    let dc1: Vec<&Sstable> = sstables.iter().filter(|s| s.dc == "dc1").collect();
+    let once: u64 = dc1.iter().flat_map(|s| s.files.values()).map(|b| b.len() as u64).sum();
+    let tocs: u64 = dc1.iter().map(|s| s.files[&s.toc_name].len() as u64).sum();
+    let fetched = server.stats().get_bytes;
+    assert!(
+        fetched <= once + tocs,
+        "fetched {fetched} bytes from S3 for {once} bytes of dc1 components"
+    );
+    assert!(
+        fetched >= once,
+        "fetched {fetched} < {once}: the count does not see the copy"
+    );
+}
+
+#[test]
+fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let mut sstables = scylla::sstables();
+    sstables.truncate(3);
+    // The backup holds a Digest.crc32 that does not match its Data.db.
+    let digest = sstables[0].toc_name.replace("TOC.txt", "Digest.crc32");
+    sstables[0].files.insert(digest, b"12345".to_vec());
+    let key = scylla::write_node_backup(&store, "n1", &sstables[0].host, &sstables);
+    node.json(&["scylla", "ingest", "--store", &store.url(), "--manifest", &key]);
+    let dest = node.path("upload");
+    let start: Vec<String> = ["restore", "start"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(base_args(&[
+            "--node",
+            &sstables[0].host,
+            "--dest",
+            dest.to_str().unwrap(),
+        ]))
+        .collect();
+    let start: Vec<&str> = start.iter().map(String::as_str).collect();
+    let job = node.json(&start);
+    let id = job["id"].as_str().unwrap().to_string();
+    let failed = wait_job(&node, &id, "failure", |s| s["state"] == "FAILED");
+    let data = sstables[0].toc_name.replace("TOC.txt", "Data.db");
+    assert!(
+        failed["error"].as_str().unwrap().contains("Digest.crc32 says 00003039"),
+        "{failed}"
+    );
+    assert!(
+        !dest.join(&data).exists(),
+        "a Data.db that fails its digest took its final name"
+    );
+    assert!(
+        local_files(&dest).keys().all(|k| !k.contains("lazysnap-restore")),
+        "temp files left"
+    );
 }

@@ -49,6 +49,11 @@ struct JobRecord {
     bytes_done: u64,
     files_total: u64,
     files_done: u64,
+    /// ScyllaDB views: sstables of the view, and those whose every component is in place.
+    #[serde(default)]
+    sstables_total: u64,
+    #[serde(default)]
+    sstables_done: u64,
     /// Bytes fetched from the store by the job's runs (the rest came from the cache or was kept).
     bytes_fetched: u64,
     /// Of those, bytes fetched by the current (or last) run: what a resume cost.
@@ -109,6 +114,8 @@ impl Restores {
             bytes_done: 0,
             files_total: 0,
             files_done: 0,
+            sstables_total: 0,
+            sstables_done: 0,
             bytes_fetched: 0,
             bytes_fetched_this_run: 0,
             error: None,
@@ -265,7 +272,7 @@ impl Restores {
             let progress = task_progress;
             let dest = PathBuf::from(&record.request.dest);
             let job_id = record.id.clone();
-            let copy = restore::copy_view(&fs, 0, &dest, &job_id, record.request.bandwidth, &progress);
+            let copy = restore::copy_view(&fs, &dest, &job_id, record.request.bandwidth, &progress);
             tokio::pin!(copy);
             let mut ticker = tokio::time::interval(PERSIST_EVERY);
             let result = loop {
@@ -375,6 +382,8 @@ fn fill(record: &mut JobRecord, progress: &Progress, fetched_before: u64) {
     record.bytes_done = progress.bytes_done.load(Relaxed);
     record.files_total = progress.files_total.load(Relaxed);
     record.files_done = progress.files_done.load(Relaxed);
+    record.sstables_total = progress.sstables_total.load(Relaxed);
+    record.sstables_done = progress.sstables_done.load(Relaxed);
     record.bytes_fetched_this_run = progress.bytes_fetched.load(Relaxed);
     record.bytes_fetched = fetched_before + record.bytes_fetched_this_run;
 }
@@ -390,7 +399,14 @@ fn internal(e: impl std::fmt::Display) -> OpError {
 
 /// One spelling per request: the store URL canonical, the destination absolute and normalised.
 fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> {
-    let store: StoreUrl = req.store.parse()?;
+    let store =
+        match &req.scylla {
+            Some(_) if req.in_place => return Err(OpError::invalid(
+                "--in-place does not restore ScyllaDB views yet: mount the view with `lazysnap mount --scylla` instead",
+            )),
+            Some(_) => String::new(),
+            None => req.store.parse::<StoreUrl>()?.to_string(),
+        };
     let dest = Path::new(&req.dest);
     if !dest.is_absolute() {
         return Err(OpError::invalid(format!(
@@ -398,13 +414,13 @@ fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> 
             dest.display()
         )));
     }
-    if req.volume.is_none() && !req.selector.is_backup() {
+    if req.volume.is_none() && !req.selector.is_backup() && req.scylla.is_none() {
         return Err(OpError::invalid(
             "a restore of a store names a volume (or selects a backup generation)",
         ));
     }
     Ok(RestoreStartRequest {
-        store: store.to_string(),
+        store,
         dest: dest.components().collect::<PathBuf>().display().to_string(),
         ..req.clone()
     })
@@ -417,6 +433,14 @@ async fn view(
     req: &RestoreStartRequest,
     pinned: Option<&[String]>,
 ) -> Result<(Option<Arc<LazyFs>>, String), OpError> {
+    if let Some(filter) = &req.scylla {
+        // A view over several stores pins one manifest per store, recorded as one line each.
+        let pinned: Option<Vec<String>> =
+            pinned.map(|p| p.iter().flat_map(|m| m.lines().map(str::to_string)).collect());
+        let (fs, view) = mounts.scylla_view(filter, pinned.as_deref()).await?;
+        let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
+        return Ok((Some(fs), names.join("\n")));
+    }
     let volumes: Vec<String> = req.volume.iter().cloned().collect();
     if req.in_place {
         let (_, views) = mounts

@@ -33,6 +33,8 @@ pub struct LocationRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreStartRequest {
+    /// The store of the volume or backup location (unused by a ScyllaDB view).
+    #[serde(default)]
     pub store: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
@@ -47,6 +49,10 @@ pub struct RestoreStartRequest {
     /// once, and the job completes when every block is local.
     #[serde(default, rename = "inPlace", skip_serializing_if = "std::ops::Not::not")]
     pub in_place: bool,
+    /// Restore the sstables of an ingested ScyllaDB snapshot's table that match this filter,
+    /// from every store they are in, into `dest` (a table's upload directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scylla: Option<crate::scylla::Filter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -383,6 +383,7 @@ mod tests {
                 selector: Selector::Snapshot("u1".into()),
                 mount_path: Some("/m".into()),
                 hydrate: None,
+                scylla: None,
             })
         );
         let latest: Request = serde_json::from_str(r#"{"op":"mount","store":"s","volumes":[]}"#).unwrap();

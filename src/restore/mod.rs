@@ -46,6 +46,13 @@ pub enum RestoreError {
     Fs(#[from] FsError),
     #[error("cancelled")]
     Cancelled,
+    #[error("{path}: its CRC32 is {got:08x} but {digest} says {want:08x}: the copy is kept out of place")]
+    Digest {
+        path: RelPath,
+        digest: RelPath,
+        got: u32,
+        want: u32,
+    },
 }
 
 /// Progress of a copy, shared with whoever reports it.
@@ -56,6 +63,9 @@ pub struct Progress {
     /// Bytes verified at their destination (kept from before, or written now).
     pub bytes_done: AtomicU64,
     pub files_done: AtomicU64,
+    /// In a flat view of ScyllaDB sstables: the sstables, and those whose every component is done.
+    pub sstables_total: AtomicU64,
+    pub sstables_done: AtomicU64,
     /// Bytes this copy fetched from the store (not the cache, not kept from before).
     pub bytes_fetched: AtomicU64,
     pub cancelled: AtomicBool,
@@ -81,46 +91,131 @@ pub fn remove_temp_files(dest: &Path, job: &str) {
     }
 }
 
-/// Copies view `volume` of `fs` into `dest` (see the module doc). `bandwidth` caps the bytes per
-/// second fetched from the store. Needs a tokio runtime.
+/// Copies every view of `fs` into `dest` (see the module doc). `bandwidth` caps the bytes per
+/// second fetched from the store. In a flat view of ScyllaDB sstables, a `Data.db` is checked
+/// against its sstable's `Digest.crc32` before it takes its final name, and progress counts
+/// sstables. Needs a tokio runtime.
 pub async fn copy_view(
     fs: &LazyFs,
-    volume: usize,
     dest: &Path,
     job: &str,
     bandwidth: Option<u64>,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let files = fs.volume_files(volume);
+    let files: Vec<(u64, RelPath, u64, bool)> = (0..fs.views().len())
+        .flat_map(|v| {
+            let flat = fs.views()[v].flat;
+            fs.volume_files(v)
+                .into_iter()
+                .map(move |(ino, path, size)| (ino, path, size, flat))
+        })
+        .collect();
     progress.files_total.store(files.len() as u64, Relaxed);
     progress.bytes_total.store(files.iter().map(|f| f.2).sum(), Relaxed);
+    let sstable_of = |path: &RelPath, flat: bool| flat.then(|| sstable_prefix(path.as_str()).to_string());
+    let sstables: std::collections::HashSet<String> = files.iter().filter_map(|f| sstable_of(&f.1, f.3)).collect();
+    progress.sstables_total.store(sstables.len() as u64, Relaxed);
     let pacer = Pacer {
         started: Instant::now(),
         bandwidth,
     };
-    for (ino, path, _) in files {
-        let object = fs.object(ino)?;
+    for (i, (ino, path, _, flat)) in files.iter().enumerate() {
+        let object = fs.object(*ino)?;
         let final_path = dest.join(path.as_str());
         if final_path.exists() {
-            if !verify_whole(fs, &path, &final_path, &object, progress).await? {
+            if !verify_whole(fs, path, &final_path, &object, progress).await? {
                 return Err(RestoreError::Occupied(final_path));
             }
             progress.bytes_done.fetch_add(object.size(), Relaxed);
         } else {
-            copy_file(
-                fs,
-                &object,
-                &path,
-                &final_path,
-                &temp_name(dest, &path, job),
-                &pacer,
-                progress,
-            )
-            .await?;
+            let digest = match *flat && path.as_str().ends_with("-Data.db") {
+                true => digest_of(fs, &files, path).await?,
+                false => None,
+            };
+            let temp = temp_name(dest, path, job);
+            copy_file(fs, &object, path, &temp, &pacer, progress).await?;
+            if let Some((digest, want)) = digest {
+                let got = crc32_of(&temp).await?;
+                if got != want {
+                    let _ = std::fs::remove_file(&temp);
+                    return Err(RestoreError::Digest {
+                        path: path.clone(),
+                        digest,
+                        got,
+                        want,
+                    });
+                }
+            }
+            std::fs::rename(&temp, &final_path).map_err(|source| RestoreError::Io {
+                path: final_path.clone(),
+                source,
+            })?;
         }
         progress.files_done.fetch_add(1, Relaxed);
+        let this = sstable_of(path, *flat);
+        let next = files.get(i + 1).and_then(|f| sstable_of(&f.1, f.3));
+        if this.is_some() && this != next {
+            progress.sstables_done.fetch_add(1, Relaxed);
+        }
     }
     sync_dirs(dest)
+}
+
+/// What the components of one sstable share: `me-<generation>-big-` of `me-<generation>-big-Data.db`.
+fn sstable_prefix(name: &str) -> &str {
+    name.rfind('-').map_or(name, |i| &name[..=i])
+}
+
+/// The sstable's `Digest.crc32` (its name and the CRC32 of `Data.db` it holds), read through the
+/// view, when the view has one.
+async fn digest_of(
+    fs: &LazyFs,
+    files: &[(u64, RelPath, u64, bool)],
+    data: &RelPath,
+) -> Result<Option<(RelPath, u32)>, RestoreError> {
+    let name = format!("{}Digest.crc32", sstable_prefix(data.as_str()));
+    let Some((ino, digest, _, _)) = files.iter().find(|f| f.1.as_str() == name) else {
+        return Ok(None);
+    };
+    let object = fs.object(*ino)?;
+    let blocks = fs
+        .fetcher()
+        .blocks(&object, 0..object.shape.blocks())
+        .await
+        .map_err(|source| RestoreError::Fetch {
+            path: digest.clone(),
+            source: Box::new(source),
+        })?;
+    let text: Vec<u8> = blocks.concat();
+    // A digest that is not a decimal number checks nothing: ScyllaDB would refuse it itself.
+    Ok(std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .map(|want| (digest.clone(), want)))
+}
+
+async fn crc32_of(path: &Path) -> Result<u32, RestoreError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let io = |source| RestoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            digest.update(&buf[..n]);
+        }
+        Ok(digest.finalize() as u32)
+    })
+    .await
+    .expect("checksum task does not panic")
 }
 
 struct Pacer {
@@ -140,11 +235,11 @@ impl Pacer {
     }
 }
 
+/// Fills `temp` with the object's bytes, verified, and flushes it; the caller renames it.
 async fn copy_file(
     fs: &LazyFs,
     object: &ObjectHandle,
     path: &RelPath,
-    final_path: &Path,
     temp: &Path,
     pacer: &Pacer,
     progress: &Progress,
@@ -153,7 +248,7 @@ async fn copy_file(
         let p = p.to_path_buf();
         move |source| RestoreError::Io { path: p, source }
     };
-    if let Some(parent) = final_path.parent() {
+    if let Some(parent) = temp.parent() {
         std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
     let file = std::fs::OpenOptions::new()
@@ -205,9 +300,7 @@ async fn copy_file(
         }
         pacer.pace(total_fetched).await;
     }
-    file.sync_all().map_err(io(temp))?;
-    drop(file);
-    std::fs::rename(temp, final_path).map_err(io(final_path))
+    file.sync_all().map_err(io(temp))
 }
 
 /// True when block `block` of the temporary file already holds the view's bytes.

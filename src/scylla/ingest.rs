@@ -183,10 +183,12 @@ async fn read_one(source: &ManifestSource) -> Result<Read, ScyllaError> {
         if !found.iter().any(|o| o.name == sstable.toc_name) {
             return Err(ScyllaError::MissingToc {
                 manifest: label,
-                sstable: sstable.id.clone(),
-                toc: sstable.toc_name.clone(),
-                store: store.url().to_string(),
-                prefix,
+                detail: format!(
+                    "sstable {}: its TOC {} is missing from store {} (looked under {prefix:?})",
+                    sstable.id,
+                    sstable.toc_name,
+                    store.url()
+                ),
             });
         }
         objects.push((prefix, found));

@@ -25,14 +25,8 @@ pub enum ScyllaError {
     Manifest(#[from] ManifestError),
     #[error("manifest {key} not found in store {store}")]
     ManifestNotFound { store: String, key: String },
-    #[error("sstable {sstable} of manifest {manifest}: its TOC {toc} is missing from store {store} (looked under {prefix:?})")]
-    MissingToc {
-        manifest: String,
-        sstable: String,
-        toc: String,
-        store: String,
-        prefix: String,
-    },
+    #[error("manifest {manifest}: {detail}")]
+    MissingToc { manifest: String, detail: String },
     #[error("store {store} gives no ETag for {key}: lazysnap cannot pin the object it reads")]
     NoEtag { store: String, key: String },
     #[error("the TOC {toc} of sstable {sstable}: {reason}")]

@@ -64,7 +64,7 @@ pub enum RestoreCommand {
     /// cached are reused, the rest fetched on the background lane, every block verified, each file
     /// written under a hidden temporary name and renamed when complete. Prints the job at once;
     /// the same request again answers the same job.
-    Start(RestoreStartArgs),
+    Start(Box<RestoreStartArgs>),
     /// A job's state (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED), bytes and files done and
     /// total, rate, ETA and error. On a terminal it follows the job with a progress bar.
     Status {
@@ -85,9 +85,16 @@ pub enum RestoreCommand {
 pub struct RestoreStartArgs {
     /// What to restore: STORE_URL#VOLUME_ID (a volume; with --snapshot or --manifest, else its
     /// latest manifest) or a backup location URL (with --generation, --at or --seqno, else its
-    /// newest generation).
-    #[arg(long, value_name = "ADDRESS")]
-    from: String,
+    /// newest generation). A view of an ingested ScyllaDB snapshot is named by --scylla instead.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        required_unless_present = "scylla",
+        conflicts_with = "scylla"
+    )]
+    from: Option<String>,
+    #[command(flatten)]
+    scylla: crate::commands::ScyllaViewArgs,
     #[command(flatten)]
     selector: SelectorArgs,
     /// The local folder to fill (created if missing); files already there must match the view.
@@ -205,8 +212,35 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
     }
 }
 
-fn start(args: RestoreStartArgs, paths: &Paths) -> anyhow::Result<()> {
-    let address = Address::parse(&args.from)?;
+fn start(args: Box<RestoreStartArgs>, paths: &Paths) -> anyhow::Result<()> {
+    let request = match args.scylla.filter() {
+        Some(filter) => Request::RestoreStart(RestoreStartRequest {
+            store: String::new(),
+            volume: None,
+            selector: lazysnap::catalog::Selector::Latest,
+            dest: absolute(&args.dest)?.display().to_string(),
+            bandwidth: args.bandwidth,
+            in_place: args.in_place,
+            scylla: Some(filter),
+        }),
+        None => volume_request(&args)?,
+    };
+    daemon::ensure_running(paths)?;
+    let status = daemon::call(paths, &request)?;
+    if !args.wait {
+        print_json(&status);
+        return Ok(());
+    }
+    let id = status["id"]
+        .as_str()
+        .context("the daemon answered a job without id")?
+        .to_string();
+    follow(paths, &id, status)
+}
+
+/// The request restoring a volume or a backup location (`--from`).
+fn volume_request(args: &RestoreStartArgs) -> anyhow::Result<Request> {
+    let address = Address::parse(args.from.as_deref().unwrap_or_default())?;
     if address.path.is_some() {
         bail!("--from names a volume or a backup location, not a file inside one");
     }
@@ -221,18 +255,9 @@ fn start(args: RestoreStartArgs, paths: &Paths) -> anyhow::Result<()> {
         dest: absolute(&args.dest)?.display().to_string(),
         bandwidth: args.bandwidth,
         in_place: args.in_place,
+        scylla: None,
     });
-    daemon::ensure_running(paths)?;
-    let status = daemon::call(paths, &request)?;
-    if !args.wait {
-        print_json(&status);
-        return Ok(());
-    }
-    let id = status["id"]
-        .as_str()
-        .context("the daemon answered a job without id")?
-        .to_string();
-    follow(paths, &id, status)
+    Ok(request)
 }
 
 /// Polls a job until it ends, with a progress bar on a terminal; fails unless it completed.

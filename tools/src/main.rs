@@ -58,7 +58,7 @@ enum Command {
     Namespace(lifecycle::NamespaceCommand),
     /// Mount volumes, a backup location's generation, or a view of an ingested ScyllaDB snapshot,
     /// read-only; prints {"mountPaths": [...]} once the mount is readable.
-    Mount(commands::MountArgs),
+    Mount(Box<commands::MountArgs>),
     /// Continuous backup of an engine folder into a backup location (start, stop, list, info).
     #[command(subcommand)]
     Backup(jobs::BackupCommand),
@@ -234,7 +234,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Uploader(cmd) => lifecycle::uploader(cmd, paths),
         Command::Sync(args) => lifecycle::sync(args, paths),
         Command::Namespace(cmd) => lifecycle::namespace(cmd, paths),
-        Command::Mount(args) => commands::mount(args, paths),
+        Command::Mount(args) => commands::mount(*args, paths),
         Command::Backup(cmd) => jobs::backup(cmd, paths),
         Command::Scylla(cmd) => scylla::run(cmd, paths),
         Command::Restore(cmd) => jobs::restore(cmd, paths),

@@ -74,7 +74,8 @@ fn missing_fields_are_tolerated_where_they_can_be() {
 
 #[test]
 fn refuses_what_cannot_be_used_with_the_reason() {
-    let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Change, &str)> = vec![
         (Box::new(|v| v["sstables"] = json!([])), "lists no sstables"),
         (
             Box::new(|v| {
