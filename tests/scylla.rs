@@ -28,6 +28,20 @@ fn build_backup(dc1_store: &TestStore, dc2_store: &TestStore, sstables: &[Sstabl
     args
 }
 
+/// A node that ingested the two-datacenter backup (dc1 in `dc1_store`, dc2 in a local store),
+/// with the sstables, the ingest arguments and the ingest's report.
+fn ingested(dc1_store: &TestStore, dc2_store: &TestStore) -> (Node, Vec<Sstable>, Vec<String>, Value) {
+    let mut env = dc1_store.env();
+    env.extend(dc2_store.env());
+    let node = Node::new(env);
+    let sstables = scylla::sstables();
+    let args = build_backup(dc1_store, dc2_store, &sstables);
+    let mut ingest = vec!["scylla", "ingest"];
+    ingest.extend(args.iter().map(String::as_str));
+    let report = node.json(&ingest);
+    (node, sstables, args, report)
+}
+
 /// Every file of a mounted view, by name, with its bytes.
 fn listed(path: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(path)
@@ -105,22 +119,17 @@ fn views_of_a_two_dc_backup_show_exactly_the_sstables_asked_for() {
     for dc1_store in TestStore::all() {
         let what = dc1_store.name();
         let dc2_store = TestStore::file();
-        let mut env = dc1_store.env();
-        env.extend(dc2_store.env());
-        let node = Node::new(env);
-        let sstables = scylla::sstables();
-        let args = build_backup(&dc1_store, &dc2_store, &sstables);
         // A stray object with an sstable's prefix that its TOC does not list is not shown.
-        let stray = sstables[0].toc_name.replace("TOC.txt", "Junk.tmp");
-        dc1_store.put(&format!("backups/dc1/{}/{stray}", sstables[0].host), b"not a component");
-
-        let mut ingest = vec!["scylla", "ingest"];
-        ingest.extend(args.iter().map(String::as_str));
-        let report = node.json(&ingest);
+        let first = &scylla::sstables()[0];
+        let stray = first.toc_name.replace("TOC.txt", "Junk.tmp");
+        dc1_store.put(&format!("backups/dc1/{}/{stray}", first.host), b"not a component");
+        let (node, sstables, args, report) = ingested(&dc1_store, &dc2_store);
         assert_eq!(report["sstables"], sstables.len(), "{what}: {report}");
         assert_eq!(report["manifests"].as_array().unwrap().len(), 3, "{report}");
         assert_eq!(report["manifests"][2]["layout"], "cluster", "{report}");
         assert_eq!(report["manifests"][2]["scope"], "dc", "{report}");
+        let mut ingest = vec!["scylla", "ingest"];
+        ingest.extend(args.iter().map(String::as_str));
         // Ingesting again changes nothing.
         let again = node.json(&ingest);
         assert_eq!(
@@ -294,14 +303,7 @@ fn local_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn a_restore_of_both_datacenters_cancels_resumes_and_fetches_nothing_twice() {
     let dc1_store = TestStore::s3();
     let dc2_store = TestStore::file();
-    let mut env = dc1_store.env();
-    env.extend(dc2_store.env());
-    let node = Node::new(env);
-    let sstables = scylla::sstables();
-    let args = build_backup(&dc1_store, &dc2_store, &sstables);
-    let mut ingest = vec!["scylla", "ingest"];
-    ingest.extend(args.iter().map(String::as_str));
-    node.json(&ingest);
+    let (node, sstables, _, _) = ingested(&dc1_store, &dc2_store);
     let server = dc1_store.server().unwrap();
     server.reset_stats();
 

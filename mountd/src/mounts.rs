@@ -275,11 +275,17 @@ impl Mounts {
     ) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
         let (store, views) = self.resolve_views(store, volumes, selector, pinned).await?;
         let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
+        Ok((self.filesystem(store, views)?, manifests))
+    }
+
+    /// The filesystem of resolved views, reading through this daemon's cache; `store` serves the
+    /// views that do not name a store of their own.
+    fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
         let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = Arc::new(LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?);
-        Ok((fs, manifests))
+        let fs = LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?;
+        Ok(Arc::new(fs))
     }
 
     /// The filesystem of a ScyllaDB view: the matching sstables' components, flat, each view part
@@ -320,15 +326,7 @@ impl Mounts {
                 flat: true,
             })
             .collect();
-        let fetcher = Arc::new(Fetcher::new(
-            open(&first_store)?,
-            self.cache.clone(),
-            self.tuning.fetch.clone(),
-        ));
-        // SAFETY: getuid/getgid have no preconditions.
-        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?;
-        Ok((Arc::new(fs), view))
+        Ok((self.filesystem(open(&first_store)?, views)?, view))
     }
 
     /// What a view shows, resolved in the index without building its tree (see [`Mounts::view`]).
