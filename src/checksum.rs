@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 /// The CRC32C of each fixed-size block of one file, in block order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -116,13 +116,16 @@ pub enum Integrity {
     Pinned(Pinned),
 }
 
-/// The ETag of a pinned object and the checksums learned so far, shared by every handle on the
-/// same object in this process (a restore job and a mount of one view learn together).
+/// The ETag of a pinned object and the checksums learned so far, shared by every live handle on
+/// the same object in this process (a restore job and a mount of one view learn together).
 #[derive(Debug, Clone)]
 pub struct Pinned {
     etag: String,
-    learned: Arc<Mutex<Vec<Option<u32>>>>,
+    learned: Learned,
 }
+
+type Learned = Arc<Mutex<Vec<Option<u32>>>>;
+type LiveLearned = Mutex<HashMap<String, Weak<Mutex<Vec<Option<u32>>>>>>;
 
 impl Pinned {
     /// A pin on `etag` that has learned nothing yet; [`Pinned::bind`] joins it to what this process
@@ -134,20 +137,29 @@ impl Pinned {
         }
     }
 
-    /// The same pin, sharing what this process learned of object `identity` (unique per store,
-    /// key, size and etag) of `blocks` blocks. Learned checksums are kept for the process's life:
-    /// 8 bytes per block, so a cached copy stays verifiable after its handles are gone.
-    pub fn bind(self, identity: &str, blocks: u64) -> Pinned {
-        type Learned = Arc<Mutex<Vec<Option<u32>>>>;
-        static LEARNED: OnceLock<Mutex<HashMap<String, Learned>>> = OnceLock::new();
-        let mut all = LEARNED
+    /// The same pin, sharing what live handles in this process learned of object `identity`
+    /// (unique per store, key, size and etag) read in blocks of `block_size`, `blocks` of them.
+    /// Learned checksums live as long as a handle does: what must outlive it is remembered
+    /// elsewhere (see `fetch::ChecksumMemory`) and recalled into a new pin.
+    pub fn bind(self, identity: &str, block_size: u64, blocks: u64) -> Pinned {
+        static LIVE: OnceLock<LiveLearned> = OnceLock::new();
+        let mut live = LIVE
             .get_or_init(Mutex::default)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let learned = all
-            .entry(identity.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(vec![None; blocks as usize])))
-            .clone();
+        let key = format!("{identity}/{block_size}");
+        if let Some(learned) = live.get(&key).and_then(Weak::upgrade) {
+            return Pinned {
+                etag: self.etag,
+                learned,
+            };
+        }
+        let learned: Learned = Arc::new(Mutex::new(vec![None; blocks as usize]));
+        live.insert(key, Arc::downgrade(&learned));
+        // Amortized: entries of objects no handle holds any more are dropped as the map doubles.
+        if live.len() >= 64 && live.len().is_power_of_two() {
+            live.retain(|_, learned| learned.strong_count() > 0);
+        }
         Pinned {
             etag: self.etag,
             learned,
@@ -156,6 +168,22 @@ impl Pinned {
 
     pub fn etag(&self) -> &str {
         &self.etag
+    }
+
+    /// True when every block's checksum is known.
+    pub fn complete(&self) -> bool {
+        self.learned().iter().all(Option::is_some)
+    }
+
+    /// Adds checksums learned before (by an earlier process), `(block, crc)`; blocks already known
+    /// or out of range are left alone.
+    pub fn recall(&self, known: &[(u64, u32)]) {
+        let mut learned = self.learned();
+        for &(block, crc) in known {
+            if let Some(slot) = learned.get_mut(block as usize) {
+                slot.get_or_insert(crc);
+            }
+        }
     }
 
     fn learned(&self) -> std::sync::MutexGuard<'_, Vec<Option<u32>>> {

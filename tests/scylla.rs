@@ -401,3 +401,80 @@ fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
         "temp files left"
     );
 }
+
+/// What the checksums learned of foreign objects are worth after a crash: a restarted daemon
+/// resumes the copy checking what it finds on disk, and serves the cache, without asking S3 again.
+#[test]
+fn a_restore_cut_by_a_daemon_crash_resumes_and_a_restarted_mount_serves_the_cache_without_refetching() {
+    let dc1_store = TestStore::s3();
+    let dc2_store = TestStore::file();
+    let (node, sstables, _, _) = ingested(&dc1_store, &dc2_store);
+    let server = dc1_store.server().unwrap();
+    server.reset_stats();
+    let dc1: Vec<&Sstable> = sstables.iter().filter(|s| s.dc == "dc1").collect();
+    let expected: BTreeMap<String, Vec<u8>> = dc1.iter().flat_map(|s| s.files.clone()).collect();
+
+    let dest = node.path("upload");
+    let start: Vec<String> = ["restore", "start"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(base_args(&[
+            "--dc",
+            "dc1",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--bandwidth",
+            "1M",
+        ]))
+        .collect();
+    let start: Vec<&str> = start.iter().map(String::as_str).collect();
+    let id = node.json(&start)["id"].as_str().unwrap().to_string();
+    // Killed once a Data.db is complete: a restarted daemon must check it, not fetch it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !local_files(&dest).keys().any(|k| k.ends_with("-Data.db")) {
+        assert!(std::time::Instant::now() < deadline, "no Data.db restored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = node.json(&["restore", "status", &id, "--json"]);
+    node.kill_daemon();
+    let total = before["bytesTotal"].as_u64().unwrap();
+    let done_before = before["bytesDone"].as_u64().unwrap();
+    assert!(
+        done_before < total,
+        "the crash came after the job had finished: {before}"
+    );
+    server.reset_stats();
+
+    node.ok(&["daemon", "start"]);
+    let done = wait_job(&node, &id, "completion after the restart", |s| {
+        s["state"] == "COMPLETED"
+    });
+    assert_eq!(done["sstablesDone"], dc1.len(), "{done}");
+    assert!(
+        local_files(&dest) == expected,
+        "the upload directory differs from the backup"
+    );
+    // Bytes in flight at the crash may be fetched again; nothing the job had done may be.
+    let fetched_again = done["bytesFetchedThisRun"].as_u64().unwrap();
+    let at_server = server.stats().get_bytes;
+    assert!(
+        fetched_again <= total - done_before && at_server <= total - done_before,
+        "{fetched_again} bytes fetched after the restart ({at_server} counted at S3), but {done_before} of {total} were done before: {done}"
+    );
+
+    // A daemon started again checks its cached blocks against what it learned before.
+    node.ok(&["daemon", "stop"]);
+    node.ok(&["daemon", "start"]);
+    server.reset_stats();
+    let args = base_args(&["--dc", "dc1"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mount = node.mount(&args);
+    assert!(listed(&mount.path) == expected, "the view differs from the backup");
+    assert_eq!(
+        server.stats().get_bytes,
+        0,
+        "a restarted daemon fetched cached blocks again: {}",
+        node.daemon_log()
+    );
+    mount.unmount();
+}

@@ -50,6 +50,10 @@ impl ObjectId {
         ObjectId(id)
     }
 
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -76,7 +76,7 @@ impl ObjectHandle {
             object_size: size,
         };
         if let Integrity::Pinned(pin) = checksums {
-            checksums = Integrity::Pinned(pin.bind(&id.hex(), shape.blocks()));
+            checksums = Integrity::Pinned(pin.bind(&id.hex(), block_size, shape.blocks()));
         }
         ObjectHandle {
             id,
@@ -176,7 +176,20 @@ pub struct Fetcher {
     bulk_permits: Semaphore,
     demand: DemandActivity,
     stats: FetchStats,
+    memory: Option<Arc<dyn ChecksumMemory>>,
 }
+
+/// Where the checksums learned of pinned objects (see [`Integrity::Pinned`]) outlive the process,
+/// so that after a restart their cached blocks, and files already copied from them, can be checked
+/// without fetching them again. Implemented by the index; the fetcher only calls it.
+pub trait ChecksumMemory: Send + Sync + std::fmt::Debug {
+    /// The `(block, crc)` pairs remembered for `object` read in blocks of `block_size`.
+    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, MemoryError>;
+    /// Remembers checksums learned from verified fetches; remembering one twice is harmless.
+    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), MemoryError>;
+}
+
+pub type MemoryError = Box<dyn std::error::Error + Send + Sync>;
 
 /// When a process last waited on the store: background work (hydration) steps back meanwhile.
 #[derive(Debug)]
@@ -219,7 +232,31 @@ impl Fetcher {
             config,
             inflight: Arc::default(),
             stats: FetchStats::default(),
+            memory: None,
         }
+    }
+
+    /// The same fetcher, remembering what it learns of pinned objects in `memory`, and recalling
+    /// it into the handles it makes (see [`Fetcher::handle`]).
+    pub fn with_memory(mut self, memory: Arc<dyn ChecksumMemory>) -> Fetcher {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// A handle on an object of `store`, as [`ObjectHandle::new`], with what earlier processes
+    /// learned of it recalled when it is pinned. A memory that cannot answer costs refetches, not
+    /// the read.
+    pub fn handle(&self, store: &Store, key: Path, size: u64, block_size: u64, checksums: Integrity) -> ObjectHandle {
+        let object = ObjectHandle::new(store, key, size, block_size, checksums);
+        if let (Some(memory), Integrity::Pinned(pin)) = (&self.memory, &*object.checksums) {
+            if !pin.complete() {
+                match memory.recall(&object.id, block_size) {
+                    Ok(known) => pin.recall(&known),
+                    Err(e) => tracing::warn!(error = %e, key = %object.key, "cannot recall learned checksums"),
+                }
+            }
+        }
+        object
     }
 
     pub fn store(&self) -> &Store {
@@ -463,22 +500,38 @@ impl Fetcher {
             }
         };
         // Blocks that arrived before a failure are whole and verified: they are kept.
-        self.write_to_disk(object.shape, to_disk).await;
+        self.write_to_disk(object, to_disk).await;
         outcome
     }
 
     /// Disk-cache writes run on a blocking thread: on an async worker, megabytes of writes would
     /// stall every read that worker serves. Waiters have their bytes already; the fetch itself
     /// ends once the blocks are on disk, which paces background work to the disk and leaves
-    /// nothing half-written when the daemon stops.
-    async fn write_to_disk(&self, shape: BlockShape, blocks: Vec<(BlockKey, Bytes)>) {
-        if blocks.is_empty() || !self.cache.has_disk() {
+    /// nothing half-written when the daemon stops. Checksums learned of a pinned object are
+    /// remembered first, so a block on disk after a crash is one a restarted process can check.
+    async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>) {
+        let learned: Vec<(u64, u32)> = match (&self.memory, &*object.checksums) {
+            (Some(_), Integrity::Pinned(_)) => blocks
+                .iter()
+                .filter_map(|(key, _)| Some((key.block, object.checksums.get(key.block)?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let to_disk = self.cache.has_disk() && !blocks.is_empty();
+        if learned.is_empty() && !to_disk {
             return;
         }
-        let cache = self.cache.clone();
+        let (cache, memory, id, shape) = (self.cache.clone(), self.memory.clone(), object.id, object.shape);
         let write = tokio::task::spawn_blocking(move || {
-            for (key, bytes) in blocks {
-                cache.insert_disk(key, shape, &bytes, true);
+            if let Some(memory) = memory.filter(|_| !learned.is_empty()) {
+                if let Err(e) = memory.remember(&id, shape.block_size, &learned) {
+                    tracing::warn!(error = %e, object = %id.hex(), "cannot remember learned checksums");
+                }
+            }
+            if to_disk {
+                for (key, bytes) in blocks {
+                    cache.insert_disk(key, shape, &bytes, true);
+                }
             }
         });
         if let Err(e) = write.await {

@@ -289,3 +289,92 @@ async fn readahead_holds_no_block_that_another_fetch_led() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// A pinned object in a memory store, read by fresh fetchers (as restarted processes would be)
+/// over one disk cache folder.
+struct PinnedFixture {
+    data: Vec<u8>,
+    key: Path,
+    etag: String,
+    store: Store,
+    gets: Arc<GetCounters>,
+    cache_dir: tempfile::TempDir,
+}
+
+impl PinnedFixture {
+    async fn new(size: usize) -> PinnedFixture {
+        let data: Vec<u8> = (0..size).map(|i| (i * 11 % 251) as u8).collect();
+        let raw = Arc::new(InMemory::new());
+        let key = Path::from("backup/me-1-big-Data.db");
+        let etag = raw.put(&key, data.clone().into()).await.unwrap().e_tag.unwrap();
+        let (counting, gets) = CountingStore::new(raw as Arc<dyn ObjectStore>);
+        let store = Store::from_object_store("memory://pinned-test".parse().unwrap(), Arc::new(counting));
+        PinnedFixture {
+            data,
+            key,
+            etag,
+            store,
+            gets,
+            cache_dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Reads the whole object through a new fetcher; the bytes fetched from the store to do so.
+    async fn read_all(&self, memory: Option<Arc<dyn ChecksumMemory>>) -> u64 {
+        let config = CacheConfig {
+            disk_dir: Some(self.cache_dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let mut fetcher = Fetcher::new(
+            self.store.clone(),
+            Arc::new(BlockCache::new(&config).unwrap()),
+            FetchConfig::default(),
+        );
+        if let Some(memory) = memory {
+            fetcher = fetcher.with_memory(memory);
+        }
+        let pin = Integrity::Pinned(crate::checksum::Pinned::new(&self.etag));
+        let size = self.data.len() as u64;
+        let object = fetcher.handle(&self.store, self.key.clone(), size, BLOCK, pin);
+        let before = self.gets.bytes();
+        let got = fetcher.read(&object, 0, size).await.unwrap();
+        assert!(got[..] == self.data[..], "a pinned read returned other bytes");
+        self.gets.bytes() - before
+    }
+}
+
+#[tokio::test]
+async fn checksums_learned_of_a_pinned_object_outlive_the_fetcher_that_learned_them() {
+    let f = PinnedFixture::new(10 * BLOCK as usize + 7).await;
+    let size = f.data.len() as u64;
+    // Without a memory, a new process cannot check the cached blocks: it fetches them again.
+    assert_eq!(f.read_all(None).await, size);
+    assert_eq!(f.read_all(None).await, size);
+    let index: Arc<dyn ChecksumMemory> = Arc::new(crate::index::Index::open_in_memory().unwrap());
+    assert_eq!(f.read_all(Some(index.clone())).await, size, "learned once");
+    assert_eq!(
+        f.read_all(Some(index.clone())).await,
+        0,
+        "recalled: the cached copy is checked, not refetched"
+    );
+}
+
+#[tokio::test]
+async fn a_recalled_checksum_still_refuses_a_torn_cached_block() {
+    let f = PinnedFixture::new(4 * BLOCK as usize).await;
+    let index: Arc<dyn ChecksumMemory> = Arc::new(crate::index::Index::open_in_memory().unwrap());
+    f.read_all(Some(index.clone())).await;
+    let data_file = std::fs::read_dir(f.cache_dir.path().join("objects"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "data"))
+        .unwrap();
+    let mut bytes = std::fs::read(&data_file).unwrap();
+    bytes[BLOCK as usize + 3] ^= 0xff;
+    std::fs::write(&data_file, bytes).unwrap();
+    assert_eq!(
+        f.read_all(Some(index)).await,
+        BLOCK,
+        "only the torn block is fetched again"
+    );
+}

@@ -282,7 +282,7 @@ impl LazyFs {
         let view = &self.views[*volume];
         let checksums = self.index.file_integrity(row.id)?;
         let key = layout::object_of(&view.volume, &row.path, row.object_key.as_deref());
-        let object = Arc::new(ObjectHandle::new(
+        let object = Arc::new(self.fetcher.handle(
             view.store.as_ref().unwrap_or(self.fetcher.store()),
             key,
             row.size,

@@ -112,6 +112,17 @@ const STEPS: &[&str] = &[
         etag TEXT NOT NULL,
         PRIMARY KEY (sstable_ref, name)
      );",
+    // 5: checksums learned of pinned objects on their first verified fetch, so that a restarted
+    // process can still check cached blocks and copied files. One row per 1024 blocks: a byte per
+    // block (1 = known) and its CRC32C, four bytes little-endian.
+    "CREATE TABLE learned_checksums (
+        object BLOB NOT NULL,
+        block_size INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        known BLOB NOT NULL,
+        crcs BLOB NOT NULL,
+        PRIMARY KEY (object, block_size, chunk)
+     ) WITHOUT ROWID;",
 ];
 
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

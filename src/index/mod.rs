@@ -6,6 +6,7 @@
 //! listing. One connection behind a mutex is enough: the data path only asks it at `open`.
 
 mod jobs;
+mod learned;
 mod migrations;
 mod rows;
 mod scylla;

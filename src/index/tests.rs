@@ -112,3 +112,32 @@ fn reopening_a_file_keeps_rows_and_refuses_a_newer_schema() {
         .unwrap();
     assert!(matches!(Index::open(&path), Err(IndexError::TooNew { found: 99, .. })));
 }
+
+#[test]
+fn learned_checksums_merge_across_chunks_keep_the_first_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("index.db");
+    let url = store();
+    let pin = Integrity::Pinned(Pinned::new("e1"));
+    let object = crate::cache::ObjectId::new(&url, "k", 1 << 30, &pin);
+    let other = crate::cache::ObjectId::new(&url, "k2", 1 << 30, &pin);
+    {
+        let index = Index::open(&path).unwrap();
+        index.remember_checksums(&object, 4096, &[(3, 30), (1500, 1)]).unwrap();
+        // A block learned again keeps its first checksum; the same object read in other blocks
+        // and another object are apart.
+        index
+            .remember_checksums(&object, 4096, &[(3, 99), (0, 7), (2047, 8)])
+            .unwrap();
+        index.remember_checksums(&object, 8192, &[(5, 5)]).unwrap();
+        index.remember_checksums(&other, 4096, &[(3, 33)]).unwrap();
+    }
+    let index = Index::open(&path).unwrap();
+    assert_eq!(
+        index.learned_checksums(&object, 4096).unwrap(),
+        vec![(0, 7), (3, 30), (1500, 1), (2047, 8)]
+    );
+    assert_eq!(index.learned_checksums(&object, 8192).unwrap(), vec![(5, 5)]);
+    assert_eq!(index.learned_checksums(&other, 4096).unwrap(), vec![(3, 33)]);
+    assert!(index.learned_checksums(&other, 8192).unwrap().is_empty());
+}
