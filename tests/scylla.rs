@@ -194,6 +194,16 @@ fn views_of_a_two_dc_backup_show_exactly_the_sstables_asked_for() {
             "{error}"
         );
         assert!(node.mounts_below().is_empty());
+        // ScyllaDB's refresh moves sstables out of the upload directory: a read-only mount there
+        // would fail it, so an in-place restore of a view is refused, leaving no job and no folder.
+        let dest = node.path("upload-in-place");
+        let mut full = vec!["restore", "start", "--dest", dest.to_str().unwrap(), "--in-place"];
+        let args = base_args(&[]);
+        full.extend(args.iter().map(String::as_str));
+        let error = node.fails(&full);
+        assert!(error.contains("--in-place cannot restore a ScyllaDB view"), "{error}");
+        assert!(!dest.exists() && node.mounts_below().is_empty());
+        assert_eq!(node.json(&["restore", "list"])["jobs"], serde_json::json!([]));
     }
 }
 

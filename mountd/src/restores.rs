@@ -402,7 +402,7 @@ fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> 
     let store =
         match &req.scylla {
             Some(_) if req.in_place => return Err(OpError::invalid(
-                "--in-place does not restore ScyllaDB views yet: mount the view with `lazysnap mount --scylla` instead",
+                "--in-place cannot restore a ScyllaDB view: ScyllaDB's refresh moves sstables out of the upload directory, which a read-only mount refuses; copy the view (without --in-place), or mount it for a loader with `lazysnap mount --scylla ... --hydrate`",
             )),
             Some(_) => String::new(),
             None => req.store.parse::<StoreUrl>()?.to_string(),

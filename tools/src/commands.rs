@@ -78,13 +78,15 @@ pub struct MountArgs {
 /// A view of an ingested ScyllaDB snapshot (see `lazysnap scylla ingest`).
 #[derive(Args, Debug, Clone)]
 pub struct ScyllaViewArgs {
-    /// Mount the sstables of this ingested ScyllaDB snapshot (with --keyspace and --table), flat,
-    /// as a table's upload directory holds them. sstables that span the requested tablet or token
-    /// range are not shown; the answer lists them under "spanning".
+    /// The sstables of this ingested ScyllaDB snapshot (with --keyspace and --table), flat, as a
+    /// table's upload directory holds them. sstables that span the requested tablet or token
+    /// range are left out; the answer lists them under "spanning".
     #[arg(long, value_name = "SNAPSHOT", requires_all = ["keyspace", "table"])]
     pub scylla: Option<String>,
+    /// Keyspace of the table (with --scylla).
     #[arg(long, value_name = "KS", requires = "scylla")]
     pub keyspace: Option<String>,
+    /// Table name (with --scylla).
     #[arg(long, value_name = "T", requires = "scylla")]
     pub table: Option<String>,
     /// Only sstables of this datacenter.
@@ -100,6 +102,7 @@ pub struct ScyllaViewArgs {
     /// table's layout in its manifests).
     #[arg(long, value_name = "I", requires = "scylla", conflicts_with = "token_range")]
     pub tablet: Option<u64>,
+    /// With --tablet: how many power-of-two tablets the ring is cut into.
     #[arg(long, value_name = "N", requires = "tablet")]
     pub tablet_count: Option<u64>,
     /// Only sstables wholly inside the tokens (A, B].

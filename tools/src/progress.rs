@@ -49,7 +49,8 @@ pub fn is_final(status: &Value) -> bool {
     matches!(status["state"].as_str(), Some("COMPLETED" | "CANCELLED" | "FAILED"))
 }
 
-/// A byte progress bar over a job's status JSON (bytesTotal, bytesDone, rate, etaSeconds, state)
+/// A byte progress bar over a job's status JSON (bytesTotal, bytesDone, rate, etaSeconds, state,
+/// sstablesDone/sstablesTotal)
 /// on a terminal, nothing otherwise.
 pub struct StatusBar(Option<ProgressBar>);
 
@@ -78,8 +79,13 @@ impl StatusBar {
             Some(true) => ", will miss its deadline",
             _ => "",
         };
+        // A copy of ScyllaDB sstables counts them too: an sstable is usable once all of it is in.
+        let sstables = match status["sstablesTotal"].as_u64().filter(|&n| n > 0) {
+            Some(total) => format!(", {}/{total} sstables", status["sstablesDone"].as_u64().unwrap_or(0)),
+            None => String::new(),
+        };
         bar.set_message(format!(
-            "{rate:.0} MB/s, eta {eta}, {}{risk}",
+            "{rate:.0} MB/s, eta {eta}{sstables}, {}{risk}",
             status["state"].as_str().unwrap_or("")
         ));
     }
