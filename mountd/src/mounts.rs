@@ -281,7 +281,11 @@ impl Mounts {
     /// The filesystem of resolved views, reading through this daemon's cache; `store` serves the
     /// views that do not name a store of their own.
     fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
-        let fetcher = Arc::new(Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()));
+        // Checksums learned of foreign objects are kept in the index, to check cached blocks
+        // and restored files after a restart.
+        let fetcher =
+            Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()).with_memory(self.index.clone());
+        let fetcher = Arc::new(fetcher);
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
         let fs = LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?;

@@ -460,6 +460,7 @@ impl Fetcher {
         let mut next = run.start;
         let mut first_error = None;
         let mut to_disk = Vec::new();
+        let mut learned = Vec::new();
         let mut hand_over = |bytes: Bytes| {
             let block = next;
             next += 1;
@@ -467,10 +468,14 @@ impl Fetcher {
                 object: object.id,
                 block,
             };
+            let known = object.checksums.get(block).is_some();
             if object.checksums.verify_fetched(block, &bytes) {
                 // In memory before the claim ends, so no reader misses it in between.
                 self.cache.insert_memory(key, bytes.clone());
                 claim.complete(block, Ok(bytes.clone()));
+                if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
+                    learned.push((block, crc));
+                }
                 to_disk.push((key, bytes));
             } else {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
@@ -500,30 +505,25 @@ impl Fetcher {
             }
         };
         // Blocks that arrived before a failure are whole and verified: they are kept.
-        self.write_to_disk(object, to_disk).await;
+        self.write_to_disk(object, to_disk, learned).await;
         outcome
     }
 
     /// Disk-cache writes run on a blocking thread: on an async worker, megabytes of writes would
     /// stall every read that worker serves. Waiters have their bytes already; the fetch itself
     /// ends once the blocks are on disk, which paces background work to the disk and leaves
-    /// nothing half-written when the daemon stops. Checksums learned of a pinned object are
-    /// remembered first, so a block on disk after a crash is one a restarted process can check.
-    async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>) {
-        let learned: Vec<(u64, u32)> = match (&self.memory, &*object.checksums) {
-            (Some(_), Integrity::Pinned(_)) => blocks
-                .iter()
-                .filter_map(|(key, _)| Some((key.block, object.checksums.get(key.block)?)))
-                .collect(),
-            _ => Vec::new(),
-        };
+    /// nothing half-written when the daemon stops. Checksums just learned of a pinned object
+    /// (`learned`) are remembered first, so a block on disk after a crash is one a restarted
+    /// process can check.
+    async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>, learned: Vec<(u64, u32)>) {
+        let memory = self.memory.clone().filter(|_| !learned.is_empty());
         let to_disk = self.cache.has_disk() && !blocks.is_empty();
-        if learned.is_empty() && !to_disk {
+        if memory.is_none() && !to_disk {
             return;
         }
-        let (cache, memory, id, shape) = (self.cache.clone(), self.memory.clone(), object.id, object.shape);
+        let (cache, id, shape) = (self.cache.clone(), object.id, object.shape);
         let write = tokio::task::spawn_blocking(move || {
-            if let Some(memory) = memory.filter(|_| !learned.is_empty()) {
+            if let Some(memory) = memory {
                 if let Err(e) = memory.remember(&id, shape.block_size, &learned) {
                     tracing::warn!(error = %e, object = %id.hex(), "cannot remember learned checksums");
                 }

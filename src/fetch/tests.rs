@@ -359,11 +359,34 @@ async fn checksums_learned_of_a_pinned_object_outlive_the_fetcher_that_learned_t
     );
 }
 
+/// The index as checksum memory, counting the calls that write to it.
+#[derive(Debug)]
+struct CountedMemory {
+    index: crate::index::Index,
+    remembered: std::sync::atomic::AtomicUsize,
+}
+
+impl ChecksumMemory for CountedMemory {
+    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, MemoryError> {
+        self.index.recall(object, block_size)
+    }
+
+    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), MemoryError> {
+        self.remembered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.index.remember(object, block_size, learned)
+    }
+}
+
 #[tokio::test]
 async fn a_recalled_checksum_still_refuses_a_torn_cached_block() {
     let f = PinnedFixture::new(4 * BLOCK as usize).await;
-    let index: Arc<dyn ChecksumMemory> = Arc::new(crate::index::Index::open_in_memory().unwrap());
-    f.read_all(Some(index.clone())).await;
+    let memory = Arc::new(CountedMemory {
+        index: crate::index::Index::open_in_memory().unwrap(),
+        remembered: Default::default(),
+    });
+    f.read_all(Some(memory.clone())).await;
+    let writes = memory.remembered.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(writes > 0);
     let data_file = std::fs::read_dir(f.cache_dir.path().join("objects"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -373,8 +396,13 @@ async fn a_recalled_checksum_still_refuses_a_torn_cached_block() {
     bytes[BLOCK as usize + 3] ^= 0xff;
     std::fs::write(&data_file, bytes).unwrap();
     assert_eq!(
-        f.read_all(Some(index)).await,
+        f.read_all(Some(memory.clone())).await,
         BLOCK,
         "only the torn block is fetched again"
+    );
+    assert_eq!(
+        memory.remembered.load(std::sync::atomic::Ordering::Relaxed),
+        writes,
+        "a refetched block whose checksum was known is not remembered again"
     );
 }

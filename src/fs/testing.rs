@@ -59,3 +59,57 @@ pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Pa
     let fetcher = Arc::new(Fetcher::new(store.clone(), cache, FetchConfig::default()));
     (LazyFs::new(index, fetcher, views, (0, 0)).unwrap(), store)
 }
+
+/// One foreign object (pinned by its ETag, no recorded checksums) in `memory://<name>`, shown as
+/// `<volume>/f.db` by a filesystem over `index` and a disk cache under `dir`, as a process that
+/// remembers learned checksums in the index (`remember`) or not would show it.
+pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path, remember: bool) -> LazyFs {
+    use crate::checksum::BlockChecksums;
+    use crate::manifest::{Manifest, ManifestFile};
+    use crate::names::RelPath;
+    use object_store::ObjectStoreExt;
+    let key = object_store::path::Path::from("backup/f.db");
+    let etag = store
+        .object_store()
+        .put(&key, bytes.to_vec().into())
+        .await
+        .unwrap()
+        .e_tag
+        .unwrap();
+    let volume = VolumeId::parse("scylla/ks/cf").unwrap();
+    let manifest = Manifest {
+        volume: volume.clone(),
+        name: "foreign-view".into(),
+        term: 0,
+        seq: 1,
+        created_at_ms: 1,
+        block_size: BLOCK_SIZE,
+        files: vec![ManifestFile {
+            path: RelPath::parse("f.db").unwrap(),
+            size: bytes.len() as u64,
+            checksums: BlockChecksums::default(),
+            low_seqno: None,
+            high_seqno: None,
+            object_key: Some(key.to_string()),
+            etag: Some(etag),
+        }],
+    };
+    let manifest = index.insert_manifest(store.url(), &manifest).unwrap();
+    let view = VolumeView {
+        volume,
+        manifest,
+        snapshot: None,
+        store: None,
+        flat: true,
+    };
+    let cache = CacheConfig {
+        disk_dir: Some(dir.join("cache")),
+        ..CacheConfig::default()
+    };
+    let cache = Arc::new(BlockCache::new(&cache).unwrap());
+    let mut fetcher = Fetcher::new(store.clone(), cache, FetchConfig::default());
+    if remember {
+        fetcher = fetcher.with_memory(index.clone());
+    }
+    LazyFs::new(index.clone(), Arc::new(fetcher), vec![view], (0, 0)).unwrap()
+}

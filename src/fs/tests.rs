@@ -150,3 +150,57 @@ async fn a_file_read_whole_has_a_verified_local_copy_and_a_partly_read_one_does_
     assert_eq!(content, bytes);
     assert!(f.fs.local_copy(part).is_none(), "blocks 1 and 2 are only in the store");
 }
+
+/// Waits until no background verification runs.
+async fn verified(fs: &LazyFs) {
+    while !fs.verifying.idle() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_file_gets_a_local_copy_only_once_its_checksums_are_known_and_keeps_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&"memory://fs-foreign".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let index = Arc::new(Index::open_in_memory().unwrap());
+    let bytes: Vec<u8> = (0..5 * testing::BLOCK_SIZE as u32 + 9)
+        .map(|i| (i % 241) as u8)
+        .collect();
+    let status = |fs: &LazyFs, ino| {
+        let object = fs.object(ino).unwrap();
+        fs.fetcher().cache().object_status(&object.id, object.shape)
+    };
+
+    let fs = testing::foreign(&store, &bytes, &index, dir.path(), true).await;
+    let ino = walk(&fs, "f.db").unwrap().ino;
+    let handle = fs.open(ino, false).unwrap();
+    assert_eq!(fs.read(handle, 0, 1 << 20).await.unwrap().to_bytes(), bytes);
+    assert!(
+        fs.local_copy(ino).is_some(),
+        "every block fetched, and checked by this process"
+    );
+    let total = status(&fs, ino).blocks_total;
+    drop(fs);
+
+    // A process that learned nothing cannot check the cached blocks: no local copy, and the
+    // blocks stay cached (checking them against a checksum it does not have would evict them).
+    let fs = testing::foreign(&store, &bytes, &index, dir.path(), false).await;
+    let ino = walk(&fs, "f.db").unwrap().ino;
+    assert!(fs.local_copy(ino).is_none());
+    verified(&fs).await;
+    assert!(fs.local_copy(ino).is_none());
+    verified(&fs).await;
+    assert_eq!(status(&fs, ino).blocks_cached, total, "cached blocks were evicted");
+    drop(fs);
+
+    // One that recalls what was learned checks them in the background, then has a local copy.
+    let fs = testing::foreign(&store, &bytes, &index, dir.path(), true).await;
+    let ino = walk(&fs, "f.db").unwrap().ino;
+    assert!(fs.local_copy(ino).is_none(), "found on disk, not checked yet");
+    verified(&fs).await;
+    let copy = fs.local_copy(ino).expect("checked against the recalled checksums");
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut &copy.file, &mut content).unwrap();
+    assert_eq!(content, bytes);
+    assert_eq!(fs.fetcher().stats().bytes_fetched, 0);
+}
