@@ -33,6 +33,7 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
     assert!(out.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("cold sequential / best raw GET"), "{stdout}");
+    assert!(stdout.contains("foreign after restart / block cache"), "{stdout}");
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let stores = report["stores"].as_array().unwrap();
@@ -50,6 +51,17 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
         assert_eq!(store["refetchedBytesWarm"], 0, "{name}: warm reads fetched again");
         assert!(store["peakRssBytes"].as_u64().unwrap() > 0);
         assert_eq!(store["randomCold"]["samples"], 20);
+        // The same file as a foreign object: fetched once cold, not at all after a restart.
+        let foreign = &store["foreign"];
+        let amplification = foreign["amplification"].as_f64().unwrap();
+        assert!(
+            (1.0..=1.05).contains(&amplification),
+            "{name}: foreign amplification {amplification}"
+        );
+        assert_eq!(
+            foreign["restartFetchedBytes"], 0,
+            "{name}: fetched again after a restart"
+        );
     }
     let scale = report["mountScale"].as_array().unwrap();
     assert_eq!(scale.len(), 2, "50 files at two sizes");

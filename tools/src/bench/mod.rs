@@ -3,9 +3,11 @@
 //!
 //! Every store gets the same data and the same steps, each on a fresh node (its own home, cache
 //! and daemon) so one step's cache cannot flatter the next: raw GETs, a cold then warm sequential
-//! read, cold then warm random 4 KiB reads, and many concurrent readers under a small memory cap.
+//! read, cold then warm random 4 KiB reads, many concurrent readers under a small memory cap, a
+//! hydration, and the same file as a foreign object (a ScyllaDB sstable's Data.db, pinned by ETag).
 //! Mount time is measured for growing file counts, at two sizes per file.
 
+mod foreign;
 mod node;
 mod raw;
 mod reads;
@@ -220,6 +222,9 @@ fn bench_store(
     node.hydration_end(&mounted)?;
     drop(node);
 
+    say(&format!("{}: a foreign object (ScyllaDB Data.db)", target.name));
+    let foreign = foreign::measure(target, work, &args.daemon_args, &data.join(BIG_FILE), namespace)?;
+
     Ok(StoreFigures {
         store: target.name.clone(),
         raw,
@@ -244,6 +249,7 @@ fn bench_store(
         hydration_bytes: hydration["bytesFetched"].as_u64().unwrap_or(0),
         demand_idle,
         demand_hydrating,
+        foreign,
     })
 }
 

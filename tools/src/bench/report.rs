@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::foreign::ForeignFigures;
 use super::raw::RawFigures;
 use super::stats::Latencies;
 
@@ -44,6 +45,8 @@ pub struct StoreFigures {
     /// Cold random 4 KiB reads of another file, on an idle mount and while it hydrates.
     pub demand_idle: Latencies,
     pub demand_hydrating: Latencies,
+    /// The big file read as a ScyllaDB sstable's Data.db through a view.
+    pub foreign: ForeignFigures,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -170,6 +173,8 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let rss = s.peak_rss_bytes as f64 / (s.memory_cap_bytes + RSS_ALLOWANCE) as f64;
     let hydration = s.hydration_mbps / s.raw.parallel_get_mbps;
     let demand = s.demand_hydrating.p99_us / s.demand_idle.p99_us;
+    let foreign_cold = s.foreign.cold_sequential_mbps / s.cold_sequential_mbps;
+    let foreign_restart = s.foreign.restart_sequential_mbps / s.block_cache_sequential_mbps;
     // A 4 KiB read fetches at most its block (256 KiB by default).
     let max_amplification = 256.0 * 1024.0 / 4096.0;
     vec![
@@ -247,6 +252,28 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             ),
             "<= 2.0",
             demand <= 2.0,
+        ),
+        check(
+            name,
+            "foreign cold sequential / published cold",
+            foreign_cold,
+            format!(
+                "{:.0} vs {:.0} MB/s, amplification {:.2}",
+                s.foreign.cold_sequential_mbps, s.cold_sequential_mbps, s.foreign.amplification
+            ),
+            ">= 0.9",
+            foreign_cold >= 0.9 && s.foreign.amplification <= 1.05,
+        ),
+        check(
+            name,
+            "foreign after restart / block cache",
+            foreign_restart,
+            format!(
+                "{:.0} vs {:.0} MB/s, fetched {} B",
+                s.foreign.restart_sequential_mbps, s.block_cache_sequential_mbps, s.foreign.restart_fetched_bytes
+            ),
+            ">= 0.8, 0 B",
+            foreign_restart >= 0.8 && s.foreign.restart_fetched_bytes == 0,
         ),
     ]
 }
