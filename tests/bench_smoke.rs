@@ -33,7 +33,7 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
     assert!(out.status.success(), "bench failed: {stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("cold sequential / best raw GET"), "{stdout}");
-    assert!(stdout.contains("foreign after restart / block cache"), "{stdout}");
+    assert!(stdout.contains("foreign after restart / published after"), "{stdout}");
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let stores = report["stores"].as_array().unwrap();

@@ -1,7 +1,8 @@
 //! Foreign objects: the big file as the Data.db of a ScyllaDB sstable, ingested and read through a
 //! view. Its blocks have no published checksums: every GET is pinned to the ETag, and each block's
-//! checksum is learned on its first fetch and kept in the index. Measured: the cold read, and the
-//! read after a daemon restart, which must come from the disk cache with nothing fetched.
+//! checksum is learned on its first fetch and kept in the index. Measured against the published
+//! file on the same node: the cold read, and the read after a daemon restart, which must come from
+//! the disk cache with nothing fetched.
 
 use std::path::Path;
 
@@ -24,18 +25,24 @@ const SSTABLE: &str = "me-3gw7_0ndy_1bench-big-";
 #[serde(rename_all = "camelCase")]
 pub struct ForeignFigures {
     pub cold_sequential_mbps: f64,
-    /// Bytes fetched by the cold read / its size.
+    /// The published file, read cold on the same node just before: the baseline.
+    pub published_cold_mbps: f64,
+    /// Bytes fetched by the foreign cold read / its size.
     pub amplification: f64,
-    /// The same read through a daemon started again on the same node.
+    /// Both read again through a daemon started again on the same node (from its disk cache).
     pub restart_sequential_mbps: f64,
+    pub published_restart_mbps: f64,
+    /// Bytes either read fetched after the restart.
     pub restart_fetched_bytes: u64,
 }
 
+/// `published` is the volume and manifest holding the same file, published.
 pub fn measure(
     target: &Target,
     work: &Path,
     daemon_args: &[String],
     big_file: &Path,
+    published: (&str, &str),
     namespace: &str,
 ) -> anyhow::Result<ForeignFigures> {
     let store = target.open()?;
@@ -83,21 +90,33 @@ pub fn measure(
             ..Filter::default()
         }),
     });
-    let read = |node: &BenchNode| -> anyhow::Result<(f64, u64)> {
+    let read_foreign = |node: &BenchNode| -> anyhow::Result<f64> {
         let answer = daemon::call(&node.paths, &request)?;
         let path = answer["mountPaths"][0].as_str().context("mount answered no path")?;
         let (n, took) = reads::sequential(&Path::new(path).join(format!("{SSTABLE}Data.db")))?;
         anyhow::ensure!(n == size, "read {n} bytes of {size} through the view");
-        Ok((super::stats::mbps(size, took), node.bytes_fetched()?))
+        Ok(super::stats::mbps(size, took))
     };
-    let (cold, fetched) = read(&node)?;
+    let read_published = |node: &BenchNode| -> anyhow::Result<f64> {
+        let (mounted, _) = node.mount(published.0, Some(published.1))?;
+        let (n, took) = reads::sequential(&mounted.volume_dir.join(super::BIG_FILE))?;
+        anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
+        Ok(super::stats::mbps(size, took))
+    };
+    let published_cold = read_published(&node)?;
+    let before = node.bytes_fetched()?;
+    let cold = read_foreign(&node)?;
+    let fetched = node.bytes_fetched()? - before;
     daemon::stop(&node.paths)?;
     daemon::ensure_running_with(&node.paths, &target.with_daemon_args(daemon_args))?;
-    let (restart, refetched) = read(&node)?;
+    let published_restart = read_published(&node)?;
+    let restart = read_foreign(&node)?;
     Ok(ForeignFigures {
         cold_sequential_mbps: cold,
+        published_cold_mbps: published_cold,
         amplification: fetched as f64 / size as f64,
         restart_sequential_mbps: restart,
-        restart_fetched_bytes: refetched,
+        published_restart_mbps: published_restart,
+        restart_fetched_bytes: node.bytes_fetched()?,
     })
 }

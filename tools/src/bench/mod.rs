@@ -223,7 +223,14 @@ fn bench_store(
     drop(node);
 
     say(&format!("{}: a foreign object (ScyllaDB Data.db)", target.name));
-    let foreign = foreign::measure(target, work, &args.daemon_args, &data.join(BIG_FILE), namespace)?;
+    let foreign = foreign::measure(
+        target,
+        work,
+        &args.daemon_args,
+        &data.join(BIG_FILE),
+        (&seq_volume, &published),
+        namespace,
+    )?;
 
     Ok(StoreFigures {
         store: target.name.clone(),

@@ -173,8 +173,8 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let rss = s.peak_rss_bytes as f64 / (s.memory_cap_bytes + RSS_ALLOWANCE) as f64;
     let hydration = s.hydration_mbps / s.raw.parallel_get_mbps;
     let demand = s.demand_hydrating.p99_us / s.demand_idle.p99_us;
-    let foreign_cold = s.foreign.cold_sequential_mbps / s.cold_sequential_mbps;
-    let foreign_restart = s.foreign.restart_sequential_mbps / s.block_cache_sequential_mbps;
+    let foreign_cold = s.foreign.cold_sequential_mbps / s.foreign.published_cold_mbps;
+    let foreign_restart = s.foreign.restart_sequential_mbps / s.foreign.published_restart_mbps;
     // A 4 KiB read fetches at most its block (256 KiB by default).
     let max_amplification = 256.0 * 1024.0 / 4096.0;
     vec![
@@ -259,18 +259,18 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             foreign_cold,
             format!(
                 "{:.0} vs {:.0} MB/s, amplification {:.2}",
-                s.foreign.cold_sequential_mbps, s.cold_sequential_mbps, s.foreign.amplification
+                s.foreign.cold_sequential_mbps, s.foreign.published_cold_mbps, s.foreign.amplification
             ),
             ">= 0.9",
             foreign_cold >= 0.9 && s.foreign.amplification <= 1.05,
         ),
         check(
             name,
-            "foreign after restart / block cache",
+            "foreign after restart / published after",
             foreign_restart,
             format!(
                 "{:.0} vs {:.0} MB/s, fetched {} B",
-                s.foreign.restart_sequential_mbps, s.block_cache_sequential_mbps, s.foreign.restart_fetched_bytes
+                s.foreign.restart_sequential_mbps, s.foreign.published_restart_mbps, s.foreign.restart_fetched_bytes
             ),
             ">= 0.8, 0 B",
             foreign_restart >= 0.8 && s.foreign.restart_fetched_bytes == 0,
