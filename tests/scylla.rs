@@ -42,6 +42,16 @@ fn ingested(dc1_store: &TestStore, dc2_store: &TestStore) -> (Node, Vec<Sstable>
     (node, sstables, args, report)
 }
 
+/// The two-datacenter backup with dc1 on the S3 server, ingested; its S3 counters start at zero.
+/// The node comes first so that it stops before the stores go.
+fn ingested_with_dc1_on_s3() -> (Node, Vec<Sstable>, TestStore, TestStore) {
+    let dc1_store = TestStore::s3();
+    let dc2_store = TestStore::file();
+    let (node, sstables, _, _) = ingested(&dc1_store, &dc2_store);
+    dc1_store.server().unwrap().reset_stats();
+    (node, sstables, dc1_store, dc2_store)
+}
+
 /// Every file of a mounted view, by name, with its bytes.
 fn listed(path: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(path)
@@ -52,6 +62,13 @@ fn listed(path: &Path) -> BTreeMap<String, Vec<u8>> {
             (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap())
         })
         .collect()
+}
+
+/// `restore start` of a view, with `extra` flags.
+fn restore_args(extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["restore".to_string(), "start".to_string()];
+    args.extend(base_args(extra));
+    args
 }
 
 fn base_args(extra: &[&str]) -> Vec<String> {
@@ -311,18 +328,11 @@ fn local_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn a_restore_of_both_datacenters_cancels_resumes_and_fetches_nothing_twice() {
-    let dc1_store = TestStore::s3();
-    let dc2_store = TestStore::file();
-    let (node, sstables, _, _) = ingested(&dc1_store, &dc2_store);
+    let (node, sstables, dc1_store, _dc2_store) = ingested_with_dc1_on_s3();
     let server = dc1_store.server().unwrap();
-    server.reset_stats();
 
     let dest = node.path("upload");
-    let start: Vec<String> = ["restore", "start"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(base_args(&["--dest", dest.to_str().unwrap(), "--bandwidth", "1M"]))
-        .collect();
+    let start = restore_args(&["--dest", dest.to_str().unwrap(), "--bandwidth", "1M"]);
     let start: Vec<&str> = start.iter().map(String::as_str).collect();
     let job = node.json(&start);
     let id = job["id"].as_str().unwrap_or_else(|| panic!("{job}")).to_string();
@@ -383,16 +393,7 @@ fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
     let key = scylla::write_node_backup(&store, "n1", &sstables[0].host, &sstables);
     node.json(&["scylla", "ingest", "--store", &store.url(), "--manifest", &key]);
     let dest = node.path("upload");
-    let start: Vec<String> = ["restore", "start"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(base_args(&[
-            "--node",
-            &sstables[0].host,
-            "--dest",
-            dest.to_str().unwrap(),
-        ]))
-        .collect();
+    let start = restore_args(&["--node", &sstables[0].host, "--dest", dest.to_str().unwrap()]);
     let start: Vec<&str> = start.iter().map(String::as_str).collect();
     let job = node.json(&start);
     let id = job["id"].as_str().unwrap().to_string();
@@ -416,27 +417,13 @@ fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
 /// resumes the copy checking what it finds on disk, and serves the cache, without asking S3 again.
 #[test]
 fn a_restore_cut_by_a_daemon_crash_resumes_and_a_restarted_mount_serves_the_cache_without_refetching() {
-    let dc1_store = TestStore::s3();
-    let dc2_store = TestStore::file();
-    let (node, sstables, _, _) = ingested(&dc1_store, &dc2_store);
+    let (node, sstables, dc1_store, _dc2_store) = ingested_with_dc1_on_s3();
     let server = dc1_store.server().unwrap();
-    server.reset_stats();
     let dc1: Vec<&Sstable> = sstables.iter().filter(|s| s.dc == "dc1").collect();
     let expected: BTreeMap<String, Vec<u8>> = dc1.iter().flat_map(|s| s.files.clone()).collect();
 
     let dest = node.path("upload");
-    let start: Vec<String> = ["restore", "start"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain(base_args(&[
-            "--dc",
-            "dc1",
-            "--dest",
-            dest.to_str().unwrap(),
-            "--bandwidth",
-            "1M",
-        ]))
-        .collect();
+    let start = restore_args(&["--dc", "dc1", "--dest", dest.to_str().unwrap(), "--bandwidth", "1M"]);
     let start: Vec<&str> = start.iter().map(String::as_str).collect();
     let id = node.json(&start)["id"].as_str().unwrap().to_string();
     // Killed once a Data.db is complete: a restarted daemon must check it, not fetch it again.

@@ -51,13 +51,22 @@ pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Pa
             flat: false,
         });
     }
+    (filesystem(&store, &index, views, dir, false), store)
+}
+
+/// A filesystem of `views` reading `store` through a disk cache under `dir`; `remember` keeps
+/// checksums learned of foreign objects in `index`.
+fn filesystem(store: &Store, index: &Arc<Index>, views: Vec<VolumeView>, dir: &Path, remember: bool) -> LazyFs {
     let cache = CacheConfig {
         disk_dir: Some(dir.join("cache")),
         ..CacheConfig::default()
     };
     let cache = Arc::new(BlockCache::new(&cache).unwrap());
-    let fetcher = Arc::new(Fetcher::new(store.clone(), cache, FetchConfig::default()));
-    (LazyFs::new(index, fetcher, views, (0, 0)).unwrap(), store)
+    let mut fetcher = Fetcher::new(store.clone(), cache, FetchConfig::default());
+    if remember {
+        fetcher = fetcher.with_memory(index.clone());
+    }
+    LazyFs::new(index.clone(), Arc::new(fetcher), views, (0, 0)).unwrap()
 }
 
 /// One foreign object (pinned by its ETag, no recorded checksums) in `memory://<name>`, shown as
@@ -102,14 +111,5 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
         store: None,
         flat: true,
     };
-    let cache = CacheConfig {
-        disk_dir: Some(dir.join("cache")),
-        ..CacheConfig::default()
-    };
-    let cache = Arc::new(BlockCache::new(&cache).unwrap());
-    let mut fetcher = Fetcher::new(store.clone(), cache, FetchConfig::default());
-    if remember {
-        fetcher = fetcher.with_memory(index.clone());
-    }
-    LazyFs::new(index.clone(), Arc::new(fetcher), vec![view], (0, 0)).unwrap()
+    filesystem(store, index, vec![view], dir, remember)
 }
