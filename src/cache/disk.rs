@@ -30,6 +30,9 @@ pub struct DiskCache {
     /// When a reader last tried to become the owner (owners come and go: CLI commands end).
     last_claim: Mutex<std::time::Instant>,
     state: Mutex<State>,
+    /// Held while an object's files are opened: two threads opening one object at once would each
+    /// get their own pair (and writer lock), and one could truncate a map the other just wrote.
+    opening: Mutex<()>,
     pins: Pins,
 }
 
@@ -89,6 +92,7 @@ impl DiskCache {
                 used: 0,
                 open: LruCache::unbounded(),
             }),
+            opening: Mutex::new(()),
             pins: Pins::default(),
         };
         if !cache.claim().map_err(io)? {
@@ -201,6 +205,10 @@ impl DiskCache {
     /// the shape), since any handle it caches may later write blocks or punch holes; a reader opens
     /// existing files read-only.
     fn files(&self, object: &ObjectId, create: Option<BlockShape>) -> std::io::Result<Option<Arc<ObjectFiles>>> {
+        if let Some(files) = self.state().open.get(object) {
+            return Ok(Some(files.clone()));
+        }
+        let _opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(files) = self.state().open.get(object) {
             return Ok(Some(files.clone()));
         }
