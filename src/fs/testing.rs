@@ -76,15 +76,8 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
     use crate::checksum::BlockChecksums;
     use crate::manifest::{Manifest, ManifestFile};
     use crate::names::RelPath;
-    use object_store::ObjectStoreExt;
     let key = object_store::path::Path::from("backup/f.db");
-    let etag = store
-        .object_store()
-        .put(&key, bytes.to_vec().into())
-        .await
-        .unwrap()
-        .e_tag
-        .unwrap();
+    let etag = store.put(&key, bytes.to_vec().into()).await.unwrap().unwrap();
     let volume = VolumeId::parse("scylla/ks/cf").unwrap();
     let manifest = Manifest {
         volume: volume.clone(),

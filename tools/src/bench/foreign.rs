@@ -11,7 +11,6 @@ use lazysnap::catalog::Selector;
 use lazysnap::control::{MountRequest, Request};
 use lazysnap::index::Index;
 use lazysnap::scylla::{self, Filter, ManifestSource};
-use object_store::ObjectStoreExt;
 use serde::Serialize;
 
 use super::node::BenchNode;
@@ -60,8 +59,7 @@ pub fn measure(
     });
     block_on(async {
         let put = |name: String, bytes: Vec<u8>| {
-            let store = store.object_store().clone();
-            let key = object_store::path::Path::from(format!("{dir}/{name}"));
+            let (store, key) = (&store, object_store::path::Path::from(format!("{dir}/{name}")));
             async move { store.put(&key, bytes.into()).await }
         };
         put(format!("{SSTABLE}Data.db"), data).await?;
