@@ -254,7 +254,7 @@ fn pace(options: &HydrateOptions, remaining: u64) -> Option<f64> {
 
 async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
     let fetcher = fs.fetcher().clone();
-    let parallel = fetcher.config().concurrency.max(1);
+    let parallel = fetcher.config().slots.total();
     // Pieces still to finish per file, set when the file is planned.
     let pending_per_file: Arc<Vec<AtomicU64>> = Arc::new(files.iter().map(|_| AtomicU64::new(0)).collect());
     let mut first_error: Option<String> = None;

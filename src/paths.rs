@@ -52,6 +52,16 @@ impl Paths {
         self.home.join("mountd.log")
     }
 
+    /// Journals of the files open on each mount (see `fuse`), kept for a daemon that takes over.
+    pub fn sessions(&self) -> PathBuf {
+        self.home.join("sessions")
+    }
+
+    /// Where the handover holder listens (see `handover`).
+    pub fn holder_socket(&self) -> PathBuf {
+        self.home.join("holder.sock")
+    }
+
     /// Where mounts without an explicit mountpoint go.
     pub fn mounts(&self) -> PathBuf {
         self.home.join("mnt")

@@ -125,11 +125,15 @@ impl Backups {
     }
 
     /// Final rounds for all, for a clean shutdown; they are not started again.
-    pub async fn stop_all(&self) {
+    /// Stops every backup after its final round; `forget` removes their records, else the next
+    /// daemon starts them again.
+    pub async fn stop_all(&self, forget: bool) {
         let all = std::mem::take(&mut *self.active.lock().await);
         for (key, running) in all {
             running.handle.stop().await;
-            let _ = self.index.remove_backup(&key);
+            if forget {
+                let _ = self.index.remove_backup(&key);
+            }
         }
     }
 

@@ -5,16 +5,21 @@ use std::sync::Arc;
 use anyhow::Context;
 use lazysnap::cache::{BlockCache, CacheConfig};
 use lazysnap::control::{ops, HydrateParams, NamespaceDeleteRequest, OpError, Request, Response};
-use lazysnap::index::{Index, MountRow};
+use lazysnap::index::Index;
 use lazysnap::names::VolumeId;
 use lazysnap::namespace;
 use lazysnap::paths::Paths;
 use serde_json::json;
 
 use crate::backups::Backups;
+use crate::holder::Holder;
 use crate::mounts::{Mounts, Tuning};
 use crate::restores::Restores;
 use crate::uploaders::Uploaders;
+
+/// How long a hand-over waits for reads already read to be answered; any still in flight after
+/// that are resent by the kernel to the successor.
+const HANDOVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Daemon {
     pub paths: Paths,
@@ -23,8 +28,10 @@ pub struct Daemon {
     backups: Backups,
     restores: Restores,
     index: Arc<Index>,
-    /// Mounts of a daemon that died, to mount again once the control socket answers.
-    stale: std::sync::Mutex<Vec<MountRow>>,
+    /// Set once the mounts a previous daemon left are served again.
+    recovered: std::sync::atomic::AtomicBool,
+    /// This daemon's command-line flags, for `lazysnap daemon restart` to start its successor alike.
+    flags: Vec<String>,
     _lock: std::fs::File,
 }
 
@@ -33,7 +40,8 @@ impl Daemon {
         paths: Paths,
         cache: CacheConfig,
         tuning: Tuning,
-        runtime: tokio::runtime::Handle,
+        handover_grace: std::time::Duration,
+        flags: Vec<String>,
     ) -> anyhow::Result<Arc<Daemon>> {
         paths
             .create()
@@ -44,8 +52,8 @@ impl Daemon {
             .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
         let cache = Arc::new(BlockCache::new(&cache)?);
-        let mounts = Mounts::new(paths.clone(), index.clone(), cache, tuning, runtime);
-        let stale = mounts.take_stale();
+        let holder = Holder::start(&paths, handover_grace);
+        let mounts = Mounts::new(paths.clone(), index.clone(), cache, tuning, holder);
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
             paths,
@@ -54,17 +62,18 @@ impl Daemon {
             backups: Backups::new(index.clone()),
             restores: Restores::new(index.clone()),
             index,
-            stale: std::sync::Mutex::new(stale),
+            recovered: std::sync::atomic::AtomicBool::new(false),
+            flags,
             _lock: lock,
         }))
     }
 
-    /// Brings back what a daemon that died had mounted (see [`Mounts::restore`]) and its uploaders.
+    /// Brings back what a previous daemon had mounted (live, through the holder, or mounted again:
+    /// see [`Mounts::recover`]), then its background work.
     pub async fn restore_mounts(&self) {
-        let stale = std::mem::take(&mut *self.stale.lock().unwrap_or_else(|p| p.into_inner()));
-        if !stale.is_empty() {
-            self.mounts.restore(stale).await;
-        }
+        let held = self.mounts.holder.take_all();
+        self.mounts.recover(held).await;
+        self.recovered.store(true, std::sync::atomic::Ordering::Release);
         self.uploaders.restore().await;
         self.backups.restore().await;
         self.restores.restore(&self.mounts).await;
@@ -109,12 +118,16 @@ impl Daemon {
             Request::Status => Ok(json!({
                 "pid": std::process::id(),
                 "home": self.paths.home(),
+                "flags": self.flags,
+                "recovered": self.recovered.load(std::sync::atomic::Ordering::Acquire),
                 "mounts": self.mounts.list(),
+                "limits": self.mounts.limits(),
+                "holder": self.mounts.holder.status(),
                 "cache": self.mounts.cache_stats(),
                 "blockBuffers": self.mounts.buffer_stats(),
                 "uploaders": self.uploaders.list().await,
             })),
-            Request::Shutdown => Ok(json!({})),
+            Request::Shutdown | Request::HandOver => Ok(json!({})),
         };
         Response::answer(answer)
     }
@@ -161,16 +174,31 @@ impl Daemon {
     }
 
     /// Background work before a clean stop: uploaders and backups finish their round (backups
-    /// run their final one), restore jobs pause to resume at the next start.
-    pub async fn stop_background(&self) {
+    /// run their final one), restore jobs pause to resume at the next start. Handing over, the
+    /// uploaders and backups stay recorded, for the successor to start again.
+    pub async fn stop_background(&self, handing_over: bool) {
         self.restores.pause_all().await;
-        self.backups.stop_all().await;
-        self.uploaders.stop_all().await;
+        self.backups.stop_all(!handing_over).await;
+        self.uploaders.stop_all(!handing_over).await;
     }
 
-    pub fn shutdown(&self) {
-        self.mounts.unmount_all();
+    pub async fn shutdown(&self) {
+        self.mounts.unmount_all().await;
         let _ = std::fs::remove_file(self.paths.socket());
         tracing::info!("lazysnap-mountd stopped");
+    }
+
+    /// Stops serving and leaves every mount to the next daemon.
+    pub async fn hand_over(&self) {
+        self.mounts.hand_over_all(HANDOVER_DRAIN).await;
+        let _ = std::fs::remove_file(self.paths.socket());
+        tracing::info!("lazysnap-mountd handed its mounts over and stopped");
+    }
+
+    /// Hands every mount to a new holder if the holder died.
+    pub fn check_holder(&self) {
+        if !self.mounts.holder.check() {
+            self.mounts.hold_all();
+        }
     }
 }

@@ -5,8 +5,10 @@
 mod backups;
 mod daemon;
 mod expiry;
+mod holder;
 mod hydrations;
 mod mounts;
+mod recover;
 mod restores;
 mod server;
 mod uploaders;
@@ -16,7 +18,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use lazysnap::cache::CacheConfig;
-use lazysnap::fetch::{BufferBudget, FetchConfig};
+use lazysnap::fetch::{BufferBudget, FetchConfig, RequestSlots};
+use lazysnap::fuse::{FuseOptions, Server};
 use lazysnap::paths::Paths;
 use lazysnap::store::BlockBuffers;
 
@@ -25,7 +28,7 @@ use lazysnap::store::BlockBuffers;
 struct Args {
     /// State folder: index, block cache, control socket, log [default: $LAZYSNAP_HOME, else
     /// /var/lib/lazysnap for root, else ~/.local/share/lazysnap]
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     home: Option<PathBuf>,
     /// Memory for block data (suffixes K, M, G): blocks being fetched (up to half of it, at most
     /// --fetch-request-size x --fetch-concurrency) and verified blocks kept in memory (the rest).
@@ -34,13 +37,12 @@ struct Args {
     /// Bytes of verified blocks kept on disk under <home>/cache (suffixes K, M, G, T).
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     cache_disk: u64,
-    /// FUSE worker threads per mount.
-    #[arg(long, default_value_t = 16)]
-    fuse_threads: usize,
     /// Largest ranged GET: runs of missing blocks are fetched in requests up to this size.
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     fetch_request_size: u64,
-    /// Ranged GETs in flight per mount; with --fetch-request-size it bounds the bytes in flight.
+    /// Ranged GETs in flight at once, shared by all mounts (reads a process waits for keep a
+    /// quarter of them from readahead and hydration); with --fetch-request-size it bounds the
+    /// bytes in flight.
     #[arg(long, default_value_t = 16)]
     fetch_concurrency: usize,
     /// Furthest a sequential reader's readahead window grows. The window is what keeps GETs in
@@ -52,6 +54,39 @@ struct Args {
     /// straight from the disk cache (FUSE passthrough, used by default where the kernel has it).
     #[arg(long)]
     no_passthrough: bool,
+    /// Most mounts served at once; a mount request beyond it is refused with this limit named.
+    #[arg(long, default_value_t = 10_000)]
+    max_mounts: usize,
+    /// FUSE requests served at once across all mounts; more wait in the kernel's queues.
+    #[arg(long, default_value_t = 1024)]
+    max_fuse_requests: usize,
+    /// Files one mount may have open at once; an open beyond it fails with ENFILE.
+    #[arg(long, default_value_t = 65_536)]
+    max_open_files: usize,
+    /// Threads serving FUSE requests, the control socket and fetches, for all mounts together.
+    #[arg(long, default_value_t = 4)]
+    worker_threads: usize,
+    /// Threads for blocking work (cache writes, mount and unmount calls, uploads), at most.
+    #[arg(long, default_value_t = 32)]
+    blocking_threads: usize,
+    /// How long the handover holder keeps mounts alive for a daemon that died to come back
+    /// (their reads wait meanwhile); after it, they fail with ENOTCONN.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    handover_grace: std::time::Duration,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run as the handover holder of a home (the daemon starts it): keep mounts' FUSE connections
+    /// open while the daemon restarts, and nothing else.
+    #[command(hide = true)]
+    Hold {
+        /// How long to keep connections with no daemon connected.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -61,25 +96,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     limit_allocator_retention();
-    // fuser unmounts again after lazysnap has, and warns that the second attempt failed.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "info,fuser::mnt=error".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_descriptor_limit();
+    if let Some(Command::Hold { grace }) = args.command {
+        return hold(args.home, grace);
+    }
     start_allocator_trimmer();
     // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
     if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
         lazysnap::failpoint::arm(&name.to_string_lossy());
     }
-    let home = args.home.unwrap_or_else(|| {
-        // SAFETY: geteuid has no preconditions.
-        let euid = unsafe { libc::geteuid() };
-        Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
-    });
-    let paths = Paths::new(home);
+    let paths = Paths::new(home_of(args.home.clone()));
     // One cap for all block bytes in memory: what is in flight is taken from the cache's share.
     let in_flight = (args.cache_memory / 2)
         .min(args.fetch_request_size.saturating_mul(args.fetch_concurrency as u64))
@@ -91,25 +123,93 @@ fn main() -> anyhow::Result<()> {
         disk_dir: Some(paths.cache()),
         disk_bytes: args.cache_disk,
     };
+    // Every thread the daemon has, whatever the number of mounts: the workers, the blocking
+    // pool, and a few named ones (allocator trimmer, holder reaper, cache verifiers).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(args.worker_threads.max(1))
+        .max_blocking_threads(args.blocking_threads.max(1))
         .thread_name("lazysnap-mountd")
         .build()
         .context("cannot start the async runtime")?;
-    let tuning = mounts::Tuning {
-        fuse_threads: args.fuse_threads,
+    let fuse = FuseOptions {
+        max_requests: args.max_fuse_requests,
         passthrough: !args.no_passthrough,
+        max_open_files: args.max_open_files,
+        ..FuseOptions::default()
+    };
+    let tuning = mounts::Tuning {
+        server: Server::new(fuse),
+        max_mounts: args.max_mounts,
         fetch: FetchConfig {
             max_request_bytes: args.fetch_request_size,
-            concurrency: args.fetch_concurrency,
+            slots: RequestSlots::new(args.fetch_concurrency),
             readahead_max: args.readahead_max,
             budget: BufferBudget::new(in_flight),
             buffers: BlockBuffers::new(pooled),
             ..FetchConfig::default()
         },
     };
-    let daemon = daemon::Daemon::start(paths, cache, tuning, runtime.handle().clone())?;
+    let _entered = runtime.enter();
+    let daemon = daemon::Daemon::start(paths, cache, tuning, args.handover_grace, own_flags())?;
     runtime.block_on(server::serve(daemon))
+}
+
+fn home_of(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
+    })
+}
+
+/// The handover holder: nothing but its poll loop (see `lazysnap::handover`).
+fn hold(home: Option<PathBuf>, grace: std::time::Duration) -> anyhow::Result<()> {
+    // Terminal signals are not for it: it outlives the daemon on purpose.
+    // SAFETY: ignoring signals has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+    let paths = Paths::new(home_of(home));
+    let config = lazysnap::handover::HolderConfig {
+        socket: paths.holder_socket(),
+        grace,
+    };
+    lazysnap::handover::run_holder(&config).context("handover holder failed")
+}
+
+/// The flags this daemon was started with, but its home (the starter gives that).
+fn own_flags() -> Vec<String> {
+    let mut flags = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--home" => {
+                args.next();
+            }
+            a if a.starts_with("--home=") => {}
+            _ => flags.push(arg),
+        }
+    }
+    flags
+}
+
+/// Thousands of mounts need thousands of descriptors: take the hard limit, as servers do.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("cannot raise the open-file limit to its maximum");
+            }
+        }
+    }
 }
 
 /// glibc raises its mmap threshold after large buffers are freed, after which new fetch buffers

@@ -11,7 +11,7 @@ use lazysnap::catalog::{self, Selector};
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError};
 use lazysnap::fetch::{FetchConfig, Fetcher};
 use lazysnap::fs::{LazyFs, VolumeView};
-use lazysnap::fuse::{self, Busy, FuseOptions, Mount};
+use lazysnap::fuse::{self, Attach, Busy, Mount, Server};
 use lazysnap::hydrate::HydrationStatus;
 use lazysnap::index::{Index, MountRow};
 use lazysnap::names::VolumeId;
@@ -20,29 +20,30 @@ use lazysnap::scylla::{self, Spanning};
 use lazysnap::store::{BufferStats, Store, StoreConfig, StoreUrl};
 use serde_json::{json, Value};
 
+use crate::holder::Holder;
 use crate::hydrations::Hydrations;
 
-struct Active {
-    mount: Mount,
-    store: StoreUrl,
+pub(crate) struct Active {
+    pub(crate) mount: Mount,
+    pub(crate) store: StoreUrl,
     /// The daemon made the folder, so it removes it again.
-    created_dir: bool,
-    record: Record,
+    pub(crate) created_dir: bool,
+    pub(crate) record: Record,
 }
 
 /// What the index keeps of a mount, so that a daemon that died brings it back as it was.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Record {
+pub(crate) struct Record {
     /// The request, with `hydrate` set while a hydration runs (not when paused or cancelled).
-    request: MountRequest,
+    pub(crate) request: MountRequest,
     /// The manifest each volume showed: a restored mount shows the same files even if the
     /// volume has moved on since.
-    manifests: Vec<String>,
-    created_dir: bool,
+    pub(crate) manifests: Vec<String>,
+    pub(crate) created_dir: bool,
     /// A ScyllaDB view: the sstables shown and those spanning the requested range (not shown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    scylla: Option<ScyllaShown>,
+    pub(crate) scylla: Option<ScyllaShown>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -52,49 +53,48 @@ pub struct ScyllaShown {
     pub spanning: Vec<Spanning>,
 }
 
-/// How each mount reads: FUSE worker threads and the fetcher's request sizes and readahead.
-#[derive(Debug, Clone, Default)]
+/// How every mount reads, and what bounds them all: the node-wide FUSE server (requests in
+/// flight), the fetchers' shared GET slots and memory budget, and the most mounts served at once.
+#[derive(Debug, Clone)]
 pub struct Tuning {
-    pub fuse_threads: usize,
-    pub passthrough: bool,
+    pub server: Arc<Server>,
     pub fetch: FetchConfig,
+    pub max_mounts: usize,
 }
 
+/// Descriptors kept free for everything but mounts: the disk cache's open objects (256 x 2),
+/// passthrough files, the index, sockets and the store clients.
+const DESCRIPTOR_RESERVE: u64 = 1024;
+
 pub struct Mounts {
-    paths: Paths,
-    index: Arc<Index>,
+    pub(crate) paths: Paths,
+    pub(crate) index: Arc<Index>,
     cache: Arc<BlockCache>,
-    tuning: Tuning,
-    runtime: tokio::runtime::Handle,
+    pub(crate) tuning: Tuning,
     active: Mutex<BTreeMap<PathBuf, Active>>,
-    hydrations: Hydrations,
+    pub(crate) hydrations: Hydrations,
     expiry: crate::expiry::Watch,
+    pub(crate) holder: Holder,
     /// Mount and unmount run one at a time: they change the mount table and folders.
-    admin: tokio::sync::Mutex<()>,
+    pub(crate) admin: tokio::sync::Mutex<()>,
 }
 
 impl Mounts {
-    pub fn new(
-        paths: Paths,
-        index: Arc<Index>,
-        cache: Arc<BlockCache>,
-        tuning: Tuning,
-        runtime: tokio::runtime::Handle,
-    ) -> Mounts {
+    pub fn new(paths: Paths, index: Arc<Index>, cache: Arc<BlockCache>, tuning: Tuning, holder: Holder) -> Mounts {
         Mounts {
             paths,
             index,
             cache,
             tuning,
-            runtime,
             active: Mutex::default(),
             hydrations: Hydrations::default(),
             expiry: crate::expiry::Watch::default(),
+            holder,
             admin: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Active>> {
+    pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -136,53 +136,9 @@ impl Mounts {
         })
     }
 
-    /// Detaches the dead FUSE connections of a daemon that died and answers what they were; the
-    /// rows are forgotten, to be recorded again by [`Mounts::restore`].
-    pub fn take_stale(&self) -> Vec<MountRow> {
-        let Ok(rows) = self.index.mounts() else {
-            return Vec::new();
-        };
-        for row in &rows {
-            if let Err(e) = fuse::detach_path(Path::new(&row.path)) {
-                tracing::debug!(path = %row.path, error = %e, "nothing to detach");
-            }
-            let _ = self.index.remove_mount(&row.path);
-        }
-        rows
-    }
-
-    /// Mounts again, at the same paths and showing the same manifests, what a daemon that died
-    /// had mounted, and resumes the hydrations that were running (their cached blocks are not
-    /// fetched again). A mount that cannot come back is logged and dropped.
-    pub async fn restore(&self, stale: Vec<MountRow>) {
-        let _admin = self.admin.lock().await;
-        for row in stale {
-            let record = match serde_json::from_str::<Record>(&row.request) {
-                Ok(record) => record,
-                Err(e) => {
-                    tracing::warn!(path = %row.path, error = %e, "not restoring a mount recorded by an older daemon");
-                    continue;
-                }
-            };
-            match self.mount_as(record.request.clone(), Some(&record)).await {
-                Ok(path) => tracing::info!(
-                    path,
-                    hydrating = record.request.hydrate.is_some(),
-                    "restored a mount after a restart"
-                ),
-                Err(e) => {
-                    tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart");
-                    // A folder the previous daemon made goes, as its unmount would have removed it.
-                    if record.created_dir {
-                        let _ = std::fs::remove_dir(&row.path);
-                    }
-                }
-            }
-        }
-    }
-
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
-    async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
+    pub(crate) async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
+        self.check_limits(&request)?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
         let (fs, manifests, scylla) = match &request.scylla {
             Some(filter) => {
@@ -248,19 +204,45 @@ impl Mounts {
         };
         self.record(&path, &record);
         tracing::info!(path = %path.display(), store = %url, volumes = ?record.request.volumes, "mounted");
-        if let Some(params) = &record.request.hydrate {
-            self.hydrations.start(&path, mount.fs(), params);
-        }
-        self.active().insert(
-            path.clone(),
-            Active {
-                mount,
-                store: url,
-                created_dir,
-                record,
-            },
-        );
+        self.serve(Active {
+            mount,
+            store: url,
+            created_dir,
+            record,
+        });
         Ok(path.display().to_string())
+    }
+
+    /// Takes a live mount into the table, resuming its hydration if its record says so.
+    pub(crate) fn serve(&self, active: Active) {
+        let path = active.mount.path().to_path_buf();
+        if let Some(params) = &active.record.request.hydrate {
+            self.hydrations.start(&path, active.mount.fs(), params);
+        }
+        self.active().insert(path, active);
+    }
+
+    /// Refuses a new mount past a limit, naming it: the daemon never runs out of what every other
+    /// mount needs. A mount already served (the same request again) passes.
+    fn check_limits(&self, request: &MountRequest) -> Result<(), OpError> {
+        let active = self.active();
+        if request.mount_path.as_ref().is_some_and(|p| active.contains_key(Path::new(p))) {
+            return Ok(());
+        }
+        let mounts = active.len();
+        if mounts >= self.tuning.max_mounts {
+            return Err(OpError::invalid(format!(
+                "this lazysnap-mountd already serves {mounts} mounts, its limit (--max-mounts {}); unmount one or raise the limit",
+                self.tuning.max_mounts
+            )));
+        }
+        let descriptors = descriptor_limit();
+        if mounts as u64 + DESCRIPTOR_RESERVE >= descriptors {
+            return Err(OpError::invalid(format!(
+                "another mount would leave this lazysnap-mountd too few file descriptors: {mounts} mounts and {DESCRIPTOR_RESERVE} kept for the cache and stores reach its limit of {descriptors} (RLIMIT_NOFILE; raise LimitNOFILE or ulimit -n)"
+            )));
+        }
+        Ok(())
     }
 
     /// The filesystem of a view: volumes of a store at a selector, or a backup location's volume
@@ -280,7 +262,7 @@ impl Mounts {
 
     /// The filesystem of resolved views, reading through this daemon's cache; `store` serves the
     /// views that do not name a store of their own.
-    fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
+    pub(crate) fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
         // Checksums learned of foreign objects are kept in the index, to check cached blocks
         // and restored files after a restart.
         let fetcher =
@@ -386,7 +368,7 @@ impl Mounts {
         Ok((store, views))
     }
 
-    fn record(&self, path: &Path, record: &Record) {
+    pub(crate) fn record(&self, path: &Path, record: &Record) {
         let row = MountRow {
             path: path.display().to_string(),
             request: serde_json::to_string(record).expect("records serialise"),
@@ -397,41 +379,41 @@ impl Mounts {
         }
     }
 
-    /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once.
+    /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once;
+    /// then hands its connection to the holder.
     async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, OpError> {
-        let options = FuseOptions {
-            threads: self.tuning.fuse_threads,
-            // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
-            // SAFETY: geteuid has no preconditions.
+        // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
+        // SAFETY: geteuid has no preconditions.
+        let attach = Attach {
             allow_other: unsafe { libc::geteuid() } == 0,
-            passthrough: self.tuning.passthrough,
-            ..FuseOptions::default()
         };
-        let runtime = self.runtime.clone();
+        let sessions = self.paths.sessions();
+        std::fs::create_dir_all(&sessions)
+            .map_err(|e| OpError::internal(format!("cannot create {}: {e}", sessions.display())))?;
+        let journal = sessions.join(format!("{}.opens", uuid::Uuid::new_v4().simple()));
+        let parent_dev = std::fs::metadata(path.parent().unwrap_or(Path::new("/")))
+            .map(|m| m.dev())
+            .ok();
+        let mount = fuse::mount(&self.tuning.server, fs, path, attach, &journal)
+            .await
+            .map_err(|e| OpError::internal(format!("cannot mount {}: {e}", path.display())))?;
         let target = path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let parent_dev = std::fs::metadata(target.parent().unwrap_or(Path::new("/")))
-                .map(|m| m.dev())
-                .ok();
-            let mount = fuse::mount(fs, &target, runtime, &options)
-                .map_err(|e| OpError::internal(format!("cannot mount {}: {e}", target.display())))?;
-            let readable = std::fs::metadata(&target)
+        // Served by this process: looked at from a blocking thread while the runtime answers.
+        let readable = tokio::task::spawn_blocking(move || {
+            std::fs::metadata(&target)
                 .map(|m| Some(m.dev()) != parent_dev)
-                .and_then(|mounted| std::fs::read_dir(&target).map(|_| mounted));
-            match readable {
-                Ok(true) => Ok(mount),
-                Ok(false) => Err(OpError::internal(format!(
-                    "{} did not become a mount",
-                    target.display()
-                ))),
-                Err(e) => Err(OpError::internal(format!(
-                    "mount {} is not readable: {e}",
-                    target.display()
-                ))),
-            }
+                .and_then(|mounted| std::fs::read_dir(&target).map(|_| mounted))
         })
         .await
-        .map_err(|e| OpError::internal(format!("mount task failed: {e}")))?
+        .map_err(|e| OpError::internal(format!("mount task failed: {e}")))?;
+        match readable {
+            Ok(true) => {
+                self.holder.keep(&mount);
+                Ok(mount)
+            }
+            Ok(false) => Err(OpError::internal(format!("{} did not become a mount", path.display()))),
+            Err(e) => Err(OpError::internal(format!("mount {} is not readable: {e}", path.display()))),
+        }
     }
 
     pub async fn unmount(&self, path: &str, lazy: bool) -> Result<(), OpError> {
@@ -452,9 +434,7 @@ impl Mounts {
         if lazy {
             mount.detach();
         } else {
-            let unmounted = tokio::task::spawn_blocking(move || mount.unmount())
-                .await
-                .map_err(|e| OpError::internal(e.to_string()))?;
+            let unmounted = mount.unmount().await;
             if let Err(busy) = unmounted {
                 let Busy { mount, error } = *busy;
                 // Still mounted and serving: keep it registered.
@@ -481,7 +461,9 @@ impl Mounts {
         if created_dir {
             let _ = std::fs::remove_dir(&path);
         }
-        let _ = self.index.remove_mount(&path.display().to_string());
+        let name = path.display().to_string();
+        self.holder.forget(&name);
+        let _ = self.index.remove_mount(&name);
         tracing::info!(path = %path.display(), lazy, "unmounted");
         Ok(())
     }
@@ -526,12 +508,13 @@ impl Mounts {
         Ok(status)
     }
 
-    /// Unmounts everything as the daemon stops; busy mounts are detached.
-    pub fn unmount_all(&self) {
+    /// Unmounts everything as the daemon stops; busy mounts are detached. The holder is let go:
+    /// nothing is left for a successor.
+    pub async fn unmount_all(&self) {
         let all = std::mem::take(&mut *self.active());
         for (path, active) in all {
             self.hydrations.forget(&path);
-            if let Err(busy) = active.mount.unmount() {
+            if let Err(busy) = active.mount.unmount().await {
                 tracing::warn!(path = %path.display(), error = %busy.error, "mount is busy; detaching it");
                 busy.mount.detach();
             }
@@ -540,6 +523,46 @@ impl Mounts {
             }
             let _ = self.index.remove_mount(&path.display().to_string());
         }
+        self.holder.exit();
+    }
+
+    /// Stops serving every mount without unmounting, for a successor to take over: reads already
+    /// read are answered first (up to `drain`); what is still in flight then is resent to the
+    /// successor by the kernel. Records and the holder's copies stay.
+    pub async fn hand_over_all(&self, drain: std::time::Duration) {
+        let all = std::mem::take(&mut *self.active());
+        let mounts = all.len();
+        for (path, active) in all {
+            self.hydrations.forget(&path);
+            active.mount.hand_over(drain).await;
+        }
+        let started = std::time::Instant::now();
+        while self.tuning.server.requests_in_flight() > 0 && started.elapsed() < drain {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        tracing::info!(mounts, in_flight = self.tuning.server.requests_in_flight(), "mounts handed over");
+    }
+
+    /// Hands every live mount to a new holder (the previous one died).
+    pub fn hold_all(&self) {
+        for active in self.active().values() {
+            self.holder.keep(&active.mount);
+        }
+    }
+
+    /// The limits new mounts are checked against, with what is used of them.
+    pub fn limits(&self) -> Value {
+        let server = &self.tuning.server;
+        json!({
+            "mounts": self.active().len(),
+            "maxMounts": self.tuning.max_mounts,
+            "descriptorLimit": descriptor_limit(),
+            "fuseRequestsInFlight": server.requests_in_flight(),
+            "maxFuseRequests": server.options().max_requests,
+            "getsInFlight": self.tuning.fetch.slots.in_use(),
+            "maxGets": self.tuning.fetch.slots.total(),
+            "maxOpenFilesPerMount": server.options().max_open_files,
+        })
     }
 
     /// Logs mounted snapshots that expire (or have expired) with blocks not yet local.
@@ -584,6 +607,7 @@ impl Mounts {
                     "store": active.store.to_string(),
                     "volumes": volumes,
                     "files": fs.file_count(),
+                    "openFiles": active.mount.open_files(),
                     "stats": fs.stats(),
                     "hydration": self.hydrations.status(path),
                 })
@@ -624,5 +648,18 @@ fn prepare_dir(path: &Path) -> Result<bool, OpError> {
             }
             Ok(false)
         }
+    }
+}
+
+/// The most descriptors this process may hold (RLIMIT_NOFILE, soft).
+pub fn descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => 1024,
     }
 }

@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 
 use crate::daemon::Daemon;
 
-/// How often mounted snapshots are checked for expiry with blocks not yet local.
+/// How often mounted snapshots are checked for expiry with blocks not yet local, and the
+/// handover holder for life.
 const EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a client may take to send its request line.
@@ -29,7 +30,7 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
-    let stop = Arc::new(Notify::new());
+    let stop = Arc::new(Stop::default());
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     // SAFETY: geteuid has no preconditions.
@@ -46,8 +47,12 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
             loop {
                 ticker.tick().await;
                 let daemon = daemon.clone();
-                // Reads cache maps from disk: off the async workers.
-                let _ = tokio::task::spawn_blocking(move || daemon.mounts.check_expiry()).await;
+                // Reads cache maps from disk and talks to the holder: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    daemon.mounts.check_expiry();
+                    daemon.check_holder();
+                })
+                .await;
             }
         }
     });
@@ -62,19 +67,29 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
                     }
                 });
             }
-            _ = stop.notified() => break,
+            _ = stop.notify.notified() => break,
             _ = term.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
+    let handing_over = stop.hand_over.load(std::sync::atomic::Ordering::Acquire);
     // Uploaders and backups finish the round they are in, so no write is cut short by a clean stop.
-    daemon.stop_background().await;
-    let daemon_for_stop = daemon.clone();
-    tokio::task::spawn_blocking(move || daemon_for_stop.shutdown()).await?;
+    daemon.stop_background(handing_over).await;
+    match handing_over {
+        true => daemon.hand_over().await,
+        false => daemon.shutdown().await,
+    }
     Ok(())
 }
 
-async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Notify, owner: u32) -> std::io::Result<()> {
+/// How the accept loop is told to end, and whether the mounts are left to a successor.
+#[derive(Default)]
+struct Stop {
+    notify: Notify,
+    hand_over: std::sync::atomic::AtomicBool,
+}
+
+async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Stop, owner: u32) -> std::io::Result<()> {
     let peer = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let mut stopping = false;
@@ -96,6 +111,11 @@ async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Notify, owner: u
                 stopping = true;
                 Response::ok(serde_json::json!({}))
             }
+            Ok(Request::HandOver) => {
+                stopping = true;
+                stop.hand_over.store(true, std::sync::atomic::Ordering::Release);
+                Response::ok(serde_json::json!({}))
+            }
             Ok(request) => daemon.handle(request).await,
             Err(e) => Response::err(Status::Einval, format!("malformed request: {e}")),
         }
@@ -105,7 +125,7 @@ async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Notify, owner: u
     let written = write.write_all(&bytes).await;
     // Answer first, then stop: the caller learns the daemon accepted the shutdown.
     if stopping {
-        stop.notify_one();
+        stop.notify.notify_one();
     }
     written?;
     write.shutdown().await

@@ -227,11 +227,15 @@ impl Uploaders {
 
     /// Stops every uploader as the daemon stops cleanly; like its mounts, they are not started
     /// again by the next daemon (only a daemon that died brings them back).
-    pub async fn stop_all(&self) {
+    /// Stops every uploader after its round; `forget_them` removes their records, else the next
+    /// daemon starts them again.
+    pub async fn stop_all(&self, forget_them: bool) {
         let all = std::mem::take(&mut *self.active.lock().await);
         for (key, uploader) in all {
             stop(uploader).await;
-            forget(&self.index, &key);
+            if forget_them {
+                forget(&self.index, &key);
+            }
         }
     }
 

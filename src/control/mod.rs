@@ -77,6 +77,9 @@ pub enum Request {
     Status,
     /// Unmount everything and exit.
     Shutdown,
+    /// Stop serving without unmounting and exit, leaving every mount to the next daemon (which
+    /// takes them over live through the handover holder). `lazysnap daemon restart` sends it.
+    HandOver,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ mod budget;
 mod error;
 mod inflight;
 mod sequential;
+mod slots;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path;
-use tokio::sync::Semaphore;
 
 use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
 use crate::checksum::Integrity;
@@ -29,6 +29,7 @@ pub use budget::BufferBudget;
 pub use error::FetchError;
 use inflight::{Claim, Inflight};
 pub use sequential::FileReader;
+pub use slots::RequestSlots;
 
 /// The bytes of one read in order, as slices of the blocks that hold them.
 #[derive(Debug, Clone, Default)]
@@ -106,8 +107,9 @@ pub struct FetchConfig {
     /// Largest single ranged GET. One S3 stream gives ~90 MB/s and small GETs far less, so runs of
     /// missing blocks are fetched as large requests (8 MiB, as Mountpoint for S3 and others do).
     pub max_request_bytes: u64,
-    /// GETs in flight at once per fetcher; bounds buffered memory to about this x max_request_bytes.
-    pub concurrency: usize,
+    /// GETs in flight at once, shared by every fetcher given a clone (a daemon's mounts share
+    /// one); bounds buffered memory to about this x max_request_bytes.
+    pub slots: RequestSlots,
     /// How long one GET (with the store's own retries) may take before the read fails.
     pub request_deadline: Duration,
     /// First readahead window once a read is seen to be sequential, and the most it grows to.
@@ -124,7 +126,7 @@ impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             max_request_bytes: 8 << 20,
-            concurrency: 16,
+            slots: RequestSlots::new(16),
             request_deadline: Duration::from_secs(30),
             readahead_initial: 1 << 20,
             readahead_max: 128 << 20,
@@ -169,11 +171,6 @@ pub struct Fetcher {
     cache: Arc<BlockCache>,
     config: FetchConfig,
     inflight: Arc<Inflight>,
-    /// Every GET holds one of these: the concurrency limit.
-    permits: Semaphore,
-    /// Background GETs also hold one of these, fewer than `permits`: however much readahead is
-    /// queued, a read that a process waits for finds a slot free.
-    bulk_permits: Semaphore,
     demand: DemandActivity,
     stats: FetchStats,
     memory: Option<Arc<dyn ChecksumMemory>>,
@@ -222,8 +219,6 @@ impl Fetcher {
         Fetcher {
             store,
             cache,
-            permits: Semaphore::new(config.concurrency.max(1)),
-            bulk_permits: Semaphore::new(bulk_share(config.concurrency)),
             demand: DemandActivity {
                 started: std::time::Instant::now(),
                 in_flight: AtomicU64::new(0),
@@ -547,11 +542,8 @@ impl Fetcher {
         background: bool,
         on_block: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<(), FetchError> {
-        let _bulk = match background {
-            true => Some(self.bulk_permits.acquire().await.expect("semaphore never closed")),
-            false => None,
-        };
-        let _permit = self.permits.acquire().await.expect("semaphore never closed");
+        // However much readahead is queued, a read that a process waits for finds a slot free.
+        let _slot = self.config.slots.acquire(background).await;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let deadline = self.config.request_deadline;
         let get = object.store.get_range_pieces(
@@ -584,11 +576,6 @@ impl Fetcher {
             }
         }
     }
-}
-
-/// Slots background fetches may take: three quarters, so a quarter stays free for demand reads.
-fn bulk_share(concurrency: usize) -> usize {
-    (concurrency.max(1) * 3 / 4).max(1)
 }
 
 /// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.

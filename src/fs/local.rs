@@ -45,6 +45,19 @@ impl LazyFs {
     }
 }
 
+impl LazyFs {
+    /// The local copy a passthrough open of a previous server reads, pinned without verifying it
+    /// again (that server did before handing it to the kernel); `None` when it is gone.
+    pub fn held_local_copy(&self, ino: u64) -> Option<LocalCopy> {
+        let object = self.object(ino).ok()?;
+        let copy = self.fetcher.cache().complete_copy(&object.id, object.shape)?;
+        Some(LocalCopy {
+            file: copy.file,
+            _pin: copy.pin,
+        })
+    }
+}
+
 impl Verifying {
     /// True when no verification runs (tests wait for it).
     #[cfg(test)]

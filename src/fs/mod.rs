@@ -105,7 +105,8 @@ pub struct LazyFs {
     index: Arc<Index>,
     fetcher: Arc<Fetcher>,
     objects: Mutex<HashMap<u64, Arc<ObjectHandle>>>,
-    handles: Mutex<HashMap<u64, Arc<FileReader>>>,
+    /// Open handles: the inode each reads, and its reader (sequential detection, readahead).
+    handles: Mutex<HashMap<u64, (u64, Arc<FileReader>)>>,
     next_handle: AtomicU64,
     counters: Counters,
     verifying: local::Verifying,
@@ -300,9 +301,46 @@ impl LazyFs {
         let object = self.object(ino)?;
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
         let reader = Arc::new(FileReader::new(self.fetcher.clone(), object));
-        lock(&self.handles).insert(handle, reader);
+        lock(&self.handles).insert(handle, (ino, reader));
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
+    }
+
+    /// Serves handle `fh` of `ino`, opened by a previous server of the mount; new handles are
+    /// numbered after it. Unknown inodes are left out (their reads fail as they would have).
+    pub fn adopt_handle(&self, fh: u64, ino: u64) {
+        self.next_handle.fetch_max(fh + 1, Ordering::Relaxed);
+        if let Ok(object) = self.object(ino) {
+            let reader = Arc::new(FileReader::new(self.fetcher.clone(), object));
+            lock(&self.handles).insert(fh, (ino, reader));
+        }
+    }
+
+    /// A digest of the inode tree: every inode's number, parent, name, kind and size. A server
+    /// that takes over a mount must show the very same tree, since the kernel holds its inodes.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for ino in 1..=self.tree.len() {
+            let Some(node) = self.tree.get(ino) else { continue };
+            hasher.update(&ino.to_le_bytes());
+            hasher.update(&node.parent.to_le_bytes());
+            match &node.kind {
+                NodeKind::Dir { children } => {
+                    for (name, child) in children {
+                        hasher.update(name.as_bytes());
+                        hasher.update(&[0]);
+                        hasher.update(&child.to_le_bytes());
+                    }
+                }
+                NodeKind::File { row, volume } => {
+                    hasher.update(row.path.as_str().as_bytes());
+                    hasher.update(&[1]);
+                    hasher.update(&row.size.to_le_bytes());
+                    hasher.update(&(*volume as u64).to_le_bytes());
+                }
+            }
+        }
+        hasher.finalize().to_hex()[..32].to_string()
     }
 
     /// Counts an open that the FUSE layer handed to the kernel as a passthrough file.
@@ -316,7 +354,22 @@ impl LazyFs {
 
     /// Reads through an open handle. Must run inside a tokio runtime.
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
-        let reader = lock(&self.handles).get(&handle).cloned().ok_or(FsError::BadHandle)?;
+        let ino = lock(&self.handles).get(&handle).map(|(ino, _)| *ino).ok_or(FsError::BadHandle)?;
+        self.read_at(handle, ino, offset, size).await
+    }
+
+    /// Reads `ino` through handle `fh`, as the kernel asks. The inode decides what is read: a
+    /// handle this process does not know (opened by a server before it) gets a reader of its own.
+    pub async fn read_at(&self, fh: u64, ino: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
+        let known = lock(&self.handles).get(&fh).filter(|(of, _)| *of == ino).map(|(_, r)| r.clone());
+        let reader = match known {
+            Some(reader) => reader,
+            None => {
+                let reader = Arc::new(FileReader::new(self.fetcher.clone(), self.object(ino)?));
+                lock(&self.handles).entry(fh).or_insert_with(|| (ino, reader.clone()));
+                reader
+            }
+        };
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         match reader.read(offset, u64::from(size)).await {
             Ok(bytes) => {

@@ -156,6 +156,48 @@ pub fn stop(paths: &Paths) -> anyhow::Result<()> {
     };
     let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
     call(paths, &Request::Shutdown)?;
+    wait_for_exit(pid)
+}
+
+/// `lazysnap daemon restart`: the running daemon hands its mounts over and exits; a new one, with
+/// `flags` or the old one's, takes them over. Prints the new daemon's status once it serves them.
+pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
+    let status = control::call(&paths.socket(), &Request::Status, Duration::from_secs(5))
+        .with_context(|| format!("no lazysnap-mountd answers for {}", paths.home().display()))?;
+    let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
+    let flags = match flags.is_empty() {
+        true => serde_json::from_value(status["flags"].clone()).unwrap_or_default(),
+        false => flags,
+    };
+    call(paths, &Request::HandOver)?;
+    wait_for_exit(pid)?;
+    ensure_running_with(
+        paths,
+        &Launch {
+            args: flags,
+            ..Launch::default()
+        },
+    )?;
+    let started = Instant::now();
+    loop {
+        let status = call(paths, &Request::Status)?;
+        if status["recovered"].as_bool() == Some(true) {
+            crate::print_json(&serde_json::json!({
+                "pid": status["pid"],
+                "previousPid": pid,
+                "mounts": status["mounts"].as_array().map_or(0, Vec::len),
+                "holder": status["holder"],
+            }));
+            return Ok(());
+        }
+        if started.elapsed() > CALL_TIMEOUT {
+            bail!("the new lazysnap-mountd did not take the mounts over within {CALL_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_exit(pid: libc::pid_t) -> anyhow::Result<()> {
     let started = Instant::now();
     // A daemon this process started (the benchmark's) stays a zombie until reaped; for any other,
     // waitpid fails with ECHILD and changes nothing.

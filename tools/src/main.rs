@@ -113,6 +113,14 @@ enum DaemonCommand {
     Status,
     /// Unmount everything, stop the daemon and wait for it to exit.
     Stop,
+    /// Replace the running daemon without disturbing its mounts: it stops serving and exits, and
+    /// a new one (the lazysnap-mountd installed now: this is how to upgrade) takes every mount
+    /// over live, so open files and reads in flight carry on. Prints the new daemon's status.
+    Restart {
+        /// Flags for the new lazysnap-mountd [default: those of the running one].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+        flags: Vec<String>,
+    },
 }
 
 /// Flags shared by every command that reads a volume or a backup location.
@@ -248,6 +256,7 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             daemon::print_request(paths, &lazysnap::control::Request::Status, false)
         }
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
+        Command::Daemon(DaemonCommand::Restart { flags }) => daemon::restart(paths, flags),
         Command::Daemon(DaemonCommand::Start { flags }) => daemon::start(paths, flags),
         Command::Index(cmd) => commands::index(cmd, paths),
         Command::Bench(args) => bench::run(args),

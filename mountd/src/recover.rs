@@ -1,0 +1,165 @@
+//! What a starting daemon does with the mounts a previous one recorded: a mount whose connection
+//! the holder kept is taken over live (open files never notice); one whose connection died with
+//! its daemon is detached and mounted again at the same path, showing the same manifests.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lazysnap::catalog::Selector;
+use lazysnap::control::OpError;
+use lazysnap::fs::{LazyFs, VolumeView};
+use lazysnap::fuse::{self, SessionState};
+use lazysnap::handover::Held;
+use lazysnap::index::MountRow;
+use lazysnap::names::VolumeId;
+use lazysnap::store::{Store, StoreConfig, StoreUrl};
+
+use crate::mounts::{Active, Mounts, Record};
+
+impl Mounts {
+    /// Brings back every recorded mount: live ones handed over through `held` first (their
+    /// readers are waiting), then the others, which need their stores.
+    pub async fn recover(&self, held: Vec<Held>) {
+        let _admin = self.admin.lock().await;
+        let rows = self.index.mounts().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the recorded mounts");
+            Vec::new()
+        });
+        let mut held: HashMap<String, Held> = held.into_iter().map(|h| (h.name.clone(), h)).collect();
+        let mut dead = Vec::new();
+        let mut adopted = 0;
+        for row in rows {
+            match held.remove(&row.path) {
+                Some(live) => match self.adopt(&row, live).await {
+                    Ok(()) => adopted += 1,
+                    Err(e) => {
+                        tracing::warn!(path = row.path, error = %e, "cannot take over a live mount; mounting it again");
+                        self.holder.forget(&row.path);
+                        dead.push(row);
+                    }
+                },
+                None => dead.push(row),
+            }
+        }
+        // Held without a record (unmounted while the record was being removed): let them go.
+        for name in held.into_keys() {
+            tracing::info!(path = name, "letting go of a held mount nobody recorded");
+            let _ = fuse::detach_path(Path::new(&name));
+            self.holder.forget(&name);
+        }
+        if adopted > 0 {
+            tracing::info!(mounts = adopted, "took over live mounts");
+        }
+        for row in &dead {
+            // The dead FUSE connection a crashed daemon left; the row is recorded again below.
+            if let Err(e) = fuse::detach_path(Path::new(&row.path)) {
+                tracing::debug!(path = %row.path, error = %e, "nothing to detach");
+            }
+            let _ = self.index.remove_mount(&row.path);
+        }
+        for row in dead {
+            self.remount(row).await;
+        }
+    }
+
+    /// Serves a live connection a previous daemon handed over, building the same tree from the
+    /// index alone: a store that is slow or gone must not keep its open files waiting.
+    async fn adopt(&self, row: &MountRow, held: Held) -> Result<(), OpError> {
+        let record: Record = serde_json::from_str(&row.request)
+            .map_err(|e| OpError::invalid(format!("mount recorded by an older daemon: {e}")))?;
+        let state: SessionState = serde_json::from_slice(&held.state)
+            .map_err(|e| OpError::invalid(format!("held state of another daemon version: {e}")))?;
+        let fs = self.held_filesystem(&record).await?;
+        let mount = fuse::adopt(&self.tuning.server, fs, held.fd, &state).map_err(|e| OpError::internal(e.to_string()))?;
+        let store: StoreUrl = record.request.store.parse()?;
+        self.serve(Active {
+            mount,
+            store,
+            created_dir: record.created_dir,
+            record,
+        });
+        Ok(())
+    }
+
+    /// The filesystem a recorded mount showed: from the index when it knows every manifest (and
+    /// snapshot), else resolved again through the stores.
+    async fn held_filesystem(&self, record: &Record) -> Result<Arc<LazyFs>, OpError> {
+        let request = &record.request;
+        if let Some(filter) = &request.scylla {
+            return Ok(self.scylla_view(filter, Some(&record.manifests)).await?.0);
+        }
+        if let Some((store, views)) = self.indexed_views(record) {
+            return self.filesystem(store, views);
+        }
+        let pinned = Some(record.manifests.as_slice());
+        Ok(self
+            .view(&request.store, &request.volumes, &request.selector, pinned)
+            .await?
+            .0)
+    }
+
+    fn indexed_views(&self, record: &Record) -> Option<(Store, Vec<VolumeView>)> {
+        let request = &record.request;
+        let url: StoreUrl = request.store.parse().ok()?;
+        let store = Store::open(&url, &StoreConfig::default()).ok()?;
+        let mut views = Vec::new();
+        if request.volumes.is_empty() && request.selector.is_backup() {
+            let manifest = self.index.manifest_in_store(&url, record.manifests.first()?).ok()??;
+            views.push(VolumeView {
+                volume: manifest.volume.clone(),
+                manifest,
+                snapshot: None,
+                store: None,
+                flat: false,
+            });
+        } else {
+            if request.volumes.len() != record.manifests.len() {
+                return None;
+            }
+            for (volume, name) in request.volumes.iter().zip(&record.manifests) {
+                let volume = VolumeId::parse(volume).ok()?;
+                let manifest = self.index.manifest(&url, &volume, name).ok()??;
+                let snapshot = match &request.selector {
+                    Selector::Snapshot(uuid) => self.index.snapshot(&url, &volume, uuid).ok()?,
+                    _ => None,
+                };
+                views.push(VolumeView {
+                    volume,
+                    manifest,
+                    snapshot,
+                    store: None,
+                    flat: false,
+                });
+            }
+        }
+        Some((store, views))
+    }
+
+    /// Mounts again, at the same path and showing the same manifests, a mount whose connection
+    /// died with its daemon, resuming its hydration. One that cannot come back is logged and
+    /// dropped.
+    async fn remount(&self, row: MountRow) {
+        let record = match serde_json::from_str::<Record>(&row.request) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(path = %row.path, error = %e, "not restoring a mount recorded by an older daemon");
+                return;
+            }
+        };
+        match self.mount_as(record.request.clone(), Some(&record)).await {
+            Ok(path) => tracing::info!(
+                path,
+                hydrating = record.request.hydrate.is_some(),
+                "restored a mount after a restart"
+            ),
+            Err(e) => {
+                tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart");
+                // A folder the previous daemon made goes, as its unmount would have removed it.
+                if record.created_dir {
+                    let _ = std::fs::remove_dir(PathBuf::from(&row.path));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Attaching a `/dev/fuse` file at a path and detaching it: `mount(2)` as root, else the setuid
+//! `fusermount3` helper, which mounts and hands the device file back over a socket.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
+
+/// How a mount looks to the rest of the system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attach {
+    /// Let users other than the mounting one in; `default_permissions` still applies the modes.
+    pub allow_other: bool,
+}
+
+/// Mounts a new FUSE connection read-only at `path`; answers its device file. The kernel sends
+/// INIT on it straight away, and every other request waits until INIT is answered.
+pub fn mount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
+    let device = super::device::open()?;
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={uid},group_id={gid},default_permissions",
+        device.as_raw_fd()
+    );
+    if attach.allow_other {
+        data.push_str(",allow_other");
+    }
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
+    let c_path = c_path(path)?;
+    let (source, fstype, c_data) = (c"lazysnap", c"fuse.lazysnap", CString::new(data).expect("no NUL"));
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::mount(source.as_ptr(), c_path.as_ptr(), fstype.as_ptr(), flags, c_data.as_ptr().cast()) };
+    if rc == 0 {
+        return Ok(device);
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    drop(device);
+    fusermount(path, attach)
+}
+
+/// Without CAP_SYS_ADMIN: fusermount3 opens the device, mounts it and sends it back.
+fn fusermount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
+    let (ours, theirs) = UnixDatagram::pair()?;
+    // The helper's end must survive exec: clear close-on-exec on it.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) };
+    let mut options = "ro,nosuid,nodev,noatime,default_permissions,fsname=lazysnap,subtype=lazysnap".to_string();
+    if attach.allow_other {
+        options.push_str(",allow_other");
+    }
+    let status = Command::new("fusermount3")
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .arg("-o")
+        .arg(options)
+        .arg("--")
+        .arg(path)
+        .status()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot run fusermount3 (not root, so it mounts): {e}")))?;
+    drop(theirs);
+    if !status.success() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("fusermount3 could not mount {} ({status})", path.display()),
+        ));
+    }
+    let mut byte = [0u8; 1];
+    let (_, fd) = crate::fdpass::recv(ours.as_fd(), &mut byte)?;
+    fd.ok_or_else(|| io::Error::other("fusermount3 mounted but sent no device"))
+}
+
+/// Unmounts `path`; `lazy` detaches it even while files are open (the connection then ends when
+/// the last one closes).
+pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    let c_path = c_path(path)?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c_path.as_ptr(), flags) } == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    let mut command = Command::new("fusermount3");
+    command.arg("-u").arg("-q");
+    if lazy {
+        command.arg("-z");
+    }
+    let status = command.arg("--").arg(path).status()?;
+    match status.success() {
+        true => Ok(()),
+        // fusermount3 says why on its standard error; the caller only needs to know it is still there.
+        false => Err(io::Error::from_raw_os_error(libc::EBUSY)),
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
