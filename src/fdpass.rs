@@ -27,7 +27,12 @@ pub fn send(socket: BorrowedFd<'_>, bytes: &[u8], fd: Option<BorrowedFd<'_>>) ->
 pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = recvmsg::<UnixAddr>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     let mut received = Vec::new();
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
@@ -36,7 +41,10 @@ pub fn recv(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option
         }
     }
     if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "message longer than its buffer"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message longer than its buffer",
+        ));
     }
     let bytes = msg.bytes;
     Ok((bytes, received.into_iter().next()))

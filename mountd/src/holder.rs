@@ -85,7 +85,11 @@ impl Holder {
             Some(Err(e)) => e.to_string(),
             None => "not connected".to_string(),
         };
-        tracing::warn!(path = name, error = failed, "the handover holder did not take the mount; it will not survive a daemon crash");
+        tracing::warn!(
+            path = name,
+            error = failed,
+            "the handover holder did not take the mount; it will not survive a daemon crash"
+        );
     }
 
     pub fn forget(&self, path: &str) {

@@ -165,11 +165,13 @@ fn home_of(given: Option<PathBuf>) -> PathBuf {
 
 /// The handover holder: nothing but its poll loop (see `lazysnap::handover`).
 fn hold(home: Option<PathBuf>, grace: std::time::Duration) -> anyhow::Result<()> {
-    // Terminal signals are not for it: it outlives the daemon on purpose.
-    // SAFETY: ignoring signals has no preconditions.
+    // Terminal signals are not for it: it outlives the daemon on purpose. Named apart from the
+    // daemon in `ps` and `pgrep`.
+    // SAFETY: ignoring signals and naming the thread have no preconditions.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::prctl(libc::PR_SET_NAME, c"lazysnap-holder".as_ptr());
     }
     let paths = Paths::new(home_of(home));
     let config = lazysnap::handover::HolderConfig {

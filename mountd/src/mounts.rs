@@ -137,7 +137,11 @@ impl Mounts {
     }
 
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
-    pub(crate) async fn mount_as(&self, mut request: MountRequest, restoring: Option<&Record>) -> Result<String, OpError> {
+    pub(crate) async fn mount_as(
+        &self,
+        mut request: MountRequest,
+        restoring: Option<&Record>,
+    ) -> Result<String, OpError> {
         self.check_limits(&request)?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
         let (fs, manifests, scylla) = match &request.scylla {
@@ -226,7 +230,11 @@ impl Mounts {
     /// mount needs. A mount already served (the same request again) passes.
     fn check_limits(&self, request: &MountRequest) -> Result<(), OpError> {
         let active = self.active();
-        if request.mount_path.as_ref().is_some_and(|p| active.contains_key(Path::new(p))) {
+        if request
+            .mount_path
+            .as_ref()
+            .is_some_and(|p| active.contains_key(Path::new(p)))
+        {
             return Ok(());
         }
         let mounts = active.len();
@@ -412,7 +420,10 @@ impl Mounts {
                 Ok(mount)
             }
             Ok(false) => Err(OpError::internal(format!("{} did not become a mount", path.display()))),
-            Err(e) => Err(OpError::internal(format!("mount {} is not readable: {e}", path.display()))),
+            Err(e) => Err(OpError::internal(format!(
+                "mount {} is not readable: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -540,7 +551,11 @@ impl Mounts {
         while self.tuning.server.requests_in_flight() > 0 && started.elapsed() < drain {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        tracing::info!(mounts, in_flight = self.tuning.server.requests_in_flight(), "mounts handed over");
+        tracing::info!(
+            mounts,
+            in_flight = self.tuning.server.requests_in_flight(),
+            "mounts handed over"
+        );
     }
 
     /// Hands every live mount to a new holder (the previous one died).

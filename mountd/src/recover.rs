@@ -71,7 +71,8 @@ impl Mounts {
         let state: SessionState = serde_json::from_slice(&held.state)
             .map_err(|e| OpError::invalid(format!("held state of another daemon version: {e}")))?;
         let fs = self.held_filesystem(&record).await?;
-        let mount = fuse::adopt(&self.tuning.server, fs, held.fd, &state).map_err(|e| OpError::internal(e.to_string()))?;
+        let mount =
+            fuse::adopt(&self.tuning.server, fs, held.fd, &state).map_err(|e| OpError::internal(e.to_string()))?;
         let store: StoreUrl = record.request.store.parse()?;
         self.serve(Active {
             mount,

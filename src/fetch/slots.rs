@@ -71,13 +71,18 @@ mod tests {
             held.push(slots.acquire(true).await);
         }
         let seventh_background = tokio::time::timeout(Duration::from_millis(50), other_mount.acquire(true)).await;
-        assert!(seventh_background.is_err(), "background work is capped at three quarters of all fetchers' slots");
+        assert!(
+            seventh_background.is_err(),
+            "background work is capped at three quarters of all fetchers' slots"
+        );
         held.push(other_mount.acquire(false).await);
         held.push(other_mount.acquire(false).await);
         assert_eq!(slots.in_use(), 8);
         let ninth = tokio::time::timeout(Duration::from_millis(50), slots.acquire(false)).await;
         assert!(ninth.is_err(), "eight slots in all, whichever fetcher holds them");
         drop(held.pop());
-        assert!(tokio::time::timeout(Duration::from_millis(50), slots.acquire(false)).await.is_ok());
+        assert!(tokio::time::timeout(Duration::from_millis(50), slots.acquire(false))
+            .await
+            .is_ok());
     }
 }

@@ -354,14 +354,20 @@ impl LazyFs {
 
     /// Reads through an open handle. Must run inside a tokio runtime.
     pub async fn read(&self, handle: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
-        let ino = lock(&self.handles).get(&handle).map(|(ino, _)| *ino).ok_or(FsError::BadHandle)?;
+        let ino = lock(&self.handles)
+            .get(&handle)
+            .map(|(ino, _)| *ino)
+            .ok_or(FsError::BadHandle)?;
         self.read_at(handle, ino, offset, size).await
     }
 
     /// Reads `ino` through handle `fh`, as the kernel asks. The inode decides what is read: a
     /// handle this process does not know (opened by a server before it) gets a reader of its own.
     pub async fn read_at(&self, fh: u64, ino: u64, offset: u64, size: u32) -> Result<Pieces, FsError> {
-        let known = lock(&self.handles).get(&fh).filter(|(of, _)| *of == ino).map(|(_, r)| r.clone());
+        let known = lock(&self.handles)
+            .get(&fh)
+            .filter(|(of, _)| *of == ino)
+            .map(|(_, r)| r.clone());
         let reader = match known {
             Some(reader) => reader,
             None => {

@@ -319,7 +319,10 @@ mod tests {
         assert!(push_dirent(&mut buf, 64, 5, 1, 8, b"abc"));
         assert_eq!(buf.len(), 32);
         assert_eq!(&buf[24..27], b"abc");
-        assert!(!push_dirent(&mut buf, 64, 6, 2, 8, b"a-much-longer-name"), "does not fit in 64");
+        assert!(
+            !push_dirent(&mut buf, 64, 6, 2, 8, b"a-much-longer-name"),
+            "does not fit in 64"
+        );
         assert_eq!(buf.len(), 32, "a dirent that does not fit leaves nothing behind");
     }
 

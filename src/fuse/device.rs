@@ -134,10 +134,13 @@ impl Readable<'_> {
     /// aborted), `None` when there was nothing to read after all (wait again).
     pub fn read(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         // SAFETY: reading into a buffer we own, of its length.
-        let read = self.0.try_io(|fd| match unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } {
-            n if n >= 0 => Ok(n as usize),
-            _ => Err(io::Error::last_os_error()),
-        });
+        let read =
+            self.0.try_io(
+                |fd| match unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } {
+                    n if n >= 0 => Ok(n as usize),
+                    _ => Err(io::Error::last_os_error()),
+                },
+            );
         match read {
             Ok(Ok(n)) => Some(Ok(n)),
             Ok(Err(e)) => match e.raw_os_error() {

@@ -80,7 +80,11 @@ impl Journal {
     fn from_file(file: File, path: &Path, max_open: usize) -> Result<(Journal, Vec<OpenEntry>), JournalError> {
         let len = file.metadata()?.len() as usize;
         if len == 0 || len % SLOT != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("journal of {len} bytes is not whole slots")).into());
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("journal of {len} bytes is not whole slots"),
+            )
+            .into());
         }
         // SAFETY: the file is this connection's alone; other processes only read it after the
         // writer is gone, and every access goes through atomics.
@@ -194,7 +198,9 @@ mod tests {
         let path = dir.path().join("c.opens");
         let journal = Journal::create(&path, 1 << 16).unwrap();
         for fh in 1..=300u64 {
-            journal.record(entry(fh, fh + 1000, (fh % 3 == 0).then_some(fh as i32))).unwrap();
+            journal
+                .record(entry(fh, fh + 1000, (fh % 3 == 0).then_some(fh as i32)))
+                .unwrap();
         }
         for fh in (1..=300u64).filter(|fh| fh % 2 == 0) {
             journal.forget(fh);
@@ -226,7 +232,10 @@ mod tests {
         for fh in 1..=200u64 {
             journal.record(entry(fh, 2, None)).unwrap();
         }
-        assert!(matches!(journal.record(entry(201, 2, None)), Err(JournalError::Full(200))));
+        assert!(matches!(
+            journal.record(entry(201, 2, None)),
+            Err(JournalError::Full(200))
+        ));
         journal.forget(5);
         journal.record(entry(201, 2, None)).unwrap();
         assert_eq!(journal.len(), 200);

@@ -33,7 +33,15 @@ pub fn mount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
     let c_path = c_path(path)?;
     let (source, fstype, c_data) = (c"lazysnap", c"fuse.lazysnap", CString::new(data).expect("no NUL"));
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::mount(source.as_ptr(), c_path.as_ptr(), fstype.as_ptr(), flags, c_data.as_ptr().cast()) };
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            c_path.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            c_data.as_ptr().cast(),
+        )
+    };
     if rc == 0 {
         return Ok(device);
     }
@@ -62,7 +70,12 @@ fn fusermount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
         .arg("--")
         .arg(path)
         .status()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot run fusermount3 (not root, so it mounts): {e}")))?;
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot run fusermount3 (not root, so it mounts): {e}"),
+            )
+        })?;
     drop(theirs);
     if !status.success() {
         return Err(io::Error::new(

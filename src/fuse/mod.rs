@@ -30,8 +30,8 @@ use tokio::sync::oneshot;
 use crate::fs::LazyFs;
 pub use journal::JournalError;
 pub use kernel::Attach;
-pub use session::{Negotiated, Server};
 use session::Session;
+pub use session::{Negotiated, Server};
 
 /// How long a new mount may take to answer INIT before the mount is given up.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,7 +109,13 @@ pub async fn mount(
     let fd = tokio::task::spawn_blocking(move || kernel::mount(&target, attach))
         .await
         .map_err(io::Error::other)??;
-    let session = Arc::new(Session::new(device::Device::new(fd)?, fs, journal, server.clone(), mountpoint.to_path_buf()));
+    let session = Arc::new(Session::new(
+        device::Device::new(fd)?,
+        fs,
+        journal,
+        server.clone(),
+        mountpoint.to_path_buf(),
+    ));
     let (initialized, negotiated) = oneshot::channel();
     let mut mount = Mount::start(session, Some(initialized));
     match tokio::time::timeout(INIT_TIMEOUT, negotiated).await {
@@ -119,7 +125,10 @@ pub async fn mount(
             let _ = kernel::unmount(mountpoint, true);
             Err(io::Error::other(match outcome {
                 Err(_) => format!("the kernel did not finish setting up {} in time", mountpoint.display()),
-                _ => format!("the kernel's FUSE protocol is not supported at {}", mountpoint.display()),
+                _ => format!(
+                    "the kernel's FUSE protocol is not supported at {}",
+                    mountpoint.display()
+                ),
             }))
         }
     }
@@ -133,10 +142,14 @@ pub fn adopt(server: &Arc<Server>, fs: Arc<LazyFs>, device: OwnedFd, state: &Ses
     if fingerprint != state.fingerprint {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} would show another tree than the one its files were opened in", state.path.display()),
+            format!(
+                "{} would show another tree than the one its files were opened in",
+                state.path.display()
+            ),
         ));
     }
-    let (journal, opens) = journal::Journal::open(&state.journal, server.options().max_open_files).map_err(io::Error::other)?;
+    let (journal, opens) =
+        journal::Journal::open(&state.journal, server.options().max_open_files).map_err(io::Error::other)?;
     let device = device::Device::new(device)?;
     let session = Arc::new(Session::new(device, fs, journal, server.clone(), state.path.clone()));
     session.adopt(state.negotiated, &opens);

@@ -16,24 +16,51 @@ pub struct Request {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Init { major: u32, minor: u32, max_readahead: u32, flags: u64 },
+    Init {
+        major: u32,
+        minor: u32,
+        max_readahead: u32,
+        flags: u64,
+    },
     Destroy,
-    Lookup { name: Vec<u8> },
+    Lookup {
+        name: Vec<u8>,
+    },
     /// FORGET and BATCH_FORGET: inodes live as long as the mount, so there is nothing to forget.
     Forget,
     /// No answer is owed; the interrupted request answers for itself when it completes.
     Interrupt,
     Getattr,
-    Open { flags: u32 },
-    Read { fh: u64, offset: u64, size: u32 },
-    Release { fh: u64 },
-    /// FLUSH, FSYNC, FSYNCDIR, RELEASEDIR: nothing is buffered, so these succeed at once.
+    Open {
+        flags: u32,
+    },
+    Read {
+        fh: u64,
+        offset: u64,
+        size: u32,
+    },
+    Release {
+        fh: u64,
+    },
+    /// RELEASEDIR: directories hold no state, so this succeeds at once.
     Nothing,
+    /// FLUSH, FSYNC, FSYNCDIR: nothing is ever written. Answered ENOSYS, which the kernel takes as
+    /// success from then on without asking again, so closing or syncing a file on a mount never
+    /// waits on the daemon (not even while it restarts).
+    NeverWritten,
     Opendir,
-    Readdir { offset: u64, size: u32 },
+    Readdir {
+        offset: u64,
+        size: u32,
+    },
     Statfs,
-    Getxattr { name: Vec<u8>, size: u32 },
-    Listxattr { size: u32 },
+    Getxattr {
+        name: Vec<u8>,
+        size: u32,
+    },
+    Listxattr {
+        size: u32,
+    },
     Access,
     /// Anything that would change the tree.
     ReadOnly,
@@ -110,7 +137,8 @@ fn parse_op(code: u32, mut body: Fields<'_>) -> Option<Op> {
             Op::Read { fh, offset, size }
         }
         RELEASE => Op::Release { fh: body.u64()? },
-        FLUSH | FSYNC | FSYNCDIR | RELEASEDIR => Op::Nothing,
+        RELEASEDIR => Op::Nothing,
+        FLUSH | FSYNC | FSYNCDIR => Op::NeverWritten,
         OPENDIR => Op::Opendir,
         READDIR => {
             body.skip(8)?; // fh: directories need no handle state
@@ -198,7 +226,10 @@ pub(crate) mod tests {
         );
         let write = Request::parse(&encode(opcode::WRITE, 3, 2, &[0u8; 48])).unwrap();
         assert_eq!(write.op, Op::ReadOnly);
-        assert_eq!(Request::parse(&encode(opcode::FORGET, 4, 2, &[0u8; 8])).unwrap().op, Op::Forget);
+        assert_eq!(
+            Request::parse(&encode(opcode::FORGET, 4, 2, &[0u8; 8])).unwrap().op,
+            Op::Forget
+        );
     }
 
     #[test]
@@ -216,6 +247,9 @@ pub(crate) mod tests {
             })
         );
         let short_read = encode(opcode::READ, 7, 1, &[0u8; 4]);
-        assert!(matches!(Request::parse(&short_read), Err(ParseError::Body { unique: 7, .. })));
+        assert!(matches!(
+            Request::parse(&short_read),
+            Err(ParseError::Body { unique: 7, .. })
+        ));
     }
 }

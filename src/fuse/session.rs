@@ -120,7 +120,11 @@ impl Session {
 
     /// Reads and serves requests until the connection ends (unmounted or aborted) or `stop` is
     /// dropped or fired. `initialized` hears the outcome of INIT.
-    pub async fn run(self: Arc<Self>, mut initialized: Option<oneshot::Sender<Negotiated>>, mut stop: oneshot::Receiver<()>) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut initialized: Option<oneshot::Sender<Negotiated>>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         loop {
             let next = tokio::select! {
                 next = self.next_request() => next,
@@ -163,7 +167,13 @@ impl Session {
     async fn next_request(&self) -> std::io::Result<Option<(Result<Request, ParseError>, OwnedSemaphorePermit)>> {
         loop {
             let mut readable = self.device.readable().await?;
-            let permit = self.server.in_flight.clone().acquire_owned().await.expect("never closed");
+            let permit = self
+                .server
+                .in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
             let mut buffer = self.server.buffer();
             let read = readable.read(&mut buffer);
             let parsed = match read {
@@ -232,7 +242,14 @@ impl Session {
                             Kind::Dir => libc::DT_DIR,
                             Kind::File => libc::DT_REG,
                         };
-                        if !abi::push_dirent(&mut buf, max, entry.ino, (i + 1) as u64, u32::from(dtype), entry.name.as_bytes()) {
+                        if !abi::push_dirent(
+                            &mut buf,
+                            max,
+                            entry.ino,
+                            (i + 1) as u64,
+                            u32::from(dtype),
+                            entry.name.as_bytes(),
+                        ) {
                             break;
                         }
                     }
@@ -245,15 +262,19 @@ impl Session {
                 self.answer(unique, &[&abi::statfs_out(s.blocks, s.files, s.block_size, s.name_max)])
             }
             Op::ReadOnly => self.answer_error(unique, libc::EROFS),
+            Op::NeverWritten => self.answer_error(unique, libc::ENOSYS),
             Op::Unsupported(code) => {
                 if *code != opcode::READLINK {
                     tracing::debug!(opcode = code, "unsupported FUSE operation");
                 }
                 self.answer_error(unique, libc::ENOSYS)
             }
-            Op::Init { .. } | Op::Read { .. } | Op::Open { .. } | Op::Release { .. } | Op::Getxattr { .. } | Op::Listxattr { .. } => {
-                return false
-            }
+            Op::Init { .. }
+            | Op::Read { .. }
+            | Op::Open { .. }
+            | Op::Release { .. }
+            | Op::Getxattr { .. }
+            | Op::Listxattr { .. } => return false,
         }
         true
     }
@@ -270,7 +291,8 @@ impl Session {
             },
             Op::Open { flags } => self.open(unique, request.nodeid, flags),
             Op::Release { fh } => {
-                self.passthrough.release(&self.device, &self.journal, request.nodeid, fh);
+                self.passthrough
+                    .release(&self.device, &self.journal, request.nodeid, fh);
                 self.fs.release(fh);
                 self.answer(unique, &[])
             }
@@ -324,7 +346,12 @@ impl Session {
             return None;
         };
         if major != abi::MAJOR || minor < abi::OLDEST_MINOR {
-            tracing::error!(major, minor, "the kernel's FUSE protocol is too old (7.{} or newer needed)", abi::OLDEST_MINOR);
+            tracing::error!(
+                major,
+                minor,
+                "the kernel's FUSE protocol is too old (7.{} or newer needed)",
+                abi::OLDEST_MINOR
+            );
             self.answer_error(request.unique, libc::EPROTO);
             return None;
         }

@@ -31,6 +31,8 @@ pub fn run(config: &HolderConfig) -> io::Result<()> {
     let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
     let mut clients: Vec<OwnedFd> = Vec::new();
     let mut alone_since = Some(Instant::now());
+    // Once a daemon has come and gone, a holder with nothing to keep has no reason to wait.
+    let mut served = false;
     tracing::info!(pid = std::process::id(), socket = %config.socket.display(), "handover holder started");
     loop {
         let timeout = match alone_since {
@@ -103,9 +105,16 @@ pub fn run(config: &HolderConfig) -> io::Result<()> {
         if head[0].revents & libc::POLLIN != 0 {
             match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                 // SAFETY: accept just made this descriptor for us.
-                Ok(fd) => clients.push(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Ok(fd) => {
+                    clients.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                    served = true;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot accept a handover client"),
             }
+        }
+        if served && clients.is_empty() && kept.is_empty() {
+            tracing::info!("handover holder has nothing left to keep");
+            return Ok(());
         }
         alone_since = match (clients.is_empty(), alone_since) {
             (false, _) => None,
@@ -150,7 +159,11 @@ fn serve(client: &OwnedFd, kept: &mut BTreeMap<String, Kept>) -> io::Result<Serv
         }
         protocol::LIST => {
             for (name, k) in kept.iter() {
-                fdpass::send(client.as_fd(), &encode(protocol::ITEM, name, &k.state)?, Some(k.fd.as_fd()))?;
+                fdpass::send(
+                    client.as_fd(),
+                    &encode(protocol::ITEM, name, &k.state)?,
+                    Some(k.fd.as_fd()),
+                )?;
             }
             answer(protocol::END, b"")?;
         }

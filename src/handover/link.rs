@@ -61,11 +61,16 @@ impl HolderLink {
                 Err(e) if started.elapsed() > START_TIMEOUT => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(io::Error::new(e.kind(), format!("the handover holder did not listen: {e}")));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("the handover holder did not listen: {e}"),
+                    ));
                 }
                 Err(_) => {
                     if let Some(status) = child.try_wait()? {
-                        return Err(io::Error::other(format!("the handover holder exited at start ({status})")));
+                        return Err(io::Error::other(format!(
+                            "the handover holder exited at start ({status})"
+                        )));
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -146,7 +151,10 @@ fn answer(message: &[u8]) -> io::Result<Vec<u8>> {
     let (kind, _, body) = decode(message)?;
     match kind {
         protocol::OK | protocol::END => Ok(body.to_vec()),
-        _ => Err(io::Error::other(format!("the holder refused: {}", String::from_utf8_lossy(body)))),
+        _ => Err(io::Error::other(format!(
+            "the holder refused: {}",
+            String::from_utf8_lossy(body)
+        ))),
     }
 }
 
@@ -191,13 +199,20 @@ mod tests {
         let successor = HolderLink::connect(&socket).unwrap();
         let held = successor.take_all().unwrap();
         assert_eq!(held.len(), 1);
-        assert_eq!((held[0].name.as_str(), held[0].state.as_slice()), ("/mnt/b", &b"state-b2"[..]));
+        assert_eq!(
+            (held[0].name.as_str(), held[0].state.as_slice()),
+            ("/mnt/b", &b"state-b2"[..])
+        );
         let mut back = std::fs::File::from(held.into_iter().next().unwrap().fd);
         back.rewind().unwrap();
         let mut text = String::new();
         back.read_to_string(&mut text).unwrap();
         assert_eq!(text, "connection", "the very file handed over, kept open by the holder");
-        assert_eq!(successor.take_all().unwrap().len(), 1, "the holder keeps what it hands back");
+        assert_eq!(
+            successor.take_all().unwrap().len(),
+            1,
+            "the holder keeps what it hands back"
+        );
         successor.exit().unwrap();
         thread.join().unwrap().unwrap();
         assert!(HolderLink::connect(&socket).is_err(), "an exited holder answers nobody");
@@ -208,9 +223,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (socket, thread) = holder(dir.path(), Duration::from_millis(300));
         let file = tempfile::tempfile().unwrap();
-        HolderLink::connect(&socket).unwrap().put("/mnt/a", b"", file.as_fd()).unwrap();
+        HolderLink::connect(&socket)
+            .unwrap()
+            .put("/mnt/a", b"", file.as_fd())
+            .unwrap();
         let started = Instant::now();
         thread.join().unwrap().unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(250), "exited before its grace");
+        assert!(
+            started.elapsed() >= Duration::from_millis(250),
+            "exited before its grace"
+        );
     }
 }

@@ -200,7 +200,7 @@ impl Node {
             .expect("status has a pid") as i32;
         // SAFETY: sending a signal to the daemon this test started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        while unsafe { libc::kill(pid, 0) } == 0 {
+        while !exited(pid) {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -228,6 +228,11 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.command().args(["daemon", "stop"]).output();
+        // A holder left by a daemon that was killed and not started again keeps its mounts alive
+        // for its grace period: end it now.
+        if let Ok(holder) = lazysnap::handover::HolderLink::connect(&self.home().join("holder.sock")) {
+            let _ = holder.exit();
+        }
         for mount in mounts_below(self.dir.path()) {
             eprintln!("test cleanup: detaching leftover mount {}", mount.display());
             detach(&mount);
@@ -295,4 +300,16 @@ pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
 
 fn detach(path: &Path) {
     let _ = Command::new("umount").arg("-l").arg(path).status();
+}
+
+/// True once `pid` has exited: gone, or a zombie nobody reaped yet (init here may take minutes
+/// to reap an orphan; a zombie holds nothing any more).
+pub fn exited(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }

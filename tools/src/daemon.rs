@@ -201,14 +201,25 @@ fn wait_for_exit(pid: libc::pid_t) -> anyhow::Result<()> {
     let started = Instant::now();
     // A daemon this process started (the benchmark's) stays a zombie until reaped; for any other,
     // waitpid fails with ECHILD and changes nothing.
-    // SAFETY: waitpid with WNOHANG and a null status; kill with signal 0 only checks existence.
-    while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != pid
-        && unsafe { libc::kill(pid, 0) } == 0
-    {
+    // SAFETY: waitpid with WNOHANG and a null status has no other effect.
+    while unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } != pid && !exited(pid) {
         if started.elapsed() > Duration::from_secs(60) {
             bail!("lazysnap-mountd (pid {pid}) did not exit within 60 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// True once `pid` has exited: gone, or a zombie its parent has not reaped yet (it holds nothing
+/// then: no lock, no socket, no mount connection). Init may take a while to reap an orphan.
+pub fn exited(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return true;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "pid (comm) S ...": the state follows the last parenthesis, as comm may hold any.
+    stat.rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
 }
