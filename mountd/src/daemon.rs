@@ -127,6 +127,11 @@ impl Daemon {
                 "blockBuffers": self.mounts.buffer_stats(),
                 "uploaders": self.uploaders.list().await,
             })),
+            Request::Ping => Ok(json!({
+                "pid": std::process::id(),
+                "flags": self.flags,
+                "recovered": self.recovered.load(std::sync::atomic::Ordering::Acquire),
+            })),
             Request::Shutdown | Request::HandOver => Ok(json!({})),
         };
         Response::answer(answer)

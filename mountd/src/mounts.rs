@@ -75,6 +75,7 @@ pub struct Mounts {
     pub(crate) hydrations: Hydrations,
     expiry: crate::expiry::Watch,
     pub(crate) holder: Holder,
+    stores: Mutex<std::collections::HashMap<StoreUrl, Store>>,
     /// Mount and unmount run one at a time: they change the mount table and folders.
     pub(crate) admin: tokio::sync::Mutex<()>,
 }
@@ -90,8 +91,21 @@ impl Mounts {
             hydrations: Hydrations::default(),
             expiry: crate::expiry::Watch::default(),
             holder,
+            stores: Mutex::default(),
             admin: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The node's client of a store, made once and shared by every mount of it: a client per
+    /// mount would hold a connection pool per mount.
+    pub(crate) fn store(&self, url: &StoreUrl) -> Result<Store, lazysnap::store::StoreError> {
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(url) {
+            return Ok(store.clone());
+        }
+        let store = Store::open(url, &StoreConfig::default())?;
+        stores.insert(url.clone(), store.clone());
+        Ok(store)
     }
 
     pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Active>> {
@@ -289,10 +303,7 @@ impl Mounts {
         filter: &scylla::Filter,
         pinned: Option<&[String]>,
     ) -> Result<(Arc<LazyFs>, scylla::ResolvedView), OpError> {
-        let open = |url: &str| -> Result<Store, scylla::ScyllaError> {
-            let url: StoreUrl = url.parse()?;
-            Ok(Store::open(&url, &StoreConfig::default())?)
-        };
+        let open = |url: &str| -> Result<Store, scylla::ScyllaError> { Ok(self.store(&url.parse()?)?) };
         let view = scylla::resolve(&self.index, filter, open).await?;
         let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
         // A view with nothing inside its range is a valid answer (the node holds nothing of that
@@ -340,7 +351,7 @@ impl Mounts {
             .iter()
             .map(|v| VolumeId::parse(v).map_err(|e| OpError::invalid(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let store = Store::open(&url, &StoreConfig::default())?;
+        let store = self.store(&url)?;
         let mut views = Vec::new();
         // A backup location shows its one volume, named by its generations.
         let targets: Vec<Option<VolumeId>> = match backup && volumes.is_empty() {

@@ -13,7 +13,7 @@ use lazysnap::fuse::{self, SessionState};
 use lazysnap::handover::Held;
 use lazysnap::index::MountRow;
 use lazysnap::names::VolumeId;
-use lazysnap::store::{Store, StoreConfig, StoreUrl};
+use lazysnap::store::{Store, StoreUrl};
 
 use crate::mounts::{Active, Mounts, Record};
 
@@ -103,7 +103,7 @@ impl Mounts {
     fn indexed_views(&self, record: &Record) -> Option<(Store, Vec<VolumeView>)> {
         let request = &record.request;
         let url: StoreUrl = request.store.parse().ok()?;
-        let store = Store::open(&url, &StoreConfig::default()).ok()?;
+        let store = self.store(&url).ok()?;
         let mut views = Vec::new();
         if request.volumes.is_empty() && request.selector.is_backup() {
             let manifest = self.index.manifest_in_store(&url, record.manifests.first()?).ok()??;

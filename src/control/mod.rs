@@ -75,6 +75,9 @@ pub enum Request {
     Mounts,
     /// The daemon's pid, home, mounts and cache figures.
     Status,
+    /// The daemon's pid, flags and whether it serves what a previous daemon left: cheap whatever
+    /// the number of mounts.
+    Ping,
     /// Unmount everything and exit.
     Shutdown,
     /// Stop serving without unmounting and exit, leaving every mount to the next daemon (which

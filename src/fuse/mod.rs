@@ -284,3 +284,6 @@ impl Drop for Mount {
 pub fn detach_path(path: &Path) -> io::Result<()> {
     kernel::unmount(path, true)
 }
+
+#[cfg(test)]
+mod tests;

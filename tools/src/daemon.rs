@@ -31,7 +31,7 @@ pub fn print_request(paths: &Paths, request: &Request, start: bool) -> anyhow::R
 }
 
 fn answers(paths: &Paths) -> bool {
-    control::call(&paths.socket(), &Request::Status, Duration::from_secs(5)).is_ok()
+    control::call(&paths.socket(), &Request::Ping, Duration::from_secs(5)).is_ok()
 }
 
 /// Flags and environment for a daemon this command starts (the benchmark sets cache sizes and the
@@ -146,7 +146,7 @@ fn last_line(path: &std::path::Path) -> String {
 
 /// Stops the daemon and waits until its process is gone, so its mounts are gone too.
 pub fn stop(paths: &Paths) -> anyhow::Result<()> {
-    let status = match control::call(&paths.socket(), &Request::Status, Duration::from_secs(5)) {
+    let status = match control::call(&paths.socket(), &Request::Ping, Duration::from_secs(5)) {
         Ok(status) => status,
         Err(ControlError::Unavailable { .. }) => {
             eprintln!("lazysnap: no lazysnap-mountd runs for {}", paths.home().display());
@@ -162,7 +162,7 @@ pub fn stop(paths: &Paths) -> anyhow::Result<()> {
 /// `lazysnap daemon restart`: the running daemon hands its mounts over and exits; a new one, with
 /// `flags` or the old one's, takes them over. Prints the new daemon's status once it serves them.
 pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
-    let status = control::call(&paths.socket(), &Request::Status, Duration::from_secs(5))
+    let status = control::call(&paths.socket(), &Request::Ping, Duration::from_secs(5))
         .with_context(|| format!("no lazysnap-mountd answers for {}", paths.home().display()))?;
     let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
     let flags = match flags.is_empty() {
@@ -180,8 +180,8 @@ pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     loop {
-        let status = call(paths, &Request::Status)?;
-        if status["recovered"].as_bool() == Some(true) {
+        if call(paths, &Request::Ping)?["recovered"].as_bool() == Some(true) {
+            let status = call(paths, &Request::Status)?;
             crate::print_json(&serde_json::json!({
                 "pid": status["pid"],
                 "previousPid": pid,

@@ -12,6 +12,7 @@ mod node;
 mod raw;
 mod reads;
 mod report;
+mod scale;
 mod stats;
 mod targets;
 
@@ -40,9 +41,13 @@ fn run_namespace() -> String {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// quick: 256 MiB file, mount time up to 10k files (a few minutes on 2 cores); full: 1 GiB, up
-    /// to 100k files.
+    /// to 100k files; scale: one daemon with --mounts mounts of a local directory store (threads,
+    /// memory, mount time, reads across a daemon crash and restart).
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
+    /// Mounts of the scale profile, each a volume of its own at its own path.
+    #[arg(long, default_value_t = 4096)]
+    mounts: usize,
     /// Stores to run on: file (a local directory), s3 (a local S3 server), s3-emulated (the same
     /// server with ~25 ms to first byte and ~90 MB/s per stream).
     #[arg(long, value_delimiter = ',', default_value = "file,s3,s3-emulated")]
@@ -87,23 +92,30 @@ pub struct BenchArgs {
 enum Profile {
     Quick,
     Full,
+    Scale,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let size = args.size.unwrap_or(match args.profile {
-        Profile::Quick => 256 << 20,
-        Profile::Full => 1 << 30,
-    });
-    let mount_files = match (args.mount_files.is_empty(), args.profile) {
-        (false, _) => args.mount_files.clone(),
-        (true, Profile::Quick) => vec![1_000, 10_000],
-        (true, Profile::Full) => vec![1_000, 10_000, 100_000],
-    };
     let work_root = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_root).with_context(|| format!("cannot create {}", work_root.display()))?;
     let work = tempfile::Builder::new()
         .prefix("lazysnap-bench-")
         .tempdir_in(&work_root)?;
+    if args.profile == Profile::Scale {
+        anyhow::ensure!(args.mounts > 0, "--mounts must be at least 1");
+        let target = Target::builtin("file", work.path())?;
+        let figures = scale::measure(&target, work.path(), &args.daemon_args, args.mounts)?;
+        return finish(&args, &Report::node_scale(figures));
+    }
+    let size = args.size.unwrap_or(match args.profile {
+        Profile::Quick | Profile::Scale => 256 << 20,
+        Profile::Full => 1 << 30,
+    });
+    let mount_files = match (args.mount_files.is_empty(), args.profile) {
+        (false, _) => args.mount_files.clone(),
+        (true, Profile::Quick | Profile::Scale) => vec![1_000, 10_000],
+        (true, Profile::Full) => vec![1_000, 10_000, 100_000],
+    };
     let data = work.path().join("data");
     say(&format!("writing {} MiB of test data", size >> 20));
     write_random_file(&data.join(BIG_FILE), size)?;
@@ -125,8 +137,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let scale = mount_scale(scale_target, work.path(), &mount_files, &namespace)?;
 
     let report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
+    finish(&args, &report)
+}
+
+/// Prints the checks and writes every figure as JSON.
+fn finish(args: &BenchArgs, report: &Report) -> anyhow::Result<()> {
     print!("{}", report.table());
-    let json = serde_json::to_string_pretty(&report)?;
+    let json = serde_json::to_string_pretty(report)?;
     std::fs::write(&args.json, json + "\n").with_context(|| format!("cannot write {}", args.json.display()))?;
     say(&format!("figures written to {}", args.json.display()));
     Ok(())

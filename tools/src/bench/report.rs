@@ -80,6 +80,9 @@ pub struct Report {
     pub cpus: usize,
     pub stores: Vec<StoreFigures>,
     pub mount_scale: Vec<MountScale>,
+    /// One daemon with thousands of mounts (`--profile scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_scale: Option<super::scale::ScaleFigures>,
     pub checks: Vec<Check>,
 }
 
@@ -96,7 +99,21 @@ impl Report {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             stores,
             mount_scale,
+            node_scale: None,
             checks,
+        }
+    }
+
+    /// The report of `--profile scale`: one daemon, thousands of mounts.
+    pub fn node_scale(figures: super::scale::ScaleFigures) -> Report {
+        Report {
+            profile: "scale".into(),
+            file_bytes: 0,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            stores: Vec::new(),
+            mount_scale: Vec::new(),
+            checks: super::scale::checks(&figures),
+            node_scale: Some(figures),
         }
     }
 
@@ -154,7 +171,7 @@ impl Report {
     }
 }
 
-fn check(store: &str, figure: &str, value: f64, detail: String, target: &str, met: bool) -> Check {
+pub(super) fn check(store: &str, figure: &str, value: f64, detail: String, target: &str, met: bool) -> Check {
     Check {
         store: store.into(),
         figure: figure.into(),
