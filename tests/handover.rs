@@ -312,3 +312,43 @@ fn wait_for_passthrough(path: &Path, bytes: &[u8], passthrough: impl Fn() -> u64
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_holder_that_dies_is_replaced_and_the_mounts_still_survive_a_crash() {
+    let store = TestStore::file();
+    let bytes = data::bytes(20, 300_000);
+    let node = Node::new(store.env());
+    let mount = mount_published(&node, &store, &[("log.0000000001", &bytes)]);
+    let path = file_in(&mount, "log.0000000001");
+    let held = File::open(&path).unwrap();
+    let holder = |node: &Node| node.json(&["daemon", "status"])["holder"].clone();
+    let first = holder(&node)["pid"].as_i64().expect("a holder runs");
+    // SAFETY: killing the holder this test's daemon started.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = holder(&node);
+        if now["pid"].as_i64().is_some_and(|pid| pid != first) && now["held"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new holder took the mount: {now}\n{}",
+            node.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The new holder carries the mount through a crash as the first one would have.
+    node.kill_daemon();
+    node.ok(&["daemon", "start"]);
+    wait_recovered(&node);
+    let mut piece = vec![0u8; 1000];
+    held.read_exact_at(&mut piece, 250_000).unwrap();
+    assert!(
+        piece[..] == bytes[250_000..251_000],
+        "the file open before both deaths still reads"
+    );
+    assert_eq!(node.json(&["mounts"])[0]["openFiles"], 1);
+    drop(held);
+    mount.unmount();
+}

@@ -137,3 +137,21 @@ fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
     ]);
     assert!(std::fs::read(last.path.join(&volumes.ids[3]).join(FILE)).unwrap() == volumes.bytes(3));
 }
+
+#[test]
+fn a_mount_past_the_file_limit_is_refused_naming_it() {
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let volumes = publish_volumes(&store, 2, &node.path("scratch"));
+    node.ok(&["daemon", "start", "--", "--max-files", "1"]);
+    let url = store.url();
+    let first = node.mount(&["--store", &url, "--volume", &volumes.ids[0]]);
+    let error = node.fails(&["mount", "--store", &url, "--volume", &volumes.ids[1]]);
+    assert!(error.contains("--max-files 1"), "the error names the limit: {error}");
+    assert!(std::fs::read(first.path.join(&volumes.ids[0]).join(FILE)).unwrap() == volumes.bytes(0));
+    assert_eq!(
+        node.json(&["mounts"]).as_array().unwrap().len(),
+        1,
+        "nothing else was mounted"
+    );
+}

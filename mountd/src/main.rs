@@ -57,6 +57,10 @@ struct Args {
     /// Most mounts served at once; a mount request beyond it is refused with this limit named.
     #[arg(long, default_value_t = 10_000)]
     max_mounts: usize,
+    /// Files shown by all mounts together (each costs a few hundred bytes of memory while
+    /// mounted); a mount beyond it is refused with this limit named.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_files: u64,
     /// FUSE requests served at once across all mounts; more wait in the kernel's queues.
     #[arg(long, default_value_t = 1024)]
     max_fuse_requests: usize,
@@ -141,6 +145,7 @@ fn main() -> anyhow::Result<()> {
     let tuning = mounts::Tuning {
         server: Server::new(fuse),
         max_mounts: args.max_mounts,
+        max_files: args.max_files,
         fetch: FetchConfig {
             max_request_bytes: args.fetch_request_size,
             slots: RequestSlots::new(args.fetch_concurrency),

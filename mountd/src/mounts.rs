@@ -60,6 +60,9 @@ pub struct Tuning {
     pub server: Arc<Server>,
     pub fetch: FetchConfig,
     pub max_mounts: usize,
+    /// Files shown by all mounts together: each costs the daemon memory for as long as it is
+    /// mounted (its place in the inode tree, its name and index row).
+    pub max_files: u64,
 }
 
 /// Descriptors kept free for everything but mounts: the disk cache's open objects (256 x 2),
@@ -285,6 +288,14 @@ impl Mounts {
     /// The filesystem of resolved views, reading through this daemon's cache; `store` serves the
     /// views that do not name a store of their own.
     pub(crate) fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
+        let files: u64 = views.iter().map(|v| v.manifest.file_count).sum();
+        let shown: u64 = self.active().values().map(|a| a.mount.fs().file_count()).sum();
+        if shown + files > self.tuning.max_files {
+            return Err(OpError::invalid(format!(
+                "this mount would show {files} files beside the {shown} this lazysnap-mountd shows, past its limit (--max-files {}); unmount some or raise the limit",
+                self.tuning.max_files
+            )));
+        }
         // Checksums learned of foreign objects are kept in the index, to check cached blocks
         // and restored files after a restart.
         let fetcher =
@@ -588,6 +599,8 @@ impl Mounts {
             "getsInFlight": self.tuning.fetch.slots.in_use(),
             "maxGets": self.tuning.fetch.slots.total(),
             "maxOpenFilesPerMount": server.options().max_open_files,
+            "files": self.active().values().map(|a| a.mount.fs().file_count()).sum::<u64>(),
+            "maxFiles": self.tuning.max_files,
         })
     }
 

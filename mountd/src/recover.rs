@@ -42,10 +42,10 @@ impl Mounts {
                 None => dead.push(row),
             }
         }
-        // Held without a record (unmounted while the record was being removed): let them go.
+        // Held without a record: unmounted by a daemon that died before telling the holder, so
+        // the connection has ended. Nothing is detached: whatever is mounted there now is not it.
         for name in held.into_keys() {
-            tracing::info!(path = name, "letting go of a held mount nobody recorded");
-            let _ = fuse::detach_path(Path::new(&name));
+            tracing::info!(path = name, "letting go of a held connection nobody recorded");
             self.holder.forget(&name);
         }
         if adopted > 0 {

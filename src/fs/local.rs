@@ -12,8 +12,10 @@ use crate::fetch::ObjectHandle;
 
 use super::{lock, LazyFs};
 
-/// Files verified at once in the background; more wait for a later open.
+/// Files verified at once in the background, in the whole process (every mount together: a
+/// thread each, so the count must not grow with the mounts); more wait for a later open.
 const VERIFIERS: usize = 2;
+static VERIFYING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// A file's complete, verified copy in the disk tier, kept from eviction while held.
 #[derive(Debug)]
@@ -66,11 +68,17 @@ impl Verifying {
     }
 
     fn start(&self, cache: Arc<BlockCache>, object: Arc<ObjectHandle>, blocks: Vec<u64>) {
+        use std::sync::atomic::Ordering;
         {
             let mut running = lock(&self.0);
-            if running.len() >= VERIFIERS || !running.insert(object.id) {
+            if running.contains(&object.id) {
                 return;
             }
+            if VERIFYING.fetch_add(1, Ordering::AcqRel) >= VERIFIERS {
+                VERIFYING.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            running.insert(object.id);
         }
         let (running, id) = (self.clone(), object.id);
         let spawned = std::thread::Builder::new()
@@ -95,10 +103,12 @@ impl Verifying {
                     }
                 }
                 lock(&running.0).remove(&object.id);
+                VERIFYING.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start a verification thread");
             lock(&self.0).remove(&id);
+            VERIFYING.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

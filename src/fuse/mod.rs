@@ -138,6 +138,16 @@ pub async fn mount(
 /// file and `state` what that process recorded. `fs` must be the same tree. Requests the other
 /// process had read but not answered are queued again by the kernel and answered here.
 pub fn adopt(server: &Arc<Server>, fs: Arc<LazyFs>, device: OwnedFd, state: &SessionState) -> io::Result<Mount> {
+    if !Session::can_serve(&state.negotiated) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{} was set up by a server this one cannot continue ({:?})",
+                state.path.display(),
+                state.negotiated
+            ),
+        ));
+    }
     let fingerprint = fs.fingerprint();
     if fingerprint != state.fingerprint {
         return Err(io::Error::new(

@@ -106,6 +106,12 @@ impl Session {
         }
     }
 
+    /// Whether this layer can serve a connection set up with `negotiated`: the kernel refuses
+    /// device reads into buffers smaller than its largest write request.
+    pub fn can_serve(negotiated: &Negotiated) -> bool {
+        negotiated.minor >= abi::OLDEST_MINOR && READ_BUFFER >= 80 + negotiated.max_write as usize
+    }
+
     /// Continues a connection another server negotiated, with the opens it journaled.
     pub fn adopt(&self, negotiated: Negotiated, opens: &[super::journal::OpenEntry]) {
         let _ = self.negotiated.set(negotiated);
