@@ -78,12 +78,18 @@ fn five_hundred_twelve_mounts_on_one_daemon_with_bounded_threads() {
     }
 }
 
-#[test]
-fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
+/// `count` volumes in a `file://` store and a daemon started with `flags`.
+fn limited(count: usize, flags: &[&str]) -> (TestStore, Node, many::Volumes) {
     let store = TestStore::file();
     let node = Node::new(store.env());
-    let volumes = publish_volumes(&store, 4, &node.path("scratch"));
-    node.ok(&["daemon", "start", "--", "--max-mounts", "3"]);
+    let volumes = publish_volumes(&store, count, &node.path("scratch"));
+    node.ok(&[["daemon", "start", "--"].as_slice(), flags].concat());
+    (store, node, volumes)
+}
+
+#[test]
+fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
+    let (store, node, volumes) = limited(4, &["--max-mounts", "3"]);
     let url = store.url();
     let mut guards = Vec::new();
     for i in 0..3 {
@@ -140,10 +146,7 @@ fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
 
 #[test]
 fn a_mount_past_the_file_limit_is_refused_naming_it() {
-    let store = TestStore::file();
-    let node = Node::new(store.env());
-    let volumes = publish_volumes(&store, 2, &node.path("scratch"));
-    node.ok(&["daemon", "start", "--", "--max-files", "1"]);
+    let (store, node, volumes) = limited(2, &["--max-files", "1"]);
     let url = store.url();
     let first = node.mount(&["--store", &url, "--volume", &volumes.ids[0]]);
     let error = node.fails(&["mount", "--store", &url, "--volume", &volumes.ids[1]]);

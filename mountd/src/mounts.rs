@@ -387,13 +387,7 @@ impl Mounts {
                     pinned.map_or("", |n| n.as_str())
                 )));
             }
-            views.push(VolumeView {
-                volume,
-                manifest,
-                snapshot,
-                store: None,
-                flat: false,
-            });
+            views.push(VolumeView::in_folder(volume, manifest, snapshot));
         }
         Ok((store, views))
     }

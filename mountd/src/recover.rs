@@ -107,13 +107,7 @@ impl Mounts {
         let mut views = Vec::new();
         if request.volumes.is_empty() && request.selector.is_backup() {
             let manifest = self.index.manifest_in_store(&url, record.manifests.first()?).ok()??;
-            views.push(VolumeView {
-                volume: manifest.volume.clone(),
-                manifest,
-                snapshot: None,
-                store: None,
-                flat: false,
-            });
+            views.push(VolumeView::in_folder(manifest.volume.clone(), manifest, None));
         } else {
             if request.volumes.len() != record.manifests.len() {
                 return None;
@@ -125,13 +119,7 @@ impl Mounts {
                     Selector::Snapshot(uuid) => self.index.snapshot(&url, &volume, uuid).ok()?,
                     _ => None,
                 };
-                views.push(VolumeView {
-                    volume,
-                    manifest,
-                    snapshot,
-                    store: None,
-                    flat: false,
-                });
+                views.push(VolumeView::in_folder(volume, manifest, snapshot));
             }
         }
         Some((store, views))

@@ -33,6 +33,19 @@ pub struct VolumeView {
     pub flat: bool,
 }
 
+impl VolumeView {
+    /// A volume of the mount's own store, shown under `<volumeID>/`.
+    pub fn in_folder(volume: VolumeId, manifest: ManifestRow, snapshot: Option<SnapshotRow>) -> VolumeView {
+        VolumeView {
+            volume,
+            manifest,
+            snapshot,
+            store: None,
+            flat: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,

@@ -43,13 +43,7 @@ pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Pa
         let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
             .await
             .unwrap();
-        views.push(VolumeView {
-            volume,
-            manifest,
-            snapshot,
-            store: None,
-            flat: false,
-        });
+        views.push(VolumeView::in_folder(volume, manifest, snapshot));
     }
     (filesystem(&store, &index, views, dir, false), store)
 }
