@@ -78,75 +78,81 @@ fn five_hundred_twelve_mounts_on_one_daemon_with_bounded_threads() {
     }
 }
 
-/// `count` volumes in a `file://` store and a daemon started with `flags`.
-fn limited(count: usize, flags: &[&str]) -> (TestStore, Node, many::Volumes) {
-    let store = TestStore::file();
+/// `count` volumes in `store` and a daemon started with `flags`.
+fn limited(store: &TestStore, count: usize, flags: &[&str]) -> (Node, many::Volumes) {
     let node = Node::new(store.env());
-    let volumes = publish_volumes(&store, count, &node.path("scratch"));
+    let volumes = publish_volumes(store, count, &node.path("scratch"));
     node.ok(&[["daemon", "start", "--"].as_slice(), flags].concat());
-    (store, node, volumes)
+    (node, volumes)
 }
 
 #[test]
 fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
-    let (store, node, volumes) = limited(4, &["--max-mounts", "3"]);
-    let url = store.url();
-    let mut guards = Vec::new();
-    for i in 0..3 {
-        let path = node.path(&format!("m/{i}"));
-        guards.push(node.mount(&[
+    for store in TestStore::all() {
+        let name = store.name();
+        let (node, volumes) = limited(&store, 4, &["--max-mounts", "3"]);
+        let url = store.url();
+        let mut guards = Vec::new();
+        for i in 0..3 {
+            let path = node.path(&format!("m/{i}"));
+            guards.push(node.mount(&[
+                "--store",
+                &url,
+                "--volume",
+                &volumes.ids[i],
+                "--mountpoint",
+                path.to_str().unwrap(),
+            ]));
+        }
+        let refused_at = node.path("m/3");
+        let error = node.fails(&[
+            "mount",
             "--store",
             &url,
             "--volume",
-            &volumes.ids[i],
+            &volumes.ids[3],
+            "--mountpoint",
+            refused_at.to_str().unwrap(),
+        ]);
+        assert!(
+            error.contains("--max-mounts 3"),
+            "{name}: the error names the limit: {error}"
+        );
+        assert!(!refused_at.exists(), "{name}: a refused mount leaves no folder");
+        for (i, guard) in guards.iter().enumerate() {
+            let bytes = std::fs::read(guard.path.join(&volumes.ids[i]).join(FILE)).unwrap();
+            assert!(bytes == volumes.bytes(i), "{name}: mount {i} still serves");
+        }
+        // The same request again is not a new mount: it answers at once.
+        let again = node.json(&[
+            "mount",
+            "--store",
+            &url,
+            "--volume",
+            &volumes.ids[0],
+            "--mountpoint",
+            guards[0].path.to_str().unwrap(),
+        ]);
+        assert_eq!(again["mountPaths"][0], guards[0].path.to_str().unwrap());
+        // Room again once one goes.
+        guards.pop().unwrap().unmount();
+        let path = node.path("m/3");
+        let last = node.mount(&[
+            "--store",
+            &url,
+            "--volume",
+            &volumes.ids[3],
             "--mountpoint",
             path.to_str().unwrap(),
-        ]));
+        ]);
+        assert!(std::fs::read(last.path.join(&volumes.ids[3]).join(FILE)).unwrap() == volumes.bytes(3));
     }
-    let refused_at = node.path("m/3");
-    let error = node.fails(&[
-        "mount",
-        "--store",
-        &url,
-        "--volume",
-        &volumes.ids[3],
-        "--mountpoint",
-        refused_at.to_str().unwrap(),
-    ]);
-    assert!(error.contains("--max-mounts 3"), "the error names the limit: {error}");
-    assert!(!refused_at.exists(), "a refused mount leaves no folder");
-    for (i, guard) in guards.iter().enumerate() {
-        let bytes = std::fs::read(guard.path.join(&volumes.ids[i]).join(FILE)).unwrap();
-        assert!(bytes == volumes.bytes(i), "mount {i} still serves");
-    }
-    // The same request again is not a new mount: it answers at once.
-    let again = node.json(&[
-        "mount",
-        "--store",
-        &url,
-        "--volume",
-        &volumes.ids[0],
-        "--mountpoint",
-        guards[0].path.to_str().unwrap(),
-    ]);
-    assert_eq!(again["mountPaths"][0], guards[0].path.to_str().unwrap());
-    // Room again once one goes.
-    guards.pop().unwrap().unmount();
-    let path = node.path("m/3");
-    let last = node.mount(&[
-        "--store",
-        &url,
-        "--volume",
-        &volumes.ids[3],
-        "--mountpoint",
-        path.to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(last.path.join(&volumes.ids[3]).join(FILE)).unwrap() == volumes.bytes(3));
 }
 
 #[test]
 fn a_mount_past_the_file_limit_is_refused_naming_it() {
-    let (store, node, volumes) = limited(2, &["--max-files", "1"]);
+    let store = TestStore::file();
+    let (node, volumes) = limited(&store, 2, &["--max-files", "1"]);
     let url = store.url();
     let first = node.mount(&["--store", &url, "--volume", &volumes.ids[0]]);
     let error = node.fails(&["mount", "--store", &url, "--volume", &volumes.ids[1]]);
