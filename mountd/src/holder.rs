@@ -37,7 +37,7 @@ impl Holder {
 
     /// (Re)connects, starting a holder when none answers; true when one is connected.
     fn connect(&self) -> bool {
-        let mut command = Command::new(std::env::current_exe().unwrap_or_else(|_| "lazysnap-mountd".into()));
+        let mut command = Command::new(own_binary());
         command
             .arg("hold")
             .arg("--home")
@@ -123,4 +123,20 @@ impl Holder {
             }
         }
     }
+}
+
+/// This daemon's binary, to run as the holder. After an upgrade replaced it on disk, the running
+/// daemon's own file is gone ("... (deleted)"): the binary now at that path speaks the same
+/// protocol and does.
+fn own_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "lazysnap-mountd".into());
+    if exe.exists() {
+        return exe;
+    }
+    let shown = exe.display().to_string();
+    shown
+        .strip_suffix(" (deleted)")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| "lazysnap-mountd".into())
 }
