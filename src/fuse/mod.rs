@@ -104,13 +104,19 @@ pub async fn mount(
     attach: Attach,
     journal: &Path,
 ) -> io::Result<Mount> {
-    let journal = journal::Journal::create(journal, server.options().max_open_files).map_err(io::Error::other)?;
-    let target = mountpoint.to_path_buf();
-    let fd = tokio::task::spawn_blocking(move || kernel::mount(&target, attach))
-        .await
-        .map_err(io::Error::other)??;
+    let journal_path = journal;
+    let journal = journal::Journal::create(journal_path, server.options().max_open_files).map_err(io::Error::other)?;
+    // A failure leaves neither a journal nor a mount behind (a mounted connection nobody serves
+    // would answer every access with ENOTCONN).
+    let device = match attach_device(mountpoint, attach).await {
+        Ok(device) => device,
+        Err(e) => {
+            let _ = std::fs::remove_file(journal_path);
+            return Err(e);
+        }
+    };
     let session = Arc::new(Session::new(
-        device::Device::new(fd)?,
+        device,
         fs,
         journal,
         server.clone(),
@@ -132,6 +138,17 @@ pub async fn mount(
             }))
         }
     }
+}
+
+/// Mounts a new connection at `mountpoint` and readies its device for serving; undone on failure.
+async fn attach_device(mountpoint: &Path, attach: Attach) -> io::Result<device::Device> {
+    let target = mountpoint.to_path_buf();
+    let fd = tokio::task::spawn_blocking(move || kernel::mount(&target, attach))
+        .await
+        .map_err(io::Error::other)??;
+    device::Device::new(fd).inspect_err(|_| {
+        let _ = kernel::unmount(mountpoint, true);
+    })
 }
 
 /// Continues serving a live connection that another process served: `device` is its `/dev/fuse`
