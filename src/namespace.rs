@@ -224,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn delete_drops_every_object_of_unkept_namespaces_and_nothing_else() {
-        let url = "memory://namespaces".parse().unwrap();
+        let url = "test://namespaces".parse().unwrap();
         let store = Store::open(&url, &crate::store::StoreConfig::default()).unwrap();
         let index = Index::open_in_memory().unwrap();
         // "a/b" is a volume of namespace "a"; "a/b/c" one of namespace "a/b", nested in its folder.
@@ -265,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_keep_entry_is_refused_before_anything_is_deleted() {
-        let url = "memory://namespaces-bad".parse().unwrap();
+        let url = "test://namespaces-bad".parse().unwrap();
         let store = Store::open(&url, &crate::store::StoreConfig::default()).unwrap();
         let index = Index::open_in_memory().unwrap();
         publish_one(&store, &index, "kv/b1/kvstore-0").await;

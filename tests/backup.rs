@@ -84,6 +84,7 @@ fn assert_view(node: &Node, location: &str, selector: &[&str], expected: &Files,
 
 #[test]
 fn each_generation_shows_the_folder_as_of_its_round_and_numbering_survives_a_restart() {
+    require_root!();
     for store in TestStore::all() {
         let what = store.name();
         let node = Node::new(store.env());
@@ -223,6 +224,7 @@ fn each_generation_shows_the_folder_as_of_its_round_and_numbering_survives_a_res
 
 #[test]
 fn a_backup_cut_by_a_daemon_crash_starts_again_and_a_clean_stop_forgets_it() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let location = store.url();

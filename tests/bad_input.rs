@@ -45,6 +45,7 @@ fn manifest_with_path(path: &str) -> String {
 
 #[test]
 fn bad_names_and_unknown_things_are_refused_clearly() {
+    require_root!();
     for store in TestStore::all() {
         let node = setup(&store);
         let url = store.url();
@@ -152,6 +153,7 @@ fn bad_names_and_unknown_things_are_refused_clearly() {
 
 #[test]
 fn busy_mountpoints_are_refused() {
+    require_root!();
     for store in TestStore::all() {
         let node = setup(&store);
         let url = store.url();
@@ -215,6 +217,7 @@ fn read_err(path: &Path) -> Option<i32> {
 
 #[test]
 fn missing_and_corrupt_objects_are_io_errors_never_wrong_bytes() {
+    require_root!();
     for store in TestStore::all() {
         let node = setup(&store);
         let url = store.url();

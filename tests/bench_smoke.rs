@@ -9,6 +9,7 @@ use support::node::bin;
 
 #[test]
 fn bench_runs_on_every_store_and_its_counts_hold() {
+    require_root!();
     let work = tempfile::tempdir().unwrap();
     let json = work.path().join("bench.json");
     let out = Command::new(bin("lazysnap"))

@@ -11,6 +11,7 @@ const VOLUME: &str = "kv/b/kvstore-3";
 
 #[test]
 fn blocks_read_once_are_not_fetched_again_after_a_daemon_restart() {
+    require_root!();
     let store = TestStore::s3();
     let server = store.server().unwrap();
     let node = Node::new(store.env());
@@ -53,6 +54,7 @@ fn blocks_read_once_are_not_fetched_again_after_a_daemon_restart() {
 
 #[test]
 fn a_deleted_index_is_rebuilt_from_the_store() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -79,6 +81,7 @@ fn a_deleted_index_is_rebuilt_from_the_store() {
 
 #[test]
 fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -124,6 +127,7 @@ fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
 
 #[test]
 fn sigterm_stops_the_daemon_and_unmounts_everything() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -150,6 +154,7 @@ fn sigterm_stops_the_daemon_and_unmounts_everything() {
 
 #[test]
 fn a_mount_unmounted_behind_lazysnaps_back_can_still_be_forgotten() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");

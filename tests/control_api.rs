@@ -32,6 +32,7 @@ fn expect_ok(node: &Node, body: &Value) -> Value {
 
 #[test]
 fn operations_answer_fusion_shapes_and_every_error_its_status_and_message() {
+    require_root!();
     for store in TestStore::all() {
         let url = store.url();
         let node = Node::new(store.env());

@@ -164,6 +164,7 @@ fn file_in(guard: &MountGuard<'_>, name: &str) -> PathBuf {
 
 #[test]
 fn a_reader_carries_on_across_a_kill_and_a_restart_of_the_daemon() {
+    require_root!();
     for store in TestStore::all() {
         let bytes = data::bytes(17, 8 << 20);
         let node = Node::new(store.env());
@@ -232,6 +233,7 @@ fn a_reader_carries_on_across_a_kill_and_a_restart_of_the_daemon() {
 
 #[test]
 fn opens_after_a_takeover_agree_with_how_the_kernel_holds_each_file() {
+    require_root!();
     let store = TestStore::file();
     let local = data::bytes(18, (1 << 20) + 77);
     let remote = data::bytes(19, (1 << 20) + 99);
@@ -315,6 +317,7 @@ fn wait_for_passthrough(path: &Path, bytes: &[u8], passthrough: impl Fn() -> u64
 
 #[test]
 fn a_holder_that_dies_is_replaced_and_the_mounts_still_survive_a_crash() {
+    require_root!();
     let store = TestStore::file();
     let bytes = data::bytes(20, 300_000);
     let node = Node::new(store.env());

@@ -20,6 +20,7 @@ fn hydrate(node: &Node, mount: &Path, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn a_mount_hydrates_every_byte_once_and_reads_then_fetch_nothing() {
+    require_root!();
     for store in TestStore::all() {
         let node = Node::new(store.env());
         let src = node.path("src");
@@ -60,6 +61,7 @@ fn a_mount_hydrates_every_byte_once_and_reads_then_fetch_nothing() {
 
 #[test]
 fn hydration_resumes_after_a_daemon_restart_without_refetching() {
+    require_root!();
     for store in TestStore::all() {
         let node = Node::new(store.env());
         let src = node.path("src");
@@ -116,6 +118,7 @@ fn hydration_resumes_after_a_daemon_restart_without_refetching() {
 
 #[test]
 fn pause_resume_and_cancel_answer_their_state() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -139,6 +142,7 @@ fn pause_resume_and_cancel_answer_their_state() {
 
 #[test]
 fn a_hydration_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
+    require_root!();
     for store in TestStore::all() {
         let node = Node::new(store.env());
         let src = node.path("src");

@@ -22,6 +22,7 @@ fn small_name(i: usize) -> String {
 
 #[test]
 fn a_large_file_and_ten_thousand_small_files() {
+    require_root!();
     let large = data::bytes(7, LARGE);
     for store in TestStore::all() {
         let started = std::time::Instant::now();

@@ -36,6 +36,7 @@ fn describe(node: &Node, url: &str, uuid: &str) -> Value {
 
 #[test]
 fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_by_itself() {
+    require_root!();
     // Both stores crash first, so the one wait for the abandoned record to time out is shared.
     let crashed: Vec<(TestStore, Node, Instant)> = TestStore::all()
         .into_iter()
@@ -112,6 +113,7 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
 
 #[test]
 fn a_zombie_uploader_with_an_older_term_is_fenced_and_changes_nothing() {
+    require_root!();
     for store in TestStore::all() {
         let url = store.url();
         let (old, new) = (Node::new(store.env()), Node::new(store.env()));
@@ -218,6 +220,7 @@ fn a_zombie_uploader_with_an_older_term_is_fenced_and_changes_nothing() {
 
 #[test]
 fn namespace_delete_keeps_the_kept_refuses_live_mounts_and_finishes_after_a_crash() {
+    require_root!();
     for store in TestStore::all() {
         let url = store.url();
         let node = Node::new(store.env());
@@ -278,6 +281,7 @@ fn namespace_delete_keeps_the_kept_refuses_live_mounts_and_finishes_after_a_cras
 
 #[test]
 fn a_mounted_snapshot_that_expires_with_blocks_not_local_is_reported() {
+    require_root!();
     let store = TestStore::file();
     let url = store.url();
     let node = Node::new(store.env());
@@ -323,6 +327,7 @@ fn a_mounted_snapshot_that_expires_with_blocks_not_local_is_reported() {
 
 #[test]
 fn uploaders_come_back_after_a_daemon_crash_but_not_after_a_clean_stop() {
+    require_root!();
     let store = TestStore::file();
     let url = store.url();
     let node = Node::new(store.env());

@@ -27,6 +27,7 @@ fn mount_request(store: &str, volume: &str, mountpoint: &std::path::Path) -> Str
 
 #[test]
 fn five_hundred_twelve_mounts_on_one_daemon_with_bounded_threads() {
+    require_root!();
     for store in TestStore::all() {
         let name = store.name();
         let node = Node::new(store.env());
@@ -88,6 +89,7 @@ fn limited(store: &TestStore, count: usize, flags: &[&str]) -> (Node, many::Volu
 
 #[test]
 fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
+    require_root!();
     for store in TestStore::all() {
         let name = store.name();
         let (node, volumes) = limited(&store, 4, &["--max-mounts", "3"]);
@@ -151,6 +153,7 @@ fn a_mount_past_the_limit_is_refused_and_the_others_keep_serving() {
 
 #[test]
 fn a_mount_past_the_file_limit_is_refused_naming_it() {
+    require_root!();
     let store = TestStore::file();
     let (node, volumes) = limited(&store, 2, &["--max-files", "1"]);
     let url = store.url();

@@ -42,6 +42,7 @@ fn read_all(path: &std::path::Path) -> (usize, f64) {
 #[test]
 #[ignore = "measurement: run with --ignored --nocapture"]
 fn publish_mount_and_read_rates() {
+    require_root!();
     let bytes = data::bytes(1, SIZE);
     for store in TestStore::all() {
         let node = Node::new(store.env());

@@ -42,6 +42,7 @@ fn xattr(path: &Path, name: &str) -> Option<String> {
 
 #[test]
 fn every_byte_reads_back_and_the_mount_is_read_only() {
+    require_root!();
     for store in TestStore::all() {
         let node = Node::new(store.env());
         let src = node.path("src");
@@ -120,6 +121,7 @@ fn every_byte_reads_back_and_the_mount_is_read_only() {
 
 #[test]
 fn sixteen_threads_reading_at_once_get_correct_bytes() {
+    require_root!();
     for store in TestStore::all() {
         let node = Node::new(store.env());
         let src = node.path("src");

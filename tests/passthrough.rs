@@ -49,6 +49,7 @@ fn published(store: &TestStore, files: &[(&str, &[u8])]) -> Node {
 
 #[test]
 fn a_file_read_whole_is_then_read_by_the_kernel_from_the_cache() {
+    require_root!();
     for store in TestStore::all() {
         let bytes = data::bytes(51, (3 << 20) + 123);
         let node = published(&store, &[("log.1", &bytes)]);
@@ -80,6 +81,7 @@ fn a_file_read_whole_is_then_read_by_the_kernel_from_the_cache() {
 
 #[test]
 fn after_a_restart_cached_blocks_are_verified_before_the_kernel_reads_them() {
+    require_root!();
     let store = TestStore::file();
     let bytes = data::bytes(52, 2 << 20);
     let node = published(&store, &[("log.1", &bytes)]);
@@ -105,6 +107,7 @@ fn after_a_restart_cached_blocks_are_verified_before_the_kernel_reads_them() {
 
 #[test]
 fn eviction_never_punches_a_hole_under_an_open_passthrough_file() {
+    require_root!();
     let store = TestStore::file();
     let (a, b) = (data::bytes(53, 3 << 20), data::bytes(54, 3 << 20));
     let node = published(&store, &[("a.log", &a), ("b.log", &b)]);
@@ -126,6 +129,7 @@ fn eviction_never_punches_a_hole_under_an_open_passthrough_file() {
 
 #[test]
 fn without_passthrough_every_read_goes_through_the_daemon() {
+    require_root!();
     let store = TestStore::file();
     let bytes = data::bytes(55, 1 << 20);
     let node = published(&store, &[("log.1", &bytes)]);

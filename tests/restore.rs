@@ -45,6 +45,7 @@ fn wait_until(node: &Node, id: &str, what: &str, done: impl Fn(&Value) -> bool) 
 
 #[test]
 fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_job() {
+    require_root!();
     for store in TestStore::all() {
         let what = store.name();
         let node = Node::new(store.env());
@@ -125,6 +126,7 @@ fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_j
 
 #[test]
 fn a_restore_of_a_backup_generation_is_the_folder_as_it_was() {
+    require_root!();
     let store = TestStore::s3();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -163,6 +165,7 @@ fn a_restore_of_a_backup_generation_is_the_folder_as_it_was() {
 
 #[test]
 fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
+    require_root!();
     for store in TestStore::all() {
         let what = store.name();
         let node = Node::new(store.env());
@@ -216,6 +219,7 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
 
 #[test]
 fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let src = node.path("src");
@@ -246,6 +250,7 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
 
 #[test]
 fn an_in_place_restore_is_a_mount_at_once_and_completes_when_every_block_is_local() {
+    require_root!();
     for store in TestStore::all() {
         let what = store.name();
         let node = Node::new(store.env());

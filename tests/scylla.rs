@@ -133,6 +133,7 @@ fn check_view(
 
 #[test]
 fn views_of_a_two_dc_backup_show_exactly_the_sstables_asked_for() {
+    require_root!();
     for dc1_store in TestStore::all() {
         let what = dc1_store.name();
         let dc2_store = TestStore::file();
@@ -226,6 +227,7 @@ fn views_of_a_two_dc_backup_show_exactly_the_sstables_asked_for() {
 
 #[test]
 fn malformed_manifests_are_refused_and_nothing_is_ingested() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let sstables = scylla::sstables();
@@ -328,6 +330,7 @@ fn local_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn a_restore_of_both_datacenters_cancels_resumes_and_fetches_nothing_twice() {
+    require_root!();
     let (node, sstables, dc1_store, _dc2_store) = ingested_with_dc1_on_s3();
     let server = dc1_store.server().unwrap();
 
@@ -383,6 +386,7 @@ fn a_restore_of_both_datacenters_cancels_resumes_and_fetches_nothing_twice() {
 
 #[test]
 fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
+    require_root!();
     let store = TestStore::file();
     let node = Node::new(store.env());
     let mut sstables = scylla::sstables();
@@ -417,6 +421,7 @@ fn a_data_file_that_disagrees_with_its_digest_never_takes_its_final_name() {
 /// resumes the copy checking what it finds on disk, and serves the cache, without asking S3 again.
 #[test]
 fn a_restore_cut_by_a_daemon_crash_resumes_and_a_restarted_mount_serves_the_cache_without_refetching() {
+    require_root!();
     let (node, sstables, dc1_store, _dc2_store) = ingested_with_dc1_on_s3();
     let server = dc1_store.server().unwrap();
     let dc1: Vec<&Sstable> = sstables.iter().filter(|s| s.dc == "dc1").collect();

@@ -13,6 +13,7 @@ const VOLUME: &str = "kv/b/kvstore-9";
 
 #[test]
 fn reads_fail_with_eio_when_the_store_is_gone_and_the_mount_stays_up() {
+    require_root!();
     let store = TestStore::s3();
     let node = Node::new(store.env());
     let src = node.path("src");

@@ -135,7 +135,7 @@ async fn each_generation_holds_the_folder_as_of_its_round_and_numbering_continue
 #[tokio::test]
 async fn a_remote_location_gets_uploads_and_a_quiet_round_writes_nothing() {
     let source = tempfile::tempdir().unwrap();
-    let location = Store::open(&"memory://backup-remote".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let location = Store::open(&"test://backup-remote".parse().unwrap(), &StoreConfig::default()).unwrap();
     write(source.path(), "x", &[1u8; 5000]);
     write(source.path(), "x.seqnos", b"garbage");
     let (calls, callback) = recording();
@@ -154,7 +154,7 @@ async fn a_remote_location_gets_uploads_and_a_quiet_round_writes_nothing() {
 #[tokio::test]
 async fn a_callback_that_does_not_write_records_no_generation() {
     let source = tempfile::tempdir().unwrap();
-    let location = Store::open(&"memory://backup-silent".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let location = Store::open(&"test://backup-silent".parse().unwrap(), &StoreConfig::default()).unwrap();
     write(source.path(), "x", b"1");
     let handle = start(
         source.path().to_path_buf(),

@@ -2,7 +2,7 @@ use super::*;
 use crate::checksum::{BlockChecksums, Pinned};
 
 fn object(n: u8) -> ObjectId {
-    let url: StoreUrl = "memory://cache-test".parse().unwrap();
+    let url: StoreUrl = "test://cache-test".parse().unwrap();
     ObjectId::new(&url, &format!("k{n}"), 1 << 20, &BlockChecksums::default().into())
 }
 
@@ -27,8 +27,8 @@ fn disk_config(dir: &std::path::Path, memory: u64, disk: u64) -> CacheConfig {
 
 #[test]
 fn object_ids_depend_on_every_part_of_the_identity() {
-    let url: StoreUrl = "memory://a".parse().unwrap();
-    let other: StoreUrl = "memory://b".parse().unwrap();
+    let url: StoreUrl = "test://a".parse().unwrap();
+    let other: StoreUrl = "test://b".parse().unwrap();
     let sums = BlockChecksums::new(vec![1]).into();
     let id = ObjectId::new(&url, "k", 1, &sums);
     assert_eq!(id, ObjectId::new(&url, "k", 1, &sums));

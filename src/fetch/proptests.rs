@@ -64,7 +64,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
             stored[at] ^= 0x5a;
         }
         raw.put(&key, stored.into()).await.unwrap();
-        let store = Store::from_object_store("memory://model".parse().unwrap(), raw as Arc<dyn ObjectStore>);
+        let store = Store::from_object_store("test://model".parse().unwrap(), raw as Arc<dyn ObjectStore>);
         let object = Arc::new(ObjectHandle::new(
             &store,
             key,

@@ -6,7 +6,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::*;
 use crate::cache::CacheConfig;
 use crate::checksum::BlockChecksums;
-use crate::store::counting::{CountingStore, GetCounters};
+use crate::store::testing::{CountingStore, GetCounters};
 
 const BLOCK: u64 = 4096;
 
@@ -28,7 +28,7 @@ async fn fixture_with_cache(size: usize, config: FetchConfig, cache: CacheConfig
     let key = Path::from("volumes/v/files/f");
     raw.put(&key, data.clone().into()).await.unwrap();
     let (counting, gets) = CountingStore::new(raw.clone() as Arc<dyn ObjectStore>);
-    let store = Store::from_object_store("memory://fetch-test".parse().unwrap(), Arc::new(counting));
+    let store = Store::from_object_store("test://fetch-test".parse().unwrap(), Arc::new(counting));
     let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
     let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
     let cache = Arc::new(BlockCache::new(&cache).unwrap());
@@ -308,7 +308,7 @@ impl PinnedFixture {
         let key = Path::from("backup/me-1-big-Data.db");
         let etag = raw.put(&key, data.clone().into()).await.unwrap().e_tag.unwrap();
         let (counting, gets) = CountingStore::new(raw as Arc<dyn ObjectStore>);
-        let store = Store::from_object_store("memory://pinned-test".parse().unwrap(), Arc::new(counting));
+        let store = Store::from_object_store("test://pinned-test".parse().unwrap(), Arc::new(counting));
         PinnedFixture {
             data,
             key,

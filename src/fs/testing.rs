@@ -19,9 +19,9 @@ pub type FileSpec<'a> = (&'a str, &'a [u8]);
 /// Block size of the published volumes: small, so small files have several blocks.
 pub const BLOCK_SIZE: u64 = 4096;
 
-/// Publishes each volume's files into `memory://<name>` and mounts them all (not in a kernel).
+/// Publishes each volume's files into `test://<name>` and mounts them all (not in a kernel).
 pub async fn published(name: &str, volumes: &[(&str, &[FileSpec<'_>])], dir: &Path) -> (LazyFs, Store) {
-    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
+    let store = Store::open(&format!("test://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Arc::new(Index::open_in_memory().unwrap());
     let mut views = Vec::new();
     for (i, (volume, files)) in volumes.iter().enumerate() {
@@ -63,7 +63,7 @@ fn filesystem(store: &Store, index: &Arc<Index>, views: Vec<VolumeView>, dir: &P
     LazyFs::new(index.clone(), Arc::new(fetcher), views, (0, 0)).unwrap()
 }
 
-/// One foreign object (pinned by its ETag, no recorded checksums) in `memory://<name>`, shown as
+/// One foreign object (pinned by its ETag, no recorded checksums) in `test://<name>`, shown as
 /// `<volume>/f.db` by a filesystem over `index` and a disk cache under `dir`, as a process that
 /// remembers learned checksums in the index (`remember`) or not would show it.
 pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path, remember: bool) -> LazyFs {

@@ -93,7 +93,7 @@ async fn reads_return_published_bytes_and_xattrs_report_the_cache() {
 
 #[tokio::test]
 async fn a_volume_shown_twice_is_refused() {
-    let store = Store::open(&"memory://fs-twice".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let store = Store::open(&"test://fs-twice".parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Arc::new(Index::open_in_memory().unwrap());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a"), b"1").unwrap();
@@ -174,7 +174,7 @@ async fn local_copy_once_verified(fs: &LazyFs, ino: u64) -> Option<super::LocalC
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_file_gets_a_local_copy_only_once_its_checksums_are_known_and_keeps_its_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&"memory://fs-foreign".parse().unwrap(), &StoreConfig::default()).unwrap();
+    let store = Store::open(&"test://fs-foreign".parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Arc::new(Index::open_in_memory().unwrap());
     let bytes: Vec<u8> = (0..5 * testing::BLOCK_SIZE as u32 + 9)
         .map(|i| (i % 241) as u8)

@@ -297,7 +297,7 @@ fn run_case(rounds: Vec<(Op, Op)>, script: Vec<u8>) -> std::result::Result<(), S
             script,
         };
         let world = World {
-            store: Store::from_object_store("memory://interleavings".parse().unwrap(), Arc::new(inner)),
+            store: Store::from_object_store("test://interleavings".parse().unwrap(), Arc::new(inner)),
             index: Index::open_in_memory().unwrap(),
             volume: VolumeId::parse("kv/b/kvstore-9").unwrap(),
             clock: Mutex::new(crate::now_ms()),

@@ -11,7 +11,7 @@ struct Volume {
 impl Volume {
     fn new(name: &str) -> Volume {
         Volume {
-            store: Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap(),
+            store: Store::open(&format!("test://{name}").parse().unwrap(), &StoreConfig::default()).unwrap(),
             index: Index::open_in_memory().unwrap(),
             volume: VolumeId::parse("kv/b/kvstore-2").unwrap(),
         }

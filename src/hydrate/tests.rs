@@ -1,8 +1,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
-
 use super::*;
 use crate::cache::{BlockCache, BlockKey, CacheConfig};
 use crate::catalog::{self, Selector};
@@ -11,7 +9,7 @@ use crate::fs::{LazyFs, VolumeView};
 use crate::index::Index;
 use crate::names::VolumeId;
 use crate::publish::{self, NoProgress, PublishOptions};
-use crate::store::counting::{CountingStore, GetCounters};
+use crate::store::testing::GetCounters;
 use crate::store::{Store, StoreConfig};
 
 const BLOCK: u64 = 64 << 10;
@@ -25,7 +23,7 @@ struct Fixture {
 
 /// A mount of one volume holding a file of each size, published with 64 KiB blocks.
 async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
-    let url = format!("memory://hydrate-{name}");
+    let url = format!("test://hydrate-{name}");
     let store = Store::open(&url.parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Arc::new(Index::open_in_memory().unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -44,8 +42,7 @@ async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
     let (manifest, snapshot) = catalog::resolve(&store, &index, &volume, &Selector::Latest)
         .await
         .unwrap();
-    let (counting, gets) = CountingStore::new(store.object_store().clone());
-    let counted = Store::from_object_store(store.url().clone(), Arc::new(counting) as Arc<dyn ObjectStore>);
+    let (counted, gets) = crate::store::testing::counted(&store);
     let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
     let fetcher = Arc::new(Fetcher::new(counted, cache, FetchConfig::default()));
     let views = vec![VolumeView {

@@ -26,7 +26,7 @@ fn manifest(seq: u64, files: &[(&str, u64)]) -> Manifest {
 }
 
 fn store() -> StoreUrl {
-    "memory://index-test".parse().unwrap()
+    "test://index-test".parse().unwrap()
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn lookups_are_scoped_by_store_and_volume() {
     let index = Index::open_in_memory().unwrap();
     let m = manifest(1, &[("a", 1)]);
     index.insert_manifest(&store(), &m).unwrap();
-    let other: StoreUrl = "memory://other".parse().unwrap();
+    let other: StoreUrl = "test://other".parse().unwrap();
     assert!(index.manifest(&other, &m.volume, &m.name).unwrap().is_none());
     let v2 = VolumeId::parse("kv/b/kvstore-1").unwrap();
     assert!(index.manifest(&store(), &v2, &m.name).unwrap().is_none());

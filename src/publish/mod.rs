@@ -12,7 +12,6 @@ use std::path::{Path as FsPath, PathBuf};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectStoreExt, WriteMultipart};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
@@ -427,12 +426,7 @@ pub(crate) async fn upload(
         progress.advance(len);
         return Ok((len, hasher.finish()));
     }
-    let upload = store
-        .object_store()
-        .put_multipart(key)
-        .await
-        .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
-    let mut writer = WriteMultipart::new_with_chunk_size(upload, options.part_size as usize);
+    let mut upload = store.upload_in_parts(key, options.part_size).await?;
     let mut buf = vec![0u8; options.part_size as usize];
     let mut total = 0u64;
     loop {
@@ -440,20 +434,12 @@ pub(crate) async fn upload(
         if n == 0 {
             break;
         }
-        // Four parts in flight per file: enough to fill a link without buffering the whole file.
-        writer
-            .wait_for_capacity(4)
-            .await
-            .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
         hasher.update(&buf[..n]);
-        writer.write(&buf[..n]);
+        upload.write(&buf[..n]).await?;
         total += n as u64;
         progress.advance(n as u64);
     }
-    writer
-        .finish()
-        .await
-        .map_err(|e| StoreError::from_object_store(store.url(), key, e))?;
+    upload.finish().await?;
     Ok((total, hasher.finish()))
 }
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::store::StoreConfig;
 
 fn store(name: &str) -> Store {
-    Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap()
+    Store::open(&format!("test://{name}").parse().unwrap(), &StoreConfig::default()).unwrap()
 }
 
 fn options() -> PublishOptions {

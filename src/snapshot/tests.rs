@@ -7,7 +7,7 @@ use crate::store::StoreConfig;
 const NOW: u64 = 1_800_000_000_000;
 
 async fn volume_with_manifest(name: &str) -> (Store, Index, VolumeId) {
-    let store = Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
+    let store = Store::open(&format!("test://{name}").parse().unwrap(), &StoreConfig::default()).unwrap();
     let index = Index::open_in_memory().unwrap();
     let volume = VolumeId::parse("kv/b/kvstore-1").unwrap();
     let dir = tempfile::tempdir().unwrap();

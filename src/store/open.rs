@@ -1,12 +1,10 @@
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
@@ -79,7 +77,10 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
             }
             Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| open_err(e.to_string()))?)
         }
-        Scheme::Memory => memory_store(url.root()),
+        #[cfg(any(test, feature = "testing"))]
+        Scheme::Test => super::testing::in_process_store(url.root()),
+        #[cfg(not(any(test, feature = "testing")))]
+        Scheme::Test => return Err(open_err("test:// stores exist only in builds for tests".to_string())),
         Scheme::S3 => {
             // from_env: operators configure credentials the AWS way (env, profile, instance role).
             let mut builder = AmazonS3Builder::from_env()
@@ -134,14 +135,4 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
 /// A configuration key of one of object_store's builders, by its name.
 fn setting<K: std::str::FromStr>(key: &str) -> Result<K, String> {
     key.parse().map_err(|_| format!("unknown store setting {key:?}"))
-}
-
-/// `memory://name` stores live as long as the process, so two opens of one name see the same data.
-fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
-    static STORES: OnceLock<Mutex<HashMap<String, Arc<InMemory>>>> = OnceLock::new();
-    let mut stores = STORES.get_or_init(Default::default).lock().unwrap();
-    stores
-        .entry(name.to_string())
-        .or_insert_with(|| Arc::new(InMemory::new()))
-        .clone()
 }

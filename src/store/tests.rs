@@ -1,7 +1,7 @@
 use super::*;
 
 fn memory(name: &str) -> Store {
-    Store::open(&format!("memory://{name}").parse().unwrap(), &StoreConfig::default()).unwrap()
+    Store::open(&format!("test://{name}").parse().unwrap(), &StoreConfig::default()).unwrap()
 }
 
 #[test]
@@ -17,7 +17,7 @@ fn urls_parse_to_a_canonical_form() {
         ),
         ("gs://bucket/x", "gs://bucket/x"),
         ("az://container", "az://container"),
-        ("memory://t", "memory://t"),
+        ("test://t", "test://t"),
     ];
     for (raw, canonical) in cases {
         let url: StoreUrl = raw.parse().unwrap_or_else(|e| panic!("{raw}: {e}"));
@@ -63,7 +63,7 @@ async fn reads_writes_and_conditional_creates() {
     assert!(store.head(&Path::from("nope")).await.unwrap().is_none());
     let missing = store.get(&Path::from("nope")).await.unwrap_err();
     assert!(missing.is_not_found());
-    assert!(missing.to_string().contains("memory://store-basic"), "{missing}");
+    assert!(missing.to_string().contains("test://store-basic"), "{missing}");
 
     let m = Path::from("volumes/v/manifests/x.json");
     store.put_if_absent(&m, Bytes::from_static(b"1")).await.unwrap();

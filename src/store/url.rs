@@ -17,8 +17,8 @@ pub enum Scheme {
     Gcs,
     /// `az://container[/prefix]` (account from the environment)
     Azure,
-    /// `memory://name`: one in-process store per name, for unit tests.
-    Memory,
+    /// `test://name`: one in-process store per name, for tests (builds with the `testing` feature).
+    Test,
 }
 
 /// A parsed, canonical store URL. Its string form identifies the store in the index and cache keys.
@@ -76,7 +76,7 @@ impl FromStr for StoreUrl {
         let parsed = url::Url::parse(raw).map_err(|e| {
             StoreUrl::invalid(
                 raw,
-                format!("{e} (expected file:///dir, s3://bucket/prefix, gs://, az://, memory://)"),
+                format!("{e} (expected file:///dir, s3://bucket/prefix, gs://, az://, test://)"),
             )
         })?;
         let scheme = match parsed.scheme() {
@@ -84,7 +84,7 @@ impl FromStr for StoreUrl {
             "s3" => Scheme::S3,
             "gs" => Scheme::Gcs,
             "az" | "azure" => Scheme::Azure,
-            "memory" => Scheme::Memory,
+            "test" => Scheme::Test,
             other => return Err(StoreUrl::invalid(raw, format!("unknown scheme {other:?}"))),
         };
         let options: BTreeMap<String, String> = parsed.query_pairs().into_owned().collect();
@@ -128,7 +128,7 @@ impl fmt::Display for StoreUrl {
             Scheme::S3 => "s3",
             Scheme::Gcs => "gs",
             Scheme::Azure => "az",
-            Scheme::Memory => "memory",
+            Scheme::Test => "test",
         };
         write!(f, "{scheme}://{}", self.root)?;
         if !self.prefix.as_ref().is_empty() {

@@ -122,13 +122,8 @@ pub fn ensure_running_with(paths: &Paths, launch: &Launch) -> anyhow::Result<()>
     )
 }
 
-/// The daemon binary beside this one (an install or a cargo build), else from PATH.
 fn mountd_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("lazysnap-mountd")))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("lazysnap-mountd"))
+    crate::sibling_binary("lazysnap-mountd")
 }
 
 /// The log's last error line (a bad flag is followed by usage hints), else its last line.

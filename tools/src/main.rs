@@ -2,9 +2,7 @@
 //! This file parses arguments, runs the command and turns errors into one line and an exit code.
 
 mod address;
-mod bench;
 mod commands;
-mod daemon;
 mod hydrate;
 mod inspect;
 mod jobs;
@@ -17,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use lazysnap::paths::Paths;
+use lazysnap_tools::{block_on, daemon, print_json};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,8 +95,15 @@ enum Command {
     #[command(subcommand)]
     Index(commands::IndexCommand),
     /// Measure reads through mounts against raw GETs and local disk on file://, a local S3 server
-    /// and one with S3's latency emulated; prints ratios and their targets, writes JSON.
-    Bench(bench::BenchArgs),
+    /// and one with S3's latency emulated; prints ratios and their targets, writes JSON. Runs
+    /// lazysnap-bench (a separate binary, so the test S3 server it starts is not part of this
+    /// one); `lazysnap bench --help` lists its flags.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Flags for lazysnap-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
+        flags: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,26 +265,17 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Daemon(DaemonCommand::Restart { flags }) => daemon::restart(paths, flags),
         Command::Daemon(DaemonCommand::Start { flags }) => daemon::start(paths, flags),
         Command::Index(cmd) => commands::index(cmd, paths),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench { flags } => run_bench(flags),
     }
 }
 
-/// Runs a future on a runtime made for this command.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts")
-        .block_on(future)
-}
-
-/// Prints a JSON value, pretty on a terminal and compact otherwise.
-pub fn print_json(value: &serde_json::Value) {
-    use std::io::IsTerminal;
-    let text = if std::io::stdout().is_terminal() {
-        serde_json::to_string_pretty(value)
-    } else {
-        serde_json::to_string(value)
-    };
-    println!("{}", text.expect("JSON serialises"));
+/// Replaces this process with lazysnap-bench, which reads `flags` itself.
+fn run_bench(flags: Vec<String>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let bench = lazysnap_tools::sibling_binary("lazysnap-bench");
+    let error = std::process::Command::new(&bench).args(flags).exec();
+    Err(anyhow::Error::new(error).context(format!(
+        "cannot run {} (installed by `cargo build --workspace --bins` or the lazysnap-bench package)",
+        bench.display()
+    )))
 }

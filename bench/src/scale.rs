@@ -120,7 +120,7 @@ pub fn measure(target: &Target, work: &Path, daemon_args: &[String], mounts: usi
     let reader = Reader::start(watched.try_clone()?, content(0));
     std::thread::sleep(Duration::from_millis(300));
     let restarting = Instant::now();
-    let out = Command::new(std::env::current_exe()?)
+    let out = Command::new(lazysnap_tools::sibling_binary("lazysnap"))
         .arg("--home")
         .arg(node.paths.home())
         .args(["daemon", "restart"])
@@ -290,7 +290,7 @@ fn proc_field(pid: u64, field: &str) -> anyhow::Result<u64> {
 }
 
 fn cli_mount(node: &BenchNode, store: &str, volume: &str, path: &Path) -> anyhow::Result<()> {
-    let out = Command::new(std::env::current_exe()?)
+    let out = Command::new(lazysnap_tools::sibling_binary("lazysnap"))
         .arg("--home")
         .arg(node.paths.home())
         .args(["mount", "--store", store, "--volume", volume, "--mountpoint"])

@@ -1,4 +1,4 @@
-//! `lazysnap bench`: one run measures lazysnap's reads against the fastest raw reads of the same
+//! `lazysnap-bench` (also run as `lazysnap bench`): one run measures lazysnap's reads against the fastest raw reads of the same
 //! objects from the same store, and prints the ratios (see `report`) beside their targets.
 //!
 //! Every store gets the same data and the same steps, each on a fresh node (its own home, cache
@@ -19,13 +19,13 @@ mod targets;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use lazysnap::index::Index;
 use lazysnap::names::{RelPath, VolumeId};
 use lazysnap::publish::{self, NoProgress, PublishOptions};
 use lazysnap::store::layout;
 
-use crate::block_on;
+use lazysnap_tools::{block_on, daemon};
 use node::BenchNode;
 use report::{MountScale, Report, StoreFigures};
 use targets::Target;
@@ -38,7 +38,12 @@ fn run_namespace() -> String {
     format!("lazysnap-bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-#[derive(Args, Debug)]
+#[derive(Parser, Debug)]
+#[command(
+    name = "lazysnap-bench",
+    version,
+    about = "Measure lazysnap's reads, mounts and restarts against raw GETs and peers; prints ratios beside their targets and writes JSON"
+)]
 pub struct BenchArgs {
     /// quick: 256 MiB file, mount time up to 10k files (a few minutes on 2 cores); full: 1 GiB, up
     /// to 100k files; scale: one daemon with --mounts mounts of a local directory store (threads,
@@ -95,7 +100,24 @@ enum Profile {
     Scale,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let args = BenchArgs::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "error,lazysnap=off".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lazysnap-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: BenchArgs) -> anyhow::Result<()> {
     let work_root = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_root).with_context(|| format!("cannot create {}", work_root.display()))?;
     let work = tempfile::Builder::new()
