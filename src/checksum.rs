@@ -140,7 +140,7 @@ impl Pinned {
     /// The same pin, sharing what live handles in this process learned of object `identity`
     /// (unique per store, key, size and etag) read in blocks of `block_size`, `blocks` of them.
     /// Learned checksums live as long as a handle does: what must outlive it is remembered
-    /// elsewhere (see `fetch::ChecksumMemory`) and recalled into a new pin.
+    /// elsewhere (see `fetch::ChecksumRecall`) and recalled into a new pin.
     pub fn bind(self, identity: &str, block_size: u64, blocks: u64) -> Pinned {
         static LIVE: OnceLock<LiveLearned> = OnceLock::new();
         let mut live = LIVE

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::fetch::ObjectHandle;
-use crate::fs::LazyFs;
+use crate::view::View;
 
 #[derive(Debug, Clone, Default)]
 pub struct HydrateOptions {
@@ -113,9 +113,9 @@ struct Piece {
 }
 
 impl Hydration {
-    /// Starts hydrating every file of `fs`; needs a tokio runtime.
-    pub fn start(fs: Arc<LazyFs>, options: HydrateOptions) -> Arc<Hydration> {
-        let files = fs.files();
+    /// Starts hydrating every file of `view`; needs a tokio runtime.
+    pub fn start(view: Arc<View>, options: HydrateOptions) -> Arc<Hydration> {
+        let files = view.files();
         let shared = Arc::new(Shared {
             started: Instant::now(),
             finished: Mutex::new(None),
@@ -129,7 +129,7 @@ impl Hydration {
             warned_deadline: Default::default(),
         });
         let (control, control_rx) = watch::channel(Control::Run);
-        let task = tokio::spawn(run(fs, files, shared.clone(), control_rx));
+        let task = tokio::spawn(run(view, files, shared.clone(), control_rx));
         Arc::new(Hydration {
             control,
             shared,
@@ -236,7 +236,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Bytes per second that finish `remaining` bytes by `deadline_ms`; infinite once it has passed.
 fn required_rate(remaining: u64, deadline_ms: u64) -> f64 {
-    let left_ms = deadline_ms.saturating_sub(crate::now_ms());
+    let left_ms = deadline_ms.saturating_sub(crate::time::now_ms());
     match left_ms {
         0 => f64::INFINITY,
         ms => remaining as f64 / (ms as f64 / 1e3),
@@ -252,8 +252,8 @@ fn pace(options: &HydrateOptions, remaining: u64) -> Option<f64> {
     }
 }
 
-async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
-    let fetcher = fs.fetcher().clone();
+async fn run(view: Arc<View>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
+    let fetcher = view.fetcher().clone();
     let parallel = fetcher.config().slots.total();
     // Pieces still to finish per file, set when the file is planned.
     let pending_per_file: Arc<Vec<AtomicU64>> = Arc::new(files.iter().map(|_| AtomicU64::new(0)).collect());
@@ -261,9 +261,9 @@ async fn run(fs: Arc<LazyFs>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
     // Files are split into pieces as the stream reaches them, so hydrating starts at once and
     // holds only the objects it works on, however many files the mount has.
     let planned = futures::stream::iter(files.into_iter().enumerate()).flat_map({
-        let (fs, shared, pending_per_file) = (fs.clone(), shared.clone(), pending_per_file.clone());
+        let (view, shared, pending_per_file) = (view.clone(), shared.clone(), pending_per_file.clone());
         move |(file, (ino, _))| {
-            let planned = match fs.object(ino) {
+            let planned = match view.object(ino) {
                 Ok(object) => {
                     let pieces = split(file, &object);
                     pending_per_file[file].store(pieces.len() as u64, Relaxed);

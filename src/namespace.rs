@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::catalog;
+use crate::chain;
 use crate::index::{Index, IndexError};
 use crate::names::{NameError, VolumeId};
 use crate::store::{layout, Store, StoreError};
@@ -52,7 +52,7 @@ pub struct DeleteReport {
 
 /// Every namespace of the store with its volumes, sorted.
 pub async fn list(store: &Store) -> Result<Vec<Namespace>, StoreError> {
-    Ok(group(catalog::list_volumes(store).await?))
+    Ok(group(chain::list_volumes(store).await?))
 }
 
 fn group(volumes: Vec<VolumeId>) -> Vec<Namespace> {
@@ -217,7 +217,7 @@ mod tests {
         crate::publish::publish(store, index, dir.path(), &volume, &options, &crate::publish::NoProgress)
             .await
             .unwrap();
-        crate::snapshot::create(store, index, &volume, "s1", 60, crate::now_ms())
+        crate::snapshot::create(store, index, &volume, "s1", 60, crate::time::now_ms())
             .await
             .unwrap();
     }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use lazysnap::cache::{BlockCache, CacheConfig};
 use lazysnap::control::{ops, HydrateParams, NamespaceDeleteRequest, OpError, Request, Response};
 use lazysnap::index::Index;
 use lazysnap::names::VolumeId;
 use lazysnap::namespace;
 use lazysnap::paths::Paths;
+use lazysnap::view::{Reading, ReadingConfig};
 use serde_json::json;
 
 use crate::backups::Backups;
@@ -38,7 +38,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn start(
         paths: Paths,
-        cache: CacheConfig,
+        reading: ReadingConfig,
         tuning: Tuning,
         handover_grace: std::time::Duration,
         flags: Vec<String>,
@@ -51,16 +51,16 @@ impl Daemon {
             .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?
             .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
-        let cache = Arc::new(BlockCache::new(&cache)?);
+        let reading = Arc::new(Reading::open(index.clone(), &reading)?);
         let holder = Holder::start(&paths, handover_grace);
-        let mounts = Mounts::new(paths.clone(), index.clone(), cache, tuning, holder);
+        let mounts = Mounts::new(paths.clone(), reading.clone(), tuning, holder);
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
             paths,
             mounts,
             uploaders: Uploaders::new(index.clone()),
             backups: Backups::new(index.clone()),
-            restores: Restores::new(index.clone()),
+            restores: Restores::new(reading),
             index,
             recovered: std::sync::atomic::AtomicBool::new(false),
             flags,
@@ -111,7 +111,7 @@ impl Daemon {
             Request::RestoreList => self.restores.list(&self.mounts),
             Request::RestoreCancel(req) => self.restores.cancel(&self.mounts, &req).await,
             Request::RestoreResume(req) => self.restores.resume(&self.mounts, &req).await,
-            Request::Sync(req) => self.uploaders.sync(&req).await,
+            Request::Sync(req) => self.uploaders.sync(&req).await.map(|s| json!(s)),
             Request::NamespaceList(req) => ops::namespace_list(&req).await,
             Request::NamespaceDelete(req) => self.delete_namespaces(&req).await,
             Request::Mounts => Ok(json!(self.mounts.list())),

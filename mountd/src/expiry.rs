@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use lazysnap::fs::LazyFs;
 use lazysnap::index::SnapshotRow;
+use lazysnap::view::View;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -37,10 +37,10 @@ pub fn phase(snapshot: &SnapshotRow, now_ms: u64) -> Phase {
 }
 
 /// What `mounts` shows of one mounted snapshot.
-pub fn status(fs: &LazyFs, volume: usize, snapshot: &SnapshotRow, now_ms: u64) -> Value {
+pub fn status(view: &View, volume: usize, snapshot: &SnapshotRow, now_ms: u64) -> Value {
     let phase = phase(snapshot, now_ms);
     // Counting local bytes reads every file's cache map: only once it matters.
-    let not_local = (phase != Phase::Valid).then(|| fs.bytes_not_local(volume));
+    let not_local = (phase != Phase::Valid).then(|| view.bytes_not_local(volume));
     json!({
         "snapshotUUID": snapshot.uuid,
         "validTill": snapshot.valid_till_ms,
@@ -58,9 +58,9 @@ pub struct Watch {
 
 impl Watch {
     /// Logs once per phase change of each mounted snapshot that still has bytes to fetch.
-    pub fn check(&self, path: &Path, fs: &LazyFs, now_ms: u64) {
-        for (i, view) in fs.views().iter().enumerate() {
-            let Some(snapshot) = &view.snapshot else { continue };
+    pub fn check(&self, path: &Path, view: &View, now_ms: u64) {
+        for (i, part) in view.parts().iter().enumerate() {
+            let Some(snapshot) = &part.snapshot else { continue };
             let phase = phase(snapshot, now_ms);
             let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
             let key = (path.to_path_buf(), i);
@@ -69,11 +69,11 @@ impl Watch {
             }
             warned.insert(key, phase);
             drop(warned);
-            let not_local = fs.bytes_not_local(i);
+            let not_local = view.bytes_not_local(i);
             if not_local == 0 {
                 continue;
             }
-            let (volume, uuid, valid_till) = (&view.volume, &snapshot.uuid, snapshot.valid_till_ms);
+            let (volume, uuid, valid_till) = (&part.volume, &snapshot.uuid, snapshot.valid_till_ms);
             match phase {
                 Phase::Expiring => tracing::warn!(
                     path = %path.display(), %volume, uuid, valid_till, bytes_not_local = not_local,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lazysnap::control::{HydrateAction, HydrateParams};
-use lazysnap::fs::LazyFs;
 use lazysnap::hydrate::{HydrateOptions, Hydration, HydrationStatus};
+use lazysnap::view::View;
 
 use lazysnap::control::OpError;
 
@@ -21,9 +21,9 @@ impl Hydrations {
         self.by_path.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts hydrating `fs` mounted at `path`; one that still runs there gets the new cap and
+    /// Starts hydrating `view` mounted at `path`; one that still runs there gets the new cap and
     /// deadline (when given) and is resumed instead.
-    pub fn start(&self, path: &Path, fs: &Arc<LazyFs>, params: &HydrateParams) -> HydrationStatus {
+    pub fn start(&self, path: &Path, view: &Arc<View>, params: &HydrateParams) -> HydrationStatus {
         let mut map = self.map();
         if let Some(running) = map.get(path).filter(|h| !h.state().is_final()) {
             // What the request leaves out stays as it was.
@@ -35,7 +35,7 @@ impl Hydrations {
             running.resume();
             return running.status();
         }
-        let hydration = Hydration::start(fs.clone(), options(fs, params));
+        let hydration = Hydration::start(view.clone(), options(view, params));
         tracing::info!(path = %path.display(), bandwidth = ?params.bandwidth, "hydration started");
         let status = hydration.status();
         map.insert(path.to_path_buf(), hydration);
@@ -74,9 +74,9 @@ impl Hydrations {
 }
 
 /// The request's cap and deadline; a snapshot mount finishes by the earliest validTill it shows.
-fn options(fs: &LazyFs, params: &HydrateParams) -> HydrateOptions {
-    let valid_till = fs
-        .views()
+fn options(view: &View, params: &HydrateParams) -> HydrateOptions {
+    let valid_till = view
+        .parts()
         .iter()
         .filter_map(|v| v.snapshot.as_ref().map(|s| s.valid_till_ms))
         .min();

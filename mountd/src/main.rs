@@ -17,11 +17,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use lazysnap::cache::CacheConfig;
-use lazysnap::fetch::{BufferBudget, FetchConfig, RequestSlots};
 use lazysnap::fuse::{FuseOptions, Server};
 use lazysnap::paths::Paths;
-use lazysnap::store::BlockBuffers;
+use lazysnap::view::ReadingConfig;
 
 #[derive(Parser, Debug)]
 #[command(name = "lazysnap-mountd", version, about = "The lazysnap mount daemon", long_about = None, args_override_self = true)]
@@ -116,16 +114,13 @@ fn main() -> anyhow::Result<()> {
         lazysnap::failpoint::arm(&name.to_string_lossy());
     }
     let paths = Paths::new(home_of(args.home.clone()));
-    // One cap for all block bytes in memory: what is in flight is taken from the cache's share.
-    let in_flight = (args.cache_memory / 2)
-        .min(args.fetch_request_size.saturating_mul(args.fetch_concurrency as u64))
-        .max(1);
-    // Free block buffers kept for reuse count against the cap as well.
-    let pooled = args.cache_memory / 8;
-    let cache = CacheConfig {
-        memory_bytes: args.cache_memory.saturating_sub(in_flight + pooled),
-        disk_dir: Some(paths.cache()),
-        disk_bytes: args.cache_disk,
+    let reading = ReadingConfig {
+        cache_memory: args.cache_memory,
+        cache_dir: Some(paths.cache()),
+        cache_disk: args.cache_disk,
+        request_size: args.fetch_request_size,
+        concurrency: args.fetch_concurrency,
+        readahead_max: args.readahead_max,
     };
     // Every thread the daemon has, whatever the number of mounts: the workers, the blocking
     // pool, and a few named ones (allocator trimmer, holder reaper, cache verifiers).
@@ -146,17 +141,9 @@ fn main() -> anyhow::Result<()> {
         server: Server::new(fuse),
         max_mounts: args.max_mounts,
         max_files: args.max_files,
-        fetch: FetchConfig {
-            max_request_bytes: args.fetch_request_size,
-            slots: RequestSlots::new(args.fetch_concurrency),
-            readahead_max: args.readahead_max,
-            budget: BufferBudget::new(in_flight),
-            buffers: BlockBuffers::new(pooled),
-            ..FetchConfig::default()
-        },
     };
     let _entered = runtime.enter();
-    let daemon = daemon::Daemon::start(paths, cache, tuning, args.handover_grace, own_flags())?;
+    let daemon = daemon::Daemon::start(paths, reading, tuning, args.handover_grace, own_flags())?;
     runtime.block_on(server::serve(daemon))
 }
 

@@ -6,18 +6,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use lazysnap::cache::{BlockCache, CacheStats};
-use lazysnap::catalog::{self, Selector};
+use lazysnap::cache::CacheStats;
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError};
-use lazysnap::fetch::{FetchConfig, Fetcher};
-use lazysnap::fs::{LazyFs, VolumeView};
+use lazysnap::fs::LazyFs;
 use lazysnap::fuse::{self, Attach, Busy, Mount, Server};
 use lazysnap::hydrate::HydrationStatus;
 use lazysnap::index::{Index, MountRow};
-use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
-use lazysnap::scylla::{self, Spanning};
-use lazysnap::store::{BufferStats, Store, StoreConfig, StoreUrl};
+use lazysnap::scylla::Spanning;
+use lazysnap::store::{BufferStats, StoreUrl};
+use lazysnap::view::{Reading, Resolved, ViewSpec};
 use serde_json::{json, Value};
 
 use crate::holder::Holder;
@@ -53,12 +51,12 @@ pub struct ScyllaShown {
     pub spanning: Vec<Spanning>,
 }
 
-/// How every mount reads, and what bounds them all: the node-wide FUSE server (requests in
-/// flight), the fetchers' shared GET slots and memory budget, and the most mounts served at once.
+/// What bounds all mounts together: the node-wide FUSE server (requests in flight), the most
+/// mounts served at once and the most files they show. (GET slots and the memory budget are the
+/// daemon's [`Reading`], shared with restores.)
 #[derive(Debug, Clone)]
 pub struct Tuning {
     pub server: Arc<Server>,
-    pub fetch: FetchConfig,
     pub max_mounts: usize,
     /// Files shown by all mounts together: each costs the daemon memory for as long as it is
     /// mounted (its place in the inode tree, its name and index row).
@@ -72,43 +70,29 @@ const DESCRIPTOR_RESERVE: u64 = 1024;
 pub struct Mounts {
     pub(crate) paths: Paths,
     pub(crate) index: Arc<Index>,
-    cache: Arc<BlockCache>,
+    pub(crate) reading: Arc<Reading>,
     pub(crate) tuning: Tuning,
     active: Mutex<BTreeMap<PathBuf, Active>>,
     pub(crate) hydrations: Hydrations,
     expiry: crate::expiry::Watch,
     pub(crate) holder: Holder,
-    stores: Mutex<std::collections::HashMap<StoreUrl, Store>>,
     /// Mount and unmount run one at a time: they change the mount table and folders.
     pub(crate) admin: tokio::sync::Mutex<()>,
 }
 
 impl Mounts {
-    pub fn new(paths: Paths, index: Arc<Index>, cache: Arc<BlockCache>, tuning: Tuning, holder: Holder) -> Mounts {
+    pub fn new(paths: Paths, reading: Arc<Reading>, tuning: Tuning, holder: Holder) -> Mounts {
         Mounts {
             paths,
-            index,
-            cache,
+            index: reading.index().clone(),
+            reading,
             tuning,
             active: Mutex::default(),
             hydrations: Hydrations::default(),
             expiry: crate::expiry::Watch::default(),
             holder,
-            stores: Mutex::default(),
             admin: tokio::sync::Mutex::new(()),
         }
-    }
-
-    /// The node's client of a store, made once and shared by every mount of it: a client per
-    /// mount would hold a connection pool per mount.
-    pub(crate) fn store(&self, url: &StoreUrl) -> Result<Store, lazysnap::store::StoreError> {
-        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(store) = stores.get(url) {
-            return Ok(store.clone());
-        }
-        let store = Store::open(url, &StoreConfig::default())?;
-        stores.insert(url.clone(), store.clone());
-        Ok(store)
     }
 
     pub(crate) fn active(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Active>> {
@@ -116,12 +100,12 @@ impl Mounts {
     }
 
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats()
+        self.reading.cache_stats()
     }
 
     /// Block data this daemon holds in memory, shared by all mounts.
     pub fn buffer_stats(&self) -> BufferStats {
-        self.tuning.fetch.buffers.stats()
+        self.reading.fetch_config().buffers.stats()
     }
 
     /// Holds off mounts and unmounts while the guard lives (a namespace delete checks, then deletes).
@@ -161,25 +145,17 @@ impl Mounts {
     ) -> Result<String, OpError> {
         self.check_limits(&request)?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
-        let (fs, manifests, scylla) = match &request.scylla {
-            Some(filter) => {
-                let (fs, view) = self.scylla_view(filter, pinned).await?;
-                let manifests = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
-                // A view names its stores; the first stands for the mount in listings.
-                request.store = view.first_store.clone().unwrap_or_default();
-                let shown = ScyllaShown {
-                    sstables: view.sstables.len(),
-                    spanning: view.spanning,
-                };
-                (fs, manifests, Some(shown))
+        let mut resolved = self.reading.resolve(&request.view_spec()?, pinned).await?;
+        let manifests = resolved.manifest_names();
+        let scylla = resolved.scylla.take().map(|view| {
+            // A view names its stores; the first stands for the mount in listings.
+            request.store = view.first_store.clone().unwrap_or_default();
+            ScyllaShown {
+                sstables: view.sstables.len(),
+                spanning: view.spanning,
             }
-            None => {
-                let (fs, manifests) = self
-                    .view(&request.store, &request.volumes, &request.selector, pinned)
-                    .await?;
-                (fs, manifests, None)
-            }
-        };
+        });
+        let fs = self.filesystem(resolved)?;
         let url: StoreUrl = request.store.parse()?;
 
         let path = match &request.mount_path {
@@ -238,7 +214,7 @@ impl Mounts {
     pub(crate) fn serve(&self, active: Active) {
         let path = active.mount.path().to_path_buf();
         if let Some(params) = &active.record.request.hydrate {
-            self.hydrations.start(&path, active.mount.fs(), params);
+            self.hydrations.start(&path, active.mount.fs().view(), params);
         }
         self.active().insert(path, active);
     }
@@ -270,133 +246,38 @@ impl Mounts {
         Ok(())
     }
 
-    /// The filesystem of a view: volumes of a store at a selector, or a backup location's volume
-    /// (no volumes named, a backup selector). `pinned` holds the manifest names a restarted view
-    /// must show again. Answers the manifest names shown, one per view.
-    pub async fn view(
-        &self,
-        store: &str,
-        volumes: &[String],
-        selector: &Selector,
-        pinned: Option<&[String]>,
-    ) -> Result<(Arc<LazyFs>, Vec<String>), OpError> {
-        let (store, views) = self.resolve_views(store, volumes, selector, pinned).await?;
-        let manifests = views.iter().map(|v| v.manifest.name.clone()).collect();
-        Ok((self.filesystem(store, views)?, manifests))
-    }
-
-    /// The filesystem of resolved views, reading through this daemon's cache; `store` serves the
-    /// views that do not name a store of their own.
-    pub(crate) fn filesystem(&self, store: Store, views: Vec<VolumeView>) -> Result<Arc<LazyFs>, OpError> {
-        let files: u64 = views.iter().map(|v| v.manifest.file_count).sum();
-        let shown: u64 = self.active().values().map(|a| a.mount.fs().file_count()).sum();
+    /// The filesystem of a resolved view, refused past the daemon's file limit.
+    pub(crate) fn filesystem(&self, resolved: Resolved) -> Result<Arc<LazyFs>, OpError> {
+        let files = resolved.file_count();
+        let shown: u64 = self.active().values().map(|a| a.mount.fs().view().file_count()).sum();
         if shown + files > self.tuning.max_files {
             return Err(OpError::invalid(format!(
                 "this mount would show {files} files beside the {shown} this lazysnap-mountd shows, past its limit (--max-files {}); unmount some or raise the limit",
                 self.tuning.max_files
             )));
         }
-        // Checksums learned of foreign objects are kept in the index, to check cached blocks
-        // and restored files after a restart.
-        let fetcher =
-            Fetcher::new(store, self.cache.clone(), self.tuning.fetch.clone()).with_memory(self.index.clone());
-        let fetcher = Arc::new(fetcher);
+        let view = self.reading.assemble(resolved)?;
         // SAFETY: getuid/getgid have no preconditions.
         let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        let fs = LazyFs::new(self.index.clone(), fetcher, views, owner).map_err(OpError::invalid)?;
-        Ok(Arc::new(fs))
+        Ok(Arc::new(LazyFs::new(Arc::new(view), owner)))
     }
 
-    /// The filesystem of a ScyllaDB view: the matching sstables' components, flat, each view part
-    /// reading from its own store. `pinned` holds the manifest names a restarted view must show.
-    pub async fn scylla_view(
-        &self,
-        filter: &scylla::Filter,
-        pinned: Option<&[String]>,
-    ) -> Result<(Arc<LazyFs>, scylla::ResolvedView), OpError> {
-        let open = |url: &str| -> Result<Store, scylla::ScyllaError> { Ok(self.store(&url.parse()?)?) };
-        let view = scylla::resolve(&self.index, filter, open).await?;
-        let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
-        // A view with nothing inside its range is a valid answer (the node holds nothing of that
-        // tablet); one where no sstable has the datacenter, rack or node asked for is a mistake.
-        let Some(first_store) = view.first_store.clone() else {
-            return Err(OpError::invalid(format!(
-                "no sstable of {}.{} in snapshot {} is on the datacenter, rack and node asked for",
-                filter.keyspace, filter.table, filter.snapshot
-            )));
+    /// The filesystem a recorded mount showed: from the index when it knows every manifest (and
+    /// snapshot), else resolved again through the stores.
+    pub(crate) async fn recorded_filesystem(&self, record: &Record) -> Result<Arc<LazyFs>, OpError> {
+        let spec: ViewSpec = record.request.view_spec()?;
+        let resolved = match self.reading.resolve_indexed(&spec, &record.manifests) {
+            Some(resolved) => resolved,
+            None => self.reading.resolve(&spec, Some(&record.manifests)).await?,
         };
-        if pinned.is_some_and(|p| p != names.as_slice()) {
-            return Err(OpError::invalid(format!(
-                "the view of {}.{} in snapshot {} now shows other sstables",
-                filter.keyspace, filter.table, filter.snapshot
-            )));
-        }
-        let views = view
-            .manifests
-            .iter()
-            .map(|(store, manifest)| VolumeView {
-                volume: manifest.volume.clone(),
-                manifest: manifest.clone(),
-                snapshot: None,
-                store: Some(store.clone()),
-                flat: true,
-            })
-            .collect();
-        Ok((self.filesystem(open(&first_store)?, views)?, view))
-    }
-
-    /// What a view shows, resolved in the index without building its tree (see [`Mounts::view`]).
-    pub async fn resolve_views(
-        &self,
-        store: &str,
-        volumes: &[String],
-        selector: &Selector,
-        pinned: Option<&[String]>,
-    ) -> Result<(Store, Vec<VolumeView>), OpError> {
-        let url: StoreUrl = store.parse()?;
-        let backup = selector.is_backup();
-        if volumes.is_empty() && !backup {
-            return Err(OpError::invalid("a mount needs at least one volume"));
-        }
-        let volumes = volumes
-            .iter()
-            .map(|v| VolumeId::parse(v).map_err(|e| OpError::invalid(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let store = self.store(&url)?;
-        let mut views = Vec::new();
-        // A backup location shows its one volume, named by its generations.
-        let targets: Vec<Option<VolumeId>> = match backup && volumes.is_empty() {
-            true => vec![None],
-            false => volumes.into_iter().map(Some).collect(),
-        };
-        for (i, target) in targets.into_iter().enumerate() {
-            let pinned = pinned.and_then(|p| p.get(i));
-            let selector = match pinned {
-                Some(name) => selector.pinned(name),
-                None => selector.clone(),
-            };
-            let (manifest, snapshot) = match &target {
-                Some(volume) => catalog::resolve(&store, &self.index, volume, &selector).await?,
-                None => (catalog::resolve_backup(&store, &self.index, &selector).await?, None),
-            };
-            let volume = manifest.volume.clone();
-            if pinned.is_some_and(|name| *name != manifest.name) {
-                return Err(OpError::invalid(format!(
-                    "volume {volume} now shows manifest {}, not {}",
-                    manifest.name,
-                    pinned.map_or("", |n| n.as_str())
-                )));
-            }
-            views.push(VolumeView::in_folder(volume, manifest, snapshot));
-        }
-        Ok((store, views))
+        self.filesystem(resolved)
     }
 
     pub(crate) fn record(&self, path: &Path, record: &Record) {
         let row = MountRow {
             path: path.display().to_string(),
             request: serde_json::to_string(record).expect("records serialise"),
-            created_at_ms: lazysnap::now_ms(),
+            created_at_ms: lazysnap::time::now_ms(),
         };
         if let Err(e) = self.index.record_mount(&row) {
             tracing::warn!(error = %e, "cannot record the mount in the index");
@@ -513,7 +394,7 @@ impl Mounts {
             }
         };
         let status = match action {
-            HydrateAction::Start => self.hydrations.start(&path, &fs, params),
+            HydrateAction::Start => self.hydrations.start(&path, fs.view(), params),
             other => self.hydrations.act(&path, other)?,
         };
         // What a restarted daemon resumes: a running hydration with its current cap and deadline.
@@ -590,10 +471,10 @@ impl Mounts {
             "descriptorLimit": descriptor_limit(),
             "fuseRequestsInFlight": server.requests_in_flight(),
             "maxFuseRequests": server.options().max_requests,
-            "getsInFlight": self.tuning.fetch.slots.in_use(),
-            "maxGets": self.tuning.fetch.slots.total(),
+            "getsInFlight": self.reading.fetch_config().slots.in_use(),
+            "maxGets": self.reading.fetch_config().slots.total(),
             "maxOpenFilesPerMount": server.options().max_open_files,
-            "files": self.active().values().map(|a| a.mount.fs().file_count()).sum::<u64>(),
+            "files": self.active().values().map(|a| a.mount.fs().view().file_count()).sum::<u64>(),
             "maxFiles": self.tuning.max_files,
         })
     }
@@ -605,20 +486,21 @@ impl Mounts {
             .iter()
             .map(|(path, active)| (path.clone(), active.mount.fs().clone()))
             .collect();
-        let now = lazysnap::now_ms();
+        let now = lazysnap::time::now_ms();
         for (path, fs) in mounted {
-            self.expiry.check(&path, &fs, now);
+            self.expiry.check(&path, fs.view(), now);
         }
     }
 
     pub fn list(&self) -> Vec<Value> {
-        let now = lazysnap::now_ms();
+        let now = lazysnap::time::now_ms();
         self.active()
             .iter()
             .map(|(path, active)| {
                 let fs = active.mount.fs();
-                let volumes: Vec<Value> = fs
-                    .views()
+                let view = fs.view();
+                let volumes: Vec<Value> = view
+                    .parts()
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
@@ -626,7 +508,7 @@ impl Mounts {
                             "volumeID": v.volume.as_str(),
                             "logManifestName": v.manifest.name,
                             "snapshotUUID": v.snapshot.as_ref().map(|s| s.uuid.clone()),
-                            "snapshot": v.snapshot.as_ref().map(|s| crate::expiry::status(fs, i, s, now)),
+                            "snapshot": v.snapshot.as_ref().map(|s| crate::expiry::status(view, i, s, now)),
                         })
                     })
                     .collect();
@@ -639,7 +521,7 @@ impl Mounts {
                     })),
                     "store": active.store.to_string(),
                     "volumes": volumes,
-                    "files": fs.file_count(),
+                    "files": view.file_count(),
                     "openFiles": active.mount.open_files(),
                     "stats": fs.stats(),
                     "hydration": self.hydrations.status(path),

@@ -4,16 +4,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use lazysnap::catalog::Selector;
 use lazysnap::control::OpError;
-use lazysnap::fs::{LazyFs, VolumeView};
 use lazysnap::fuse::{self, SessionState};
 use lazysnap::handover::Held;
 use lazysnap::index::MountRow;
-use lazysnap::names::VolumeId;
-use lazysnap::store::{Store, StoreUrl};
+use lazysnap::store::StoreUrl;
 
 use crate::mounts::{Active, Mounts, Record};
 
@@ -70,7 +66,7 @@ impl Mounts {
             .map_err(|e| OpError::invalid(format!("mount recorded by an older daemon: {e}")))?;
         let state: SessionState = serde_json::from_slice(&held.state)
             .map_err(|e| OpError::invalid(format!("held state of another daemon version: {e}")))?;
-        let fs = self.held_filesystem(&record).await?;
+        let fs = self.recorded_filesystem(&record).await?;
         let mount =
             fuse::adopt(&self.tuning.server, fs, held.fd, &state).map_err(|e| OpError::internal(e.to_string()))?;
         let store: StoreUrl = record.request.store.parse()?;
@@ -81,48 +77,6 @@ impl Mounts {
             record,
         });
         Ok(())
-    }
-
-    /// The filesystem a recorded mount showed: from the index when it knows every manifest (and
-    /// snapshot), else resolved again through the stores.
-    async fn held_filesystem(&self, record: &Record) -> Result<Arc<LazyFs>, OpError> {
-        let request = &record.request;
-        if let Some(filter) = &request.scylla {
-            return Ok(self.scylla_view(filter, Some(&record.manifests)).await?.0);
-        }
-        if let Some((store, views)) = self.indexed_views(record) {
-            return self.filesystem(store, views);
-        }
-        let pinned = Some(record.manifests.as_slice());
-        Ok(self
-            .view(&request.store, &request.volumes, &request.selector, pinned)
-            .await?
-            .0)
-    }
-
-    fn indexed_views(&self, record: &Record) -> Option<(Store, Vec<VolumeView>)> {
-        let request = &record.request;
-        let url: StoreUrl = request.store.parse().ok()?;
-        let store = self.store(&url).ok()?;
-        let mut views = Vec::new();
-        if request.volumes.is_empty() && request.selector.is_backup() {
-            let manifest = self.index.manifest_in_store(&url, record.manifests.first()?).ok()??;
-            views.push(VolumeView::in_folder(manifest.volume.clone(), manifest, None));
-        } else {
-            if request.volumes.len() != record.manifests.len() {
-                return None;
-            }
-            for (volume, name) in request.volumes.iter().zip(&record.manifests) {
-                let volume = VolumeId::parse(volume).ok()?;
-                let manifest = self.index.manifest(&url, &volume, name).ok()??;
-                let snapshot = match &request.selector {
-                    Selector::Snapshot(uuid) => self.index.snapshot(&url, &volume, uuid).ok()?,
-                    _ => None,
-                };
-                views.push(VolumeView::in_folder(volume, manifest, snapshot));
-            }
-        }
-        Some((store, views))
     }
 
     /// Mounts again, at the same path and showing the same manifests, a mount whose connection

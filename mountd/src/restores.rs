@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lazysnap::control::{JobRequest, OpError, RestoreStartRequest};
-use lazysnap::fs::LazyFs;
 use lazysnap::index::{Index, RestoreJobRow};
 use lazysnap::restore::{self, Progress, RestoreError};
 use lazysnap::store::StoreUrl;
+use lazysnap::view::{Reading, View};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -42,8 +42,10 @@ pub enum JobState {
 struct JobRecord {
     id: String,
     request: RestoreStartRequest,
-    /// The manifest (or generation) the view resolved to when the job was made.
-    manifest: String,
+    /// The manifests (or generation) the view resolved to when the job was made, one per part: a
+    /// resumed job copies the same files even if the volume moved on.
+    #[serde(alias = "manifest", deserialize_with = "one_or_many")]
+    manifests: Vec<String>,
     state: JobState,
     bytes_total: u64,
     bytes_done: u64,
@@ -76,6 +78,7 @@ type Running = Arc<Mutex<BTreeMap<String, RunningJob>>>;
 
 pub struct Restores {
     index: Arc<Index>,
+    reading: Arc<Reading>,
     running: Running,
 }
 
@@ -84,9 +87,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Restores {
-    pub fn new(index: Arc<Index>) -> Restores {
+    pub fn new(reading: Arc<Reading>) -> Restores {
         Restores {
-            index,
+            index: reading.index().clone(),
+            reading,
             running: Arc::default(),
         }
     }
@@ -98,7 +102,7 @@ impl Restores {
         if let Some(existing) = self.by_request(&key)? {
             return Ok(self.status_of(mounts, &existing));
         }
-        let (fs, manifest) = view(mounts, &req, None).await?;
+        let (view, manifests) = view(&self.reading, &req, None).await?;
         // Only once the view resolved: a bad request leaves no folder behind.
         if !req.in_place {
             let dest = PathBuf::from(&req.dest);
@@ -108,7 +112,7 @@ impl Restores {
         let record = JobRecord {
             id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             request: req,
-            manifest,
+            manifests,
             state: JobState::Running,
             bytes_total: 0,
             bytes_done: 0,
@@ -119,7 +123,7 @@ impl Restores {
             bytes_fetched: 0,
             bytes_fetched_this_run: 0,
             error: None,
-            created_at_ms: lazysnap::now_ms(),
+            created_at_ms: lazysnap::time::now_ms(),
             finished_at_ms: None,
         };
         let row = RestoreJobRow {
@@ -138,21 +142,21 @@ impl Restores {
             in_place = record.request.in_place,
             "restore job started"
         );
-        self.launch(mounts, fs, record).await?;
+        self.launch(mounts, view, record).await?;
         self.status(mounts, &stored.id)
     }
 
     /// Runs a job: a copy in a task, or (in place) a mount at the destination that hydrates.
-    async fn launch(&self, mounts: &Mounts, fs: Option<Arc<LazyFs>>, record: JobRecord) -> Result<(), OpError> {
-        if let Some(fs) = fs {
-            self.run(fs, record);
+    async fn launch(&self, mounts: &Mounts, view: Option<Arc<View>>, record: JobRecord) -> Result<(), OpError> {
+        if let Some(view) = view {
+            self.run(view, record);
             return Ok(());
         }
-        if let Err(e) = in_place::start(mounts, &record.request, &record.manifest).await {
+        if let Err(e) = in_place::start(mounts, &record.request, &record.manifests).await {
             let failed = JobRecord {
                 state: JobState::Failed,
                 error: Some(e.message.clone()),
-                finished_at_ms: Some(lazysnap::now_ms()),
+                finished_at_ms: Some(lazysnap::time::now_ms()),
                 ..record
             };
             self.save(&failed);
@@ -197,7 +201,7 @@ impl Restores {
             false => restore::remove_temp_files(Path::new(&record.request.dest), &record.id),
         }
         record.state = JobState::Cancelled;
-        record.finished_at_ms = Some(lazysnap::now_ms());
+        record.finished_at_ms = Some(lazysnap::time::now_ms());
         self.save(&record);
         Ok(self.status_of(mounts, &record))
     }
@@ -213,13 +217,12 @@ impl Restores {
     }
 
     async fn resume_record(&self, mounts: &Mounts, mut record: JobRecord) -> Result<(), OpError> {
-        let pinned = [record.manifest.clone()];
-        let (fs, _) = view(mounts, &record.request, Some(&pinned)).await?;
+        let (view, _) = view(&self.reading, &record.request, Some(&record.manifests)).await?;
         record.state = JobState::Running;
         record.error = None;
         record.finished_at_ms = None;
         tracing::info!(job = record.id, "restore job resumed");
-        self.launch(mounts, fs, record).await
+        self.launch(mounts, view, record).await
     }
 
     /// Takes up the jobs a daemon that stopped or died left running or pending.
@@ -260,7 +263,7 @@ impl Restores {
         }
     }
 
-    fn run(&self, fs: Arc<LazyFs>, mut record: JobRecord) {
+    fn run(&self, view: Arc<View>, mut record: JobRecord) {
         let progress = Arc::new(Progress::default());
         let (index, running) = (self.index.clone(), self.running.clone());
         let task_progress = progress.clone();
@@ -272,7 +275,7 @@ impl Restores {
             let progress = task_progress;
             let dest = PathBuf::from(&record.request.dest);
             let job_id = record.id.clone();
-            let copy = restore::copy_view(&fs, &dest, &job_id, record.request.bandwidth, &progress);
+            let copy = restore::copy_view(&view, &dest, &job_id, record.request.bandwidth, &progress);
             tokio::pin!(copy);
             let mut ticker = tokio::time::interval(PERSIST_EVERY);
             let result = loop {
@@ -286,7 +289,7 @@ impl Restores {
                 }
             };
             fill(&mut record, &progress, fetched_before);
-            record.finished_at_ms = Some(lazysnap::now_ms());
+            record.finished_at_ms = Some(lazysnap::time::now_ms());
             match result {
                 Ok(()) => record.state = JobState::Completed,
                 Err(RestoreError::Cancelled) => {
@@ -328,7 +331,7 @@ impl Restores {
                 if state != JobState::Running {
                     record.state = state;
                     record.error = h.error;
-                    record.finished_at_ms = Some(lazysnap::now_ms());
+                    record.finished_at_ms = Some(lazysnap::time::now_ms());
                     self.save(&record);
                 }
             }
@@ -345,6 +348,10 @@ impl Restores {
             }
         }
         let mut value = serde_json::to_value(&record).expect("records serialise");
+        // The manifest a one-volume view shows, as the API answered before views had several.
+        if let [manifest] = record.manifests.as_slice() {
+            value["manifest"] = json!(manifest);
+        }
         value["rate"] = json!(rate);
         value["etaSeconds"] = json!(eta);
         value
@@ -426,28 +433,31 @@ fn canonical(req: &RestoreStartRequest) -> Result<RestoreStartRequest, OpError> 
     })
 }
 
-/// The filesystem a copy reads (none for an in-place job, which mounts instead) and the
-/// manifest or generation the view shows.
+/// The view a copy reads (none for an in-place job, which mounts instead) and the manifests it
+/// shows, one per part.
 async fn view(
-    mounts: &Mounts,
+    reading: &Reading,
     req: &RestoreStartRequest,
     pinned: Option<&[String]>,
-) -> Result<(Option<Arc<LazyFs>>, String), OpError> {
-    if let Some(filter) = &req.scylla {
-        // A view over several stores pins one manifest per store, recorded as one line each.
-        let pinned: Option<Vec<String>> =
-            pinned.map(|p| p.iter().flat_map(|m| m.lines().map(str::to_string)).collect());
-        let (fs, view) = mounts.scylla_view(filter, pinned.as_deref()).await?;
-        let names: Vec<String> = view.manifests.iter().map(|(_, m)| m.name.clone()).collect();
-        return Ok((Some(fs), names.join("\n")));
-    }
-    let volumes: Vec<String> = req.volume.iter().cloned().collect();
+) -> Result<(Option<Arc<View>>, Vec<String>), OpError> {
+    let resolved = reading.resolve(&req.view_spec()?, pinned).await?;
+    let manifests = resolved.manifest_names();
     if req.in_place {
-        let (_, views) = mounts
-            .resolve_views(&req.store, &volumes, &req.selector, pinned)
-            .await?;
-        return Ok((None, views[0].manifest.name.clone()));
+        return Ok((None, manifests));
     }
-    let (fs, mut manifests) = mounts.view(&req.store, &volumes, &req.selector, pinned).await?;
-    Ok((Some(fs), manifests.swap_remove(0)))
+    Ok((Some(Arc::new(reading.assemble(resolved)?)), manifests))
+}
+
+/// A list of manifests, or, as older daemons recorded it, one string of them a line each.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Shape {
+        Lines(String),
+        List(Vec<String>),
+    }
+    Ok(match Shape::deserialize(deserializer)? {
+        Shape::Lines(text) => text.lines().map(str::to_string).collect(),
+        Shape::List(list) => list,
+    })
 }

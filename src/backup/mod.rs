@@ -24,12 +24,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::chain::ChainError;
 use crate::manifest::ManifestError;
 use crate::names::VolumeId;
 use crate::publish::PublishError;
 use crate::store::{Store, StoreError};
-
-pub use round::{generations, read_generation};
 
 /// The suffix of a seqno sidecar: `log.0001.seqnos` describes `log.0001`.
 pub const SEQNO_SIDECAR_SUFFIX: &str = ".seqnos";
@@ -113,14 +112,14 @@ pub enum BackupError {
     },
     #[error("another writer created generation {generation} in {location} at the same time; two backups must not share a location")]
     Conflict { location: String, generation: u64 },
-    #[error("backup location {location} has no generation {generation}")]
-    UnknownGeneration { location: String, generation: u64 },
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }
 
 /// A running backup; dropping it without [`BackupHandle::stop`] ends the rounds at once.

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use object_store::path::Path;
 
 use super::{lock, BackupError, BackupFile, BackupOptions, BackupStatus, Callback, MetadataWriter};
+use crate::chain::{generations, read_generation};
 use crate::checksum::BlockChecksums;
-use crate::manifest::backup::{self as format, Generation};
+use crate::manifest::backup as format;
 use crate::manifest::{Manifest, ManifestFile};
 use crate::names::RelPath;
 use crate::publish::{self, LocalFile, NoProgress, PublishOptions};
@@ -48,30 +49,6 @@ pub(super) struct Rounds {
     /// Files placed since the last completed callback: a round that failed after placing some
     /// reports them the next time instead of losing them.
     unreported: Vec<BackupFile>,
-}
-
-/// The generation numbers in a location, oldest first.
-pub async fn generations(location: &Store) -> Result<Vec<u64>, StoreError> {
-    let (_, objects) = location.list_children(&Path::default()).await?;
-    let mut numbers: Vec<u64> = objects
-        .iter()
-        .filter_map(|o| o.key.filename().and_then(layout::parse_generation_name))
-        .collect();
-    numbers.sort_unstable();
-    Ok(numbers)
-}
-
-/// Reads and validates generation `n` of a location.
-pub async fn read_generation(location: &Store, generation: u64) -> Result<Generation, BackupError> {
-    let name = layout::generation_name(generation);
-    let bytes = location.get(&Path::from(name.as_str())).await.map_err(|e| match e {
-        StoreError::NotFound { .. } => BackupError::UnknownGeneration {
-            location: location.url().to_string(),
-            generation,
-        },
-        other => other.into(),
-    })?;
-    Ok(format::parse(&bytes, &location.url().to_string(), &name)?)
 }
 
 impl Rounds {
@@ -132,7 +109,7 @@ impl Rounds {
         let result = self.round().await;
         let mut status = lock(&self.status);
         status.rounds += 1;
-        status.last_round_at_ms = Some(crate::now_ms());
+        status.last_round_at_ms = Some(crate::time::now_ms());
         status.last_error = result.as_ref().err().map(ToString::to_string);
         result
     }
@@ -257,7 +234,7 @@ impl Rounds {
             name: layout::generation_name(generation),
             term: 0,
             seq: generation,
-            created_at_ms: crate::now_ms(),
+            created_at_ms: crate::time::now_ms(),
             block_size: self.options.block_size,
             files: self
                 .live
@@ -275,7 +252,7 @@ impl Rounds {
         };
         manifest.validate()?;
         let writer = uuid::Uuid::new_v4().to_string();
-        let body = Bytes::from(format::to_json(&Generation { manifest, metadata }, &writer));
+        let body = Bytes::from(format::to_json(&format::Generation { manifest, metadata }, &writer));
         let key = Path::from(layout::generation_name(generation).as_str());
         match self.location.put_if_absent(&key, body).await {
             Ok(()) => {}

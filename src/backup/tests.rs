@@ -3,6 +3,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::chain::{generations, read_generation};
 use crate::store::StoreConfig;
 
 fn options() -> BackupOptions {
@@ -168,7 +169,7 @@ async fn a_callback_that_does_not_write_records_no_generation() {
     assert!(generations(&location).await.unwrap().is_empty());
     assert!(matches!(
         read_generation(&location, 1).await,
-        Err(BackupError::UnknownGeneration { generation: 1, .. })
+        Err(crate::chain::ChainError::UnknownGeneration { generation: 1, .. })
     ));
     let odd = BackupOptions {
         block_size: 5000,

@@ -5,6 +5,7 @@
 
 use super::Status;
 use crate::catalog::CatalogError;
+use crate::chain::ChainError;
 use crate::gc::GcError;
 use crate::index::IndexError;
 use crate::names::NameError;
@@ -13,6 +14,7 @@ use crate::publish::PublishError;
 use crate::scylla::ScyllaError;
 use crate::snapshot::SnapshotError;
 use crate::store::StoreError;
+use crate::view::ViewError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -77,18 +79,44 @@ impl From<CatalogError> for OpError {
     fn from(e: CatalogError) -> Self {
         let message = e.to_string();
         match e {
-            CatalogError::UnknownVolume { .. }
-            | CatalogError::UnknownManifest { .. }
-            | CatalogError::UnknownGeneration { .. }
-            | CatalogError::NoGeneration { .. } => OpError::unknown(message),
+            CatalogError::NoGeneration { .. } => OpError::unknown(message),
             CatalogError::BeforeFirstGeneration { .. }
             | CatalogError::SeqnoNotCovered { .. }
             | CatalogError::NotABackupSelector(_) => OpError::invalid(message),
-            CatalogError::Backup(_) => OpError::internal(message),
+            CatalogError::Chain(e) => e.into(),
             CatalogError::Snapshot(e) => e.into(),
-            CatalogError::Manifest(_) => OpError::invalid(message),
             CatalogError::Store(e) => e.into(),
             CatalogError::Index(_) => OpError::internal(message),
+        }
+    }
+}
+
+impl From<ViewError> for OpError {
+    fn from(e: ViewError) -> Self {
+        let message = e.to_string();
+        match e {
+            ViewError::Layout(_) | ViewError::NoVolume | ViewError::Moved { .. } | ViewError::NoSstableThere(_) => {
+                OpError::invalid(message)
+            }
+            ViewError::NoSuchFile(_) | ViewError::IsADirectory(_) | ViewError::Index(_) => OpError::internal(message),
+            ViewError::Store(e) => e.into(),
+            ViewError::Catalog(e) => (*e).into(),
+            ViewError::Scylla(e) => (*e).into(),
+        }
+    }
+}
+
+impl From<ChainError> for OpError {
+    fn from(e: ChainError) -> Self {
+        let message = e.to_string();
+        match e {
+            ChainError::UnknownVolume { .. }
+            | ChainError::UnknownManifest { .. }
+            | ChainError::UnknownGeneration { .. } => OpError::unknown(message),
+            // A manifest that does not parse was written by someone else: the request named it.
+            ChainError::Manifest(_) => OpError::invalid(message),
+            ChainError::Store(e) => e.into(),
+            ChainError::Index(_) => OpError::internal(message),
         }
     }
 }
@@ -101,10 +129,21 @@ impl From<crate::backup::BackupError> for OpError {
             BackupError::NotAFolder(_) | BackupError::BlockSize(_) | BackupError::Conflict { .. } => {
                 OpError::invalid(message)
             }
-            BackupError::UnknownGeneration { .. } => OpError::unknown(message),
             BackupError::Manifest(_) | BackupError::Place { .. } => OpError::internal(message),
+            BackupError::Chain(e) => e.into(),
             BackupError::Publish(e) => e.into(),
             BackupError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::uploader::UploaderError> for OpError {
+    fn from(e: crate::uploader::UploaderError) -> Self {
+        use crate::uploader::UploaderError;
+        match e {
+            UploaderError::Fenced { .. } => OpError::unknown(e.to_string()),
+            UploaderError::Stopped(_) => OpError::internal(e.to_string()),
+            UploaderError::Publish(e) => e.into(),
         }
     }
 }
@@ -122,7 +161,9 @@ impl From<SnapshotError> for OpError {
             | SnapshotError::NotCommitted { .. }
             | SnapshotError::EmptyVolume(_) => OpError::unknown(message),
             SnapshotError::Store(e) => e.into(),
-            SnapshotError::Catalog(e) => (*e).into(),
+            SnapshotError::Chain(e) => (*e).into(),
+            SnapshotError::Manifest(_) => OpError::invalid(message),
+            SnapshotError::Index(_) => OpError::internal(message),
             SnapshotError::RolledBack { .. } | SnapshotError::Malformed { .. } => OpError::internal(message),
         }
     }
@@ -136,7 +177,9 @@ impl From<GcError> for OpError {
             GcError::Fenced { .. } | GcError::TermNotStarted { .. } => OpError::invalid(message),
             GcError::MissingPinned { .. } => OpError::internal(message),
             GcError::Snapshot(e) => e.into(),
-            GcError::Catalog(e) => (*e).into(),
+            GcError::Chain(e) => (*e).into(),
+            GcError::Manifest(_) => OpError::invalid(message),
+            GcError::Index(_) => OpError::internal(message),
             GcError::Store(e) => e.into(),
         }
     }
@@ -153,7 +196,9 @@ impl From<PublishError> for OpError {
             | PublishError::Fenced { .. } => OpError::invalid(message),
             PublishError::Read { .. } | PublishError::Conflict { .. } => OpError::internal(message),
             PublishError::Store(e) => e.into(),
-            PublishError::Catalog(e) => (*e).into(),
+            PublishError::Chain(e) => (*e).into(),
+            PublishError::Manifest(_) => OpError::invalid(message),
+            PublishError::Index(_) => OpError::internal(message),
         }
     }
 }

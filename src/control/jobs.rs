@@ -55,6 +55,14 @@ pub struct RestoreStartRequest {
     pub scylla: Option<crate::scylla::Filter>,
 }
 
+impl RestoreStartRequest {
+    /// The view this request copies.
+    pub fn view_spec(&self) -> Result<crate::view::ViewSpec, super::OpError> {
+        let volumes: Vec<String> = self.volume.iter().cloned().collect();
+        super::view_spec(&self.store, &volumes, &self.selector, self.scylla.as_ref())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {

@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Selector;
+use crate::names::VolumeId;
+pub use crate::publish::Term;
+use crate::view::ViewSpec;
 
 mod error;
 mod jobs;
@@ -106,6 +109,30 @@ pub struct MountRequest {
     pub scylla: Option<crate::scylla::Filter>,
 }
 
+impl MountRequest {
+    /// The view this request names.
+    pub fn view_spec(&self) -> Result<ViewSpec, OpError> {
+        view_spec(&self.store, &self.volumes, &self.selector, self.scylla.as_ref())
+    }
+}
+
+/// The view of a store's volumes at a selector, or of a ScyllaDB filter.
+fn view_spec(
+    store: &str,
+    volumes: &[String],
+    selector: &Selector,
+    scylla: Option<&crate::scylla::Filter>,
+) -> Result<ViewSpec, OpError> {
+    if let Some(filter) = scylla {
+        return Ok(ViewSpec::Scylla(filter.clone()));
+    }
+    Ok(ViewSpec::Volumes {
+        store: store.parse()?,
+        volumes: volumes.iter().map(|v| VolumeId::parse(v)).collect::<Result<_, _>>()?,
+        selector: selector.clone(),
+    })
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HydrateParams {
@@ -157,45 +184,6 @@ impl Volumes {
             Volumes::Many(ids) => ids,
         }
     }
-}
-
-/// An uploader term: an unsigned 64-bit integer sent as a string (`"term": "1234"`), as Fusion does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Term(pub u64);
-
-impl Serialize for Term {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Term {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Term, D::Error> {
-        // Numbers are accepted too: a client that sends 7 means term 7.
-        let value = serde_json::Value::deserialize(deserializer)?;
-        let parsed = match &value {
-            serde_json::Value::String(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|_| text.bytes().all(|b| b.is_ascii_digit())),
-            serde_json::Value::Number(n) => n.as_u64(),
-            _ => None,
-        };
-        parsed.map(Term).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "term {value} is not an unsigned 64-bit integer in a string, like \"1234\""
-            ))
-        })
-    }
-}
-
-/// Serialises a term as the control API writes every term: a string.
-pub fn term_as_string<S: serde::Serializer>(term: &u64, serializer: S) -> Result<S::Ok, S::Error> {
-    Term(*term).serialize(serializer)
-}
-
-pub fn optional_term_as_string<S: serde::Serializer>(term: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
-    term.map(Term).serialize(serializer)
 }
 
 /// Operations on one volume of a store. `logstore_uri` is accepted for `store`.

@@ -60,7 +60,7 @@ pub async fn snapshot_create(req: &SnapshotCreateRequest, index: &Index) -> Resu
     let volumes = volume_ids(req.volumes.ids())?;
     snapshot::validate_uuid(&req.snapshot_uuid)?;
     let store = open_store(&req.store, false)?;
-    let now = crate::now_ms();
+    let now = crate::time::now_ms();
     let mut created = Vec::new();
     for volume in &volumes {
         match snapshot::create(&store, index, volume, &req.snapshot_uuid, req.validity, now).await {
@@ -105,7 +105,7 @@ pub async fn snapshot_list(req: &VolumeRequest) -> Result<Value, OpError> {
     let volume = VolumeId::parse(&req.volume)?;
     let store = open_store(&req.store, false)?;
     known_volume(&store, &volume).await?;
-    Ok(json!(snapshot::list(&store, &volume, crate::now_ms()).await?))
+    Ok(json!(snapshot::list(&store, &volume, crate::time::now_ms()).await?))
 }
 
 pub async fn snapshot_describe(req: &SnapshotDescribeRequest) -> Result<Value, OpError> {
@@ -113,7 +113,7 @@ pub async fn snapshot_describe(req: &SnapshotDescribeRequest) -> Result<Value, O
     snapshot::validate_uuid(&req.snapshot_uuid)?;
     let store = open_store(&req.store, false)?;
     Ok(json!(
-        snapshot::describe(&store, &volume, &req.snapshot_uuid, crate::now_ms()).await?
+        snapshot::describe(&store, &volume, &req.snapshot_uuid, crate::time::now_ms()).await?
     ))
 }
 
@@ -127,7 +127,7 @@ pub async fn gc(req: &GcRequest, index: &Index) -> Result<Value, OpError> {
         upload_grace_ms: seconds(req.upload_grace, defaults.upload_grace_ms, "uploadGrace")?,
         dry_run: req.dry_run,
     };
-    let report = gc::collect(&store, index, &volume, &options, crate::now_ms()).await?;
+    let report = gc::collect(&store, index, &volume, &options, crate::time::now_ms()).await?;
     Ok(json!(report))
 }
 
@@ -155,7 +155,7 @@ pub async fn namespace_delete(req: &NamespaceDeleteRequest, index: &Index) -> Re
 
 /// NotMyVbucket for a volume the store does not hold, rather than an empty answer.
 pub async fn known_volume(store: &Store, volume: &VolumeId) -> Result<(), OpError> {
-    if crate::catalog::latest_manifest_name(store, volume).await?.is_none() {
+    if crate::chain::latest_manifest_name(store, volume).await?.is_none() {
         return Err(OpError::unknown(format!(
             "volume {volume} not found in store {}",
             store.url()
@@ -168,12 +168,12 @@ pub async fn known_volume(store: &Store, volume: &VolumeId) -> Result<(), OpErro
 /// (what `cbcontbk info` shows). Reads each generation once; the index keeps them.
 pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError> {
     let store = open_store(location, false)?;
-    let numbers = crate::backup::generations(&store).await?;
+    let numbers = crate::chain::generations(&store).await?;
     let mut volume = None;
     let mut previous = std::collections::HashSet::new();
     let mut generations = Vec::with_capacity(numbers.len());
     for n in numbers {
-        let row = crate::catalog::load_generation(&store, index, n).await?;
+        let row = crate::chain::load_generation(&store, index, n).await?;
         let files = index
             .manifest_files(row.id)
             .map_err(crate::catalog::CatalogError::from)?;
@@ -182,7 +182,7 @@ pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError
         let high = files.iter().filter_map(|f| f.high_seqno).max();
         generations.push(json!({
             "generation": n,
-            "createdAt": crate::catalog::format_time(row.created_at_ms),
+            "createdAt": crate::time::format_time(row.created_at_ms),
             "createdAtMs": row.created_at_ms,
             "files": row.file_count,
             "bytes": row.total_bytes,

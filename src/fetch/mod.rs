@@ -173,20 +173,20 @@ pub struct Fetcher {
     inflight: Arc<Inflight>,
     demand: DemandActivity,
     stats: FetchStats,
-    memory: Option<Arc<dyn ChecksumMemory>>,
+    recall: Option<Arc<dyn ChecksumRecall>>,
 }
 
 /// Where the checksums learned of pinned objects (see [`Integrity::Pinned`]) outlive the process,
 /// so that after a restart their cached blocks, and files already copied from them, can be checked
 /// without fetching them again. Implemented by the index; the fetcher only calls it.
-pub trait ChecksumMemory: Send + Sync + std::fmt::Debug {
+pub trait ChecksumRecall: Send + Sync + std::fmt::Debug {
     /// The `(block, crc)` pairs remembered for `object` read in blocks of `block_size`.
-    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, MemoryError>;
+    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, RecallError>;
     /// Remembers checksums learned from verified fetches; remembering one twice is harmless.
-    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), MemoryError>;
+    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), RecallError>;
 }
 
-pub type MemoryError = Box<dyn std::error::Error + Send + Sync>;
+pub type RecallError = Box<dyn std::error::Error + Send + Sync>;
 
 /// When a process last waited on the store: background work (hydration) steps back meanwhile.
 #[derive(Debug)]
@@ -227,25 +227,25 @@ impl Fetcher {
             config,
             inflight: Arc::default(),
             stats: FetchStats::default(),
-            memory: None,
+            recall: None,
         }
     }
 
-    /// The same fetcher, remembering what it learns of pinned objects in `memory`, and recalling
+    /// The same fetcher, remembering what it learns of pinned objects in `recall`, and recalling
     /// it into the handles it makes (see [`Fetcher::handle`]).
-    pub fn with_memory(mut self, memory: Arc<dyn ChecksumMemory>) -> Fetcher {
-        self.memory = Some(memory);
+    pub fn with_recall(mut self, recall: Arc<dyn ChecksumRecall>) -> Fetcher {
+        self.recall = Some(recall);
         self
     }
 
     /// A handle on an object of `store`, as [`ObjectHandle::new`], with what earlier processes
-    /// learned of it recalled when it is pinned. A memory that cannot answer costs refetches, not
+    /// learned of it recalled when it is pinned. A recall that cannot answer costs refetches, not
     /// the read.
     pub fn handle(&self, store: &Store, key: Path, size: u64, block_size: u64, checksums: Integrity) -> ObjectHandle {
         let object = ObjectHandle::new(store, key, size, block_size, checksums);
-        if let (Some(memory), Integrity::Pinned(pin)) = (&self.memory, &*object.checksums) {
+        if let (Some(recall), Integrity::Pinned(pin)) = (&self.recall, &*object.checksums) {
             if !pin.complete() {
-                match memory.recall(&object.id, block_size) {
+                match recall.recall(&object.id, block_size) {
                     Ok(known) => pin.recall(&known),
                     Err(e) => tracing::warn!(error = %e, key = %object.key, "cannot recall learned checksums"),
                 }
@@ -511,15 +511,15 @@ impl Fetcher {
     /// (`learned`) are remembered first, so a block on disk after a crash is one a restarted
     /// process can check.
     async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>, learned: Vec<(u64, u32)>) {
-        let memory = self.memory.clone().filter(|_| !learned.is_empty());
+        let recall = self.recall.clone().filter(|_| !learned.is_empty());
         let to_disk = self.cache.has_disk() && !blocks.is_empty();
-        if memory.is_none() && !to_disk {
+        if recall.is_none() && !to_disk {
             return;
         }
         let (cache, id, shape) = (self.cache.clone(), object.id, object.shape);
         let write = tokio::task::spawn_blocking(move || {
-            if let Some(memory) = memory {
-                if let Err(e) = memory.remember(&id, shape.block_size, &learned) {
+            if let Some(recall) = recall {
+                if let Err(e) = recall.remember(&id, shape.block_size, &learned) {
                     tracing::warn!(error = %e, object = %id.hex(), "cannot remember learned checksums");
                 }
             }

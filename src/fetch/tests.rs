@@ -320,7 +320,7 @@ impl PinnedFixture {
     }
 
     /// Reads the whole object through a new fetcher; the bytes fetched from the store to do so.
-    async fn read_all(&self, memory: Option<Arc<dyn ChecksumMemory>>) -> u64 {
+    async fn read_all(&self, memory: Option<Arc<dyn ChecksumRecall>>) -> u64 {
         let config = CacheConfig {
             disk_dir: Some(self.cache_dir.path().to_path_buf()),
             ..Default::default()
@@ -331,7 +331,7 @@ impl PinnedFixture {
             FetchConfig::default(),
         );
         if let Some(memory) = memory {
-            fetcher = fetcher.with_memory(memory);
+            fetcher = fetcher.with_recall(memory);
         }
         let pin = Integrity::Pinned(crate::checksum::Pinned::new(&self.etag));
         let size = self.data.len() as u64;
@@ -350,7 +350,7 @@ async fn checksums_learned_of_a_pinned_object_outlive_the_fetcher_that_learned_t
     // Without a memory, a new process cannot check the cached blocks: it fetches them again.
     assert_eq!(f.read_all(None).await, size);
     assert_eq!(f.read_all(None).await, size);
-    let index: Arc<dyn ChecksumMemory> = Arc::new(crate::index::Index::open_in_memory().unwrap());
+    let index: Arc<dyn ChecksumRecall> = Arc::new(crate::index::Index::open_in_memory().unwrap());
     assert_eq!(f.read_all(Some(index.clone())).await, size, "learned once");
     assert_eq!(
         f.read_all(Some(index.clone())).await,
@@ -366,12 +366,12 @@ struct CountedMemory {
     remembered: std::sync::atomic::AtomicUsize,
 }
 
-impl ChecksumMemory for CountedMemory {
-    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, MemoryError> {
+impl ChecksumRecall for CountedMemory {
+    fn recall(&self, object: &ObjectId, block_size: u64) -> Result<Vec<(u64, u32)>, RecallError> {
         self.index.recall(object, block_size)
     }
 
-    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), MemoryError> {
+    fn remember(&self, object: &ObjectId, block_size: u64, learned: &[(u64, u32)]) -> Result<(), RecallError> {
         self.remembered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.index.remember(object, block_size, learned)
     }

@@ -2,6 +2,7 @@
 
 use crate::fetch::FetchError;
 use crate::index::IndexError;
+use crate::view::ViewError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -21,6 +22,20 @@ pub enum FsError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// Only a file's object is looked up while serving; nothing else of a view can fail then.
+    #[error(transparent)]
+    View(Box<ViewError>),
+}
+
+impl From<ViewError> for FsError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::NoSuchFile(_) => FsError::NotFound,
+            ViewError::IsADirectory(_) => FsError::IsADirectory,
+            ViewError::Index(e) => FsError::Index(e),
+            other => FsError::View(Box::new(other)),
+        }
+    }
 }
 
 impl FsError {
@@ -33,7 +48,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::NoAttribute => libc::ENODATA,
             // A read that cannot be served with verified bytes is an I/O error, for that read only.
-            FsError::Fetch(_) | FsError::Index(_) => libc::EIO,
+            FsError::Fetch(_) | FsError::Index(_) | FsError::View(_) => libc::EIO,
         }
     }
 }

@@ -34,7 +34,7 @@ impl LazyFs {
     /// some are not yet verified, verification starts in the background and a later open gets one.
     pub fn local_copy(&self, ino: u64) -> Option<LocalCopy> {
         let object = self.object(ino).ok()?;
-        let cache = self.fetcher.cache();
+        let cache = self.view().fetcher().cache();
         let copy = cache.complete_copy(&object.id, object.shape)?;
         if copy.unverified.is_empty() {
             return Some(LocalCopy {
@@ -52,7 +52,7 @@ impl LazyFs {
     /// again (that server did before handing it to the kernel); `None` when it is gone.
     pub fn held_local_copy(&self, ino: u64) -> Option<LocalCopy> {
         let object = self.object(ino).ok()?;
-        let copy = self.fetcher.cache().complete_copy(&object.id, object.shape)?;
+        let copy = self.view().fetcher().cache().complete_copy(&object.id, object.shape)?;
         Some(LocalCopy {
             file: copy.file,
             _pin: copy.pin,

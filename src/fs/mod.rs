@@ -1,50 +1,21 @@
 //! Filesystem semantics of a mount, on lazysnap's own types and testable without a kernel: the
-//! `fuse` adapter only translates. A mount shows one or more volumes, each at one manifest, as
-//! `<volumeID>/<files>`; the tree comes from the index, reads go through the fetcher.
+//! `fuse` adapter only translates. A mount serves one [`View`] (its tree and fetcher); this module
+//! adds open handles, attributes, extended attributes and counters.
 
 mod error;
 mod local;
-mod tree;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::fetch::{FetchStatsSnapshot, Fetcher, FileReader, ObjectHandle, Pieces};
-use crate::index::{Index, ManifestRow, SnapshotRow};
-use crate::names::VolumeId;
-use crate::store::{layout, Store};
+use crate::fetch::{FetchStatsSnapshot, FileReader, ObjectHandle, Pieces};
+use crate::view::{NodeKind, View};
 
+pub use crate::view::ROOT;
 pub use error::FsError;
 pub use local::LocalCopy;
-pub use tree::ROOT;
-use tree::{NodeKind, Tree};
-
-/// One volume as a mount shows it.
-#[derive(Debug, Clone)]
-pub struct VolumeView {
-    pub volume: VolumeId,
-    pub manifest: ManifestRow,
-    pub snapshot: Option<SnapshotRow>,
-    /// The store the files are in, when not the fetcher's (a view over several stores).
-    pub store: Option<Store>,
-    /// Files at the mount's root rather than under `<volumeID>/` (a ScyllaDB upload directory).
-    pub flat: bool,
-}
-
-impl VolumeView {
-    /// A volume of the mount's own store, shown under `<volumeID>/`.
-    pub fn in_folder(volume: VolumeId, manifest: ManifestRow, snapshot: Option<SnapshotRow>) -> VolumeView {
-        VolumeView {
-            volume,
-            manifest,
-            snapshot,
-            store: None,
-            flat: false,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -113,11 +84,7 @@ struct Counters {
 
 #[derive(Debug)]
 pub struct LazyFs {
-    tree: Tree,
-    views: Vec<VolumeView>,
-    index: Arc<Index>,
-    fetcher: Arc<Fetcher>,
-    objects: Mutex<HashMap<u64, Arc<ObjectHandle>>>,
+    view: Arc<View>,
     /// Open handles: the inode each reads, and its reader (sequential detection, readahead).
     handles: Mutex<HashMap<u64, (u64, Arc<FileReader>)>>,
     next_handle: AtomicU64,
@@ -131,93 +98,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LazyFs {
-    /// Builds the tree of `views` from the index. `owner` is the (uid, gid) files appear to have.
-    pub fn new(
-        index: Arc<Index>,
-        fetcher: Arc<Fetcher>,
-        views: Vec<VolumeView>,
-        owner: (u32, u32),
-    ) -> Result<LazyFs, String> {
-        let mut tree = Tree::new();
-        for (i, view) in views.iter().enumerate() {
-            let files = index.manifest_files(view.manifest.id).map_err(|e| e.to_string())?;
-            let folder = (!view.flat).then_some(&view.volume);
-            tree.add_volume(folder, i, files)?;
-        }
-        Ok(LazyFs {
-            tree,
-            views,
-            index,
-            fetcher,
-            objects: Mutex::default(),
+    /// Serves `view`; `owner` is the (uid, gid) files appear to have.
+    pub fn new(view: Arc<View>, owner: (u32, u32)) -> LazyFs {
+        LazyFs {
+            view,
             handles: Mutex::default(),
             next_handle: AtomicU64::new(1),
             counters: Counters::default(),
             verifying: local::Verifying::default(),
             owner,
-        })
+        }
     }
 
-    pub fn views(&self) -> &[VolumeView] {
-        &self.views
-    }
-
-    pub fn fetcher(&self) -> &Arc<Fetcher> {
-        &self.fetcher
-    }
-
-    /// Every file of the mount as (inode, size), in path order within each volume.
-    pub fn files(&self) -> Vec<(u64, u64)> {
-        (1..=self.tree.len())
-            .filter_map(|ino| match &self.tree.get(ino)?.kind {
-                NodeKind::File { row, .. } => Some((ino, row.size)),
-                NodeKind::Dir { .. } => None,
-            })
-            .collect()
-    }
-
-    /// Every file of view `volume` as (inode, path in the volume, size), in path order.
-    pub fn volume_files(&self, volume: usize) -> Vec<(u64, crate::names::RelPath, u64)> {
-        (1..=self.tree.len())
-            .filter_map(|ino| match &self.tree.get(ino)?.kind {
-                NodeKind::File { row, volume: v } if *v == volume => Some((ino, row.path.clone(), row.size)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Bytes of the files of view `volume` that are not cached on this node: what reads would
-    /// still fetch from the store. Reads each file's cache map; for status, not for every read.
-    pub fn bytes_not_local(&self, volume: usize) -> u64 {
-        (1..=self.tree.len())
-            .filter_map(|ino| match &self.tree.get(ino)?.kind {
-                NodeKind::File { row, volume: v } if *v == volume => Some((ino, row.size)),
-                _ => None,
-            })
-            .map(|(ino, size)| match self.object(ino) {
-                Ok(object) => {
-                    let cached = self
-                        .fetcher
-                        .cache()
-                        .object_status(&object.id, object.shape)
-                        .bytes_cached;
-                    size.saturating_sub(cached)
-                }
-                Err(_) => size,
-            })
-            .sum()
+    pub fn view(&self) -> &Arc<View> {
+        &self.view
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
-        match self.tree.get(parent).map(|n| &n.kind) {
+        match self.view.tree().get(parent).map(|n| &n.kind) {
             None => Err(FsError::NotFound),
             Some(NodeKind::File { .. }) => Err(FsError::NotADirectory),
-            Some(NodeKind::Dir { .. }) => self.getattr(self.tree.lookup(parent, name).ok_or(FsError::NotFound)?),
+            Some(NodeKind::Dir { .. }) => self.getattr(self.view.tree().lookup(parent, name).ok_or(FsError::NotFound)?),
         }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let node = self.view.tree().get(ino).ok_or(FsError::NotFound)?;
         let (uid, gid) = self.owner;
         Ok(match &node.kind {
             NodeKind::Dir { children } => Attr {
@@ -230,13 +136,13 @@ impl LazyFs {
                 uid,
                 gid,
             },
-            NodeKind::File { row, volume } => Attr {
+            NodeKind::File { row, part } => Attr {
                 ino,
                 kind: Kind::File,
                 size: row.size,
                 perm: 0o444,
                 nlink: 1,
-                mtime: self.mtime(Some(*volume)),
+                mtime: self.mtime(Some(*part)),
                 uid,
                 gid,
             },
@@ -244,17 +150,18 @@ impl LazyFs {
     }
 
     /// A file's time is its manifest's; a directory's the newest manifest shown.
-    fn mtime(&self, volume: Option<usize>) -> SystemTime {
-        let ms = match volume {
-            Some(i) => self.views[i].manifest.created_at_ms,
-            None => self.views.iter().map(|v| v.manifest.created_at_ms).max().unwrap_or(0),
+    fn mtime(&self, part: Option<usize>) -> SystemTime {
+        let parts = self.view.parts();
+        let ms = match part {
+            Some(i) => parts[i].manifest.created_at_ms,
+            None => parts.iter().map(|p| p.manifest.created_at_ms).max().unwrap_or(0),
         };
         SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
     }
 
     /// The entries of a directory, `.` and `..` first.
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
+        let node = self.view.tree().get(ino).ok_or(FsError::NotFound)?;
         let NodeKind::Dir { children } = &node.kind else {
             return Err(FsError::NotADirectory);
         };
@@ -271,7 +178,7 @@ impl LazyFs {
             },
         ];
         for (name, &child) in children {
-            let kind = match self.tree.get(child).map(|n| &n.kind) {
+            let kind = match self.view.tree().get(child).map(|n| &n.kind) {
                 Some(NodeKind::File { .. }) => Kind::File,
                 _ => Kind::Dir,
             };
@@ -284,27 +191,9 @@ impl LazyFs {
         Ok(entries)
     }
 
-    /// The object behind a file, with its checksums loaded from the index once.
+    /// The object behind a file.
     pub fn object(&self, ino: u64) -> Result<Arc<ObjectHandle>, FsError> {
-        if let Some(object) = lock(&self.objects).get(&ino) {
-            return Ok(object.clone());
-        }
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
-        let NodeKind::File { row, volume } = &node.kind else {
-            return Err(FsError::IsADirectory);
-        };
-        let view = &self.views[*volume];
-        let checksums = self.index.file_integrity(row.id)?;
-        let key = layout::object_of(&view.volume, &row.path, row.object_key.as_deref());
-        let object = Arc::new(self.fetcher.handle(
-            view.store.as_ref().unwrap_or(self.fetcher.store()),
-            key,
-            row.size,
-            view.manifest.block_size,
-            checksums,
-        ));
-        lock(&self.objects).insert(ino, object.clone());
-        Ok(object)
+        Ok(self.view.object(ino)?)
     }
 
     pub fn open(&self, ino: u64, write: bool) -> Result<u64, FsError> {
@@ -313,7 +202,7 @@ impl LazyFs {
         }
         let object = self.object(ino)?;
         let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        let reader = Arc::new(FileReader::new(self.fetcher.clone(), object));
+        let reader = Arc::new(FileReader::new(self.view.fetcher().clone(), object));
         lock(&self.handles).insert(handle, (ino, reader));
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
@@ -324,36 +213,9 @@ impl LazyFs {
     pub fn adopt_handle(&self, fh: u64, ino: u64) {
         self.next_handle.fetch_max(fh + 1, Ordering::Relaxed);
         if let Ok(object) = self.object(ino) {
-            let reader = Arc::new(FileReader::new(self.fetcher.clone(), object));
+            let reader = Arc::new(FileReader::new(self.view.fetcher().clone(), object));
             lock(&self.handles).insert(fh, (ino, reader));
         }
-    }
-
-    /// A digest of the inode tree: every inode's number, parent, name, kind and size. A server
-    /// that takes over a mount must show the very same tree, since the kernel holds its inodes.
-    pub fn fingerprint(&self) -> String {
-        let mut hasher = blake3::Hasher::new();
-        for ino in 1..=self.tree.len() {
-            let Some(node) = self.tree.get(ino) else { continue };
-            hasher.update(&ino.to_le_bytes());
-            hasher.update(&node.parent.to_le_bytes());
-            match &node.kind {
-                NodeKind::Dir { children } => {
-                    for (name, child) in children {
-                        hasher.update(name.as_bytes());
-                        hasher.update(&[0]);
-                        hasher.update(&child.to_le_bytes());
-                    }
-                }
-                NodeKind::File { row, volume } => {
-                    hasher.update(row.path.as_str().as_bytes());
-                    hasher.update(&[1]);
-                    hasher.update(&row.size.to_le_bytes());
-                    hasher.update(&(*volume as u64).to_le_bytes());
-                }
-            }
-        }
-        hasher.finalize().to_hex()[..32].to_string()
     }
 
     /// Counts an open that the FUSE layer handed to the kernel as a passthrough file.
@@ -384,7 +246,7 @@ impl LazyFs {
         let reader = match known {
             Some(reader) => reader,
             None => {
-                let reader = Arc::new(FileReader::new(self.fetcher.clone(), self.object(ino)?));
+                let reader = Arc::new(FileReader::new(self.view.fetcher().clone(), self.object(ino)?));
                 lock(&self.handles).entry(fh).or_insert_with(|| (ino, reader.clone()));
                 reader
             }
@@ -406,23 +268,23 @@ impl LazyFs {
     }
 
     pub fn xattr_names(&self, ino: u64) -> Result<Vec<&'static str>, FsError> {
-        match self.tree.get(ino).ok_or(FsError::NotFound)?.kind {
+        match self.view.tree().get(ino).ok_or(FsError::NotFound)?.kind {
             NodeKind::File { .. } => Ok(XATTRS.to_vec()),
             NodeKind::Dir { .. } => Ok(Vec::new()),
         }
     }
 
     pub fn xattr(&self, ino: u64, name: &str) -> Result<Vec<u8>, FsError> {
-        let node = self.tree.get(ino).ok_or(FsError::NotFound)?;
-        let NodeKind::File { volume, .. } = &node.kind else {
+        let node = self.view.tree().get(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::File { part, .. } = &node.kind else {
             return Err(FsError::NoAttribute);
         };
-        let view = &self.views[*volume];
+        let part = &self.view.parts()[*part];
         let object = self.object(ino)?;
-        let status = || self.fetcher.cache().object_status(&object.id, object.shape);
+        let status = || self.view.fetcher().cache().object_status(&object.id, object.shape);
         let value = match name {
-            "user.lazysnap.volume" => view.volume.to_string(),
-            "user.lazysnap.manifest" => view.manifest.name.clone(),
+            "user.lazysnap.volume" => part.volume.to_string(),
+            "user.lazysnap.manifest" => part.manifest.name.clone(),
             "user.lazysnap.block_size" => object.shape.block_size.to_string(),
             "user.lazysnap.blocks_total" => object.shape.blocks().to_string(),
             "user.lazysnap.blocks_cached" => status().blocks_cached.to_string(),
@@ -434,17 +296,17 @@ impl LazyFs {
     }
 
     pub fn statfs(&self) -> StatFs {
-        let bytes: u64 = self.views.iter().map(|v| v.manifest.total_bytes).sum();
+        let bytes = self.view.total_bytes();
         StatFs {
             blocks: bytes.div_ceil(4096),
-            files: self.tree.len(),
+            files: self.view.tree().inode_count(),
             block_size: 4096,
             name_max: 255,
         }
     }
 
     pub fn file_count(&self) -> u64 {
-        self.tree.file_count()
+        self.view.tree().file_count()
     }
 
     pub fn stats(&self) -> MountStats {
@@ -454,7 +316,7 @@ impl LazyFs {
             bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),
             read_errors: self.counters.read_errors.load(Ordering::Relaxed),
             passthrough_opens: self.counters.passthrough_opens.load(Ordering::Relaxed),
-            store: self.fetcher.stats(),
+            store: self.view.fetcher().stats(),
         }
     }
 }

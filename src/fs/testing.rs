@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{LazyFs, VolumeView};
+use super::LazyFs;
 use crate::cache::{BlockCache, CacheConfig};
 use crate::catalog::{self, Selector};
 use crate::fetch::{FetchConfig, Fetcher};
@@ -12,6 +12,7 @@ use crate::index::Index;
 use crate::names::VolumeId;
 use crate::publish::{self, NoProgress, PublishOptions};
 use crate::store::{Store, StoreConfig};
+use crate::view::{Placement, View, VolumeView};
 
 /// (path, contents) of one file to publish.
 pub type FileSpec<'a> = (&'a str, &'a [u8]);
@@ -58,9 +59,10 @@ fn filesystem(store: &Store, index: &Arc<Index>, views: Vec<VolumeView>, dir: &P
     let cache = Arc::new(BlockCache::new(&cache).unwrap());
     let mut fetcher = Fetcher::new(store.clone(), cache, FetchConfig::default());
     if remember {
-        fetcher = fetcher.with_memory(index.clone());
+        fetcher = fetcher.with_recall(index.clone());
     }
-    LazyFs::new(index.clone(), Arc::new(fetcher), views, (0, 0)).unwrap()
+    let view = View::new(index.clone(), Arc::new(fetcher), views, None).unwrap();
+    LazyFs::new(Arc::new(view), (0, 0))
 }
 
 /// One foreign object (pinned by its ETag, no recorded checksums) in `test://<name>`, shown as
@@ -96,7 +98,7 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
         manifest,
         snapshot: None,
         store: None,
-        flat: true,
+        placement: Placement::AtRoot,
     };
     filesystem(store, index, vec![view], dir, remember)
 }

@@ -3,9 +3,12 @@ use std::sync::Arc;
 use super::*;
 use crate::cache::{BlockCache, CacheConfig};
 use crate::catalog::{self, Selector};
-use crate::fetch::FetchConfig;
+use crate::fetch::{FetchConfig, Fetcher};
+use crate::index::Index;
+use crate::names::VolumeId;
 use crate::publish::{self, NoProgress, PublishOptions};
 use crate::store::{Store, StoreConfig};
+use crate::view::{Placement, View, VolumeView};
 
 struct Fixture {
     fs: LazyFs,
@@ -116,7 +119,7 @@ async fn a_volume_shown_twice_is_refused() {
         manifest,
         snapshot: None,
         store: None,
-        flat: false,
+        placement: Placement::InVolumeFolder,
     };
     let cache = CacheConfig {
         disk_dir: Some(dir.path().join("cache")),
@@ -124,7 +127,9 @@ async fn a_volume_shown_twice_is_refused() {
     };
     let cache = Arc::new(BlockCache::new(&cache).unwrap());
     let fetcher = Arc::new(Fetcher::new(store, cache, FetchConfig::default()));
-    let err = LazyFs::new(index, fetcher, vec![view.clone(), view], (0, 0)).unwrap_err();
+    let err = View::new(index, fetcher, vec![view.clone(), view], None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("shown twice"), "{err}");
 }
 
@@ -181,7 +186,7 @@ async fn a_foreign_file_gets_a_local_copy_only_once_its_checksums_are_known_and_
         .collect();
     let status = |fs: &LazyFs, ino| {
         let object = fs.object(ino).unwrap();
-        fs.fetcher().cache().object_status(&object.id, object.shape)
+        fs.view().fetcher().cache().object_status(&object.id, object.shape)
     };
 
     let fs = testing::foreign(&store, &bytes, &index, dir.path(), true).await;
@@ -216,5 +221,5 @@ async fn a_foreign_file_gets_a_local_copy_only_once_its_checksums_are_known_and_
     let mut content = Vec::new();
     std::io::Read::read_to_end(&mut &copy.file, &mut content).unwrap();
     assert_eq!(content, bytes);
-    assert_eq!(fs.fetcher().stats().bytes_fetched, 0);
+    assert_eq!(fs.view().fetcher().stats().bytes_fetched, 0);
 }

@@ -165,7 +165,7 @@ pub fn adopt(server: &Arc<Server>, fs: Arc<LazyFs>, device: OwnedFd, state: &Ses
             ),
         ));
     }
-    let fingerprint = fs.fingerprint();
+    let fingerprint = fs.view().fingerprint();
     if fingerprint != state.fingerprint {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -221,7 +221,7 @@ impl Mount {
             path: self.session.path.clone(),
             negotiated: *self.session.negotiated.get()?,
             journal: self.journal_path(),
-            fingerprint: self.session.fs.fingerprint(),
+            fingerprint: self.session.fs.view().fingerprint(),
         })
     }
 

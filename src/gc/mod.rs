@@ -18,8 +18,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 
-use crate::catalog::{self, CatalogError};
+use crate::chain::{self, ChainError};
 use crate::index::Index;
+use crate::index::IndexError;
+use crate::manifest::ManifestError;
 use crate::names::{RelPath, VolumeId};
 use crate::snapshot::{self, SnapshotError};
 use crate::store::{layout, Store, StoreError};
@@ -52,14 +54,23 @@ pub enum GcError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
-    Catalog(Box<CatalogError>),
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Manifest(ManifestError),
+    #[error(transparent)]
+    Chain(Box<ChainError>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<CatalogError> for GcError {
-    fn from(e: CatalogError) -> Self {
-        GcError::Catalog(Box::new(e))
+impl From<ChainError> for GcError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Store(e) => e.into(),
+            ChainError::Index(e) => e.into(),
+            ChainError::Manifest(e) => GcError::Manifest(e),
+            other => GcError::Chain(Box::new(other)),
+        }
     }
 }
 
@@ -92,7 +103,7 @@ pub struct GcReport {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
     /// A string, as terms are everywhere in the control API.
-    #[serde(serialize_with = "crate::control::term_as_string")]
+    #[serde(serialize_with = "crate::publish::term_as_string")]
     pub term: u64,
     pub dry_run: bool,
     pub manifests_kept: Vec<String>,
@@ -124,9 +135,9 @@ pub async fn collect(
     options: &GcOptions,
     now_ms: u64,
 ) -> Result<GcReport, GcError> {
-    let names = catalog::manifest_names(store, volume).await?;
+    let names = chain::manifest_names(store, volume).await?;
     let head = names.last().ok_or_else(|| GcError::EmptyVolume(volume.clone()))?;
-    let head_term = catalog::load_manifest(store, index, volume, head).await?.term;
+    let head_term = chain::load_manifest(store, index, volume, head).await?.term;
     let term = options.term.unwrap_or(head_term);
     check_term(volume, term, head_term)?;
     let mut report = GcReport {
@@ -169,12 +180,12 @@ pub async fn collect(
     }
     // The second look: snapshots created and manifests written since the first one.
     let outcome = async {
-        let names = catalog::manifest_names(store, volume).await?;
+        let names = chain::manifest_names(store, volume).await?;
         let head = names.last().ok_or_else(|| GcError::EmptyVolume(volume.clone()))?;
         check_term(
             volume,
             term,
-            catalog::load_manifest(store, index, volume, head).await?.term,
+            chain::load_manifest(store, index, volume, head).await?.term,
         )?;
         extend_plan(store, index, volume, options, now_ms, &mut plan, names).await
     }
@@ -249,13 +260,8 @@ async fn extend_plan(
         if plan.files.contains_key(name) {
             continue;
         }
-        let row = catalog::load_manifest(store, index, volume, name).await?;
-        let files = index
-            .manifest_files(row.id)
-            .map_err(CatalogError::from)?
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+        let row = chain::load_manifest(store, index, volume, name).await?;
+        let files = index.manifest_files(row.id)?.into_iter().map(|f| f.path).collect();
         plan.files.insert(name.clone(), files);
         let young = row.created_at_ms.saturating_add(options.retention_ms) > now_ms;
         if young || !first_look || Some(name) == names.last() {
@@ -327,10 +333,10 @@ fn check_term(volume: &VolumeId, requested: u64, current: u64) -> Result<(), GcE
 }
 
 async fn recheck_term(store: &Store, index: &Index, volume: &VolumeId, term: u64) -> Result<(), GcError> {
-    let head = catalog::latest_manifest_name(store, volume)
+    let head = chain::latest_manifest_name(store, volume)
         .await?
         .ok_or_else(|| GcError::EmptyVolume(volume.clone()))?;
-    let current = catalog::load_manifest(store, index, volume, &head).await?.term;
+    let current = chain::load_manifest(store, index, volume, &head).await?.term;
     check_term(volume, term, current)
 }
 

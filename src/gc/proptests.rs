@@ -300,7 +300,7 @@ fn run_case(rounds: Vec<(Op, Op)>, script: Vec<u8>) -> std::result::Result<(), S
             store: Store::from_object_store("test://interleavings".parse().unwrap(), Arc::new(inner)),
             index: Index::open_in_memory().unwrap(),
             volume: VolumeId::parse("kv/b/kvstore-9").unwrap(),
-            clock: Mutex::new(crate::now_ms()),
+            clock: Mutex::new(crate::time::now_ms()),
             term: Mutex::new(1),
         };
         world.run(&Op::Publish(vec![0])).await?;

@@ -54,7 +54,7 @@ impl Volume {
     }
 
     async fn gc(&self, options: GcOptions) -> Result<GcReport, GcError> {
-        collect(&self.store, &self.index, &self.volume, &options, crate::now_ms()).await
+        collect(&self.store, &self.index, &self.volume, &options, crate::time::now_ms()).await
     }
 }
 
@@ -71,7 +71,7 @@ async fn deletes_what_only_superseded_manifests_name_and_keeps_what_a_snapshot_p
     let v = Volume::new("gc-basic");
     v.publish(&["a", "b"], None).await.unwrap();
     let pinned = v.publish(&["b", "c"], None).await.unwrap();
-    crate::snapshot::create(&v.store, &v.index, &v.volume, "keep", 3600, crate::now_ms())
+    crate::snapshot::create(&v.store, &v.index, &v.volume, "keep", 3600, crate::time::now_ms())
         .await
         .unwrap();
     let head = v.publish(&["c", "d"], None).await.unwrap();
@@ -99,7 +99,7 @@ async fn deletes_what_only_superseded_manifests_name_and_keeps_what_a_snapshot_p
     assert_eq!(report.files_deleted, vec!["b".to_string()]);
     assert_eq!(v.files().await, ["c", "d"]);
     assert_eq!(
-        crate::catalog::manifest_names(&v.store, &v.volume).await.unwrap(),
+        crate::chain::manifest_names(&v.store, &v.volume).await.unwrap(),
         vec![head]
     );
 }

@@ -5,12 +5,13 @@ use super::*;
 use crate::cache::{BlockCache, BlockKey, CacheConfig};
 use crate::catalog::{self, Selector};
 use crate::fetch::{FetchConfig, Fetcher};
-use crate::fs::{LazyFs, VolumeView};
+use crate::fs::LazyFs;
 use crate::index::Index;
 use crate::names::VolumeId;
 use crate::publish::{self, NoProgress, PublishOptions};
 use crate::store::testing::GetCounters;
 use crate::store::{Store, StoreConfig};
+use crate::view::{Placement, View, VolumeView};
 
 const BLOCK: u64 = 64 << 10;
 
@@ -50,10 +51,13 @@ async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
         manifest,
         snapshot,
         store: None,
-        flat: false,
+        placement: Placement::InVolumeFolder,
     }];
     Fixture {
-        fs: Arc::new(LazyFs::new(index, fetcher, views, (0, 0)).unwrap()),
+        fs: Arc::new(LazyFs::new(
+            Arc::new(View::new(index, fetcher, views, None).unwrap()),
+            (0, 0),
+        )),
         gets,
         sizes: sizes.to_vec(),
         _dir: dir,
@@ -66,10 +70,10 @@ impl Fixture {
     }
 
     fn all_cached(&self) -> bool {
-        self.fs.files().into_iter().all(|(ino, _)| {
-            let object = self.fs.object(ino).unwrap();
+        self.fs.view().files().into_iter().all(|(ino, _)| {
+            let object = self.fs.view().object(ino).unwrap();
             (0..object.shape.blocks()).all(|block| {
-                self.fs.fetcher().cache().contains(&BlockKey {
+                self.fs.view().fetcher().cache().contains(&BlockKey {
                     object: object.id,
                     block,
                 })
@@ -93,13 +97,13 @@ async fn until_final(hydration: &Hydration) -> HydrationStatus {
 async fn every_block_is_fetched_once_and_progress_adds_up() {
     let f = fixture("once", &[0, 1, BLOCK - 1, 3 * BLOCK + 5, 20 << 20]).await;
     // A reader got there first: its block is cached and must not be fetched again.
-    let (ino, _) = f.fs.files()[3];
+    let (ino, _) = f.fs.view().files()[3];
     let handle = f.fs.open(ino, false).unwrap();
     f.fs.read(handle, BLOCK, 10).await.unwrap();
     let read_before = f.gets.bytes();
     assert_eq!(read_before, BLOCK);
 
-    let hydration = Hydration::start(f.fs.clone(), HydrateOptions::default());
+    let hydration = Hydration::start(f.fs.view().clone(), HydrateOptions::default());
     let status = until_final(&hydration).await;
     assert_eq!(status.state, HydrationState::Completed, "{status:?}");
     assert_eq!((status.bytes_done, status.bytes_total), (f.total(), f.total()));
@@ -109,7 +113,7 @@ async fn every_block_is_fetched_once_and_progress_adds_up() {
     assert!(f.all_cached());
 
     // Again (as after a restart with the cache kept): nothing left to fetch.
-    let again = Hydration::start(f.fs.clone(), HydrateOptions::default());
+    let again = Hydration::start(f.fs.view().clone(), HydrateOptions::default());
     let status = until_final(&again).await;
     assert_eq!(
         (status.state, status.bytes_done, status.bytes_fetched),
@@ -126,7 +130,7 @@ async fn the_bandwidth_cap_holds_the_rate_down() {
         bandwidth: Some(16 << 20),
         deadline_ms: None,
     };
-    let status = until_final(&Hydration::start(f.fs.clone(), options)).await;
+    let status = until_final(&Hydration::start(f.fs.view().clone(), options)).await;
     assert_eq!(status.state, HydrationState::Completed);
     // Three 8 MiB pieces at 16 MiB/s: the last may start no sooner than a second in.
     assert!(
@@ -143,7 +147,7 @@ async fn pause_stops_fetching_until_resumed_and_cancel_ends_it() {
         bandwidth: Some(32 << 20),
         deadline_ms: None,
     };
-    let hydration = Hydration::start(f.fs.clone(), options.clone());
+    let hydration = Hydration::start(f.fs.view().clone(), options.clone());
     hydration.pause();
     assert_eq!(hydration.state(), HydrationState::Paused);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -163,7 +167,7 @@ async fn pause_stops_fetching_until_resumed_and_cancel_ends_it() {
         bandwidth: Some(4 << 20),
         deadline_ms: None,
     };
-    let hydration = Hydration::start(g.fs.clone(), slow);
+    let hydration = Hydration::start(g.fs.view().clone(), slow);
     tokio::time::sleep(Duration::from_millis(100)).await;
     hydration.cancel();
     assert_eq!(hydration.state(), HydrationState::Cancelled);
@@ -180,9 +184,9 @@ async fn a_deadline_raises_the_rate_and_a_passed_one_is_reported() {
     // At the cap alone this would take 16 s; the deadline asks for it within 3 s.
     let options = HydrateOptions {
         bandwidth: Some(1 << 20),
-        deadline_ms: Some(crate::now_ms() + 3000),
+        deadline_ms: Some(crate::time::now_ms() + 3000),
     };
-    let status = until_final(&Hydration::start(f.fs.clone(), options)).await;
+    let status = until_final(&Hydration::start(f.fs.view().clone(), options)).await;
     assert_eq!(status.state, HydrationState::Completed);
     assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
     assert!(!status.deadline_at_risk);
@@ -190,9 +194,9 @@ async fn a_deadline_raises_the_rate_and_a_passed_one_is_reported() {
     let g = fixture("late", &[16 << 20]).await;
     let options = HydrateOptions {
         bandwidth: Some(1 << 20),
-        deadline_ms: Some(crate::now_ms() - 1000),
+        deadline_ms: Some(crate::time::now_ms() - 1000),
     };
-    let hydration = Hydration::start(g.fs.clone(), options);
+    let hydration = Hydration::start(g.fs.view().clone(), options);
     hydration.pause();
     let status = hydration.status();
     assert!(status.deadline_at_risk, "{status:?}");

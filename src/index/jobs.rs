@@ -50,7 +50,7 @@ impl Index {
         }
         tx.execute(
             "INSERT INTO restore_jobs (id, request, record, updated_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![job.id, job.request, job.record, crate::now_ms() as i64],
+            params![job.id, job.request, job.record, crate::time::now_ms() as i64],
         )?;
         tx.commit()?;
         Ok(job.clone())
@@ -59,7 +59,7 @@ impl Index {
     pub fn update_restore_job(&self, id: &str, record: &str) -> Result<()> {
         self.conn().execute(
             "UPDATE restore_jobs SET record = ?2, updated_at_ms = ?3 WHERE id = ?1",
-            params![id, record, crate::now_ms() as i64],
+            params![id, record, crate::time::now_ms() as i64],
         )?;
         Ok(())
     }

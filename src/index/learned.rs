@@ -8,7 +8,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{Index, IndexError, Result};
 use crate::cache::ObjectId;
-use crate::fetch::{ChecksumMemory, MemoryError};
+use crate::fetch::{ChecksumRecall, RecallError};
 
 const CHUNK: u64 = 1024;
 
@@ -89,8 +89,8 @@ impl Index {
     }
 }
 
-impl ChecksumMemory for Index {
-    fn recall(&self, object: &ObjectId, block_size: u64) -> std::result::Result<Vec<(u64, u32)>, MemoryError> {
+impl ChecksumRecall for Index {
+    fn recall(&self, object: &ObjectId, block_size: u64) -> std::result::Result<Vec<(u64, u32)>, RecallError> {
         Ok(self.learned_checksums(object, block_size)?)
     }
 
@@ -99,7 +99,7 @@ impl ChecksumMemory for Index {
         object: &ObjectId,
         block_size: u64,
         learned: &[(u64, u32)],
-    ) -> std::result::Result<(), MemoryError> {
+    ) -> std::result::Result<(), RecallError> {
         Ok(self.remember_checksums(object, block_size, learned)?)
     }
 }

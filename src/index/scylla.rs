@@ -4,8 +4,8 @@
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::{store_id, Index, IndexError, Result};
+use crate::manifest::scylla::tablets::TokenRange;
 use crate::manifest::scylla::{ScyllaManifest, Table};
-use crate::scylla::tablets::TokenRange;
 use crate::store::StoreUrl;
 
 /// A table of a snapshot, with its tablet layout as the manifests gave it.

@@ -15,10 +15,10 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use crate::catalog::{self, CatalogError};
+use crate::chain::{self, ChainError};
 use crate::checksum::BlockChecksums;
-use crate::index::Index;
-use crate::manifest::{native, Manifest, ManifestFile};
+use crate::index::{Index, IndexError};
+use crate::manifest::{native, Manifest, ManifestError, ManifestFile};
 use crate::names::{NameError, RelPath, VolumeId};
 use crate::store::{layout, Store, StoreError};
 
@@ -89,12 +89,21 @@ pub enum PublishError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Catalog(Box<CatalogError>),
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Manifest(ManifestError),
+    #[error(transparent)]
+    Chain(Box<ChainError>),
 }
 
-impl From<CatalogError> for PublishError {
-    fn from(e: CatalogError) -> Self {
-        PublishError::Catalog(Box::new(e))
+impl From<ChainError> for PublishError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Store(e) => e.into(),
+            ChainError::Index(e) => e.into(),
+            ChainError::Manifest(e) => PublishError::Manifest(e),
+            other => PublishError::Chain(Box::new(other)),
+        }
     }
 }
 
@@ -137,8 +146,8 @@ pub async fn publish(
     progress: &dyn Progress,
 ) -> Result<PublishReport, PublishError> {
     let files = scan(dir).await?;
-    let previous = match catalog::latest_manifest_name(store, volume).await? {
-        Some(name) => Some(catalog::load_manifest(store, index, volume, &name).await?),
+    let previous = match chain::latest_manifest_name(store, volume).await? {
+        Some(name) => Some(chain::load_manifest(store, index, volume, &name).await?),
         None => None,
     };
     let (term, seq) = match &previous {
@@ -156,11 +165,10 @@ pub async fn publish(
     };
     let known: HashMap<RelPath, (u64, BlockChecksums)> = match &previous {
         Some(prev) => index
-            .manifest_files(prev.id)
-            .map_err(CatalogError::from)?
+            .manifest_files(prev.id)?
             .into_iter()
             .map(|f| {
-                let sums = index.file_checksums(f.id).map_err(CatalogError::from)?;
+                let sums = index.file_checksums(f.id)?;
                 Ok((f.path, (f.size, sums)))
             })
             .collect::<Result<_, PublishError>>()?,
@@ -228,7 +236,7 @@ pub async fn publish(
         name: layout::manifest_name(seq),
         term,
         seq,
-        created_at_ms: crate::now_ms(),
+        created_at_ms: crate::time::now_ms(),
         block_size: options.block_size,
         files: files
             .iter()
@@ -248,15 +256,13 @@ pub async fn publish(
             })
             .collect(),
     };
-    manifest.validate().map_err(CatalogError::from)?;
+    manifest.validate().map_err(PublishError::Manifest)?;
     write_manifest(store, &manifest).await?;
     if !reused_unnamed.is_empty() {
         let reused: Vec<&LocalFile> = reused_unnamed.iter().map(|&i| &files[i]).collect();
         gc_guard::restore_reused(store, volume, &reused, options, progress).await?;
     }
-    index
-        .insert_manifest(store.url(), &manifest)
-        .map_err(CatalogError::from)?;
+    index.insert_manifest(store.url(), &manifest)?;
     Ok(PublishReport {
         volume_id: volume.to_string(),
         bytes_uploaded: manifest.total_bytes() - skipped,
@@ -497,7 +503,7 @@ impl StreamingChecksums {
 
 mod gc_guard;
 mod term;
-pub use term::{start_term, TermStart};
+pub use term::{optional_term_as_string, start_term, term_as_string, Term, TermStart};
 
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! Starting an uploader term: the fence that stops every uploader with an older term.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{write_manifest, PublishError};
-use crate::catalog;
+use crate::chain;
 use crate::index::Index;
 use crate::manifest::{native, Manifest, DEFAULT_BLOCK_SIZE};
 use crate::names::VolumeId;
@@ -14,10 +14,10 @@ use crate::store::{layout, Store};
 pub struct TermStart {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
-    #[serde(serialize_with = "crate::control::term_as_string")]
+    #[serde(serialize_with = "term_as_string")]
     pub term: u64,
     /// The term the volume had before.
-    #[serde(serialize_with = "crate::control::optional_term_as_string")]
+    #[serde(serialize_with = "optional_term_as_string")]
     pub previous_term: Option<u64>,
     /// The manifest that now carries the term.
     pub log_manifest_name: String,
@@ -31,10 +31,10 @@ pub async fn start_term(store: &Store, index: &Index, volume: &VolumeId, term: u
     // A rival writer may extend the chain between our read and our write: read again and retry.
     let mut last_error = None;
     for _ in 0..5 {
-        let head = match catalog::latest_manifest_name(store, volume).await? {
+        let head = match chain::latest_manifest_name(store, volume).await? {
             Some(name) => {
                 let bytes = store.get(&layout::manifest_key(volume, &name)).await?;
-                Some(native::parse(&bytes, volume, &name).map_err(catalog::CatalogError::from)?)
+                Some(native::parse(&bytes, volume, &name).map_err(PublishError::Manifest)?)
             }
             None => None,
         };
@@ -61,15 +61,13 @@ pub async fn start_term(store: &Store, index: &Index, volume: &VolumeId, term: u
             name: layout::manifest_name(seq),
             term,
             seq,
-            created_at_ms: crate::now_ms(),
+            created_at_ms: crate::time::now_ms(),
             block_size: head.as_ref().map_or(DEFAULT_BLOCK_SIZE, |h| h.block_size),
             files: head.map(|h| h.files).unwrap_or_default(),
         };
         match write_manifest(store, &manifest).await {
             Ok(()) => {
-                index
-                    .insert_manifest(store.url(), &manifest)
-                    .map_err(catalog::CatalogError::from)?;
+                index.insert_manifest(store.url(), &manifest)?;
                 tracing::info!(volume = %volume, term, ?previous_term, manifest = %manifest.name, "uploader term started");
                 return Ok(TermStart {
                     volume_id: volume.to_string(),
@@ -83,4 +81,43 @@ pub async fn start_term(store: &Store, index: &Index, volume: &VolumeId, term: u
         }
     }
     Err(last_error.expect("five attempts failed"))
+}
+
+/// An uploader term: an unsigned 64-bit integer sent as a string (`"term": "1234"`), as Fusion does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Term(pub u64);
+
+impl Serialize for Term {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Term {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Term, D::Error> {
+        // Numbers are accepted too: a client that sends 7 means term 7.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let parsed = match &value {
+            serde_json::Value::String(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|_| text.bytes().all(|b| b.is_ascii_digit())),
+            serde_json::Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        parsed.map(Term).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "term {value} is not an unsigned 64-bit integer in a string, like \"1234\""
+            ))
+        })
+    }
+}
+
+/// Serialises a term as the control API writes every term: a string.
+pub fn term_as_string<S: serde::Serializer>(term: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    Term(*term).serialize(serializer)
+}
+
+pub fn optional_term_as_string<S: serde::Serializer>(term: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+    term.map(Term).serialize(serializer)
 }

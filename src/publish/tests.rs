@@ -93,7 +93,7 @@ async fn refuses_changed_content_under_an_existing_name_and_writes_nothing() {
         "nothing uploaded after a refusal"
     );
     assert_eq!(
-        catalog::latest_manifest_name(&store, &volume).await.unwrap(),
+        chain::latest_manifest_name(&store, &volume).await.unwrap(),
         Some(layout::manifest_name(1))
     );
 }

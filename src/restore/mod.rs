@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::checksum::BlockChecksums;
 use crate::fetch::{FetchError, ObjectHandle};
-use crate::fs::{FsError, LazyFs};
 use crate::names::RelPath;
+use crate::view::{CopyRules, View, ViewError};
 
 /// Blocks fetched and written per step: one efficient request, short enough for cancel and the
 /// bandwidth cap to act promptly.
@@ -43,7 +43,7 @@ pub enum RestoreError {
         source: Box<FetchError>,
     },
     #[error(transparent)]
-    Fs(#[from] FsError),
+    View(#[from] ViewError),
     #[error("cancelled")]
     Cancelled,
     #[error("{path}: its CRC32 is {got:08x} but {digest} says {want:08x}: the copy is kept out of place")]
@@ -63,7 +63,7 @@ pub struct Progress {
     /// Bytes verified at their destination (kept from before, or written now).
     pub bytes_done: AtomicU64,
     pub files_done: AtomicU64,
-    /// In a flat view of ScyllaDB sstables: the sstables, and those whose every component is done.
+    /// In a view with copy rules (ScyllaDB): the groups (sstables), and those whose every file is done.
     pub sstables_total: AtomicU64,
     pub sstables_done: AtomicU64,
     /// Bytes this copy fetched from the store (not the cache, not kept from before).
@@ -91,49 +91,43 @@ pub fn remove_temp_files(dest: &Path, job: &str) {
     }
 }
 
-/// Copies every view of `fs` into `dest` (see the module doc). `bandwidth` caps the bytes per
-/// second fetched from the store. In a flat view of ScyllaDB sstables, a `Data.db` is checked
-/// against its sstable's `Digest.crc32` before it takes its final name, and progress counts
-/// sstables. Needs a tokio runtime.
+/// Copies every file of `view` into `dest` (see the module doc). `bandwidth` caps the bytes per
+/// second fetched from the store. The view's [`CopyRules`] (a ScyllaDB view has them) group files,
+/// counted as sstables, and name the digest a file must match before it takes its final name.
+/// Needs a tokio runtime.
 pub async fn copy_view(
-    fs: &LazyFs,
+    view: &View,
     dest: &Path,
     job: &str,
     bandwidth: Option<u64>,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let files: Vec<(u64, RelPath, u64, bool)> = (0..fs.views().len())
-        .flat_map(|v| {
-            let flat = fs.views()[v].flat;
-            fs.volume_files(v)
-                .into_iter()
-                .map(move |(ino, path, size)| (ino, path, size, flat))
-        })
-        .collect();
+    let files: Vec<(u64, RelPath, u64)> = (0..view.parts().len()).flat_map(|p| view.part_files(p)).collect();
     progress.files_total.store(files.len() as u64, Relaxed);
     progress.bytes_total.store(files.iter().map(|f| f.2).sum(), Relaxed);
-    let sstable_of = |path: &RelPath, flat: bool| flat.then(|| sstable_prefix(path.as_str()).to_string());
-    let sstables: std::collections::HashSet<String> = files.iter().filter_map(|f| sstable_of(&f.1, f.3)).collect();
-    progress.sstables_total.store(sstables.len() as u64, Relaxed);
+    let rules = view.rules();
+    let group_of = |path: &RelPath| rules.and_then(|r| r.group(path));
+    let groups: std::collections::HashSet<String> = files.iter().filter_map(|f| group_of(&f.1)).collect();
+    progress.sstables_total.store(groups.len() as u64, Relaxed);
     let pacer = Pacer {
         started: Instant::now(),
         bandwidth,
     };
-    for (i, (ino, path, _, flat)) in files.iter().enumerate() {
-        let object = fs.object(*ino)?;
+    for (i, (ino, path, _)) in files.iter().enumerate() {
+        let object = view.object(*ino)?;
         let final_path = dest.join(path.as_str());
         if final_path.exists() {
-            if !verify_whole(fs, path, &final_path, &object, progress).await? {
+            if !verify_whole(view, path, &final_path, &object, progress).await? {
                 return Err(RestoreError::Occupied(final_path));
             }
             progress.bytes_done.fetch_add(object.size(), Relaxed);
         } else {
-            let digest = match *flat && path.as_str().ends_with("-Data.db") {
-                true => digest_of(fs, &files, path).await?,
-                false => None,
+            let digest = match rules.and_then(|r| Some((r, r.digest_file(path)?))) {
+                Some((rules, digest)) => read_digest(view, rules, &files, digest).await?,
+                None => None,
             };
             let temp = temp_name(dest, path, job);
-            copy_file(fs, &object, path, &temp, &pacer, progress).await?;
+            copy_file(view, &object, path, &temp, &pacer, progress).await?;
             if let Some((digest, want)) = digest {
                 let got = crc32_of(&temp).await?;
                 if got != want {
@@ -152,8 +146,8 @@ pub async fn copy_view(
             })?;
         }
         progress.files_done.fetch_add(1, Relaxed);
-        let this = sstable_of(path, *flat);
-        let next = files.get(i + 1).and_then(|f| sstable_of(&f.1, f.3));
+        let this = group_of(path);
+        let next = files.get(i + 1).and_then(|f| group_of(&f.1));
         if this.is_some() && this != next {
             progress.sstables_done.fetch_add(1, Relaxed);
         }
@@ -161,24 +155,19 @@ pub async fn copy_view(
     sync_dirs(dest)
 }
 
-/// What the components of one sstable share: `me-<generation>-big-` of `me-<generation>-big-Data.db`.
-fn sstable_prefix(name: &str) -> &str {
-    name.rfind('-').map_or(name, |i| &name[..=i])
-}
-
-/// The sstable's `Digest.crc32` (its name and the CRC32 of `Data.db` it holds), read through the
-/// view, when the view has one.
-async fn digest_of(
-    fs: &LazyFs,
-    files: &[(u64, RelPath, u64, bool)],
-    data: &RelPath,
+/// The digest file `digest` of the view and the CRC32 it states, read through the view, when the
+/// view has that file.
+async fn read_digest(
+    view: &View,
+    rules: &dyn CopyRules,
+    files: &[(u64, RelPath, u64)],
+    digest: RelPath,
 ) -> Result<Option<(RelPath, u32)>, RestoreError> {
-    let name = format!("{}Digest.crc32", sstable_prefix(data.as_str()));
-    let Some((ino, digest, _, _)) = files.iter().find(|f| f.1.as_str() == name) else {
+    let Some((ino, _, _)) = files.iter().find(|f| f.1 == digest) else {
         return Ok(None);
     };
-    let object = fs.object(*ino)?;
-    let blocks = fs
+    let object = view.object(*ino)?;
+    let blocks = view
         .fetcher()
         .blocks(&object, 0..object.shape.blocks())
         .await
@@ -186,12 +175,7 @@ async fn digest_of(
             path: digest.clone(),
             source: Box::new(source),
         })?;
-    let text: Vec<u8> = blocks.concat();
-    // A digest that is not a decimal number checks nothing: ScyllaDB would refuse it itself.
-    Ok(std::str::from_utf8(&text)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        .map(|want| (digest.clone(), want)))
+    Ok(rules.parse_digest(&blocks.concat()).map(|want| (digest, want)))
 }
 
 async fn crc32_of(path: &Path) -> Result<u32, RestoreError> {
@@ -237,7 +221,7 @@ impl Pacer {
 
 /// Fills `temp` with the object's bytes, verified, and flushes it; the caller renames it.
 async fn copy_file(
-    fs: &LazyFs,
+    view: &View,
     object: &ObjectHandle,
     path: &RelPath,
     temp: &Path,
@@ -286,7 +270,7 @@ async fn copy_file(
             path: path.clone(),
             source: Box::new(source),
         };
-        let fetcher = fs.fetcher();
+        let fetcher = view.fetcher();
         let fetched = fetcher
             .fetch_in_background(object, run.clone())
             .await
@@ -313,7 +297,7 @@ fn block_is_written(file: &File, object: &ObjectHandle, block: u64) -> bool {
 /// True when the file at `path` is exactly the object's bytes (read in a blocking task). A pinned
 /// object's checksums not learned yet are learned first, from the cache or the store.
 async fn verify_whole(
-    fs: &LazyFs,
+    view: &View,
     name: &RelPath,
     path: &Path,
     object: &ObjectHandle,
@@ -322,7 +306,7 @@ async fn verify_whole(
     let expected = match object.checksums.all() {
         Some(sums) => sums,
         None => {
-            let fetched = fs
+            let fetched = view
                 .fetcher()
                 .fetch_in_background(object, 0..object.shape.blocks())
                 .await

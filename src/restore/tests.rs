@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::fs::testing;
+use crate::fs::{testing, LazyFs};
 use crate::names::VolumeId;
 use crate::store::{layout, Store};
 
@@ -40,7 +40,7 @@ async fn a_resumed_copy_keeps_the_verified_blocks_of_its_temporary_file() {
     std::fs::write(&temp, &partial).unwrap();
 
     let progress = Progress::default();
-    copy_view(&fs, &dest, "j1", None, &progress).await.unwrap();
+    copy_view(fs.view(), &dest, "j1", None, &progress).await.unwrap();
     assert_eq!(std::fs::read(dest.join("d/a.log")).unwrap(), data);
     assert_eq!(std::fs::read(dest.join("empty")).unwrap(), b"");
     assert!(!temp.exists(), "the temporary file was renamed");
@@ -54,7 +54,7 @@ async fn a_resumed_copy_keeps_the_verified_blocks_of_its_temporary_file() {
 
     // Run again: everything at its final name verifies, nothing is fetched.
     let again = Progress::default();
-    copy_view(&fs, &dest, "j2", None, &again).await.unwrap();
+    copy_view(fs.view(), &dest, "j2", None, &again).await.unwrap();
     assert_eq!(again.bytes_fetched.load(Relaxed), 0);
     assert_eq!(again.bytes_done.load(Relaxed), data.len() as u64);
 }
@@ -67,7 +67,7 @@ async fn bad_store_bytes_and_occupied_names_leave_no_file_under_a_final_name() {
     let key = layout::file_key(&VolumeId::parse("v").unwrap(), &RelPath::parse("a.log").unwrap());
     store.put(&key, vec![0u8; data.len()].into()).await.unwrap();
     let dest = dir.path().join("dest");
-    let err = copy_view(&fs, &dest, "j", None, &Progress::default())
+    let err = copy_view(fs.view(), &dest, "j", None, &Progress::default())
         .await
         .unwrap_err();
     assert!(matches!(err, RestoreError::Fetch { .. }), "{err}");
@@ -79,7 +79,7 @@ async fn bad_store_bytes_and_occupied_names_leave_no_file_under_a_final_name() {
     let other = dir.path().join("other");
     std::fs::create_dir_all(&other).unwrap();
     std::fs::write(other.join("a.log"), b"not the view").unwrap();
-    let err = copy_view(&fs, &other, "j", None, &Progress::default())
+    let err = copy_view(fs.view(), &other, "j", None, &Progress::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already holds a different file"), "{err}");
@@ -93,7 +93,7 @@ async fn cancel_removes_the_temporary_file() {
     let dest = dir.path().join("dest");
     let progress = Progress::default();
     progress.cancelled.store(true, Relaxed);
-    let err = copy_view(&fs, &dest, "j", None, &progress).await.unwrap_err();
+    let err = copy_view(fs.view(), &dest, "j", None, &progress).await.unwrap_err();
     assert!(matches!(err, RestoreError::Cancelled));
     let left: Vec<_> = walkdir::WalkDir::new(&dest)
         .into_iter()

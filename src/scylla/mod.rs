@@ -5,7 +5,6 @@
 //! show any volume, in the flat layout of a table's upload directory.
 
 mod ingest;
-pub mod tablets;
 mod view;
 
 pub use ingest::{ingest, IngestReport, IngestedManifest, ManifestSource};

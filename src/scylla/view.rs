@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use super::tablets::{place, Placement, Tablets, TokenRange};
 use super::ScyllaError;
 use crate::checksum::BlockChecksums;
 use crate::index::{Index, ManifestRow, ScyllaSstableRow, ScyllaTableRow};
+use crate::manifest::scylla::tablets::{place, Placement, Tablets, TokenRange};
 use crate::manifest::{Manifest, ManifestFile, DEFAULT_BLOCK_SIZE};
 use crate::names::{RelPath, VolumeId};
 use crate::store::Store;

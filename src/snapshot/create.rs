@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::entry::{Decision, Entry, Outcome, Record};
+use super::entry::{decide, Decision, Entry, Record};
 use super::release::finish;
 use super::{validate_uuid, CreatedSnapshot, SnapshotError, CREATE_LIMIT, FORMAT, VERSION};
-use crate::catalog;
+use crate::chain;
 use crate::index::Index;
 use crate::names::VolumeId;
 use crate::store::{layout, Store, StoreError};
@@ -38,10 +38,10 @@ pub async fn create(
     let mut reason = String::new();
     // The head GC is collecting is no longer the head: the next attempt pins the newer one.
     for _ in 0..3 {
-        let name = catalog::latest_manifest_name(store, volume)
+        let name = chain::latest_manifest_name(store, volume)
             .await?
             .ok_or_else(|| SnapshotError::EmptyVolume(volume.clone()))?;
-        let manifest = catalog::load_manifest(store, index, volume, &name).await?;
+        let manifest = chain::load_manifest(store, index, volume, &name).await?;
         let record = Record {
             format: FORMAT.to_string(),
             snapshot_uuid: uuid.to_string(),
@@ -79,12 +79,9 @@ pub async fn create(
             valid_till,
             state: super::State::Committed,
         };
-        index
-            .put_snapshot(store.url(), &snapshot.to_row(volume))
-            .map_err(|e| SnapshotError::from(catalog::CatalogError::from(e)))?;
+        index.put_snapshot(store.url(), &snapshot.to_row(volume))?;
         let log_files = index
-            .manifest_files(manifest.id)
-            .map_err(|e| SnapshotError::from(catalog::CatalogError::from(e)))?
+            .manifest_files(manifest.id)?
             .into_iter()
             .map(|f| f.path.to_string())
             .collect();
@@ -134,40 +131,6 @@ async fn write_record(store: &Store, volume: &VolumeId, record: &Record, now_ms:
                 Some(r) if r.writer == record.writer && winner.generation == generation => Ok(generation),
                 _ => Err(exists()),
             }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes the outcome once; answers the decision that won (ours, or one already there).
-pub(super) async fn decide(
-    store: &Store,
-    volume: &VolumeId,
-    uuid: &str,
-    generation: u64,
-    decision: Decision,
-    writer: &str,
-) -> Result<Decision, SnapshotError> {
-    let key = layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME);
-    let outcome = Outcome {
-        outcome: decision,
-        writer: writer.to_string(),
-    };
-    let body = Bytes::from(serde_json::to_vec(&outcome).expect("outcome serialises"));
-    match store.put_if_absent(&key, body).await {
-        Ok(()) => Ok(decision),
-        Err(StoreError::AlreadyExists { .. }) => {
-            let bytes = match store.get(&key).await {
-                Ok(bytes) => bytes,
-                // Decided and already cleared away: only a release does that.
-                Err(StoreError::NotFound { .. }) => return Ok(Decision::Aborted),
-                Err(e) => return Err(e.into()),
-            };
-            let winner: Outcome = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Malformed {
-                key: key.to_string(),
-                reason: e.to_string(),
-            })?;
-            Ok(winner.outcome)
         }
         Err(e) => Err(e.into()),
     }

@@ -1,4 +1,5 @@
-//! The objects one snapshot consists of in the store, read and interpreted.
+//! The objects one snapshot consists of in the store, read and interpreted, and the one write both
+//! a creator and a cleaner make: the outcome that decides a PENDING snapshot.
 
 use std::collections::BTreeMap;
 
@@ -206,5 +207,39 @@ async fn get_optional(store: &Store, key: &object_store::path::Path) -> Result<O
         Ok(bytes) => Ok(Some(bytes)),
         Err(StoreError::NotFound { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Writes the outcome once; answers the decision that won (ours, or one already there).
+pub(super) async fn decide(
+    store: &Store,
+    volume: &VolumeId,
+    uuid: &str,
+    generation: u64,
+    decision: Decision,
+    writer: &str,
+) -> Result<Decision, SnapshotError> {
+    let key = layout::snapshot_marker_key(volume, uuid, generation, layout::OUTCOME);
+    let outcome = Outcome {
+        outcome: decision,
+        writer: writer.to_string(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&outcome).expect("outcome serialises"));
+    match store.put_if_absent(&key, body).await {
+        Ok(()) => Ok(decision),
+        Err(StoreError::AlreadyExists { .. }) => {
+            let bytes = match store.get(&key).await {
+                Ok(bytes) => bytes,
+                // Decided and already cleared away: only a release does that.
+                Err(StoreError::NotFound { .. }) => return Ok(Decision::Aborted),
+                Err(e) => return Err(e.into()),
+            };
+            let winner: Outcome = serde_json::from_slice(&bytes).map_err(|e| SnapshotError::Malformed {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok(winner.outcome)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub use create::create;
 pub use release::{release, tidy};
 
-use crate::catalog;
+use crate::chain::ChainError;
+use crate::index::IndexError;
 use crate::index::SnapshotRow;
+use crate::manifest::ManifestError;
 use crate::names::VolumeId;
 use crate::store::{layout, Store, StoreError};
 use entry::Entry;
@@ -66,12 +68,21 @@ pub enum SnapshotError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Catalog(Box<catalog::CatalogError>),
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Manifest(ManifestError),
+    #[error(transparent)]
+    Chain(Box<ChainError>),
 }
 
-impl From<catalog::CatalogError> for SnapshotError {
-    fn from(e: catalog::CatalogError) -> Self {
-        SnapshotError::Catalog(Box::new(e))
+impl From<ChainError> for SnapshotError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Store(e) => e.into(),
+            ChainError::Index(e) => e.into(),
+            ChainError::Manifest(e) => SnapshotError::Manifest(e),
+            other => SnapshotError::Chain(Box::new(other)),
+        }
     }
 }
 
@@ -185,7 +196,7 @@ pub async fn list(store: &Store, volume: &VolumeId, now_ms: u64) -> Result<Vec<S
 
 /// A snapshot that can be mounted now: committed and not expired.
 pub async fn read(store: &Store, volume: &VolumeId, uuid: &str) -> Result<SnapshotRow, SnapshotError> {
-    let snapshot = describe(store, volume, uuid, crate::now_ms()).await?;
+    let snapshot = describe(store, volume, uuid, crate::time::now_ms()).await?;
     match snapshot.state {
         State::Committed => {}
         State::Pending => {

@@ -2,10 +2,8 @@
 
 use bytes::Bytes;
 
-use super::create::decide;
-use super::entry::{Decision, Entry};
+use super::entry::{decide, Decision, Entry};
 use super::{validate_uuid, SnapshotError, State};
-use crate::catalog::CatalogError;
 use crate::index::Index;
 use crate::names::VolumeId;
 use crate::store::{layout, Store, StoreError};
@@ -16,12 +14,10 @@ pub async fn release(store: &Store, index: &Index, volume: &VolumeId, uuid: &str
     validate_uuid(uuid)?;
     let entry = Entry::read(store, volume, uuid).await?;
     let live = entry
-        .snapshot(crate::now_ms())
+        .snapshot(crate::time::now_ms())
         .is_some_and(|s| matches!(s.state, State::Pending | State::Committed));
     finish(store, volume, &entry, true).await?;
-    index
-        .delete_snapshot(store.url(), volume, uuid)
-        .map_err(|e| SnapshotError::from(CatalogError::from(e)))?;
+    index.delete_snapshot(store.url(), volume, uuid)?;
     Ok(live)
 }
 

@@ -78,7 +78,7 @@ async fn only_tombstones(store: &Store, volume: &VolumeId) -> bool {
 
 /// What a creator that died between its two phases leaves behind.
 async fn abandoned_record(store: &Store, volume: &VolumeId, uuid: &str, created_at: u64) {
-    let name = crate::catalog::latest_manifest_name(store, volume)
+    let name = crate::chain::latest_manifest_name(store, volume)
         .await
         .unwrap()
         .unwrap();
@@ -140,10 +140,10 @@ async fn a_new_create_rolls_back_an_abandoned_pending_of_its_uuid() {
 async fn the_outcome_is_decided_once_so_a_recovery_and_a_slow_creator_cannot_both_win() {
     let (store, _index, volume) = volume_with_manifest("snap-outcome").await;
     abandoned_record(&store, &volume, "s1", NOW).await;
-    let recovery = create::decide(&store, &volume, "s1", 1, Decision::Aborted, "recovery")
+    let recovery = entry::decide(&store, &volume, "s1", 1, Decision::Aborted, "recovery")
         .await
         .unwrap();
-    let creator = create::decide(&store, &volume, "s1", 1, Decision::Committed, "dead")
+    let creator = entry::decide(&store, &volume, "s1", 1, Decision::Committed, "dead")
         .await
         .unwrap();
     assert_eq!((recovery, creator), (Decision::Aborted, Decision::Aborted));
@@ -154,7 +154,7 @@ async fn the_outcome_is_decided_once_so_a_recovery_and_a_slow_creator_cannot_bot
 #[tokio::test]
 async fn a_create_backs_off_from_a_manifest_gc_is_deleting_and_leaves_nothing() {
     let (store, index, volume) = volume_with_manifest("snap-tombstone").await;
-    let head = crate::catalog::latest_manifest_name(&store, &volume)
+    let head = crate::chain::latest_manifest_name(&store, &volume)
         .await
         .unwrap()
         .unwrap();

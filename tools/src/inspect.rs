@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lazysnap::cache::{BlockCache, CacheConfig};
-use lazysnap::catalog::{self, CatalogError};
-use lazysnap::fetch::{FetchConfig, Fetcher, FileReader, ObjectHandle};
-use lazysnap::index::{FileRow, Index, ManifestRow};
+use lazysnap::catalog::CatalogError;
+use lazysnap::chain::{self, ChainError};
+use lazysnap::fetch::{FileReader, ObjectHandle};
+use lazysnap::index::{FileRow, ManifestRow};
 use lazysnap::names::VolumeId;
 use lazysnap::paths::Paths;
-use lazysnap::store::{layout, Store, StoreConfig};
+use lazysnap::store::Store;
+use lazysnap::view::{Reading, ReadingConfig, Resolved, View, ViewError, ViewSpec};
 use serde_json::json;
 
 use crate::address::Address;
@@ -39,38 +40,44 @@ pub struct AddressArgs {
     selector: SelectorArgs,
 }
 
-struct Resolved {
-    store: Store,
-    index: Index,
-    volume: VolumeId,
-    manifest: ManifestRow,
+/// What every command here reads through: the node's index and disk cache, with the memory plan
+/// the daemon uses by default.
+fn reading(paths: &Paths) -> anyhow::Result<Reading> {
+    let index = Arc::new(open_index(paths)?);
+    let config = ReadingConfig {
+        cache_dir: Some(paths.cache()),
+        ..ReadingConfig::default()
+    };
+    Ok(Reading::open(index, &config)?)
 }
 
-fn resolve(address: &Address, selector: &SelectorArgs, paths: &Paths) -> anyhow::Result<Resolved> {
-    let store = Store::open(&address.store, &StoreConfig::default())?;
-    let index = open_index(paths)?;
-    let manifest = match &address.volume {
-        Some(volume) => {
-            let named = selector.names_backup();
-            match block_on(catalog::resolve(&store, &index, volume, &selector.selector(named))) {
-                Ok((manifest, _)) => manifest,
-                // A volume address with no flag may name a backup location's volume: look for
-                // generations only when the volume is not there, so plain stores pay nothing.
-                Err(CatalogError::UnknownVolume { .. }) if !named && is_backup_location(&store)? => {
-                    block_on(catalog::resolve(&store, &index, volume, &selector.selector(true)))?.0
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Only `ls` of a bare location gets here, having found it is one.
-        None => block_on(catalog::resolve_backup(&store, &index, &selector.selector(true)))?,
+/// The one-volume view an address names.
+fn resolve(address: &Address, selector: &SelectorArgs, reading: &Reading) -> anyhow::Result<Resolved> {
+    let spec = |backup: bool| ViewSpec::Volumes {
+        store: address.store.clone(),
+        volumes: address.volume.iter().cloned().collect(),
+        selector: selector.selector(backup),
     };
-    Ok(Resolved {
-        volume: manifest.volume.clone(),
-        store,
-        index,
-        manifest,
-    })
+    // Only `ls` of a bare location gets here without a volume, having found it is one.
+    let named = selector.names_backup() || address.volume.is_none();
+    match block_on(reading.resolve(&spec(named), None)) {
+        Ok(resolved) => Ok(resolved),
+        // A volume address with no flag may name a backup location's volume: look for
+        // generations only when the volume is not there, so plain stores pay nothing.
+        Err(ViewError::Catalog(e))
+            if matches!(*e, CatalogError::Chain(ChainError::UnknownVolume { .. }))
+                && !named
+                && is_backup_location(&reading.store(&address.store)?)? =>
+        {
+            Ok(block_on(reading.resolve(&spec(true), None))?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The manifest a resolved one-volume view shows.
+fn manifest(resolved: &Resolved) -> &ManifestRow {
+    &resolved.parts[0].manifest
 }
 
 /// Namespaces and volumes of a store: `namespace<TAB>volume` lines, or JSON.
@@ -92,22 +99,24 @@ fn print_namespaces(store: &Store, volumes: &[VolumeId], json: bool) {
 
 /// True when the store holds backup generations (and so is a backup location).
 fn is_backup_location(store: &Store) -> anyhow::Result<bool> {
-    Ok(!block_on(lazysnap::backup::generations(store))?.is_empty())
+    Ok(!block_on(lazysnap::chain::generations(store))?.is_empty())
 }
 
 pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
     if address.volume.is_none() && !args.selector.names_backup() {
-        let store = Store::open(&address.store, &StoreConfig::default())?;
-        let volumes = block_on(catalog::list_volumes(&store))?;
+        let store = Store::open(&address.store, &lazysnap::store::StoreConfig::default())?;
+        let volumes = block_on(chain::list_volumes(&store))?;
         // A store without volumes may be a backup location: then list its newest generation.
         if !volumes.is_empty() || !is_backup_location(&store)? {
             print_namespaces(&store, &volumes, args.json);
             return Ok(());
         }
     }
-    let r = resolve(&address, &args.selector, paths)?;
-    let files = r.index.manifest_files(r.manifest.id)?;
+    let reading = reading(paths)?;
+    let resolved = resolve(&address, &args.selector, &reading)?;
+    let manifest = manifest(&resolved);
+    let files = reading.index().manifest_files(manifest.id)?;
     let prefix = address.path.as_ref().map(|p| format!("{}/", p.as_str()));
     let chosen: Vec<&FileRow> = files
         .iter()
@@ -119,8 +128,8 @@ pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     if let (true, Some(path)) = (chosen.is_empty(), &address.path) {
         bail!(
             "nothing at {path} in volume {} (manifest {})",
-            r.volume,
-            r.manifest.name
+            manifest.volume,
+            manifest.name
         );
     }
     if args.json {
@@ -128,7 +137,7 @@ pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
             .iter()
             .map(|f| json!({"path": f.path.as_str(), "size": f.size, "low_seqno": f.low_seqno, "high_seqno": f.high_seqno}))
             .collect();
-        print_json(&json!({"volumeID": r.volume.as_str(), "logManifestName": r.manifest.name, "files": rows}));
+        print_json(&json!({"volumeID": manifest.volume.as_str(), "logManifestName": manifest.name, "files": rows}));
     } else {
         let mut out = std::io::stdout().lock();
         for f in chosen {
@@ -138,50 +147,39 @@ pub fn ls(args: LsArgs, paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The file an address names, with everything needed to read it.
+/// The file an address names: its view (for its fetcher), its row and its object.
 fn file(
     address: &Address,
     selector: &SelectorArgs,
     paths: &Paths,
-) -> anyhow::Result<(Resolved, FileRow, Arc<ObjectHandle>)> {
+) -> anyhow::Result<(View, FileRow, Arc<ObjectHandle>)> {
     let path = address
         .path
         .clone()
         .context("the address names no file (add :PATH after the volume)")?;
-    let r = resolve(address, selector, paths)?;
-    let row = r.index.file_by_path(r.manifest.id, &path)?.with_context(|| {
+    let reading = reading(paths)?;
+    let resolved = resolve(address, selector, &reading)?;
+    let manifest = manifest(&resolved).clone();
+    let missing = || {
         format!(
             "no file {path} in volume {} at manifest {} of {}",
-            r.volume,
-            r.manifest.name,
-            r.store.url()
+            manifest.volume, manifest.name, address.store
         )
-    })?;
-    let checksums = r.index.file_integrity(row.id)?;
-    let object = Arc::new(ObjectHandle::new(
-        &r.store,
-        layout::object_of(&r.volume, &path, row.object_key.as_deref()),
-        row.size,
-        r.manifest.block_size,
-        checksums,
-    ));
-    Ok((r, row, object))
-}
-
-fn cache(paths: &Paths) -> anyhow::Result<Arc<BlockCache>> {
-    let config = CacheConfig {
-        memory_bytes: 64 << 20,
-        disk_dir: Some(paths.cache()),
-        ..CacheConfig::default()
     };
-    Ok(Arc::new(BlockCache::new(&config)?))
+    let row = reading
+        .index()
+        .file_by_path(manifest.id, &path)?
+        .with_context(missing)?;
+    let view = reading.assemble(resolved)?;
+    let ino = view.find(0, &path).with_context(missing)?;
+    let object = view.object(ino)?;
+    Ok((view, row, object))
 }
 
 pub fn cat(args: AddressArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
-    let (r, row, object) = file(&address, &args.selector, paths)?;
-    let fetcher = Arc::new(Fetcher::new(r.store.clone(), cache(paths)?, FetchConfig::default()));
-    let reader = FileReader::new(fetcher, object);
+    let (view, row, object) = file(&address, &args.selector, paths)?;
+    let reader = FileReader::new(view.fetcher().clone(), object);
     // 4 MiB reads: sequential, so readahead keeps the next ones in flight.
     const CHUNK: u64 = 4 << 20;
     block_on(async {
@@ -209,12 +207,13 @@ pub fn cat(args: AddressArgs, paths: &Paths) -> anyhow::Result<()> {
 
 pub fn stat(args: AddressArgs, paths: &Paths) -> anyhow::Result<()> {
     let address = Address::parse(&args.address)?;
-    let (r, row, object) = file(&address, &args.selector, paths)?;
-    let status = cache(paths)?.object_status(&object.id, object.shape);
+    let (view, row, object) = file(&address, &args.selector, paths)?;
+    let status = view.fetcher().cache().object_status(&object.id, object.shape);
+    let part = &view.parts()[0];
     print_json(&json!({
-        "store": r.store.url().to_string(),
-        "volumeID": r.volume.as_str(),
-        "logManifestName": r.manifest.name,
+        "store": address.store.to_string(),
+        "volumeID": part.volume.as_str(),
+        "logManifestName": part.manifest.name,
         "path": row.path.as_str(),
         "size": row.size,
         "blockSize": object.shape.block_size,

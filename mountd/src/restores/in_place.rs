@@ -11,7 +11,10 @@ use crate::mounts::Mounts;
 
 /// Mounts the pinned view at the destination (answering the existing mount when it is already
 /// there, as after a daemon crash) and starts or resumes its hydration.
-pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifest: &str) -> Result<(), OpError> {
+pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifests: &[String]) -> Result<(), OpError> {
+    let manifest = manifests
+        .first()
+        .ok_or_else(|| OpError::internal("an in-place restore job recorded no manifest"))?;
     let params = HydrateParams {
         bandwidth: req.bandwidth,
         deadline_ms: None,

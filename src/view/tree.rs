@@ -1,5 +1,6 @@
-//! The inode tree of a mount, built once from index rows: `<volumeID>/<file path>` for every
-//! volume shown. Lookups and directory listings never leave memory.
+//! The inode tree of a view, built once from index rows: `<volumeID>/<file path>` for every
+//! part shown in its volume's folder, `<file path>` for those at the root. Lookups and directory
+//! listings never leave memory.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +11,14 @@ pub const ROOT: u64 = 1;
 
 #[derive(Debug)]
 pub enum NodeKind {
-    Dir { children: BTreeMap<String, u64> },
-    File { row: FileRow, volume: usize },
+    Dir {
+        children: BTreeMap<String, u64>,
+    },
+    /// A file of part `part` of the view.
+    File {
+        row: FileRow,
+        part: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -44,7 +51,8 @@ impl Tree {
         self.nodes.get(ino.checked_sub(1)? as usize)
     }
 
-    pub fn len(&self) -> u64 {
+    /// Inodes, the root included: numbers 1..=inode_count() are taken.
+    pub fn inode_count(&self) -> u64 {
         self.nodes.len() as u64
     }
 
@@ -89,10 +97,10 @@ impl Tree {
         Ok(ino)
     }
 
-    /// Adds a volume's files under `<volumeID>/`. Volumes may nest (`a` and `a/b`) but a volume's
-    /// directory must not already exist: two views of one volume in a mount would be ambiguous.
-    /// Adds a volume's files under its folder (`None`: at the root).
-    pub fn add_volume(&mut self, volume: Option<&VolumeId>, index: usize, files: Vec<FileRow>) -> Result<(), String> {
+    /// Adds the files of part `part` under its volume's folder (`None`: at the root). Volumes may
+    /// nest (`a` and `a/b`) but a volume's folder must not exist yet: two parts of one volume in a
+    /// view would be ambiguous.
+    pub fn add_part(&mut self, volume: Option<&VolumeId>, part: usize, files: Vec<FileRow>) -> Result<(), String> {
         let mut dir = ROOT;
         let parts: Vec<&str> = volume.map(|v| v.components().collect()).unwrap_or_default();
         for (i, part) in parts.iter().enumerate() {
@@ -111,7 +119,7 @@ impl Tree {
             for part in dirs {
                 parent = self.dir(parent, part)?;
             }
-            self.add(parent, name, NodeKind::File { row, volume: index })?;
+            self.add(parent, name, NodeKind::File { row, part })?;
             self.files += 1;
         }
         Ok(())

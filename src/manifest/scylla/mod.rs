@@ -15,11 +15,14 @@
 //! A dc-scope manifest has `"scope": "dc"`, `nodes[]`, and a `node` per sstable (a host id, or an
 //! object like the node-scope `node`).
 
+pub mod sstable;
+pub mod tablets;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::ManifestError;
-use crate::scylla::tablets::{Tablets, TokenRange};
+use tablets::{Tablets, TokenRange};
 
 /// Where a node of the backed-up cluster was.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
