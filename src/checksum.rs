@@ -3,9 +3,8 @@
 //! object_store does not verify downloads, and a local cache can be torn by a crash, so every block
 //! is checked against the checksum recorded at publish time before it is served or cached.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 
 /// The CRC32C of each fixed-size block of one file, in block order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,12 +123,17 @@ pub struct Pinned {
     learned: Learned,
 }
 
-type Learned = Arc<Mutex<Vec<Option<u32>>>>;
-type LiveLearned = Mutex<HashMap<String, Weak<Mutex<Vec<Option<u32>>>>>>;
+/// The checksums learned of one pinned object, a slot per block, shared by every handle on it.
+pub type Learned = Arc<LearnedSlots>;
+pub type LearnedSlots = Mutex<Vec<Option<u32>>>;
+
+/// Nothing learned yet of an object of `blocks` blocks.
+pub fn unlearned(blocks: u64) -> Learned {
+    Arc::new(Mutex::new(vec![None; blocks as usize]))
+}
 
 impl Pinned {
-    /// A pin on `etag` that has learned nothing yet; [`Pinned::bind`] joins it to what this process
-    /// learned of the same object.
+    /// A pin on `etag` that learns nothing until given where to (see [`Pinned::learning_into`]).
     pub fn new(etag: &str) -> Pinned {
         Pinned {
             etag: etag.to_string(),
@@ -137,29 +141,10 @@ impl Pinned {
         }
     }
 
-    /// The same pin, sharing what live handles in this process learned of object `identity`
-    /// (unique per store, key, size and etag) read in blocks of `block_size`, `blocks` of them.
-    /// Learned checksums live as long as a handle does: what must outlive it is remembered
-    /// elsewhere (see `fetch::ChecksumRecall`) and recalled into a new pin.
-    pub fn bind(self, identity: &str, block_size: u64, blocks: u64) -> Pinned {
-        static LIVE: OnceLock<LiveLearned> = OnceLock::new();
-        let mut live = LIVE
-            .get_or_init(Mutex::default)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let key = format!("{identity}/{block_size}");
-        if let Some(learned) = live.get(&key).and_then(Weak::upgrade) {
-            return Pinned {
-                etag: self.etag,
-                learned,
-            };
-        }
-        let learned: Learned = Arc::new(Mutex::new(vec![None; blocks as usize]));
-        live.insert(key, Arc::downgrade(&learned));
-        // Amortized: entries of objects no handle holds any more are dropped as the map doubles.
-        if live.len() >= 64 && live.len().is_power_of_two() {
-            live.retain(|_, learned| learned.strong_count() > 0);
-        }
+    /// The same pin, learning into `learned`: shared with the other live handles on the object in
+    /// this process (a restore job and a mount of one view learn together). What must outlive
+    /// the handles is remembered elsewhere (see `fetch::ChecksumRecall`) and recalled into it.
+    pub fn learning_into(self, learned: Learned) -> Pinned {
         Pinned {
             etag: self.etag,
             learned,

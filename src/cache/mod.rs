@@ -11,6 +11,7 @@
 //! Only one process on a node writes the disk tier (an exclusive lock on its folder); others read it.
 
 mod disk;
+mod learning;
 mod memory;
 mod pins;
 
@@ -23,6 +24,7 @@ use crate::checksum::Integrity;
 use crate::store::StoreUrl;
 
 pub use disk::{CompleteCopy, DiskCache};
+pub use learning::Learning;
 pub use memory::MemoryCache;
 pub use pins::Pin;
 
@@ -161,6 +163,7 @@ pub struct ObjectCacheStatus {
 pub struct BlockCache {
     memory: MemoryCache,
     disk: Option<DiskCache>,
+    learning: Learning,
 }
 
 impl BlockCache {
@@ -172,7 +175,14 @@ impl BlockCache {
         Ok(BlockCache {
             memory: MemoryCache::new(config.memory_bytes),
             disk,
+            learning: Learning::default(),
         })
+    }
+
+    /// What this process learned of pinned objects, shared by every handle reading through this
+    /// cache (one cache per process).
+    pub fn learning(&self) -> &Learning {
+        &self.learning
     }
 
     /// The block if a tier holds it with the expected checksum; a disk hit is promoted to memory.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path;
 
-use crate::cache::{BlockCache, BlockKey, BlockShape, ObjectId};
+use crate::cache::{BlockCache, BlockKey, BlockShape, Learning, ObjectId};
 use crate::checksum::Integrity;
 use crate::store::{BlockBuffers, Store};
 
@@ -69,15 +69,31 @@ pub struct ObjectHandle {
 }
 
 impl ObjectHandle {
+    /// A handle that learns a pinned object's checksums on its own (see [`Fetcher::handle`] for
+    /// one that shares what the process learns).
     pub fn new(store: &Store, key: Path, size: u64, block_size: u64, checksums: impl Into<Integrity>) -> ObjectHandle {
-        let mut checksums = checksums.into();
+        ObjectHandle::learning_in(store, key, size, block_size, checksums.into(), None)
+    }
+
+    fn learning_in(
+        store: &Store,
+        key: Path,
+        size: u64,
+        block_size: u64,
+        mut checksums: Integrity,
+        learning: Option<&Learning>,
+    ) -> ObjectHandle {
         let id = ObjectId::new(store.url(), key.as_ref(), size, &checksums);
         let shape = BlockShape {
             block_size,
             object_size: size,
         };
         if let Integrity::Pinned(pin) = checksums {
-            checksums = Integrity::Pinned(pin.bind(&id.hex(), block_size, shape.blocks()));
+            let learned = match learning {
+                Some(learning) => learning.shared(id, block_size, shape.blocks()),
+                None => crate::checksum::unlearned(shape.blocks()),
+            };
+            checksums = Integrity::Pinned(pin.learning_into(learned));
         }
         ObjectHandle {
             id,
@@ -242,7 +258,7 @@ impl Fetcher {
     /// learned of it recalled when it is pinned. A recall that cannot answer costs refetches, not
     /// the read.
     pub fn handle(&self, store: &Store, key: Path, size: u64, block_size: u64, checksums: Integrity) -> ObjectHandle {
-        let object = ObjectHandle::new(store, key, size, block_size, checksums);
+        let object = ObjectHandle::learning_in(store, key, size, block_size, checksums, Some(self.cache.learning()));
         if let (Some(recall), Integrity::Pinned(pin)) = (&self.recall, &*object.checksums) {
             if !pin.complete() {
                 match recall.recall(&object.id, block_size) {
