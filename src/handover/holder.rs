@@ -31,7 +31,8 @@ pub fn run(config: &HolderConfig) -> io::Result<()> {
     let mut kept: BTreeMap<String, Kept> = BTreeMap::new();
     let mut clients: Vec<OwnedFd> = Vec::new();
     let mut alone_since = Some(Instant::now());
-    // Once a daemon has come and gone, a holder with nothing to keep has no reason to wait.
+    // Once a daemon has handed connections over and they are all gone, a holder with nothing to
+    // keep has no reason to wait. (A client that only looked, such as a probe, does not count.)
     let mut served = false;
     tracing::info!(pid = std::process::id(), socket = %config.socket.display(), "handover holder started");
     loop {
@@ -105,13 +106,11 @@ pub fn run(config: &HolderConfig) -> io::Result<()> {
         if head[0].revents & libc::POLLIN != 0 {
             match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                 // SAFETY: accept just made this descriptor for us.
-                Ok(fd) => {
-                    clients.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                    served = true;
-                }
+                Ok(fd) => clients.push(unsafe { OwnedFd::from_raw_fd(fd) }),
                 Err(e) => tracing::warn!(error = %e, "cannot accept a handover client"),
             }
         }
+        served |= !kept.is_empty();
         if served && clients.is_empty() && kept.is_empty() {
             tracing::info!("handover holder has nothing left to keep");
             return Ok(());
