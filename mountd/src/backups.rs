@@ -81,8 +81,7 @@ impl Backups {
         let mut active = self.active.lock().await;
         self.starting_lock().remove(&key);
         let handle = started?;
-        let record = serde_json::to_string(req).expect("requests serialise");
-        if let Err(e) = self.index.record_backup(&key, &record) {
+        if let Err(e) = self.index.record_backup(&key, req) {
             tracing::warn!(error = %e, "cannot record the backup; it will not be started again after a crash");
         }
         tracing::info!(location = key, source = req.source, interval, "backup started");
@@ -139,14 +138,17 @@ impl Backups {
 
     /// Starts again the backups a daemon that died was running.
     pub async fn restore(&self) {
-        let recorded = match self.index.backups() {
+        let recorded = match self.index.backups::<BackupStartRequest>() {
             Ok(recorded) => recorded,
             Err(e) => return tracing::warn!(error = %e, "cannot read the recorded backups"),
         };
-        for text in recorded {
-            let Ok(request) = serde_json::from_str::<BackupStartRequest>(&text) else {
-                tracing::warn!(record = text, "not restoring a backup recorded by an older daemon");
-                continue;
+        for kept in recorded {
+            let request = match kept.record {
+                Ok(request) => request,
+                Err(e) => {
+                    tracing::warn!(error = %e, "not restoring a backup recorded by an older daemon");
+                    continue;
+                }
             };
             match self.start(&request).await {
                 Ok(status) => tracing::info!(location = status.location, "restored a backup after a restart"),

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lazysnap::cache::CacheStats;
+use lazysnap::control::records::{MountRecord, ScyllaShown};
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError};
 use lazysnap::fs::LazyFs;
 use lazysnap::fuse::{self, Attach, Busy, Mount, Server};
 use lazysnap::hydrate::HydrationStatus;
-use lazysnap::index::{Index, MountRow};
+use lazysnap::index::Index;
 use lazysnap::paths::Paths;
-use lazysnap::scylla::Spanning;
 use lazysnap::store::{BufferStats, StoreUrl};
 use lazysnap::view::{Reading, Resolved, ViewSpec};
 use serde_json::{json, Value};
@@ -26,29 +26,7 @@ pub(crate) struct Active {
     pub(crate) store: StoreUrl,
     /// The daemon made the folder, so it removes it again.
     pub(crate) created_dir: bool,
-    pub(crate) record: Record,
-}
-
-/// What the index keeps of a mount, so that a daemon that died brings it back as it was.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Record {
-    /// The request, with `hydrate` set while a hydration runs (not when paused or cancelled).
-    pub(crate) request: MountRequest,
-    /// The manifest each volume showed: a restored mount shows the same files even if the
-    /// volume has moved on since.
-    pub(crate) manifests: Vec<String>,
-    pub(crate) created_dir: bool,
-    /// A ScyllaDB view: the sstables shown and those spanning the requested range (not shown).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) scylla: Option<ScyllaShown>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScyllaShown {
-    pub sstables: usize,
-    pub spanning: Vec<Spanning>,
+    pub(crate) record: MountRecord,
 }
 
 /// What bounds all mounts together: the node-wide FUSE server (requests in flight), the most
@@ -141,7 +119,7 @@ impl Mounts {
     pub(crate) async fn mount_as(
         &self,
         mut request: MountRequest,
-        restoring: Option<&Record>,
+        restoring: Option<&MountRecord>,
     ) -> Result<String, OpError> {
         self.check_limits(&request)?;
         let pinned = restoring.map(|r| r.manifests.as_slice());
@@ -193,7 +171,7 @@ impl Mounts {
             }
         };
         request.mount_path = Some(path.display().to_string());
-        let record = Record {
+        let record = MountRecord {
             request,
             manifests,
             created_dir,
@@ -264,7 +242,7 @@ impl Mounts {
 
     /// The filesystem a recorded mount showed: from the index when it knows every manifest (and
     /// snapshot), else resolved again through the stores.
-    pub(crate) async fn recorded_filesystem(&self, record: &Record) -> Result<Arc<LazyFs>, OpError> {
+    pub(crate) async fn recorded_filesystem(&self, record: &MountRecord) -> Result<Arc<LazyFs>, OpError> {
         let spec: ViewSpec = record.request.view_spec()?;
         let resolved = match self.reading.resolve_indexed(&spec, &record.manifests) {
             Some(resolved) => resolved,
@@ -273,13 +251,8 @@ impl Mounts {
         self.filesystem(resolved)
     }
 
-    pub(crate) fn record(&self, path: &Path, record: &Record) {
-        let row = MountRow {
-            path: path.display().to_string(),
-            request: serde_json::to_string(record).expect("records serialise"),
-            created_at_ms: lazysnap::time::now_ms(),
-        };
-        if let Err(e) = self.index.record_mount(&row) {
+    pub(crate) fn record(&self, path: &Path, record: &MountRecord) {
+        if let Err(e) = self.index.record_mount(&path.display().to_string(), record) {
             tracing::warn!(error = %e, "cannot record the mount in the index");
         }
     }

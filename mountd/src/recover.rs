@@ -5,20 +5,23 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use lazysnap::control::records::MountRecord;
 use lazysnap::control::OpError;
 use lazysnap::fuse::{self, SessionState};
 use lazysnap::handover::Held;
-use lazysnap::index::MountRow;
+use lazysnap::index::Kept;
 use lazysnap::store::StoreUrl;
 
-use crate::mounts::{Active, Mounts, Record};
+use crate::mounts::{Active, Mounts};
+
+type MountRow = Kept<MountRecord>;
 
 impl Mounts {
     /// Brings back every recorded mount: live ones handed over through `held` first (their
     /// readers are waiting), then the others, which need their stores.
     pub async fn recover(&self, held: Vec<Held>) {
         let _admin = self.admin.lock().await;
-        let rows = self.index.mounts().unwrap_or_else(|e| {
+        let rows = self.index.mounts::<MountRecord>().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the recorded mounts");
             Vec::new()
         });
@@ -26,12 +29,12 @@ impl Mounts {
         let mut dead = Vec::new();
         let mut adopted = 0;
         for row in rows {
-            match held.remove(&row.path) {
+            match held.remove(&row.key) {
                 Some(live) => match self.adopt(&row, live).await {
                     Ok(()) => adopted += 1,
                     Err(e) => {
-                        tracing::warn!(path = row.path, error = %e, "cannot take over a live mount; mounting it again");
-                        self.holder.forget(&row.path);
+                        tracing::warn!(path = row.key, error = %e, "cannot take over a live mount; mounting it again");
+                        self.holder.forget(&row.key);
                         dead.push(row);
                     }
                 },
@@ -49,10 +52,10 @@ impl Mounts {
         }
         for row in &dead {
             // The dead FUSE connection a crashed daemon left; the row is recorded again below.
-            if let Err(e) = fuse::detach_path(Path::new(&row.path)) {
-                tracing::debug!(path = %row.path, error = %e, "nothing to detach");
+            if let Err(e) = fuse::detach_path(Path::new(&row.key)) {
+                tracing::debug!(path = %row.key, error = %e, "nothing to detach");
             }
-            let _ = self.index.remove_mount(&row.path);
+            let _ = self.index.remove_mount(&row.key);
         }
         for row in dead {
             self.remount(row).await;
@@ -62,8 +65,7 @@ impl Mounts {
     /// Serves a live connection a previous daemon handed over, building the same tree from the
     /// index alone: a store that is slow or gone must not keep its open files waiting.
     async fn adopt(&self, row: &MountRow, held: Held) -> Result<(), OpError> {
-        let record: Record = serde_json::from_str(&row.request)
-            .map_err(|e| OpError::invalid(format!("mount recorded by an older daemon: {e}")))?;
+        let record = row.record.clone().map_err(|e| OpError::invalid(e.to_string()))?;
         let state: SessionState = serde_json::from_slice(&held.state)
             .map_err(|e| OpError::invalid(format!("held state of another daemon version: {e}")))?;
         let fs = self.recorded_filesystem(&record).await?;
@@ -83,10 +85,10 @@ impl Mounts {
     /// died with its daemon, resuming its hydration. One that cannot come back is logged and
     /// dropped.
     async fn remount(&self, row: MountRow) {
-        let record = match serde_json::from_str::<Record>(&row.request) {
+        let record = match row.record {
             Ok(record) => record,
             Err(e) => {
-                tracing::warn!(path = %row.path, error = %e, "not restoring a mount recorded by an older daemon");
+                tracing::warn!(path = %row.key, error = %e, "not restoring a mount recorded by an older daemon");
                 return;
             }
         };
@@ -97,10 +99,10 @@ impl Mounts {
                 "restored a mount after a restart"
             ),
             Err(e) => {
-                tracing::warn!(path = %row.path, error = %e, "cannot restore a mount after a restart");
+                tracing::warn!(path = %row.key, error = %e, "cannot restore a mount after a restart");
                 // A folder the previous daemon made goes, as its unmount would have removed it.
                 if record.created_dir {
-                    let _ = std::fs::remove_dir(PathBuf::from(&row.path));
+                    let _ = std::fs::remove_dir(PathBuf::from(&row.key));
                 }
             }
         }

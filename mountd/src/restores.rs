@@ -11,13 +11,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lazysnap::control::records::{JobState, RestoreJob, RestoreJobStatus, RestoreJobs};
 use lazysnap::control::{JobRequest, OpError, RestoreStartRequest};
-use lazysnap::index::{Index, RestoreJobRow};
+use lazysnap::index::{Index, Kept};
 use lazysnap::restore::{self, Progress, RestoreError};
 use lazysnap::store::StoreUrl;
 use lazysnap::view::{Reading, View};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::mounts::Mounts;
 
@@ -25,46 +24,6 @@ mod in_place;
 
 /// How often a running job writes its progress to the index.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum JobState {
-    /// Made, or interrupted by a daemon stop: runs when the daemon (re)starts.
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JobRecord {
-    id: String,
-    request: RestoreStartRequest,
-    /// The manifests (or generation) the view resolved to when the job was made, one per part: a
-    /// resumed job copies the same files even if the volume moved on.
-    #[serde(alias = "manifest", deserialize_with = "one_or_many")]
-    manifests: Vec<String>,
-    state: JobState,
-    bytes_total: u64,
-    bytes_done: u64,
-    files_total: u64,
-    files_done: u64,
-    /// ScyllaDB views: sstables of the view, and those whose every component is in place.
-    #[serde(default)]
-    sstables_total: u64,
-    #[serde(default)]
-    sstables_done: u64,
-    /// Bytes fetched from the store by the job's runs (the rest came from the cache or was kept).
-    bytes_fetched: u64,
-    /// Of those, bytes fetched by the current (or last) run: what a resume cost.
-    #[serde(default)]
-    bytes_fetched_this_run: u64,
-    error: Option<String>,
-    created_at_ms: u64,
-    finished_at_ms: Option<u64>,
-}
 
 struct RunningJob {
     progress: Arc<Progress>,
@@ -96,10 +55,9 @@ impl Restores {
     }
 
     /// Makes and starts the job of `req`, or answers the job the same request made before.
-    pub async fn start(&self, mounts: &Mounts, req: &RestoreStartRequest) -> Result<Value, OpError> {
+    pub async fn start(&self, mounts: &Mounts, req: &RestoreStartRequest) -> Result<RestoreJobStatus, OpError> {
         let req = canonical(req)?;
-        let key = serde_json::to_string(&req).expect("requests serialise");
-        if let Some(existing) = self.by_request(&key)? {
+        if let Some(existing) = self.by_request(&req)? {
             return Ok(self.status_of(mounts, &existing));
         }
         let (view, manifests) = view(&self.reading, &req, None).await?;
@@ -109,7 +67,7 @@ impl Restores {
             std::fs::create_dir_all(&dest)
                 .map_err(|e| OpError::invalid(format!("cannot create restore destination {}: {e}", dest.display())))?;
         }
-        let record = JobRecord {
+        let record = RestoreJob {
             id: format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             request: req,
             manifests,
@@ -126,15 +84,13 @@ impl Restores {
             created_at_ms: lazysnap::time::now_ms(),
             finished_at_ms: None,
         };
-        let row = RestoreJobRow {
-            id: record.id.clone(),
-            request: key,
-            record: serde_json::to_string(&record).expect("records serialise"),
-        };
-        let stored = self.index.insert_restore_job(&row).map_err(internal)?;
-        if stored.id != record.id {
+        let stored = self
+            .index
+            .insert_restore_job(&record.id, &record.request, &record)
+            .map_err(internal)?;
+        if stored != record.id {
             // Another client made the same job a moment ago.
-            return Ok(self.status_of(mounts, &parse(&stored)?));
+            return self.status(mounts, &stored);
         }
         tracing::info!(
             job = record.id,
@@ -143,17 +99,17 @@ impl Restores {
             "restore job started"
         );
         self.launch(mounts, view, record).await?;
-        self.status(mounts, &stored.id)
+        self.status(mounts, &stored)
     }
 
     /// Runs a job: a copy in a task, or (in place) a mount at the destination that hydrates.
-    async fn launch(&self, mounts: &Mounts, view: Option<Arc<View>>, record: JobRecord) -> Result<(), OpError> {
+    async fn launch(&self, mounts: &Mounts, view: Option<Arc<View>>, record: RestoreJob) -> Result<(), OpError> {
         if let Some(view) = view {
             self.run(view, record);
             return Ok(());
         }
         if let Err(e) = in_place::start(mounts, &record.request, &record.manifests).await {
-            let failed = JobRecord {
+            let failed = RestoreJob {
                 state: JobState::Failed,
                 error: Some(e.message.clone()),
                 finished_at_ms: Some(lazysnap::time::now_ms()),
@@ -167,22 +123,22 @@ impl Restores {
     }
 
     /// The job's status: live figures while it runs here, else as recorded.
-    pub fn status(&self, mounts: &Mounts, id: &str) -> Result<Value, OpError> {
+    pub fn status(&self, mounts: &Mounts, id: &str) -> Result<RestoreJobStatus, OpError> {
         Ok(self.status_of(mounts, &self.record(id)?))
     }
 
-    pub fn list(&self, mounts: &Mounts) -> Result<Value, OpError> {
+    pub fn list(&self, mounts: &Mounts) -> Result<RestoreJobs, OpError> {
         let rows = self.index.restore_jobs().map_err(internal)?;
         let jobs = rows
-            .iter()
+            .into_iter()
             .map(|row| parse(row).map(|record| self.status_of(mounts, &record)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(json!({ "jobs": jobs }))
+        Ok(RestoreJobs { jobs })
     }
 
     /// Stops a running job (its temporary files go; files already complete stay) or marks a job
     /// that is not running cancelled.
-    pub async fn cancel(&self, mounts: &Mounts, req: &JobRequest) -> Result<Value, OpError> {
+    pub async fn cancel(&self, mounts: &Mounts, req: &JobRequest) -> Result<RestoreJobStatus, OpError> {
         let running = lock(&self.running).remove(&req.id);
         if let Some(job) = running {
             job.progress.cancelled.store(true, Relaxed);
@@ -207,7 +163,7 @@ impl Restores {
     }
 
     /// Runs a job that is not running again; what it completed before is kept, not fetched.
-    pub async fn resume(&self, mounts: &Mounts, req: &JobRequest) -> Result<Value, OpError> {
+    pub async fn resume(&self, mounts: &Mounts, req: &JobRequest) -> Result<RestoreJobStatus, OpError> {
         let record = self.record(&req.id)?;
         if lock(&self.running).contains_key(&req.id) {
             return self.status(mounts, &req.id);
@@ -216,7 +172,7 @@ impl Restores {
         self.status(mounts, &req.id)
     }
 
-    async fn resume_record(&self, mounts: &Mounts, mut record: JobRecord) -> Result<(), OpError> {
+    async fn resume_record(&self, mounts: &Mounts, mut record: RestoreJob) -> Result<(), OpError> {
         let (view, _) = view(&self.reading, &record.request, Some(&record.manifests)).await?;
         record.state = JobState::Running;
         record.error = None;
@@ -232,12 +188,12 @@ impl Restores {
             Err(e) => return tracing::warn!(error = %e, "cannot read the recorded restore jobs"),
         };
         for row in rows {
-            let Ok(record) = parse(&row) else { continue };
+            let Ok(record) = parse(row) else { continue };
             if matches!(record.state, JobState::Running | JobState::Pending) {
                 let id = record.id.clone();
                 if let Err(e) = self.resume_record(mounts, record.clone()).await {
                     tracing::warn!(job = id, error = %e, "cannot resume a restore job after a restart");
-                    let failed = JobRecord {
+                    let failed = RestoreJob {
                         state: JobState::Failed,
                         error: Some(e.message),
                         ..record
@@ -263,7 +219,7 @@ impl Restores {
         }
     }
 
-    fn run(&self, view: Arc<View>, mut record: JobRecord) {
+    fn run(&self, view: Arc<View>, mut record: RestoreJob) {
         let progress = Arc::new(Progress::default());
         let (index, running) = (self.index.clone(), self.running.clone());
         let task_progress = progress.clone();
@@ -317,7 +273,7 @@ impl Restores {
         );
     }
 
-    fn status_of(&self, mounts: &Mounts, record: &JobRecord) -> Value {
+    fn status_of(&self, mounts: &Mounts, record: &RestoreJob) -> RestoreJobStatus {
         let mut record = record.clone();
         let mut rate = None;
         let mut eta = None;
@@ -347,44 +303,36 @@ impl Restores {
                 eta = Some(record.bytes_total.saturating_sub(record.bytes_done) as f64 / per_second);
             }
         }
-        let mut value = serde_json::to_value(&record).expect("records serialise");
-        // The manifest a one-volume view shows, as the API answered before views had several.
-        if let [manifest] = record.manifests.as_slice() {
-            value["manifest"] = json!(manifest);
-        }
-        value["rate"] = json!(rate);
-        value["etaSeconds"] = json!(eta);
-        value
+        RestoreJobStatus::new(record, rate, eta)
     }
 
-    fn record(&self, id: &str) -> Result<JobRecord, OpError> {
+    fn record(&self, id: &str) -> Result<RestoreJob, OpError> {
         let row = self
             .index
             .restore_job(id)
             .map_err(internal)?
             .ok_or_else(|| OpError::unknown(format!("no restore job {id}")))?;
-        parse(&row)
+        parse(row)
     }
 
-    fn by_request(&self, key: &str) -> Result<Option<JobRecord>, OpError> {
-        let row = self.index.restore_job_by_request(key).map_err(internal)?;
-        row.as_ref().map(parse).transpose()
+    fn by_request(&self, request: &RestoreStartRequest) -> Result<Option<RestoreJob>, OpError> {
+        let row = self.index.restore_job_by_request(request).map_err(internal)?;
+        row.map(parse).transpose()
     }
 
-    fn save(&self, record: &JobRecord) {
+    fn save(&self, record: &RestoreJob) {
         save(&self.index, record);
     }
 }
 
-fn save(index: &Index, record: &JobRecord) {
-    let text = serde_json::to_string(record).expect("records serialise");
-    if let Err(e) = index.update_restore_job(&record.id, &text) {
+fn save(index: &Index, record: &RestoreJob) {
+    if let Err(e) = index.update_restore_job(&record.id, record) {
         tracing::warn!(job = record.id, error = %e, "cannot record restore job progress");
     }
 }
 
 /// Copies a run's live figures into the record; `fetched_before` is what earlier runs fetched.
-fn fill(record: &mut JobRecord, progress: &Progress, fetched_before: u64) {
+fn fill(record: &mut RestoreJob, progress: &Progress, fetched_before: u64) {
     record.bytes_total = progress.bytes_total.load(Relaxed);
     record.bytes_done = progress.bytes_done.load(Relaxed);
     record.files_total = progress.files_total.load(Relaxed);
@@ -395,9 +343,8 @@ fn fill(record: &mut JobRecord, progress: &Progress, fetched_before: u64) {
     record.bytes_fetched = fetched_before + record.bytes_fetched_this_run;
 }
 
-fn parse(row: &RestoreJobRow) -> Result<JobRecord, OpError> {
-    serde_json::from_str(&row.record)
-        .map_err(|e| OpError::internal(format!("restore job {} is recorded in an unknown shape: {e}", row.id)))
+fn parse(row: Kept<RestoreJob>) -> Result<RestoreJob, OpError> {
+    row.record.map_err(internal)
 }
 
 fn internal(e: impl std::fmt::Display) -> OpError {
@@ -446,18 +393,4 @@ async fn view(
         return Ok((None, manifests));
     }
     Ok((Some(Arc::new(reading.assemble(resolved)?)), manifests))
-}
-
-/// A list of manifests, or, as older daemons recorded it, one string of them a line each.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Shape {
-        Lines(String),
-        List(Vec<String>),
-    }
-    Ok(match Shape::deserialize(deserializer)? {
-        Shape::Lines(text) => text.lines().map(str::to_string).collect(),
-        Shape::List(list) => list,
-    })
 }

@@ -91,7 +91,6 @@ impl Uploaders {
             interval: Some(interval),
             ..req.clone()
         };
-        let record = serde_json::to_string(&record).expect("requests serialise");
         if let Err(e) = self.index.record_uploader(&url, &volume, &record) {
             tracing::warn!(error = %e, "cannot record the uploader; it will not be started again after a crash");
         }
@@ -164,15 +163,15 @@ impl Uploaders {
     /// Starts again the uploaders a daemon that died had running, under their terms: one whose
     /// term was taken over meanwhile is refused by the store, logged and forgotten.
     pub async fn restore(&self) {
-        let recorded = match self.index.uploaders() {
+        let recorded = match self.index.uploaders::<UploaderStartRequest>() {
             Ok(recorded) => recorded,
             Err(e) => return tracing::warn!(error = %e, "cannot read the recorded uploaders"),
         };
-        for text in recorded {
-            let request: UploaderStartRequest = match serde_json::from_str(&text) {
+        for kept in recorded {
+            let request: UploaderStartRequest = match kept.record {
                 Ok(request) => request,
                 Err(e) => {
-                    tracing::warn!(error = %e, record = text, "not restoring an uploader recorded by an older daemon");
+                    tracing::warn!(error = %e, "not restoring an uploader recorded by an older daemon");
                     continue;
                 }
             };

@@ -18,6 +18,7 @@ use crate::view::ViewSpec;
 mod error;
 mod jobs;
 pub mod ops;
+pub mod records;
 
 pub use error::OpError;
 pub use jobs::{BackupStartRequest, JobRequest, LocationRequest, RestoreStartRequest};

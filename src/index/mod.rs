@@ -5,9 +5,9 @@
 //! loses no data. Mounts, lookups and directory listings are served from here, never from a store
 //! listing. One connection behind a mutex is enough: the data path only asks it at `open`.
 
-mod jobs;
 mod learned;
 mod migrations;
+mod records;
 mod rows;
 mod scylla;
 
@@ -22,8 +22,8 @@ use crate::manifest::Manifest;
 use crate::names::{RelPath, VolumeId};
 use crate::store::StoreUrl;
 
-pub use jobs::RestoreJobRow;
-pub use rows::{FileRow, ManifestRow, MountRow, SnapshotRow};
+pub use records::{Kept, Unreadable};
+pub use rows::{FileRow, ManifestRow, SnapshotRow};
 pub use scylla::{ScyllaIngest, ScyllaIngestCounts, ScyllaObjectRow, ScyllaSstableRow, ScyllaTableRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -276,57 +276,6 @@ impl Index {
             .query_row(params![store_id, volume.as_str(), uuid], SnapshotRow::from_row)
             .optional()?;
         row.transpose()
-    }
-
-    pub fn record_mount(&self, mount: &MountRow) -> Result<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO mounts (path, request, created_at_ms) VALUES (?1, ?2, ?3)",
-            params![mount.path, mount.request, mount.created_at_ms as i64],
-        )?;
-        Ok(())
-    }
-
-    pub fn remove_mount(&self, path: &str) -> Result<()> {
-        self.conn().execute("DELETE FROM mounts WHERE path = ?1", [path])?;
-        Ok(())
-    }
-
-    pub fn mounts(&self) -> Result<Vec<MountRow>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT path, request, created_at_ms FROM mounts ORDER BY path")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(MountRow {
-                path: row.get(0)?,
-                request: row.get(1)?,
-                created_at_ms: row.get::<_, i64>(2)? as u64,
-            })
-        })?;
-        rows.map(|r| r.map_err(IndexError::from)).collect()
-    }
-
-    /// Records a running uploader (its start request as JSON) so a daemon that died starts it again.
-    pub fn record_uploader(&self, store: &StoreUrl, volume: &VolumeId, request: &str) -> Result<()> {
-        self.conn().execute(
-            "INSERT OR REPLACE INTO uploaders (store, volume_id, request) VALUES (?1, ?2, ?3)",
-            params![store.to_string(), volume.as_str(), request],
-        )?;
-        Ok(())
-    }
-
-    pub fn remove_uploader(&self, store: &StoreUrl, volume: &VolumeId) -> Result<()> {
-        self.conn().execute(
-            "DELETE FROM uploaders WHERE store = ?1 AND volume_id = ?2",
-            params![store.to_string(), volume.as_str()],
-        )?;
-        Ok(())
-    }
-
-    /// The start requests of the recorded uploaders.
-    pub fn uploaders(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT request FROM uploaders ORDER BY store, volume_id")?;
-        let rows = stmt.query_map([], |row| row.get(0))?;
-        rows.map(|r| r.map_err(IndexError::from)).collect()
     }
 }
 

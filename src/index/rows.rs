@@ -37,14 +37,6 @@ pub struct SnapshotRow {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountRow {
-    pub path: String,
-    /// The mount request as JSON, so a restarted daemon can tell what was mounted.
-    pub request: String,
-    pub created_at_ms: u64,
-}
-
 fn volume(text: String) -> Result<VolumeId> {
     VolumeId::parse(&text).map_err(|e| IndexError::Corrupt(e.to_string()))
 }

@@ -80,15 +80,30 @@ fn snapshots_and_mounts() {
     );
     assert_eq!(index.snapshot(&store(), &snap.volume, "s2").unwrap(), None);
 
-    let mount = MountRow {
-        path: "/mnt/x".into(),
-        request: "{}".into(),
-        created_at_ms: 5,
-    };
-    index.record_mount(&mount).unwrap();
-    assert_eq!(index.mounts().unwrap(), vec![mount]);
+    index.record_mount("/mnt/x", &vec![1u32, 2]).unwrap();
+    let kept = index.mounts::<Vec<u32>>().unwrap();
+    assert_eq!(
+        (kept[0].key.as_str(), kept[0].record.clone()),
+        ("/mnt/x", Ok(vec![1, 2]))
+    );
+    let other = index.mounts::<String>().unwrap();
+    assert!(
+        other[0].record.is_err(),
+        "a record of another shape is reported, not guessed at"
+    );
     index.remove_mount("/mnt/x").unwrap();
-    assert!(index.mounts().unwrap().is_empty());
+    assert!(index.mounts::<Vec<u32>>().unwrap().is_empty());
+
+    let job = index.insert_restore_job("r-1", &"request a", &7u64).unwrap();
+    assert_eq!(job, "r-1");
+    assert_eq!(
+        index.insert_restore_job("r-2", &"request a", &8u64).unwrap(),
+        "r-1",
+        "the same request, the same job"
+    );
+    index.update_restore_job("r-1", &9u64).unwrap();
+    let found = index.restore_job_by_request::<_, u64>(&"request a").unwrap().unwrap();
+    assert_eq!((found.key.as_str(), found.record), ("r-1", Ok(9)));
 }
 
 #[test]

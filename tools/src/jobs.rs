@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use lazysnap::control::records::{RestoreJob, RestoreJobStatus, RestoreJobs};
 use lazysnap::control::{ops, BackupStartRequest, JobRequest, LocationRequest, Request, RestoreStartRequest};
 use lazysnap::paths::Paths;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::address::Address;
 use crate::commands::{absolute, open_index};
@@ -184,7 +185,7 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
                 let row = index
                     .restore_job(&id)?
                     .with_context(|| format!("no restore job {id}"))?;
-                print_json(&serde_json::from_str(&row.record)?);
+                print_json(&serde_json::to_value(RestoreJobStatus::new(row.record?, None, None))?);
                 return Ok(());
             }
             let status = daemon::call(paths, &request)?;
@@ -197,12 +198,12 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
         RestoreCommand::List => {
             if !paths.socket().exists() {
                 let index = open_index(paths)?;
-                let jobs: Vec<Value> = index
-                    .restore_jobs()?
-                    .iter()
-                    .map(|row| serde_json::from_str(&row.record))
-                    .collect::<Result<_, _>>()?;
-                print_json(&json!({ "jobs": jobs }));
+                let jobs = index
+                    .restore_jobs::<RestoreJob>()?
+                    .into_iter()
+                    .map(|row| Ok(RestoreJobStatus::new(row.record?, None, None)))
+                    .collect::<anyhow::Result<_>>()?;
+                print_json(&serde_json::to_value(RestoreJobs { jobs })?);
                 return Ok(());
             }
             daemon::print_request(paths, &Request::RestoreList, false)

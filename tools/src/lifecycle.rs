@@ -6,10 +6,12 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
+use lazysnap::control::records::MountRecord;
 use lazysnap::control::{
     ops, GcRequest, NamespaceDeleteRequest, NamespaceListRequest, OpError, Request, SnapshotCreateRequest,
     SnapshotDescribeRequest, SnapshotReleaseRequest, Term, UploaderStartRequest, VolumeRequest, Volumes,
 };
+use lazysnap::index::Kept;
 use lazysnap::paths::Paths;
 use serde_json::Value;
 
@@ -277,10 +279,10 @@ fn delete_namespaces(request: NamespaceDeleteRequest, paths: &Paths) -> anyhow::
     let store = ops::open_store(&request.logstore_uri, false).map_err(failed)?;
     let url = store.url().to_string();
     let restorable: Vec<String> = index
-        .mounts()?
+        .mounts::<MountRecord>()?
         .into_iter()
-        .filter(|row| recorded_store(&row.request).as_deref() == Some(url.as_str()))
-        .map(|row| row.path)
+        .filter(|row| recorded_store(row).as_deref() == Some(url.as_str()))
+        .map(|row| row.key)
         .collect();
     if let Some(path) = restorable.first() {
         if !request.force && !request.dry_run {
@@ -293,10 +295,9 @@ fn delete_namespaces(request: NamespaceDeleteRequest, paths: &Paths) -> anyhow::
     block_on(ops::namespace_delete(&request, &index)).map_err(failed)
 }
 
-/// The store URL of a mount the daemon recorded, normalised. The row is mountd's `Record`
-/// (`mountd/src/mounts.rs`: `{"request": {"store": ...}, ...}`); an unreadable one counts as no mount.
-fn recorded_store(record: &str) -> Option<String> {
-    let record: Value = serde_json::from_str(record).ok()?;
-    let url: lazysnap::store::StoreUrl = record["request"]["store"].as_str()?.parse().ok()?;
+/// The store URL of a mount the daemon recorded, normalised; an unreadable one counts as no mount.
+fn recorded_store(row: &Kept<MountRecord>) -> Option<String> {
+    let record = row.record.as_ref().ok()?;
+    let url: lazysnap::store::StoreUrl = record.request.store.parse().ok()?;
     Some(url.to_string())
 }

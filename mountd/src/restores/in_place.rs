@@ -6,8 +6,8 @@ use std::path::Path;
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError, RestoreStartRequest};
 use lazysnap::hydrate::{HydrationState, HydrationStatus};
 
-use super::JobState;
 use crate::mounts::Mounts;
+use lazysnap::control::records::JobState;
 
 /// Mounts the pinned view at the destination (answering the existing mount when it is already
 /// there, as after a daemon crash) and starts or resumes its hydration.
