@@ -30,7 +30,7 @@ pub struct HydrateOptions {
     pub deadline_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum HydrationState {
     Running,
@@ -46,7 +46,7 @@ impl HydrationState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HydrationStatus {
     pub state: HydrationState,

@@ -33,14 +33,14 @@ pub enum NamespaceError {
 }
 
 /// One namespace of a store and its volumes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Namespace {
     pub namespace: String,
     pub volumes: Vec<String>,
 }
 
 /// What [`delete_except`] removed (or, in a dry run, would remove).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeleteReport {
     pub dry_run: bool,

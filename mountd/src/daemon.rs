@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use lazysnap::control::answers::{DaemonStatus, Done, Ping};
 use lazysnap::control::{ops, HydrateParams, NamespaceDeleteRequest, OpError, Request, Response};
 use lazysnap::index::Index;
 use lazysnap::names::VolumeId;
-use lazysnap::namespace;
+use lazysnap::namespace::{self, DeleteReport};
 use lazysnap::paths::Paths;
 use lazysnap::view::{Reading, ReadingConfig};
-use serde_json::json;
 
 use crate::backups::Backups;
 use crate::holder::Holder;
@@ -82,65 +82,72 @@ impl Daemon {
     /// Answers one request; `Shutdown` is answered by the server, which then stops.
     pub async fn handle(&self, request: Request) -> Response {
         let index = &self.index;
-        let answer = match request {
-            Request::Mount(req) => self.mounts.mount(req).await,
-            Request::Umount { mount_path, lazy } => self.mounts.unmount(&mount_path, lazy).await.map(|()| json!({})),
+        match request {
+            Request::Mount(req) => Response::answer(self.mounts.mount(req).await),
+            Request::Umount { mount_path, lazy } => {
+                Response::answer(self.mounts.unmount(&mount_path, lazy).await.map(|()| Done {}))
+            }
             Request::Hydrate(req) => {
                 let params = HydrateParams {
                     bandwidth: req.bandwidth,
                     deadline_ms: req.deadline_ms,
                 };
-                self.mounts
-                    .hydrate(&req.mount_path, req.action, &params)
-                    .map(|s| json!(s))
+                Response::answer(self.mounts.hydrate(&req.mount_path, req.action, &params))
             }
-            Request::SnapshotCreate(req) => ops::snapshot_create(&req, index).await,
-            Request::SnapshotRelease(req) => ops::snapshot_release(&req, index).await,
-            Request::SnapshotList(req) => ops::snapshot_list(&req).await,
-            Request::SnapshotDescribe(req) => ops::snapshot_describe(&req).await,
-            Request::Gc(req) => ops::gc(&req, index).await,
-            Request::UploaderStart(req) => self.uploaders.start(&req).await.map(|s| json!(s)),
-            Request::UploaderStop(req) => self.uploaders.stop(&req).await.map(|s| json!(s)),
-            Request::Uploaders => Ok(json!(self.uploaders.list().await)),
-            Request::BackupStart(req) => self.backups.start(&req).await.map(|s| json!(s)),
-            Request::BackupStop(req) => self.backups.stop(&req).await.map(|s| json!(s)),
-            Request::Backups => Ok(json!(self.backups.list().await)),
-            Request::BackupInfo(req) => ops::backup_info(&req.location, index).await,
-            Request::RestoreStart(req) => self.restores.start(&self.mounts, &req).await.map(|s| json!(s)),
-            Request::RestoreStatus(req) => self.restores.status(&self.mounts, &req.id).map(|s| json!(s)),
-            Request::RestoreList => self.restores.list(&self.mounts).map(|s| json!(s)),
-            Request::RestoreCancel(req) => self.restores.cancel(&self.mounts, &req).await.map(|s| json!(s)),
-            Request::RestoreResume(req) => self.restores.resume(&self.mounts, &req).await.map(|s| json!(s)),
-            Request::Sync(req) => self.uploaders.sync(&req).await.map(|s| json!(s)),
-            Request::NamespaceList(req) => ops::namespace_list(&req).await,
-            Request::NamespaceDelete(req) => self.delete_namespaces(&req).await,
-            Request::Mounts => Ok(json!(self.mounts.list())),
-            Request::Status => Ok(json!({
-                "pid": std::process::id(),
-                "home": self.paths.home(),
-                "flags": self.flags,
-                "recovered": self.recovered.load(std::sync::atomic::Ordering::Acquire),
-                "mounts": self.mounts.list(),
-                "limits": self.mounts.limits(),
-                "holder": self.mounts.holder.status(),
-                "cache": self.mounts.cache_stats(),
-                "blockBuffers": self.mounts.buffer_stats(),
-                "uploaders": self.uploaders.list().await,
-            })),
-            Request::Ping => Ok(json!({
-                "pid": std::process::id(),
-                "flags": self.flags,
-                "recovered": self.recovered.load(std::sync::atomic::Ordering::Acquire),
-            })),
-            Request::Shutdown | Request::HandOver => Ok(json!({})),
-        };
-        Response::answer(answer)
+            Request::SnapshotCreate(req) => Response::answer(ops::snapshot_create(&req, index).await),
+            Request::SnapshotRelease(req) => Response::answer(ops::snapshot_release(&req, index).await),
+            Request::SnapshotList(req) => Response::answer(ops::snapshot_list(&req).await),
+            Request::SnapshotDescribe(req) => Response::answer(ops::snapshot_describe(&req).await),
+            Request::Gc(req) => Response::answer(ops::gc(&req, index).await),
+            Request::UploaderStart(req) => Response::answer(self.uploaders.start(&req).await),
+            Request::UploaderStop(req) => Response::answer(self.uploaders.stop(&req).await),
+            Request::Uploaders => Response::answer(Ok::<_, OpError>(self.uploaders.list().await)),
+            Request::BackupStart(req) => Response::answer(self.backups.start(&req).await),
+            Request::BackupStop(req) => Response::answer(self.backups.stop(&req).await),
+            Request::Backups => Response::answer(Ok::<_, OpError>(self.backups.list().await)),
+            Request::BackupInfo(req) => Response::answer(ops::backup_info(&req.location, index).await),
+            Request::RestoreStart(req) => Response::answer(self.restores.start(&self.mounts, &req).await),
+            Request::RestoreStatus(req) => Response::answer(self.restores.status(&self.mounts, &req.id)),
+            Request::RestoreList => Response::answer(self.restores.list(&self.mounts)),
+            Request::RestoreCancel(req) => Response::answer(self.restores.cancel(&self.mounts, &req).await),
+            Request::RestoreResume(req) => Response::answer(self.restores.resume(&self.mounts, &req).await),
+            Request::Sync(req) => Response::answer(self.uploaders.sync(&req).await),
+            Request::NamespaceList(req) => Response::answer(ops::namespace_list(&req).await),
+            Request::NamespaceDelete(req) => Response::answer(self.delete_namespaces(&req).await),
+            Request::Mounts => Response::answer(Ok::<_, OpError>(self.mounts.list())),
+            Request::Status => Response::answer(Ok::<_, OpError>(self.status().await)),
+            Request::Ping => Response::answer(Ok::<_, OpError>(self.ping())),
+            Request::Shutdown | Request::HandOver => Response::answer(Ok::<_, OpError>(Done {})),
+        }
+    }
+
+    fn ping(&self) -> Ping {
+        Ping {
+            pid: std::process::id(),
+            flags: self.flags.clone(),
+            recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+
+    async fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            pid: std::process::id(),
+            home: self.paths.home().to_path_buf(),
+            flags: self.flags.clone(),
+            recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
+            mounts: self.mounts.list(),
+            limits: self.mounts.limits(),
+            holder: self.mounts.holder.status(),
+            cache: self.mounts.cache_stats(),
+            block_buffers: self.mounts.buffer_stats(),
+            uploaders: self.uploaders.list().await,
+        }
     }
 
     /// Fusion 0x77 with this node's guard: refused while the store has live mounts here, or while
     /// this node uploads a volume that would be deleted, unless forced (then those uploaders stop
     /// first and the mounts read I/O errors for what is gone). Mounts wait until it is done.
-    async fn delete_namespaces(&self, req: &NamespaceDeleteRequest) -> Result<serde_json::Value, OpError> {
+    async fn delete_namespaces(&self, req: &NamespaceDeleteRequest) -> Result<DeleteReport, OpError> {
         let store = ops::open_store(&req.logstore_uri, false)?;
         let url = store.url().to_string();
         let _no_mounts_meanwhile = self.mounts.hold().await;
@@ -174,8 +181,7 @@ impl Daemon {
                 tracing::warn!(path = %path.display(), ?volumes, "namespace delete forced while mounted: reads of blocks not yet local will fail");
             }
         }
-        let report = namespace::carry_out(&store, &self.index, plan, req.dry_run).await?;
-        Ok(serde_json::json!(report))
+        Ok(namespace::carry_out(&store, &self.index, plan, req.dry_run).await?)
     }
 
     /// Background work before a clean stop: uploaders and backups finish their round (backups

@@ -8,21 +8,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use lazysnap::control::answers::SnapshotExpiry;
 use lazysnap::index::SnapshotRow;
 use lazysnap::view::View;
-use serde::Serialize;
-use serde_json::{json, Value};
 
 /// Warn this long before validTill, or a fifth of the validity for short-lived snapshots.
 const WARNING_MS: u64 = 10 * 60 * 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Phase {
-    Valid,
-    Expiring,
-    Expired,
-}
+pub use lazysnap::control::answers::ExpiryPhase as Phase;
 
 pub fn phase(snapshot: &SnapshotRow, now_ms: u64) -> Phase {
     let validity = snapshot.valid_till_ms.saturating_sub(snapshot.created_at_ms);
@@ -37,17 +30,17 @@ pub fn phase(snapshot: &SnapshotRow, now_ms: u64) -> Phase {
 }
 
 /// What `mounts` shows of one mounted snapshot.
-pub fn status(view: &View, volume: usize, snapshot: &SnapshotRow, now_ms: u64) -> Value {
+pub fn status(view: &View, volume: usize, snapshot: &SnapshotRow, now_ms: u64) -> SnapshotExpiry {
     let phase = phase(snapshot, now_ms);
     // Counting local bytes reads every file's cache map: only once it matters.
     let not_local = (phase != Phase::Valid).then(|| view.bytes_not_local(volume));
-    json!({
-        "snapshotUUID": snapshot.uuid,
-        "validTill": snapshot.valid_till_ms,
-        "state": phase,
-        "bytesNotLocal": not_local,
-        "atRisk": not_local.is_some_and(|n| n > 0),
-    })
+    SnapshotExpiry {
+        snapshot_uuid: snapshot.uuid.clone(),
+        valid_till: snapshot.valid_till_ms,
+        state: phase,
+        bytes_not_local: not_local,
+        at_risk: not_local.is_some_and(|n| n > 0),
+    }
 }
 
 /// Remembers which (mount, volume) was last warned about in which phase.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lazysnap::cache::CacheStats;
+use lazysnap::control::answers::{Limits, MountInfo, Mounted, ScyllaMounted, VolumeShown};
 use lazysnap::control::records::{MountRecord, ScyllaShown};
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError};
 use lazysnap::fs::LazyFs;
@@ -16,7 +17,6 @@ use lazysnap::index::Index;
 use lazysnap::paths::Paths;
 use lazysnap::store::{BufferStats, StoreUrl};
 use lazysnap::view::{Reading, Resolved, ViewSpec};
-use serde_json::{json, Value};
 
 use crate::holder::Holder;
 use crate::hydrations::Hydrations;
@@ -102,16 +102,17 @@ impl Mounts {
 
     /// Mounts `request`; answers `{"mountPaths": [...]}`, with what a ScyllaDB view shows and the
     /// sstables it leaves out because they span the requested range.
-    pub async fn mount(&self, request: MountRequest) -> Result<Value, OpError> {
+    pub async fn mount(&self, request: MountRequest) -> Result<Mounted, OpError> {
         let _admin = self.admin.lock().await;
         let path = self.mount_as(request, None).await?;
         let shown = self
             .active()
             .get(Path::new(&path))
             .and_then(|a| a.record.scylla.clone());
-        Ok(match shown {
-            Some(shown) => json!({ "mountPaths": [path], "sstables": shown.sstables, "spanning": shown.spanning }),
-            None => json!({ "mountPaths": [path] }),
+        Ok(Mounted {
+            mount_paths: vec![path],
+            sstables: shown.as_ref().map(|s| s.sstables),
+            spanning: shown.map(|s| s.spanning),
         })
     }
 
@@ -436,20 +437,21 @@ impl Mounts {
     }
 
     /// The limits new mounts are checked against, with what is used of them.
-    pub fn limits(&self) -> Value {
+    pub fn limits(&self) -> Limits {
         let server = &self.tuning.server;
-        json!({
-            "mounts": self.active().len(),
-            "maxMounts": self.tuning.max_mounts,
-            "descriptorLimit": descriptor_limit(),
-            "fuseRequestsInFlight": server.requests_in_flight(),
-            "maxFuseRequests": server.options().max_requests,
-            "getsInFlight": self.reading.fetch_config().slots.in_use(),
-            "maxGets": self.reading.fetch_config().slots.total(),
-            "maxOpenFilesPerMount": server.options().max_open_files,
-            "files": self.active().values().map(|a| a.mount.fs().view().file_count()).sum::<u64>(),
-            "maxFiles": self.tuning.max_files,
-        })
+        let slots = &self.reading.fetch_config().slots;
+        Limits {
+            mounts: self.active().len(),
+            max_mounts: self.tuning.max_mounts,
+            descriptor_limit: descriptor_limit(),
+            fuse_requests_in_flight: server.requests_in_flight(),
+            max_fuse_requests: server.options().max_requests,
+            gets_in_flight: slots.in_use(),
+            max_gets: slots.total(),
+            max_open_files_per_mount: server.options().max_open_files,
+            files: self.active().values().map(|a| a.mount.fs().view().file_count()).sum(),
+            max_files: self.tuning.max_files,
+        }
     }
 
     /// Logs mounted snapshots that expire (or have expired) with blocks not yet local.
@@ -465,40 +467,38 @@ impl Mounts {
         }
     }
 
-    pub fn list(&self) -> Vec<Value> {
+    pub fn list(&self) -> Vec<MountInfo> {
         let now = lazysnap::time::now_ms();
         self.active()
             .iter()
             .map(|(path, active)| {
                 let fs = active.mount.fs();
                 let view = fs.view();
-                let volumes: Vec<Value> = view
+                let volumes = view
                     .parts()
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| {
-                        json!({
-                            "volumeID": v.volume.as_str(),
-                            "logManifestName": v.manifest.name,
-                            "snapshotUUID": v.snapshot.as_ref().map(|s| s.uuid.clone()),
-                            "snapshot": v.snapshot.as_ref().map(|s| crate::expiry::status(view, i, s, now)),
-                        })
+                    .map(|(i, part)| VolumeShown {
+                        volume_id: part.volume.to_string(),
+                        log_manifest_name: part.manifest.name.clone(),
+                        snapshot_uuid: part.snapshot.as_ref().map(|s| s.uuid.clone()),
+                        snapshot: part.snapshot.as_ref().map(|s| crate::expiry::status(view, i, s, now)),
                     })
                     .collect();
-                json!({
-                    "mountPath": path,
-                    "scylla": active.record.scylla.as_ref().map(|shown| json!({
-                        "view": active.record.request.scylla,
-                        "sstables": shown.sstables,
-                        "spanning": shown.spanning,
-                    })),
-                    "store": active.store.to_string(),
-                    "volumes": volumes,
-                    "files": view.file_count(),
-                    "openFiles": active.mount.open_files(),
-                    "stats": fs.stats(),
-                    "hydration": self.hydrations.status(path),
-                })
+                MountInfo {
+                    mount_path: path.display().to_string(),
+                    scylla: active.record.scylla.as_ref().map(|shown| ScyllaMounted {
+                        view: active.record.request.scylla.clone(),
+                        sstables: shown.sstables,
+                        spanning: shown.spanning.clone(),
+                    }),
+                    store: active.store.to_string(),
+                    volumes,
+                    files: view.file_count(),
+                    open_files: active.mount.open_files(),
+                    stats: fs.stats(),
+                    hydration: self.hydrations.status(path),
+                }
             })
             .collect()
     }

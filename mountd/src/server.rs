@@ -109,12 +109,12 @@ async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Stop, owner: u32
         match serde_json::from_slice::<Request>(&line) {
             Ok(Request::Shutdown) => {
                 stopping = true;
-                Response::ok(serde_json::json!({}))
+                Response::answer(Ok::<_, lazysnap::control::OpError>(lazysnap::control::answers::Done {}))
             }
             Ok(Request::HandOver) => {
                 stopping = true;
                 stop.hand_over.store(true, std::sync::atomic::Ordering::Release);
-                Response::ok(serde_json::json!({}))
+                Response::answer(Ok::<_, lazysnap::control::OpError>(lazysnap::control::answers::Done {}))
             }
             Ok(request) => daemon.handle(request).await,
             Err(e) => Response::err(Status::Einval, format!("malformed request: {e}")),

@@ -15,6 +15,7 @@ use crate::names::VolumeId;
 pub use crate::publish::Term;
 use crate::view::ViewSpec;
 
+pub mod answers;
 mod error;
 mod jobs;
 pub mod ops;
@@ -306,9 +307,10 @@ impl Response {
         }
     }
 
-    pub fn answer(result: Result<serde_json::Value, OpError>) -> Response {
+    /// The response carrying a typed answer (see [`answers`]) or the error.
+    pub fn answer<T: Serialize>(result: Result<T, OpError>) -> Response {
         match result {
-            Ok(value) => Response::ok(value),
+            Ok(value) => Response::ok(serde_json::to_value(value).expect("answers serialise")),
             Err(e) => Response::err(e.status, e.message),
         }
     }
@@ -358,6 +360,16 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<serde
             message: response.error.unwrap_or_default(),
         }),
     }
+}
+
+/// Sends one request and reads its answer as `T` (see [`answers`]).
+pub fn call_as<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<T, ControlError> {
+    let value = call(socket, request, timeout)?;
+    serde_json::from_value(value).map_err(|e| ControlError::Protocol(format!("an answer of another shape: {e}")))
 }
 
 #[cfg(test)]

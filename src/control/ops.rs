@@ -2,17 +2,17 @@
 //! list and describe, GC, namespace list and delete. mountd answers its control API with these and
 //! the CLI runs the very same functions, so both accept the same input and fail the same way.
 
-use serde_json::{json, Value};
-
+use super::answers::{BackupInfo, GenerationInfo, Released};
 use super::{
     GcRequest, NamespaceDeleteRequest, NamespaceListRequest, OpError, SnapshotCreateRequest, SnapshotDescribeRequest,
     SnapshotReleaseRequest, VolumeRequest,
 };
-use crate::gc::{self, GcOptions};
+use crate::gc::{self, GcOptions, GcReport};
 use crate::index::Index;
 use crate::names::VolumeId;
+use crate::namespace::{self, DeleteReport, Namespace};
+use crate::snapshot::{self, CreatedSnapshot, Snapshot};
 use crate::store::{Store, StoreConfig, StoreUrl};
-use crate::{namespace, snapshot};
 
 /// Opens the store a request names; `create` makes a missing file:// folder (for writers).
 pub fn open_store(url: &str, create: bool) -> Result<Store, OpError> {
@@ -56,7 +56,7 @@ pub fn volume_ids(ids: &[String]) -> Result<Vec<VolumeId>, OpError> {
 
 /// Creates the snapshot on every volume, or on none: if one volume fails, those already created
 /// are released again and the error names the volume.
-pub async fn snapshot_create(req: &SnapshotCreateRequest, index: &Index) -> Result<Value, OpError> {
+pub async fn snapshot_create(req: &SnapshotCreateRequest, index: &Index) -> Result<Vec<CreatedSnapshot>, OpError> {
     let volumes = volume_ids(req.volumes.ids())?;
     snapshot::validate_uuid(&req.snapshot_uuid)?;
     let store = open_store(&req.store, false)?;
@@ -81,43 +81,41 @@ pub async fn snapshot_create(req: &SnapshotCreateRequest, index: &Index) -> Resu
             }
         }
     }
-    Ok(json!(created))
+    Ok(created)
 }
 
 /// Releases the snapshot on every volume; releasing one that is already gone succeeds.
-pub async fn snapshot_release(req: &SnapshotReleaseRequest, index: &Index) -> Result<Value, OpError> {
+pub async fn snapshot_release(req: &SnapshotReleaseRequest, index: &Index) -> Result<Vec<Released>, OpError> {
     let volumes = volume_ids(req.volumes.ids())?;
     snapshot::validate_uuid(&req.snapshot_uuid)?;
     let store = open_store(&req.store, false)?;
     let mut answers = Vec::new();
     for volume in &volumes {
         let released = snapshot::release(&store, index, volume, &req.snapshot_uuid).await?;
-        answers.push(json!({
-            "volumeID": volume.as_str(),
-            "snapshotUUID": req.snapshot_uuid,
-            "released": released,
-        }));
+        answers.push(Released {
+            volume_id: volume.to_string(),
+            snapshot_uuid: req.snapshot_uuid.clone(),
+            released,
+        });
     }
-    Ok(json!(answers))
+    Ok(answers)
 }
 
-pub async fn snapshot_list(req: &VolumeRequest) -> Result<Value, OpError> {
+pub async fn snapshot_list(req: &VolumeRequest) -> Result<Vec<Snapshot>, OpError> {
     let volume = VolumeId::parse(&req.volume)?;
     let store = open_store(&req.store, false)?;
     known_volume(&store, &volume).await?;
-    Ok(json!(snapshot::list(&store, &volume, crate::time::now_ms()).await?))
+    Ok(snapshot::list(&store, &volume, crate::time::now_ms()).await?)
 }
 
-pub async fn snapshot_describe(req: &SnapshotDescribeRequest) -> Result<Value, OpError> {
+pub async fn snapshot_describe(req: &SnapshotDescribeRequest) -> Result<Snapshot, OpError> {
     let volume = VolumeId::parse(&req.volume)?;
     snapshot::validate_uuid(&req.snapshot_uuid)?;
     let store = open_store(&req.store, false)?;
-    Ok(json!(
-        snapshot::describe(&store, &volume, &req.snapshot_uuid, crate::time::now_ms()).await?
-    ))
+    Ok(snapshot::describe(&store, &volume, &req.snapshot_uuid, crate::time::now_ms()).await?)
 }
 
-pub async fn gc(req: &GcRequest, index: &Index) -> Result<Value, OpError> {
+pub async fn gc(req: &GcRequest, index: &Index) -> Result<GcReport, OpError> {
     let volume = VolumeId::parse(&req.volume)?;
     let store = open_store(&req.store, false)?;
     let defaults = GcOptions::default();
@@ -127,8 +125,7 @@ pub async fn gc(req: &GcRequest, index: &Index) -> Result<Value, OpError> {
         upload_grace_ms: seconds(req.upload_grace, defaults.upload_grace_ms, "uploadGrace")?,
         dry_run: req.dry_run,
     };
-    let report = gc::collect(&store, index, &volume, &options, crate::time::now_ms()).await?;
-    Ok(json!(report))
+    Ok(gc::collect(&store, index, &volume, &options, crate::time::now_ms()).await?)
 }
 
 fn seconds(value: Option<u64>, default_ms: u64, name: &str) -> Result<u64, OpError> {
@@ -140,17 +137,15 @@ fn seconds(value: Option<u64>, default_ms: u64, name: &str) -> Result<u64, OpErr
     }
 }
 
-pub async fn namespace_list(req: &NamespaceListRequest) -> Result<Value, OpError> {
+pub async fn namespace_list(req: &NamespaceListRequest) -> Result<Vec<Namespace>, OpError> {
     let store = open_store(&req.logstore_uri, false)?;
-    Ok(json!(namespace::list(&store).await?))
+    Ok(namespace::list(&store).await?)
 }
 
 /// Deletes namespaces without asking who uses them: the caller checks live mounts and uploaders.
-pub async fn namespace_delete(req: &NamespaceDeleteRequest, index: &Index) -> Result<Value, OpError> {
+pub async fn namespace_delete(req: &NamespaceDeleteRequest, index: &Index) -> Result<DeleteReport, OpError> {
     let store = open_store(&req.logstore_uri, false)?;
-    Ok(json!(
-        namespace::delete_except(&store, index, &req.namespaces, req.dry_run).await?
-    ))
+    Ok(namespace::delete_except(&store, index, &req.namespaces, req.dry_run).await?)
 }
 
 /// NotMyVbucket for a volume the store does not hold, rather than an empty answer.
@@ -166,7 +161,7 @@ pub async fn known_volume(store: &Store, volume: &VolumeId) -> Result<(), OpErro
 
 /// The generations of a backup location: time, files, bytes, new files and seqno range of each
 /// (what `cbcontbk info` shows). Reads each generation once; the index keeps them.
-pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError> {
+pub async fn backup_info(location: &str, index: &Index) -> Result<BackupInfo, OpError> {
     let store = open_store(location, false)?;
     let numbers = crate::chain::generations(&store).await?;
     let mut volume = None;
@@ -180,18 +175,22 @@ pub async fn backup_info(location: &str, index: &Index) -> Result<Value, OpError
         let objects: std::collections::HashSet<String> = files.iter().filter_map(|f| f.object_key.clone()).collect();
         let low = files.iter().filter_map(|f| f.low_seqno).min();
         let high = files.iter().filter_map(|f| f.high_seqno).max();
-        generations.push(json!({
-            "generation": n,
-            "createdAt": crate::time::format_time(row.created_at_ms),
-            "createdAtMs": row.created_at_ms,
-            "files": row.file_count,
-            "bytes": row.total_bytes,
-            "newFiles": objects.difference(&previous).count(),
-            "lowSeqno": low,
-            "highSeqno": high,
-        }));
+        generations.push(GenerationInfo {
+            generation: n,
+            created_at: crate::time::format_time(row.created_at_ms),
+            created_at_ms: row.created_at_ms,
+            files: row.file_count,
+            bytes: row.total_bytes,
+            new_files: objects.difference(&previous).count(),
+            low_seqno: low,
+            high_seqno: high,
+        });
         previous = objects;
         volume = Some(row.volume.to_string());
     }
-    Ok(json!({ "location": store.url().to_string(), "volumeID": volume, "generations": generations }))
+    Ok(BackupInfo {
+        location: store.url().to_string(),
+        volume_id: volume,
+        generations,
+    })
 }

@@ -161,7 +161,7 @@ pub struct FetchStats {
     pub failed_requests: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FetchStatsSnapshot {
     pub requests: u64,

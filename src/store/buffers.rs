@@ -31,7 +31,7 @@ struct Pool {
 }
 
 /// What the pool holds and has done, for status output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BufferStats {
     /// Bytes of buffers handed out and not yet dropped (blocks in memory, in flight or being read).

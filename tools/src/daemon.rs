@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use lazysnap::control::answers::{DaemonStatus, Ping};
 use lazysnap::control::{self, ControlError, Request};
 use lazysnap::paths::Paths;
 
@@ -14,7 +15,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn call(paths: &Paths, request: &Request) -> anyhow::Result<serde_json::Value> {
-    control::call(&paths.socket(), request, CALL_TIMEOUT).map_err(|e| match e {
+    call_as(paths, request)
+}
+
+/// Sends `request` and reads its answer as `T` (see `lazysnap::control::answers`).
+pub fn call_as<T: serde::de::DeserializeOwned>(paths: &Paths, request: &Request) -> anyhow::Result<T> {
+    control::call_as(&paths.socket(), request, CALL_TIMEOUT).map_err(|e| match e {
         ControlError::Remote { status, message } => anyhow!("{message} ({status:?})"),
         other => other.into(),
     })
@@ -141,7 +147,7 @@ fn last_line(path: &std::path::Path) -> String {
 
 /// Stops the daemon and waits until its process is gone, so its mounts are gone too.
 pub fn stop(paths: &Paths) -> anyhow::Result<()> {
-    let status = match control::call(&paths.socket(), &Request::Ping, Duration::from_secs(5)) {
+    let status = match control::call_as::<Ping>(&paths.socket(), &Request::Ping, Duration::from_secs(5)) {
         Ok(status) => status,
         Err(ControlError::Unavailable { .. }) => {
             eprintln!("lazysnap: no lazysnap-mountd runs for {}", paths.home().display());
@@ -149,7 +155,7 @@ pub fn stop(paths: &Paths) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
+    let pid = status.pid as libc::pid_t;
     call(paths, &Request::Shutdown)?;
     wait_for_exit(pid)
 }
@@ -157,11 +163,11 @@ pub fn stop(paths: &Paths) -> anyhow::Result<()> {
 /// `lazysnap daemon restart`: the running daemon hands its mounts over and exits; a new one, with
 /// `flags` or the old one's, takes them over. Prints the new daemon's status once it serves them.
 pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
-    let status = control::call(&paths.socket(), &Request::Ping, Duration::from_secs(5))
+    let ping: Ping = control::call_as(&paths.socket(), &Request::Ping, Duration::from_secs(5))
         .with_context(|| format!("no lazysnap-mountd answers for {}", paths.home().display()))?;
-    let pid = status["pid"].as_i64().context("status has no pid")? as libc::pid_t;
+    let pid = ping.pid as libc::pid_t;
     let flags = match flags.is_empty() {
-        true => serde_json::from_value(status["flags"].clone()).unwrap_or_default(),
+        true => ping.flags,
         false => flags,
     };
     call(paths, &Request::HandOver)?;
@@ -175,13 +181,13 @@ pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
     )?;
     let started = Instant::now();
     loop {
-        if call(paths, &Request::Ping)?["recovered"].as_bool() == Some(true) {
-            let status = call(paths, &Request::Status)?;
+        if call_as::<Ping>(paths, &Request::Ping)?.recovered {
+            let status: DaemonStatus = call_as(paths, &Request::Status)?;
             crate::print_json(&serde_json::json!({
-                "pid": status["pid"],
+                "pid": status.pid,
                 "previousPid": pid,
-                "mounts": status["mounts"].as_array().map_or(0, Vec::len),
-                "holder": status["holder"],
+                "mounts": status.mounts.len(),
+                "holder": status.holder,
             }));
             return Ok(());
         }

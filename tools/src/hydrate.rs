@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 use lazysnap::control::{HydrateAction, HydrateRequest, Request};
+use lazysnap::hydrate::{HydrationState, HydrationStatus};
 use lazysnap::paths::Paths;
 
 use crate::commands::absolute;
-use crate::progress::{is_final, StatusBar};
+use crate::progress::{JobStatus, StatusBar};
 use crate::{daemon, print_json};
 
 #[derive(Args, Debug)]
@@ -65,22 +66,22 @@ pub fn hydrate(args: HydrateArgs, paths: &Paths) -> anyhow::Result<()> {
             deadline_ms: args.deadline_ms,
         })
     };
-    let mut status = daemon::call(paths, &request(action))?;
+    let mut status: HydrationStatus = daemon::call_as(paths, &request(action))?;
     if args.wait {
         let bar = StatusBar::new("hydrating", &status);
-        while !is_final(&status) {
+        while !status.is_final() {
             bar.show(&status);
             std::thread::sleep(Duration::from_millis(500));
-            status = daemon::call(paths, &request(HydrateAction::Status))?;
+            status = daemon::call_as(paths, &request(HydrateAction::Status))?;
         }
         bar.finish();
     }
     print_json(&status);
-    if args.wait && status["state"] != "COMPLETED" {
+    if args.wait && status.state != HydrationState::Completed {
         bail!(
             "hydration of {mount_path} ended {}: {}",
-            status["state"].as_str().unwrap_or("?"),
-            status["error"].as_str().unwrap_or("no error recorded")
+            status.state(),
+            status.error().unwrap_or("no error recorded")
         );
     }
     Ok(())

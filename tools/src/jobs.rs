@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use lazysnap::control::records::{RestoreJob, RestoreJobStatus, RestoreJobs};
+use lazysnap::control::records::{JobState, RestoreJob, RestoreJobStatus, RestoreJobs};
 use lazysnap::control::{ops, BackupStartRequest, JobRequest, LocationRequest, Request, RestoreStartRequest};
 use lazysnap::paths::Paths;
-use serde_json::Value;
 
 use crate::address::Address;
 use crate::commands::{absolute, open_index};
-use crate::progress::{is_final, StatusBar};
+use crate::progress::{JobStatus, StatusBar};
 use crate::{block_on, daemon, print_json, SelectorArgs};
 
 #[derive(Subcommand, Debug)]
@@ -150,25 +149,21 @@ fn info(location: &str, json: bool, paths: &Paths) -> anyhow::Result<()> {
     }
     println!(
         "{} (volume {})",
-        info["location"].as_str().unwrap_or(""),
-        info["volumeID"]
+        info.location,
+        info.volume_id.as_deref().unwrap_or("-")
     );
     println!(
         "{:>6}  {:<20}  {:>6}  {:>14}  {:>5}  seqnos",
         "gen", "created", "files", "bytes", "new"
     );
-    for g in info["generations"].as_array().into_iter().flatten() {
-        let seqnos = match (g["lowSeqno"].as_u64(), g["highSeqno"].as_u64()) {
+    for g in &info.generations {
+        let seqnos = match (g.low_seqno, g.high_seqno) {
             (Some(low), Some(high)) => format!("{low}-{high}"),
             _ => "-".into(),
         };
         println!(
             "{:>6}  {:<20}  {:>6}  {:>14}  {:>5}  {seqnos}",
-            g["generation"],
-            g["createdAt"].as_str().unwrap_or(""),
-            g["files"],
-            g["bytes"],
-            g["newFiles"]
+            g.generation, g.created_at, g.files, g.bytes, g.new_files
         );
     }
     Ok(())
@@ -188,7 +183,7 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
                 print_json(&serde_json::to_value(RestoreJobStatus::new(row.record?, None, None))?);
                 return Ok(());
             }
-            let status = daemon::call(paths, &request)?;
+            let status: RestoreJobStatus = daemon::call_as(paths, &request)?;
             if json || !std::io::stderr().is_terminal() {
                 print_json(&status);
                 return Ok(());
@@ -227,15 +222,12 @@ fn start(args: Box<RestoreStartArgs>, paths: &Paths) -> anyhow::Result<()> {
         None => volume_request(&args)?,
     };
     daemon::ensure_running(paths)?;
-    let status = daemon::call(paths, &request)?;
+    let status: RestoreJobStatus = daemon::call_as(paths, &request)?;
     if !args.wait {
         print_json(&status);
         return Ok(());
     }
-    let id = status["id"]
-        .as_str()
-        .context("the daemon answered a job without id")?
-        .to_string();
+    let id = status.job.id.clone();
     follow(paths, &id, status)
 }
 
@@ -262,20 +254,20 @@ fn volume_request(args: &RestoreStartArgs) -> anyhow::Result<Request> {
 }
 
 /// Polls a job until it ends, with a progress bar on a terminal; fails unless it completed.
-fn follow(paths: &Paths, id: &str, mut status: Value) -> anyhow::Result<()> {
+fn follow(paths: &Paths, id: &str, mut status: RestoreJobStatus) -> anyhow::Result<()> {
     let bar = StatusBar::new("restoring", &status);
-    while !is_final(&status) {
+    while !status.is_final() {
         bar.show(&status);
         std::thread::sleep(Duration::from_millis(500));
-        status = daemon::call(paths, &Request::RestoreStatus(JobRequest { id: id.to_string() }))?;
+        status = daemon::call_as(paths, &Request::RestoreStatus(JobRequest { id: id.to_string() }))?;
     }
     bar.finish();
     print_json(&status);
-    if status["state"] != "COMPLETED" {
+    if status.job.state != JobState::Completed {
         bail!(
             "restore job {id} ended {}: {}",
-            status["state"].as_str().unwrap_or("?"),
-            status["error"].as_str().unwrap_or("no error recorded")
+            status.state(),
+            status.error().unwrap_or("no error recorded")
         );
     }
     Ok(())

@@ -25,7 +25,7 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 }
 
 /// Prints a JSON value, pretty on a terminal and compact otherwise.
-pub fn print_json(value: &serde_json::Value) {
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     use std::io::IsTerminal;
     let text = if std::io::stdout().is_terminal() {
         serde_json::to_string_pretty(value)

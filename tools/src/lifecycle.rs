@@ -12,6 +12,7 @@ use lazysnap::control::{
     SnapshotDescribeRequest, SnapshotReleaseRequest, Term, UploaderStartRequest, VolumeRequest, Volumes,
 };
 use lazysnap::index::Kept;
+use lazysnap::namespace::DeleteReport;
 use lazysnap::paths::Paths;
 use serde_json::Value;
 
@@ -166,7 +167,7 @@ pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
                 validity,
             };
             let index = open_index(paths)?;
-            one_or_many(block_on(ops::snapshot_create(&request, &index)).map_err(failed)?)
+            one_or_many(block_on(ops::snapshot_create(&request, &index)).map_err(failed)?)?
         }
         SnapshotCommand::Release { store, volumes, uuid } => {
             let request = SnapshotReleaseRequest {
@@ -175,16 +176,18 @@ pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
                 snapshot_uuid: uuid,
             };
             let index = open_index(paths)?;
-            one_or_many(block_on(ops::snapshot_release(&request, &index)).map_err(failed)?)
+            one_or_many(block_on(ops::snapshot_release(&request, &index)).map_err(failed)?)?
         }
-        SnapshotCommand::List(volume) => block_on(ops::snapshot_list(&volume.request())).map_err(failed)?,
+        SnapshotCommand::List(volume) => {
+            serde_json::to_value(block_on(ops::snapshot_list(&volume.request())).map_err(failed)?)?
+        }
         SnapshotCommand::Describe { volume, uuid } => {
             let request = SnapshotDescribeRequest {
                 store: volume.store,
                 volume: volume.volume,
                 snapshot_uuid: uuid,
             };
-            block_on(ops::snapshot_describe(&request)).map_err(failed)?
+            serde_json::to_value(block_on(ops::snapshot_describe(&request)).map_err(failed)?)?
         }
     };
     print_json(&answer);
@@ -192,10 +195,10 @@ pub fn snapshot(command: SnapshotCommand, paths: &Paths) -> anyhow::Result<()> {
 }
 
 /// One volume answers an object, several an array.
-fn one_or_many(answer: Value) -> Value {
-    match answer {
-        Value::Array(mut items) if items.len() == 1 => items.remove(0),
-        other => other,
+fn one_or_many<T: serde::Serialize>(mut answers: Vec<T>) -> serde_json::Result<Value> {
+    match answers.len() {
+        1 => serde_json::to_value(answers.remove(0)),
+        _ => serde_json::to_value(answers),
     }
 }
 
@@ -268,12 +271,12 @@ pub fn namespace(command: NamespaceCommand, paths: &Paths) -> anyhow::Result<()>
 
 /// Asks the running daemon, which knows its live mounts; with none running, holds the daemon's
 /// lock (so none starts meanwhile) and checks the mounts a daemon that died would bring back.
-fn delete_namespaces(request: NamespaceDeleteRequest, paths: &Paths) -> anyhow::Result<Value> {
+fn delete_namespaces(request: NamespaceDeleteRequest, paths: &Paths) -> anyhow::Result<DeleteReport> {
     paths
         .create()
         .with_context(|| format!("cannot create {}", paths.home().display()))?;
     let Some(_no_daemon_meanwhile) = paths.try_lock_daemon()? else {
-        return daemon::call(paths, &Request::NamespaceDelete(request));
+        return daemon::call_as(paths, &Request::NamespaceDelete(request));
     };
     let index = open_index(paths)?;
     let store = ops::open_store(&request.logstore_uri, false).map_err(failed)?;

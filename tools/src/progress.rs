@@ -3,8 +3,9 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use lazysnap::control::records::{JobState, RestoreJobStatus};
+use lazysnap::hydrate::{HydrationState, HydrationStatus};
 use lazysnap::publish::Progress;
-use serde_json::Value;
 
 pub struct Bar(Option<ProgressBar>);
 
@@ -45,21 +46,103 @@ impl Progress for Bar {
     }
 }
 
-pub fn is_final(status: &Value) -> bool {
-    matches!(status["state"].as_str(), Some("COMPLETED" | "CANCELLED" | "FAILED"))
+/// What a progress bar shows of a job that runs in the daemon (a hydration, a restore).
+pub trait JobStatus: serde::Serialize + serde::de::DeserializeOwned {
+    fn bytes_total(&self) -> u64;
+    fn bytes_done(&self) -> u64;
+    /// Bytes per second.
+    fn rate(&self) -> f64;
+    fn eta_seconds(&self) -> Option<f64>;
+    fn state(&self) -> &'static str;
+    fn is_final(&self) -> bool;
+    fn error(&self) -> Option<&str>;
+    /// (done, total) sstables of a ScyllaDB copy: an sstable is usable once all of it is in.
+    fn sstables(&self) -> Option<(u64, u64)> {
+        None
+    }
+    fn deadline_at_risk(&self) -> bool {
+        false
+    }
 }
 
-/// A byte progress bar over a job's status JSON (bytesTotal, bytesDone, rate, etaSeconds, state,
-/// sstablesDone/sstablesTotal)
-/// on a terminal, nothing otherwise.
+impl JobStatus for HydrationStatus {
+    fn bytes_total(&self) -> u64 {
+        self.bytes_total
+    }
+    fn bytes_done(&self) -> u64 {
+        self.bytes_done
+    }
+    fn rate(&self) -> f64 {
+        self.rate
+    }
+    fn eta_seconds(&self) -> Option<f64> {
+        self.eta_seconds
+    }
+    fn state(&self) -> &'static str {
+        match self.state {
+            HydrationState::Running => "RUNNING",
+            HydrationState::Paused => "PAUSED",
+            HydrationState::Completed => "COMPLETED",
+            HydrationState::Cancelled => "CANCELLED",
+            HydrationState::Failed => "FAILED",
+        }
+    }
+    fn is_final(&self) -> bool {
+        self.state.is_final()
+    }
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+    fn deadline_at_risk(&self) -> bool {
+        self.deadline_at_risk
+    }
+}
+
+impl JobStatus for RestoreJobStatus {
+    fn bytes_total(&self) -> u64 {
+        self.job.bytes_total
+    }
+    fn bytes_done(&self) -> u64 {
+        self.job.bytes_done
+    }
+    fn rate(&self) -> f64 {
+        self.rate.unwrap_or(0.0)
+    }
+    fn eta_seconds(&self) -> Option<f64> {
+        self.eta_seconds
+    }
+    fn state(&self) -> &'static str {
+        match self.job.state {
+            JobState::Pending => "PENDING",
+            JobState::Running => "RUNNING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Cancelled => "CANCELLED",
+        }
+    }
+    fn is_final(&self) -> bool {
+        matches!(
+            self.job.state,
+            JobState::Completed | JobState::Cancelled | JobState::Failed
+        )
+    }
+    fn error(&self) -> Option<&str> {
+        self.job.error.as_deref()
+    }
+    fn sstables(&self) -> Option<(u64, u64)> {
+        (self.job.sstables_total > 0).then_some((self.job.sstables_done, self.job.sstables_total))
+    }
+}
+
+/// A byte progress bar over a job's status on a terminal, nothing otherwise.
 pub struct StatusBar(Option<ProgressBar>);
 
 impl StatusBar {
-    pub fn new(label: &str, status: &Value) -> StatusBar {
+    pub fn new(label: &str, status: &impl JobStatus) -> StatusBar {
         if !std::io::stderr().is_terminal() {
             return StatusBar(None);
         }
-        let bar = ProgressBar::new(status["bytesTotal"].as_u64().unwrap_or(0));
+        let bar = ProgressBar::new(status.bytes_total());
         bar.set_style(
             ProgressStyle::with_template(&format!("{label} [{{bar:40}}] {{bytes}}/{{total_bytes}} {{msg}}"))
                 .expect("template is valid")
@@ -68,26 +151,22 @@ impl StatusBar {
         StatusBar(Some(bar))
     }
 
-    pub fn show(&self, status: &Value) {
+    pub fn show(&self, status: &impl JobStatus) {
         let Some(bar) = &self.0 else {
             return;
         };
-        bar.set_position(status["bytesDone"].as_u64().unwrap_or(0));
-        let rate = status["rate"].as_f64().unwrap_or(0.0) / 1e6;
-        let eta = status["etaSeconds"].as_f64().map_or("?".into(), |s| format!("{s:.0}s"));
-        let risk = match status["deadlineAtRisk"].as_bool() {
-            Some(true) => ", will miss its deadline",
-            _ => "",
+        bar.set_position(status.bytes_done());
+        let rate = status.rate() / 1e6;
+        let eta = status.eta_seconds().map_or("?".into(), |s| format!("{s:.0}s"));
+        let risk = match status.deadline_at_risk() {
+            true => ", will miss its deadline",
+            false => "",
         };
-        // A copy of ScyllaDB sstables counts them too: an sstable is usable once all of it is in.
-        let sstables = match status["sstablesTotal"].as_u64().filter(|&n| n > 0) {
-            Some(total) => format!(", {}/{total} sstables", status["sstablesDone"].as_u64().unwrap_or(0)),
+        let sstables = match status.sstables() {
+            Some((done, total)) => format!(", {done}/{total} sstables"),
             None => String::new(),
         };
-        bar.set_message(format!(
-            "{rate:.0} MB/s, eta {eta}{sstables}, {}{risk}",
-            status["state"].as_str().unwrap_or("")
-        ));
+        bar.set_message(format!("{rate:.0} MB/s, eta {eta}{sstables}, {}{risk}", status.state()));
     }
 
     pub fn finish(&self) {
