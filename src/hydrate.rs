@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::fetch::ObjectHandle;
-use crate::view::View;
+use crate::view::{View, ViewFile};
 
 #[derive(Debug, Clone, Default)]
 pub struct HydrateOptions {
@@ -119,7 +119,7 @@ impl Hydration {
         let shared = Arc::new(Shared {
             started: Instant::now(),
             finished: Mutex::new(None),
-            bytes_total: files.iter().map(|(_, size)| size).sum(),
+            bytes_total: files.iter().map(|f| f.size).sum(),
             files_total: files.len() as u64,
             bytes_done: AtomicU64::new(0),
             files_done: AtomicU64::new(0),
@@ -252,7 +252,7 @@ fn pace(options: &HydrateOptions, remaining: u64) -> Option<f64> {
     }
 }
 
-async fn run(view: Arc<View>, files: Vec<(u64, u64)>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
+async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control: watch::Receiver<Control>) {
     let fetcher = view.fetcher().clone();
     let parallel = fetcher.config().slots.total();
     // Pieces still to finish per file, set when the file is planned.
@@ -262,7 +262,7 @@ async fn run(view: Arc<View>, files: Vec<(u64, u64)>, shared: Arc<Shared>, contr
     // holds only the objects it works on, however many files the mount has.
     let planned = futures::stream::iter(files.into_iter().enumerate()).flat_map({
         let (view, shared, pending_per_file) = (view.clone(), shared.clone(), pending_per_file.clone());
-        move |(file, (ino, _))| {
+        move |(file, ViewFile { ino, .. })| {
             let planned = match view.object(ino) {
                 Ok(object) => {
                     let pieces = split(file, &object);

@@ -440,8 +440,14 @@ impl Mounts {
     pub fn limits(&self) -> Limits {
         let server = &self.tuning.server;
         let slots = &self.reading.fetch_config().slots;
+        // One lock for both figures: a guard in a struct literal lives to its end.
+        let (mounts, files) = {
+            let active = self.active();
+            let files = active.values().map(|a| a.mount.fs().view().file_count()).sum();
+            (active.len(), files)
+        };
         Limits {
-            mounts: self.active().len(),
+            mounts,
             max_mounts: self.tuning.max_mounts,
             descriptor_limit: descriptor_limit(),
             fuse_requests_in_flight: server.requests_in_flight(),
@@ -449,7 +455,7 @@ impl Mounts {
             gets_in_flight: slots.in_use(),
             max_gets: slots.total(),
             max_open_files_per_mount: server.options().max_open_files,
-            files: self.active().values().map(|a| a.mount.fs().view().file_count()).sum(),
+            files,
             max_files: self.tuning.max_files,
         }
     }

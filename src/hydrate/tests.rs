@@ -70,8 +70,8 @@ impl Fixture {
     }
 
     fn all_cached(&self) -> bool {
-        self.fs.view().files().into_iter().all(|(ino, _)| {
-            let object = self.fs.view().object(ino).unwrap();
+        self.fs.view().files().into_iter().all(|file| {
+            let object = self.fs.view().object(file.ino).unwrap();
             (0..object.shape.blocks()).all(|block| {
                 self.fs.view().fetcher().cache().contains(&BlockKey {
                     object: object.id,
@@ -97,7 +97,7 @@ async fn until_final(hydration: &Hydration) -> HydrationStatus {
 async fn every_block_is_fetched_once_and_progress_adds_up() {
     let f = fixture("once", &[0, 1, BLOCK - 1, 3 * BLOCK + 5, 20 << 20]).await;
     // A reader got there first: its block is cached and must not be fetched again.
-    let (ino, _) = f.fs.view().files()[3];
+    let ino = f.fs.view().files()[3].ino;
     let handle = f.fs.open(ino, false).unwrap();
     f.fs.read(handle, BLOCK, 10).await.unwrap();
     let read_before = f.gets.bytes();

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::checksum::BlockChecksums;
 use crate::fetch::{FetchError, ObjectHandle};
 use crate::names::RelPath;
-use crate::view::{CopyRules, View, ViewError};
+use crate::view::{CopyRules, View, ViewError, ViewFile};
 
 /// Blocks fetched and written per step: one efficient request, short enough for cancel and the
 /// bandwidth cap to act promptly.
@@ -102,18 +102,18 @@ pub async fn copy_view(
     bandwidth: Option<u64>,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let files: Vec<(u64, RelPath, u64)> = (0..view.parts().len()).flat_map(|p| view.part_files(p)).collect();
+    let files = view.files();
     progress.files_total.store(files.len() as u64, Relaxed);
-    progress.bytes_total.store(files.iter().map(|f| f.2).sum(), Relaxed);
+    progress.bytes_total.store(files.iter().map(|f| f.size).sum(), Relaxed);
     let rules = view.rules();
     let group_of = |path: &RelPath| rules.and_then(|r| r.group(path));
-    let groups: std::collections::HashSet<String> = files.iter().filter_map(|f| group_of(&f.1)).collect();
+    let groups: std::collections::HashSet<String> = files.iter().filter_map(|f| group_of(&f.path)).collect();
     progress.sstables_total.store(groups.len() as u64, Relaxed);
     let pacer = Pacer {
         started: Instant::now(),
         bandwidth,
     };
-    for (i, (ino, path, _)) in files.iter().enumerate() {
+    for (i, ViewFile { ino, path, .. }) in files.iter().enumerate() {
         let object = view.object(*ino)?;
         let final_path = dest.join(path.as_str());
         if final_path.exists() {
@@ -147,7 +147,7 @@ pub async fn copy_view(
         }
         progress.files_done.fetch_add(1, Relaxed);
         let this = group_of(path);
-        let next = files.get(i + 1).and_then(|f| group_of(&f.1));
+        let next = files.get(i + 1).and_then(|f| group_of(&f.path));
         if this.is_some() && this != next {
             progress.sstables_done.fetch_add(1, Relaxed);
         }
@@ -160,13 +160,13 @@ pub async fn copy_view(
 async fn read_digest(
     view: &View,
     rules: &dyn CopyRules,
-    files: &[(u64, RelPath, u64)],
+    files: &[ViewFile],
     digest: RelPath,
 ) -> Result<Option<(RelPath, u32)>, RestoreError> {
-    let Some((ino, _, _)) = files.iter().find(|f| f.1 == digest) else {
+    let Some(file) = files.iter().find(|f| f.path == digest) else {
         return Ok(None);
     };
-    let object = view.object(*ino)?;
+    let object = view.object(file.ino)?;
     let blocks = view
         .fetcher()
         .blocks(&object, 0..object.shape.blocks())

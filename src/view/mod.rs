@@ -104,6 +104,15 @@ impl From<ScyllaError> for ViewError {
     }
 }
 
+/// One file of a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewFile {
+    pub ino: u64,
+    /// Its path in its volume (at the view's root for a part placed there).
+    pub path: RelPath,
+    pub size: u64,
+}
+
 /// The files of a view and the fetcher that reads them.
 #[derive(Debug)]
 pub struct View {
@@ -164,25 +173,23 @@ impl View {
         self.parts.iter().map(|p| p.manifest.total_bytes).sum()
     }
 
-    /// Every file as (inode, size), in path order within each part.
-    pub fn files(&self) -> Vec<(u64, u64)> {
-        self.file_nodes(None)
-            .map(|(ino, path_size)| (ino, path_size.1))
-            .collect()
+    /// Every file, in path order within each part.
+    pub fn files(&self) -> Vec<ViewFile> {
+        self.file_nodes(None).collect()
     }
 
-    /// Every file of part `part` as (inode, path in the volume, size), in path order.
-    pub fn part_files(&self, part: usize) -> Vec<(u64, RelPath, u64)> {
-        self.file_nodes(Some(part))
-            .map(|(ino, (path, size))| (ino, path, size))
-            .collect()
+    /// Every file of part `part`, in path order.
+    pub fn part_files(&self, part: usize) -> Vec<ViewFile> {
+        self.file_nodes(Some(part)).collect()
     }
 
-    fn file_nodes(&self, part: Option<usize>) -> impl Iterator<Item = (u64, (RelPath, u64))> + '_ {
+    fn file_nodes(&self, part: Option<usize>) -> impl Iterator<Item = ViewFile> + '_ {
         (1..=self.tree.inode_count()).filter_map(move |ino| match &self.tree.get(ino)?.kind {
-            NodeKind::File { row, part: of } if part.is_none_or(|p| p == *of) => {
-                Some((ino, (row.path.clone(), row.size)))
-            }
+            NodeKind::File { row, part: of } if part.is_none_or(|p| p == *of) => Some(ViewFile {
+                ino,
+                path: row.path.clone(),
+                size: row.size,
+            }),
             _ => None,
         })
     }
@@ -205,16 +212,16 @@ impl View {
     pub fn bytes_not_local(&self, part: usize) -> u64 {
         self.part_files(part)
             .into_iter()
-            .map(|(ino, _, size)| match self.object(ino) {
+            .map(|file| match self.object(file.ino) {
                 Ok(object) => {
                     let cached = self
                         .fetcher
                         .cache()
                         .object_status(&object.id, object.shape)
                         .bytes_cached;
-                    size.saturating_sub(cached)
+                    file.size.saturating_sub(cached)
                 }
-                Err(_) => size,
+                Err(_) => file.size,
             })
             .sum()
     }
