@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use lazysnap::catalog::Selector;
+use lazysnap::control::answers::Mounted;
 use lazysnap::control::{MountRequest, Request};
 use lazysnap::index::Index;
 use lazysnap::scylla::{self, Filter, ManifestSource};
@@ -88,12 +89,18 @@ pub fn measure(
             ..Filter::default()
         }),
     });
-    let read_foreign = |node: &BenchNode| -> anyhow::Result<f64> {
-        let answer = daemon::call(&node.paths, &request)?;
-        let path = answer["mountPaths"][0].as_str().context("mount answered no path")?;
-        let (n, took) = reads::sequential(&Path::new(path).join(format!("{SSTABLE}Data.db")))?;
+    // Answers the rate and the mount path (its own counters, not another mount's fetches that
+    // are still being counted).
+    let read_foreign = |node: &BenchNode| -> anyhow::Result<(f64, String)> {
+        let answer: Mounted = daemon::call_as(&node.paths, &request)?;
+        let path = answer
+            .mount_paths
+            .into_iter()
+            .next()
+            .context("mount answered no path")?;
+        let (n, took) = reads::sequential(&Path::new(&path).join(format!("{SSTABLE}Data.db")))?;
         anyhow::ensure!(n == size, "read {n} bytes of {size} through the view");
-        Ok(super::stats::mbps(size, took))
+        Ok((super::stats::mbps(size, took), path))
     };
     let read_published = |node: &BenchNode| -> anyhow::Result<f64> {
         let (mounted, _) = node.mount(published.0, Some(published.1))?;
@@ -102,13 +109,12 @@ pub fn measure(
         Ok(super::stats::mbps(size, took))
     };
     let published_cold = read_published(&node)?;
-    let before = node.bytes_fetched()?;
-    let cold = read_foreign(&node)?;
-    let fetched = node.bytes_fetched()? - before;
+    let (cold, foreign_path) = read_foreign(&node)?;
+    let fetched = node.bytes_fetched_by(&foreign_path)?;
     daemon::stop(&node.paths)?;
     daemon::ensure_running_with(&node.paths, &target.with_daemon_args(daemon_args))?;
     let published_restart = read_published(&node)?;
-    let restart = read_foreign(&node)?;
+    let (restart, _) = read_foreign(&node)?;
     Ok(ForeignFigures {
         cold_sequential_mbps: cold,
         published_cold_mbps: published_cold,

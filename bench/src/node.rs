@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use lazysnap::catalog::Selector;
+use lazysnap::control::answers::DaemonStatus;
 use lazysnap::control::{MountRequest, Request};
 use lazysnap::paths::Paths;
 use tempfile::TempDir;
@@ -102,6 +103,17 @@ impl BenchNode {
     }
 
     /// Bytes this node's mounts fetched from the store so far.
+    /// Bytes the mount at `path` fetched from the store.
+    pub fn bytes_fetched_by(&self, path: &str) -> anyhow::Result<u64> {
+        let status: DaemonStatus = daemon::call_as(&self.paths, &Request::Status)?;
+        let mount = status
+            .mounts
+            .iter()
+            .find(|m| m.mount_path == path)
+            .with_context(|| format!("no mount at {path}"))?;
+        Ok(mount.stats.store.bytes_fetched)
+    }
+
     pub fn bytes_fetched(&self) -> anyhow::Result<u64> {
         let status = self.status()?;
         let mounts = status["mounts"].as_array().context("status lists no mounts")?;
