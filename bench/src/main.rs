@@ -123,6 +123,8 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("lazysnap-bench-")
         .tempdir_in(&work_root)?;
+    // Dropped before `work`: nothing may stay mounted in a folder about to be deleted.
+    let _leftovers = Leftovers(work.path().to_path_buf());
     if args.profile == Profile::Scale {
         anyhow::ensure!(args.mounts > 0, "--mounts must be at least 1");
         let target = Target::builtin("file", work.path())?;
@@ -329,6 +331,28 @@ fn mount_scale(target: &Target, work: &Path, counts: &[usize], namespace: &str) 
 }
 
 /// Publishes `dir` as the next manifest of `volume`; its name.
+/// Detaches, when dropped, every FUSE mount still below a folder: a run that failed half-way (a
+/// daemon that did not come back) leaves its mounts behind, which nothing else would remove.
+struct Leftovers(PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for line in mounts.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(_), Some(point), Some(kind)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            let point = Path::new(point);
+            if kind.starts_with("fuse") && point.starts_with(&self.0) {
+                if let Err(e) = lazysnap::fuse::detach_path(point) {
+                    eprintln!("lazysnap bench: cannot detach {}: {e}", point.display());
+                }
+            }
+        }
+    }
+}
+
 fn publish_dir(target: &Target, dir: &Path, volume: &str) -> anyhow::Result<String> {
     let store = target.open()?;
     let index = Index::open_in_memory()?;

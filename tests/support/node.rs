@@ -310,6 +310,11 @@ pub fn exited(pid: i32) -> bool {
         return true;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    let leader_gone = stat
+        .rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+    // A killed process with many threads shows its first thread as a zombie while the others are
+    // still exiting and still hold its files (the daemon lock among them, and with thousands of
+    // mounts that takes a while): it is gone once no other thread is left.
+    leader_gone && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| tasks.count() <= 1)
 }

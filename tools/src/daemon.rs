@@ -135,11 +135,26 @@ fn mountd_binary() -> PathBuf {
 /// The log's last error line (a bad flag is followed by usage hints), else its last line.
 fn last_line(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines = text.lines().rev().filter(|l| !l.trim().is_empty());
-    let last = lines.clone().next().unwrap_or_default();
+    // A backtrace (RUST_BACKTRACE=1) follows the error it belongs to: its frames say nothing.
+    let frame = |l: &str| {
+        let l = l.trim();
+        l.starts_with("at ")
+            || l == "Stack backtrace:"
+            || l.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !frame(l)).collect();
+    let is_error = |l: &&&str| {
+        let lower = l.to_ascii_lowercase();
+        lower.contains("error") || lower.contains("panicked")
+    };
+    let last = lines.last().copied().unwrap_or_default();
     lines
+        .iter()
+        .rev()
         .take(20)
-        .find(|l| l.contains("error"))
+        .find(is_error)
+        .copied()
         .unwrap_or(last)
         .trim()
         .to_string()
@@ -221,6 +236,28 @@ pub fn exited(pid: libc::pid_t) -> bool {
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // "pid (comm) S ...": the state follows the last parenthesis, as comm may hold any.
-    stat.rsplit_once(')')
-        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    let leader_gone = stat
+        .rsplit_once(')')
+        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
+    // A killed process with many threads shows its first thread as a zombie while the others are
+    // still exiting and still hold its files (the daemon lock among them, and with thousands of
+    // mounts that takes a while): it is gone once no other thread is left.
+    leader_gone && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| tasks.count() <= 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_error_line_is_found_above_a_backtrace() {
+        let path = std::env::temp_dir().join(format!("lazysnap-last-line-{}", std::process::id()));
+        let mut log =
+            String::from("INFO started\nError: another lazysnap-mountd already runs for /h\n\nStack backtrace:\n");
+        for i in 0..19 {
+            log.push_str(&format!("  {i}: frame{i}\n             at src/x.rs:{i}:1\n"));
+        }
+        std::fs::write(&path, log).unwrap();
+        let line = super::last_line(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(line, "Error: another lazysnap-mountd already runs for /h");
+    }
 }
