@@ -7,7 +7,7 @@
 //! not a wish):
 //!
 //! <!-- layers -->
-//! 1. foundation: time units names paths failpoint fdpass
+//! 1. foundation: time units names paths process failpoint fdpass
 //! 2. checksums: checksum
 //! 3. store: store
 //! 4. read path: cache fetch
@@ -55,6 +55,7 @@ pub mod manifest;
 pub mod names;
 pub mod namespace;
 pub mod paths;
+pub mod process;
 pub mod publish;
 pub mod restore;
 pub mod scylla;

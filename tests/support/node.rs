@@ -302,19 +302,4 @@ fn detach(path: &Path) {
     let _ = Command::new("umount").arg("-l").arg(path).status();
 }
 
-/// True once `pid` has exited: gone, or a zombie nobody reaped yet (init here may take minutes
-/// to reap an orphan; a zombie holds nothing any more).
-pub fn exited(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { libc::kill(pid, 0) } != 0 {
-        return true;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let leader_gone = stat
-        .rsplit_once(')')
-        .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']));
-    // A killed process with many threads shows its first thread as a zombie while the others are
-    // still exiting and still hold its files (the daemon lock among them, and with thousands of
-    // mounts that takes a while): it is gone once no other thread is left.
-    leader_gone && std::fs::read_dir(format!("/proc/{pid}/task")).map_or(true, |tasks| tasks.count() <= 1)
-}
+pub use lazysnap::process::exited;
