@@ -162,7 +162,6 @@ impl From<SnapshotError> for OpError {
             | SnapshotError::EmptyVolume(_) => OpError::unknown(message),
             SnapshotError::Store(e) => e.into(),
             SnapshotError::Chain(e) => (*e).into(),
-            SnapshotError::Manifest(_) => OpError::invalid(message),
             SnapshotError::Index(_) => OpError::internal(message),
             SnapshotError::RolledBack { .. } | SnapshotError::Malformed { .. } => OpError::internal(message),
         }
@@ -178,7 +177,6 @@ impl From<GcError> for OpError {
             GcError::MissingPinned { .. } => OpError::internal(message),
             GcError::Snapshot(e) => e.into(),
             GcError::Chain(e) => (*e).into(),
-            GcError::Manifest(_) => OpError::invalid(message),
             GcError::Index(_) => OpError::internal(message),
             GcError::Store(e) => e.into(),
         }

@@ -21,7 +21,6 @@ use serde::Serialize;
 use crate::chain::{self, ChainError};
 use crate::index::Index;
 use crate::index::IndexError;
-use crate::manifest::ManifestError;
 use crate::names::{RelPath, VolumeId};
 use crate::snapshot::{self, SnapshotError};
 use crate::store::{layout, Store, StoreError};
@@ -56,8 +55,6 @@ pub enum GcError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
-    Manifest(ManifestError),
-    #[error(transparent)]
     Chain(Box<ChainError>),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -65,12 +62,7 @@ pub enum GcError {
 
 impl From<ChainError> for GcError {
     fn from(e: ChainError) -> Self {
-        match e {
-            ChainError::Store(e) => e.into(),
-            ChainError::Index(e) => e.into(),
-            ChainError::Manifest(e) => GcError::Manifest(e),
-            other => GcError::Chain(Box::new(other)),
-        }
+        GcError::Chain(Box::new(e))
     }
 }
 

@@ -98,12 +98,7 @@ pub enum PublishError {
 
 impl From<ChainError> for PublishError {
     fn from(e: ChainError) -> Self {
-        match e {
-            ChainError::Store(e) => e.into(),
-            ChainError::Index(e) => e.into(),
-            ChainError::Manifest(e) => PublishError::Manifest(e),
-            other => PublishError::Chain(Box::new(other)),
-        }
+        PublishError::Chain(Box::new(e))
     }
 }
 

@@ -23,7 +23,6 @@ pub use release::{release, tidy};
 use crate::chain::ChainError;
 use crate::index::IndexError;
 use crate::index::SnapshotRow;
-use crate::manifest::ManifestError;
 use crate::names::VolumeId;
 use crate::store::{layout, Store, StoreError};
 use entry::Entry;
@@ -70,19 +69,12 @@ pub enum SnapshotError {
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
-    Manifest(ManifestError),
-    #[error(transparent)]
     Chain(Box<ChainError>),
 }
 
 impl From<ChainError> for SnapshotError {
     fn from(e: ChainError) -> Self {
-        match e {
-            ChainError::Store(e) => e.into(),
-            ChainError::Index(e) => e.into(),
-            ChainError::Manifest(e) => SnapshotError::Manifest(e),
-            other => SnapshotError::Chain(Box::new(other)),
-        }
+        SnapshotError::Chain(Box::new(e))
     }
 }
 
