@@ -7,7 +7,7 @@
 //! not a wish):
 //!
 //! <!-- layers -->
-//! 1. foundation: time units names paths process failpoint fdpass
+//! 1. foundation: time units names paths process failpoint fdpass access
 //! 2. checksums: checksum
 //! 3. store: store
 //! 4. read path: cache fetch
@@ -36,6 +36,7 @@
 //!
 //! The library never reads argv or the environment: binaries pass everything in.
 
+pub mod access;
 pub mod backup;
 pub mod cache;
 pub mod catalog;

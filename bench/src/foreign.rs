@@ -88,6 +88,7 @@ pub fn measure(
             table: "foreign".into(),
             ..Filter::default()
         }),
+        access: Default::default(),
     });
     // Answers the rate and the mount path (its own counters, not another mount's fetches that
     // are still being counted).

@@ -48,6 +48,7 @@ impl BenchNode {
             mount_path: None,
             hydrate: None,
             scylla: None,
+            access: Default::default(),
         });
         let started = Instant::now();
         let answer = daemon::call(&self.paths, &request)?;

@@ -338,6 +338,7 @@ fn concurrent_mounts(
                             mount_path: Some(root.join(i.to_string()).display().to_string()),
                             hydrate: None,
                             scylla: None,
+                            access: Default::default(),
                         });
                         let started = Instant::now();
                         daemon::call(&node.paths, &request)?;

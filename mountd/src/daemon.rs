@@ -79,11 +79,12 @@ impl Daemon {
         self.restores.restore(&self.mounts).await;
     }
 
-    /// Answers one request; `Shutdown` is answered by the server, which then stops.
-    pub async fn handle(&self, request: Request) -> Response {
+    /// Answers one request of `peer` (uid, gid); `Shutdown` is answered by the server, which then
+    /// stops.
+    pub async fn handle(&self, request: Request, peer: (u32, u32)) -> Response {
         let index = &self.index;
         match request {
-            Request::Mount(req) => Response::answer(self.mounts.mount(req).await),
+            Request::Mount(req) => Response::answer(self.mounts.mount(req, peer).await),
             Request::Umount { mount_path, lazy } => {
                 Response::answer(self.mounts.unmount(&mount_path, lazy).await.map(|()| Done {}))
             }

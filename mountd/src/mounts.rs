@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use lazysnap::access::{Access, AccessRequest, Parties};
 use lazysnap::cache::CacheStats;
 use lazysnap::control::answers::{Limits, MountInfo, Mounted, ScyllaMounted, VolumeShown};
 use lazysnap::control::records::{MountRecord, ScyllaShown};
@@ -100,11 +101,13 @@ impl Mounts {
             .collect()
     }
 
-    /// Mounts `request`; answers `{"mountPaths": [...]}`, with what a ScyllaDB view shows and the
-    /// sstables it leaves out because they span the requested range.
-    pub async fn mount(&self, request: MountRequest) -> Result<Mounted, OpError> {
+    /// Mounts `request` for `requester` (uid, gid), whose it is unless the request names another
+    /// owner; answers `{"mountPaths": [...]}`, with what a ScyllaDB view shows and the sstables it
+    /// leaves out because they span the requested range.
+    pub async fn mount(&self, request: MountRequest, requester: (u32, u32)) -> Result<Mounted, OpError> {
         let _admin = self.admin.lock().await;
-        let path = self.mount_as(request, None).await?;
+        self.reap_ended().await;
+        let path = self.mount_as(request, None, requester).await?;
         let shown = self
             .active()
             .get(Path::new(&path))
@@ -121,8 +124,15 @@ impl Mounts {
         &self,
         mut request: MountRequest,
         restoring: Option<&MountRecord>,
+        requester: (u32, u32),
     ) -> Result<String, OpError> {
         self.check_limits(&request)?;
+        let access = request.access.resolve(Parties {
+            requester,
+            server: server_ids(),
+        })?;
+        // Kept in numbers: a restarted daemon shows the same owner whatever names mean by then.
+        request.access = AccessRequest::of(&access);
         let pinned = restoring.map(|r| r.manifests.as_slice());
         let mut resolved = self.reading.resolve(&request.view_spec()?, pinned).await?;
         let manifests = resolved.manifest_names();
@@ -134,7 +144,7 @@ impl Mounts {
                 spanning: view.spanning,
             }
         });
-        let fs = self.filesystem(resolved)?;
+        let fs = self.filesystem(resolved, access)?;
         let url: StoreUrl = request.store.parse()?;
 
         let path = match &request.mount_path {
@@ -150,8 +160,19 @@ impl Mounts {
         if let Some(active) = self.active().get(&path) {
             // The same request again (a retry, or a mount a restarted daemon brought back): done.
             let asked = &active.record.request;
-            let same = (&active.store, &asked.volumes, &asked.selector, &asked.scylla)
-                == (&url, &request.volumes, &request.selector, &request.scylla);
+            let same = (
+                &active.store,
+                &asked.volumes,
+                &asked.selector,
+                &asked.scylla,
+                &asked.access,
+            ) == (
+                &url,
+                &request.volumes,
+                &request.selector,
+                &request.scylla,
+                &request.access,
+            );
             if same {
                 return Ok(path.display().to_string());
             }
@@ -161,7 +182,11 @@ impl Mounts {
             )));
         }
         let created_dir = prepare_dir(&path)? || restoring.is_some_and(|r| r.created_dir);
-        let mounted = self.mount_at(fs, &path).await;
+        let attach = Attach {
+            allow_other: kernel_allow_other(&access),
+            source: source_name(&request),
+        };
+        let mounted = self.mount_at(fs, &path, attach).await;
         let mount = match mounted {
             Ok(mount) => mount,
             Err(e) => {
@@ -226,7 +251,7 @@ impl Mounts {
     }
 
     /// The filesystem of a resolved view, refused past the daemon's file limit.
-    pub(crate) fn filesystem(&self, resolved: Resolved) -> Result<Arc<LazyFs>, OpError> {
+    pub(crate) fn filesystem(&self, resolved: Resolved, access: Access) -> Result<Arc<LazyFs>, OpError> {
         let files = resolved.file_count();
         let shown: u64 = self.active().values().map(|a| a.mount.fs().view().file_count()).sum();
         if shown + files > self.tuning.max_files {
@@ -236,20 +261,23 @@ impl Mounts {
             )));
         }
         let view = self.reading.assemble(resolved)?;
-        // SAFETY: getuid/getgid have no preconditions.
-        let owner = unsafe { (libc::geteuid(), libc::getegid()) };
-        Ok(Arc::new(LazyFs::new(Arc::new(view), owner)))
+        Ok(Arc::new(LazyFs::new(Arc::new(view), access)))
     }
 
     /// The filesystem a recorded mount showed: from the index when it knows every manifest (and
     /// snapshot), else resolved again through the stores.
     pub(crate) async fn recorded_filesystem(&self, record: &MountRecord) -> Result<Arc<LazyFs>, OpError> {
         let spec: ViewSpec = record.request.view_spec()?;
+        // Records from before access was kept have none: the daemon's own, private.
+        let access = record.request.access.resolve(Parties {
+            requester: server_ids(),
+            server: server_ids(),
+        })?;
         let resolved = match self.reading.resolve_indexed(&spec, &record.manifests) {
             Some(resolved) => resolved,
             None => self.reading.resolve(&spec, Some(&record.manifests)).await?,
         };
-        self.filesystem(resolved)
+        self.filesystem(resolved, access)
     }
 
     pub(crate) fn record(&self, path: &Path, record: &MountRecord) {
@@ -260,12 +288,7 @@ impl Mounts {
 
     /// Mounts and waits until the kernel serves the new filesystem, so callers can use it at once;
     /// then hands its connection to the holder.
-    async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path) -> Result<Mount, OpError> {
-        // Without root, allow_other needs user_allow_other in /etc/fuse.conf; stay private then.
-        // SAFETY: geteuid has no preconditions.
-        let attach = Attach {
-            allow_other: unsafe { libc::geteuid() } == 0,
-        };
+    async fn mount_at(&self, fs: Arc<LazyFs>, path: &Path, attach: Attach) -> Result<Mount, OpError> {
         let sessions = self.paths.sessions();
         std::fs::create_dir_all(&sessions)
             .map_err(|e| OpError::internal(format!("cannot create {}: {e}", sessions.display())))?;
@@ -348,6 +371,33 @@ impl Mounts {
         let _ = self.index.remove_mount(&name);
         tracing::info!(path = %path.display(), lazy, "unmounted");
         Ok(())
+    }
+
+    /// Forgets mounts someone unmounted with the system's `umount` (their connection ended), as
+    /// `unmount` would have: their hydration, record and, if the daemon made it, their folder.
+    pub async fn reap_ended(&self) {
+        let ended: Vec<Active> = {
+            let mut active = self.active();
+            let paths: Vec<PathBuf> = active
+                .iter()
+                .filter(|(_, a)| a.mount.ended())
+                .map(|(path, _)| path.clone())
+                .collect();
+            paths.iter().filter_map(|path| active.remove(path)).collect()
+        };
+        for active in ended {
+            let path = active.mount.path().to_path_buf();
+            self.hydrations.forget(&path);
+            self.expiry.forget(&path);
+            active.mount.release_ended().await;
+            if active.created_dir {
+                let _ = std::fs::remove_dir(&path);
+            }
+            let name = path.display().to_string();
+            self.holder.forget(&name);
+            let _ = self.index.remove_mount(&name);
+            tracing::info!(path = %path.display(), "unmounted outside lazysnap; forgotten");
+        }
     }
 
     /// Starts or steers the hydration of one of this daemon's mounts; answers its status.
@@ -507,6 +557,30 @@ impl Mounts {
                 }
             })
             .collect()
+    }
+}
+
+/// This daemon's (uid, gid).
+pub(crate) fn server_ids() -> (u32, u32) {
+    // SAFETY: geteuid/getegid have no preconditions.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// Whether the kernel lets users other than the daemon's into a mount. A root daemon always does,
+/// and leaves who may read what to the modes (`default_permissions`): that is how a mount owned by
+/// `couchbase` and private to it reaches `couchbase`. Without root, only a mount opened to others
+/// asks for it (which needs `user_allow_other` in /etc/fuse.conf).
+fn kernel_allow_other(access: &Access) -> bool {
+    server_ids().0 == 0 || access.allow_other
+}
+
+/// What `/proc/mounts` shows as the mount's source: the `STORE#VOLUME[,VOLUME]` a mount helper is
+/// given, so that `mount -a` sees an fstab line is already mounted.
+fn source_name(request: &MountRequest) -> String {
+    match (&request.scylla, request.volumes.is_empty()) {
+        (Some(filter), _) => format!("scylla:{}", filter.snapshot),
+        (None, true) => request.store.clone(),
+        (None, false) => format!("{}#{}", request.store, request.volumes.join(",")),
     }
 }
 

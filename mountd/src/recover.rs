@@ -92,7 +92,10 @@ impl Mounts {
                 return;
             }
         };
-        match self.mount_as(record.request.clone(), Some(&record)).await {
+        match self
+            .mount_as(record.request.clone(), Some(&record), crate::mounts::server_ids())
+            .await
+        {
             Ok(path) => tracing::info!(
                 path,
                 hydrating = record.request.hydrate.is_some(),

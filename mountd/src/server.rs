@@ -48,6 +48,7 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
                 ticker.tick().await;
                 let daemon = daemon.clone();
                 // Reads cache maps from disk and talks to the holder: off the async workers.
+                daemon.mounts.reap_ended().await;
                 let _ = tokio::task::spawn_blocking(move || {
                     daemon.mounts.check_expiry();
                     daemon.check_holder();
@@ -90,7 +91,8 @@ struct Stop {
 }
 
 async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Stop, owner: u32) -> std::io::Result<()> {
-    let peer = stream.peer_cred()?.uid();
+    let credentials = stream.peer_cred()?;
+    let peer = credentials.uid();
     let (read, mut write) = stream.into_split();
     let mut stopping = false;
     let response = if peer != owner && peer != 0 {
@@ -116,7 +118,7 @@ async fn connection(stream: UnixStream, daemon: &Daemon, stop: &Stop, owner: u32
                 stop.hand_over.store(true, std::sync::atomic::Ordering::Release);
                 Response::answer(Ok::<_, lazysnap::control::OpError>(lazysnap::control::answers::Done {}))
             }
-            Ok(request) => daemon.handle(request).await,
+            Ok(request) => daemon.handle(request, (peer, credentials.gid())).await,
             Err(e) => Response::err(Status::Einval, format!("malformed request: {e}")),
         }
     };

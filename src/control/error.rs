@@ -69,6 +69,12 @@ impl From<ScyllaError> for OpError {
     }
 }
 
+impl From<crate::access::AccessError> for OpError {
+    fn from(e: crate::access::AccessError) -> Self {
+        OpError::invalid(e.to_string())
+    }
+}
+
 impl From<NameError> for OpError {
     fn from(e: NameError) -> Self {
         OpError::invalid(e.to_string())

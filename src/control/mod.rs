@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessRequest;
 use crate::catalog::Selector;
 use crate::names::VolumeId;
 pub use crate::publish::Term;
@@ -109,6 +110,14 @@ pub struct MountRequest {
     /// as a table's upload directory holds them (instead of volumes of a store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scylla: Option<crate::scylla::Filter>,
+    /// Owner, modes and who else may enter; default: private to the user who asked. A mount's
+    /// record keeps it resolved to numbers.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub access: AccessRequest,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl MountRequest {
@@ -391,8 +400,26 @@ mod tests {
                 mount_path: Some("/m".into()),
                 hydrate: None,
                 scylla: None,
+                access: AccessRequest::default(),
             })
         );
+        let owned: Request = serde_json::from_str(
+            r#"{"op":"mount","store":"s","volumes":["v"],"access":{"uid":"couchbase","gid":998,"fileMode":"0440","allowOther":true}}"#,
+        )
+        .unwrap();
+        let Request::Mount(owned) = owned else {
+            panic!("a mount")
+        };
+        assert_eq!(
+            owned.access.uid,
+            Some(crate::access::Principal::Name("couchbase".into()))
+        );
+        assert_eq!(owned.access.gid, Some(crate::access::Principal::Id(998)));
+        assert_eq!(owned.access.file_mode.map(|m| m.bits()), Some(0o440));
+        assert!(owned.access.allow_other);
+        let bad_mode = r#"{"op":"mount","store":"s","volumes":[],"access":{"fileMode":"01777"}}"#;
+        let error = serde_json::from_str::<Request>(bad_mode).unwrap_err().to_string();
+        assert!(error.contains("01777"), "{error}");
         let latest: Request = serde_json::from_str(r#"{"op":"mount","store":"s","volumes":[]}"#).unwrap();
         assert!(matches!(
             latest,

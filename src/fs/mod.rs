@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::access::Access;
 use crate::fetch::{FetchStatsSnapshot, FileReader, ObjectHandle, Pieces};
 use crate::view::{NodeKind, View};
 
@@ -90,7 +91,7 @@ pub struct LazyFs {
     next_handle: AtomicU64,
     counters: Counters,
     verifying: local::Verifying,
-    owner: (u32, u32),
+    access: Access,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,20 +99,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LazyFs {
-    /// Serves `view`; `owner` is the (uid, gid) files appear to have.
-    pub fn new(view: Arc<View>, owner: (u32, u32)) -> LazyFs {
+    /// Serves `view`, its files and folders owned and moded as `access` says.
+    pub fn new(view: Arc<View>, access: Access) -> LazyFs {
         LazyFs {
             view,
             handles: Mutex::default(),
             next_handle: AtomicU64::new(1),
             counters: Counters::default(),
             verifying: local::Verifying::default(),
-            owner,
+            access,
         }
     }
 
     pub fn view(&self) -> &Arc<View> {
         &self.view
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
     }
 
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
@@ -124,13 +129,19 @@ impl LazyFs {
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let node = self.view.tree().get(ino).ok_or(FsError::NotFound)?;
-        let (uid, gid) = self.owner;
+        let Access {
+            uid,
+            gid,
+            file_mode,
+            dir_mode,
+            ..
+        } = self.access;
         Ok(match &node.kind {
             NodeKind::Dir { children } => Attr {
                 ino,
                 kind: Kind::Dir,
                 size: 0,
-                perm: 0o555,
+                perm: dir_mode,
                 nlink: 2 + children.len() as u32,
                 mtime: self.mtime(None),
                 uid,
@@ -140,7 +151,7 @@ impl LazyFs {
                 ino,
                 kind: Kind::File,
                 size: row.size,
-                perm: 0o444,
+                perm: file_mode,
                 nlink: 1,
                 mtime: self.mtime(Some(*part)),
                 uid,

@@ -62,7 +62,7 @@ fn filesystem(store: &Store, index: &Arc<Index>, views: Vec<VolumeView>, dir: &P
         fetcher = fetcher.with_recall(index.clone());
     }
     let view = View::new(index.clone(), Arc::new(fetcher), views, None).unwrap();
-    LazyFs::new(Arc::new(view), (0, 0))
+    LazyFs::new(Arc::new(view), crate::access::Access::private_to(0, 0))
 }
 
 /// One foreign object (pinned by its ETag, no recorded checksums) in `test://<name>`, shown as

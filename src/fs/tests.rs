@@ -48,8 +48,11 @@ async fn the_tree_is_volume_id_then_files() {
     let vbs: Vec<_> = f.fs.readdir(b.ino).unwrap().into_iter().map(|e| e.name).collect();
     assert_eq!(vbs, [".", "..", "kvstore-0", "kvstore-1"]);
     let file = walk(&f.fs, "kv/b/kvstore-0/d/e/f.sst").unwrap();
-    assert_eq!((file.kind, file.size, file.perm), (Kind::File, 10_000, 0o444));
-    assert_eq!(walk(&f.fs, "kv/b/kvstore-0/d").unwrap().kind, Kind::Dir);
+    // The fixture's access: private to root.
+    assert_eq!((file.kind, file.size, file.perm), (Kind::File, 10_000, 0o400));
+    assert_eq!((file.uid, file.gid), (0, 0));
+    let dir = walk(&f.fs, "kv/b/kvstore-0/d").unwrap();
+    assert_eq!((dir.kind, dir.perm), (Kind::Dir, 0o500));
     assert!(matches!(walk(&f.fs, "kv/b/kvstore-2"), Err(FsError::NotFound)));
     assert!(matches!(
         walk(&f.fs, "kv/b/kvstore-1/log.9/x"),

@@ -10,15 +10,17 @@ use std::path::Path;
 use std::process::Command;
 
 /// How a mount looks to the rest of the system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attach {
     /// Let users other than the mounting one in; `default_permissions` still applies the modes.
     pub allow_other: bool,
+    /// What the mount table shows as the mount's source (`mount -a` compares it with fstab's).
+    pub source: String,
 }
 
 /// Mounts a new FUSE connection read-only at `path`; answers its device file. The kernel sends
 /// INIT on it straight away, and every other request waits until INIT is answered.
-pub fn mount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
+pub fn mount(path: &Path, attach: &Attach) -> io::Result<OwnedFd> {
     let device = super::device::open()?;
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -31,7 +33,9 @@ pub fn mount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
     }
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
     let c_path = c_path(path)?;
-    let (source, fstype, c_data) = (c"lazysnap", c"fuse.lazysnap", CString::new(data).expect("no NUL"));
+    let source = CString::new(attach.source.as_str())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a mount source with a NUL byte"))?;
+    let (fstype, c_data) = (c"fuse.lazysnap", CString::new(data).expect("no NUL"));
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
     let rc = unsafe {
         libc::mount(
@@ -54,12 +58,14 @@ pub fn mount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
 }
 
 /// Without CAP_SYS_ADMIN: fusermount3 opens the device, mounts it and sends it back.
-fn fusermount(path: &Path, attach: Attach) -> io::Result<OwnedFd> {
+fn fusermount(path: &Path, attach: &Attach) -> io::Result<OwnedFd> {
     let (ours, theirs) = UnixDatagram::pair()?;
     // The helper's end must survive exec: clear close-on-exec on it.
     // SAFETY: fcntl on a descriptor we own.
     unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) };
-    let mut options = "ro,nosuid,nodev,noatime,default_permissions,fsname=lazysnap,subtype=lazysnap".to_string();
+    // fusermount3 splits its options at commas; a backslash keeps one in the name.
+    let fsname = attach.source.replace('\\', "\\\\").replace(',', "\\,");
+    let mut options = format!("ro,nosuid,nodev,noatime,default_permissions,fsname={fsname},subtype=lazysnap");
     if attach.allow_other {
         options.push_str(",allow_other");
     }

@@ -143,7 +143,7 @@ pub async fn mount(
 /// Mounts a new connection at `mountpoint` and readies its device for serving; undone on failure.
 async fn attach_device(mountpoint: &Path, attach: Attach) -> io::Result<device::Device> {
     let target = mountpoint.to_path_buf();
-    let fd = tokio::task::spawn_blocking(move || kernel::mount(&target, attach))
+    let fd = tokio::task::spawn_blocking(move || kernel::mount(&target, &attach))
         .await
         .map_err(io::Error::other)??;
     device::Device::new(fd).inspect_err(|_| {
@@ -227,6 +227,22 @@ impl Mount {
 
     fn journal_path(&self) -> PathBuf {
         self.session.journal.path().to_path_buf()
+    }
+
+    /// Whether the kernel ended the connection by itself: someone unmounted the path with the
+    /// system's `umount`.
+    pub fn ended(&self) -> bool {
+        self.task.as_ref().is_some_and(|task| task.is_finished())
+    }
+
+    /// Lets go of a mount whose connection ended ([`Mount::ended`]): no unmount is tried, since the
+    /// path may have something else mounted by now.
+    pub async fn release_ended(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.stop.take();
+        self.remove_journal();
     }
 
     /// Files open on this mount right now.

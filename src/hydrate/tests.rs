@@ -56,7 +56,7 @@ async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
     Fixture {
         fs: Arc::new(LazyFs::new(
             Arc::new(View::new(index, fetcher, views, None).unwrap()),
-            (0, 0),
+            crate::access::Access::private_to(0, 0),
         )),
         gets,
         sizes: sizes.to_vec(),

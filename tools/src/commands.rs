@@ -12,6 +12,7 @@ use lazysnap::publish::{self, PublishOptions};
 use lazysnap::store::{Store, StoreConfig, StoreUrl};
 
 use crate::{block_on, daemon, print_json, progress, SelectorArgs};
+use lazysnap::access::{AccessRequest, Mode, Principal};
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -73,6 +74,47 @@ pub struct MountArgs {
     bandwidth: Option<u64>,
     #[command(flatten)]
     scylla: ScyllaViewArgs,
+    #[command(flatten)]
+    access: AccessArgs,
+}
+
+/// Who may read a mount. Default: private to the user who runs `lazysnap mount` (files 0400,
+/// folders 0500, owned by them); the kernel enforces the modes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// Owner of every file and folder, a user name or number (default: you). Only a daemon
+    /// running as root can show files as another user's.
+    #[arg(long, value_name = "USER")]
+    pub uid: Option<Principal>,
+    /// Group of every file and folder, a name or number (default: the owner's primary group).
+    #[arg(long, value_name = "GROUP")]
+    pub gid: Option<Principal>,
+    /// Mode of files, octal within 0777 [default: 0400, or 0444 with --allow-other].
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub file_mode: Option<Mode>,
+    /// Mode of folders, octal within 0777 [default: 0500, or 0555 with --allow-other].
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub dir_mode: Option<Mode>,
+    /// Let users other than the owner in, as far as the modes allow (group or other bits in a
+    /// mode need it).
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
+impl AccessArgs {
+    pub fn request(self) -> AccessRequest {
+        AccessRequest {
+            uid: self.uid,
+            gid: self.gid,
+            file_mode: self.file_mode,
+            dir_mode: self.dir_mode,
+            allow_other: self.allow_other,
+        }
+    }
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    Mode::parse(text).map_err(|e| e.to_string())
 }
 
 /// A view of an ingested ScyllaDB snapshot (see `lazysnap scylla ingest`).
@@ -205,6 +247,7 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
             deadline_ms: None,
         }),
         scylla,
+        access: args.access.request(),
     });
     daemon::ensure_running(paths)?;
     let answer = daemon::call(paths, &request)?;

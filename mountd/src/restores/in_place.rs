@@ -1,6 +1,7 @@
 //! In-place restores: the view is mounted at the destination and hydrated, so the engine uses the
 //! mount at once; the job is the hydration, complete when every block is local.
 
+use lazysnap::access::AccessRequest;
 use std::path::Path;
 
 use lazysnap::control::{HydrateAction, HydrateParams, MountRequest, OpError, RestoreStartRequest};
@@ -26,8 +27,14 @@ pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifests: &[Stri
         mount_path: Some(req.dest.clone()),
         hydrate: Some(params.clone()),
         scylla: None,
+        // The engine that is to use the restored data runs as its own user: readable by all, as
+        // the destination folder of a copy restore would be.
+        access: AccessRequest {
+            allow_other: true,
+            ..AccessRequest::default()
+        },
     };
-    mounts.mount(request).await?;
+    mounts.mount(request, crate::mounts::server_ids()).await?;
     mounts.hydrate(&req.dest, HydrateAction::Start, &params)?;
     Ok(())
 }

@@ -1,0 +1,187 @@
+//! Who may read a mount: private to the user who asked for it by default, handed to an engine's
+//! service user with --uid/--gid/--file-mode, opened with --allow-other; the kernel enforces the
+//! modes, the settings survive a daemon restart, and bad values are refused with nothing left.
+
+mod support;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use support::data;
+use support::node::{is_mounted, Node};
+use support::stores::TestStore;
+
+const VOLUME: &str = "kv/b/kvstore-7";
+/// `nobody` on Debian; the other is a number with no account.
+const NOBODY: u32 = 65534;
+const STRANGER: u32 = 43210;
+
+/// Whether `uid` (with group `uid`, and no other groups) can read `path` whole.
+fn reads_as(uid: u32, path: &Path) -> bool {
+    Command::new("cat")
+        .arg(path)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run cat")
+        .status
+        .success()
+}
+
+/// A node whose mountpoints other users can reach (the test folder is private to root).
+fn node_with_files(store: &TestStore) -> (Node, Vec<u8>) {
+    let node = Node::new(store.env());
+    std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let src = node.path("src");
+    let bytes = data::bytes(7, 300_000);
+    data::write(&src, "log.0001", &bytes);
+    node.publish(store, &src, VOLUME, &[]);
+    (node, bytes)
+}
+
+#[test]
+fn a_default_mount_is_private_to_the_user_who_asked() {
+    require_root!();
+    let store = TestStore::file();
+    let (node, bytes) = node_with_files(&store);
+    let url = store.url();
+    let at = node.path("private");
+    let mount = node.mount(&[
+        "--store",
+        &url,
+        "--volume",
+        VOLUME,
+        "--mountpoint",
+        at.to_str().unwrap(),
+    ]);
+    let file = mount.path.join(VOLUME).join("log.0001");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, 0, 0o400));
+    assert_eq!(std::fs::metadata(&mount.path).unwrap().mode() & 0o7777, 0o500);
+    assert!(!reads_as(NOBODY, &file), "another user read a private mount");
+    let listed = Command::new("ls")
+        .arg(&mount.path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    assert!(!listed.status.success(), "another user listed a private mount");
+    mount.unmount();
+}
+
+#[test]
+fn an_owner_and_modes_hand_the_files_to_a_service_user_across_restarts() {
+    require_root!();
+    let store = TestStore::file();
+    let (node, bytes) = node_with_files(&store);
+    let url = store.url();
+    let nobody = NOBODY.to_string();
+    let at = node.path("owned");
+    let mount = node.mount(&[
+        "--store",
+        &url,
+        "--volume",
+        VOLUME,
+        "--mountpoint",
+        at.to_str().unwrap(),
+        "--uid",
+        &nobody,
+        "--file-mode",
+        "0400",
+    ]);
+    let file = mount.path.join(VOLUME).join("log.0001");
+    let check = |what: &str| {
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o777),
+            (NOBODY, NOBODY, 0o400),
+            "{what}"
+        );
+        assert!(reads_as(NOBODY, &file), "{what}: the owner cannot read");
+        assert!(
+            !reads_as(STRANGER, &file),
+            "{what}: another user read the owner's files"
+        );
+    };
+    check("mounted");
+    // Kept in the mount's record: a daemon that died brings the mount back as it was.
+    node.kill_daemon();
+    let mounts = node.restart_daemon_and_wait_for_mounts();
+    assert_eq!(mounts.as_array().unwrap().len(), 1, "{mounts}");
+    check("after a daemon crash");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+
+    // Opened to every user, with the modes still enforced.
+    let open = node.path("open");
+    let guard = node.mount(&[
+        "--store",
+        &url,
+        "--volume",
+        VOLUME,
+        "--mountpoint",
+        open.to_str().unwrap(),
+        "--uid",
+        "nobody",
+        "--gid",
+        "0",
+        "--allow-other",
+        "--file-mode",
+        "0440",
+    ]);
+    let file = guard.path.join(VOLUME).join("log.0001");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (NOBODY, 0, 0o440));
+    assert!(reads_as(NOBODY, &file));
+    assert!(!reads_as(STRANGER, &file), "0440 let a user outside the group read");
+    let wide = node.path("wide");
+    let guard_wide = node.mount(&[
+        "--store",
+        &url,
+        "--volume",
+        VOLUME,
+        "--mountpoint",
+        wide.to_str().unwrap(),
+        "--allow-other",
+    ]);
+    assert!(reads_as(STRANGER, &guard_wide.path.join(VOLUME).join("log.0001")));
+    guard_wide.unmount();
+    guard.unmount();
+    mount.unmount();
+}
+
+#[test]
+fn bad_owners_and_modes_are_refused_by_name_and_leave_nothing() {
+    require_root!();
+    let store = TestStore::file();
+    let (node, _) = node_with_files(&store);
+    let url = store.url();
+    let target = node.path("m");
+    let at = target.to_str().unwrap();
+    let base = ["mount", "--store", &url, "--volume", VOLUME, "--mountpoint", at];
+    let refused = |extra: &[&str], expected: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = node.run(&args);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        let error = String::from_utf8_lossy(&out.stderr);
+        for part in expected {
+            assert!(error.contains(part), "{extra:?}: {error}");
+        }
+        assert!(!is_mounted(&target), "{extra:?} left a mount");
+        assert!(!target.exists(), "{extra:?} left the folder it made");
+    };
+    refused(&["--uid", "no-such-user-here"], &["no user named", "no-such-user-here"]);
+    refused(
+        &["--gid", "no-such-group-here"],
+        &["no group named", "no-such-group-here"],
+    );
+    refused(&["--file-mode", "1777"], &["1777", "0777"]);
+    refused(&["--dir-mode", "0o9"], &["0o9"]);
+    refused(&["--file-mode", "0444"], &["file mode 0444", "allow_other"]);
+    refused(&["--dir-mode", "0750"], &["dir mode 0750", "allow_other"]);
+    let mounts = node.json(&["mounts"]);
+    assert_eq!(mounts.as_array().map(Vec::len), Some(0), "{mounts}");
+}
