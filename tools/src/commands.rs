@@ -220,6 +220,12 @@ pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
 }
 
 pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
+    print_json(&mount_answer(args, paths)?);
+    Ok(())
+}
+
+/// Mounts through the daemon (starting it if needed); answers `{"mountPaths": [...]}`.
+pub fn mount_answer(args: MountArgs, paths: &Paths) -> anyhow::Result<serde_json::Value> {
     let mount_path = args.mountpoint.as_deref().map(absolute).transpose()?;
     let scylla = args.scylla.filter();
     if scylla.is_some()
@@ -250,9 +256,7 @@ pub fn mount(args: MountArgs, paths: &Paths) -> anyhow::Result<()> {
         access: args.access.request(),
     });
     daemon::ensure_running(paths)?;
-    let answer = daemon::call(paths, &request)?;
-    print_json(&answer);
-    Ok(())
+    daemon::call(paths, &request)
 }
 
 pub fn umount(path: &Path, lazy: bool, paths: &Paths) -> anyhow::Result<()> {

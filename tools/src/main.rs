@@ -7,6 +7,7 @@ mod hydrate;
 mod inspect;
 mod jobs;
 mod lifecycle;
+mod mount_helper;
 mod progress;
 mod scylla;
 
@@ -199,7 +200,33 @@ impl SelectorArgs {
 }
 
 fn main() -> ExitCode {
+    if mount_helper::invoked() {
+        init_logging();
+        return mount_helper::main(|argv, _verbose| {
+            let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+            let Command::Mount(args) = cli.command else {
+                unreachable!("the helper only builds mount commands")
+            };
+            commands::mount_answer(*args, &paths_of(cli.home))
+        });
+    }
     let cli = Cli::parse();
+    init_logging();
+    // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
+    if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
+        lazysnap::failpoint::arm(&name.to_string_lossy());
+    }
+    let paths = paths_of(cli.home.clone());
+    match run(cli.command, &paths) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lazysnap: error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
     // The command reports its own failure; library events would repeat it. LAZYSNAP_LOG=info shows them.
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "error,lazysnap=off".into());
@@ -208,23 +235,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
-    if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
-        lazysnap::failpoint::arm(&name.to_string_lossy());
-    }
-    let home = cli.home.clone().unwrap_or_else(|| {
+}
+
+/// The node's state folder: `--home`, else the default for this user.
+fn paths_of(home: Option<PathBuf>) -> Paths {
+    Paths::new(home.unwrap_or_else(|| {
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
         Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
-    });
-    let paths = Paths::new(home);
-    match run(cli.command, &paths) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lazysnap: error: {}", one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    }))
 }
 
 /// The error and its causes on one line, without repeating a cause its parent already quotes.
