@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use lazysnap::control::answers::{DaemonStatus, Done, Ping};
+use lazysnap::control::answers::{DaemonStatus, Done, LogLevelSet, Ping};
 use lazysnap::control::{ops, HydrateParams, NamespaceDeleteRequest, OpError, Request, Response};
 use lazysnap::index::Index;
 use lazysnap::names::VolumeId;
@@ -13,6 +13,7 @@ use lazysnap::view::{Reading, ReadingConfig};
 
 use crate::backups::Backups;
 use crate::holder::Holder;
+use crate::logging::LogLevel;
 use crate::mounts::{Mounts, Tuning};
 use crate::restores::Restores;
 use crate::uploaders::Uploaders;
@@ -30,9 +31,18 @@ pub struct Daemon {
     index: Arc<Index>,
     /// Set once the mounts a previous daemon left are served again.
     recovered: std::sync::atomic::AtomicBool,
-    /// This daemon's command-line flags, for `lazysnap daemon restart` to start its successor alike.
-    flags: Vec<String>,
+    options: Options,
     _lock: std::fs::File,
+}
+
+/// How this daemon runs, beside its memory plan and limits.
+pub struct Options {
+    /// How long the holder keeps mounts for a daemon that died.
+    pub handover_grace: std::time::Duration,
+    /// This daemon's command-line flags, for `lazysnap daemon restart` to start its successor alike.
+    pub flags: Vec<String>,
+    pub log: LogLevel,
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -40,8 +50,7 @@ impl Daemon {
         paths: Paths,
         reading: ReadingConfig,
         tuning: Tuning,
-        handover_grace: std::time::Duration,
-        flags: Vec<String>,
+        options: Options,
     ) -> anyhow::Result<Arc<Daemon>> {
         paths
             .create()
@@ -52,7 +61,7 @@ impl Daemon {
             .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
         let reading = Arc::new(Reading::open(index.clone(), &reading)?);
-        let holder = Holder::start(&paths, handover_grace);
+        let holder = Holder::start(&paths, options.handover_grace);
         let mounts = Mounts::new(paths.clone(), reading.clone(), tuning, holder);
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
@@ -63,7 +72,7 @@ impl Daemon {
             restores: Restores::new(reading),
             index,
             recovered: std::sync::atomic::AtomicBool::new(false),
-            flags,
+            options,
             _lock: lock,
         }))
     }
@@ -118,6 +127,16 @@ impl Daemon {
             Request::Mounts => Response::answer(Ok::<_, OpError>(self.mounts.list())),
             Request::Status => Response::answer(Ok::<_, OpError>(self.status().await)),
             Request::Ping => Response::answer(Ok::<_, OpError>(self.ping())),
+            Request::LogLevel(req) => Response::answer(
+                self.options
+                    .log
+                    .set(&req.level)
+                    .map(|previous| LogLevelSet {
+                        level: req.level.clone(),
+                        previous,
+                    })
+                    .map_err(|e| OpError::invalid(e.to_string())),
+            ),
             Request::Shutdown | Request::HandOver => Response::answer(Ok::<_, OpError>(Done {})),
         }
     }
@@ -125,7 +144,7 @@ impl Daemon {
     fn ping(&self) -> Ping {
         Ping {
             pid: std::process::id(),
-            flags: self.flags.clone(),
+            flags: self.options.flags.clone(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
         }
     }
@@ -134,8 +153,10 @@ impl Daemon {
         DaemonStatus {
             pid: std::process::id(),
             home: self.paths.home().to_path_buf(),
-            flags: self.flags.clone(),
+            flags: self.options.flags.clone(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
+            log_level: self.options.log.current(),
+            metrics_addr: self.options.metrics_addr.map(|a| a.to_string()),
             mounts: self.mounts.list(),
             limits: self.mounts.limits(),
             holder: self.mounts.holder.status(),

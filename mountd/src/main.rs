@@ -3,10 +3,12 @@
 //! choose cache sizes and logging.
 
 mod backups;
+mod config;
 mod daemon;
 mod expiry;
 mod holder;
 mod hydrations;
+mod logging;
 mod mounts;
 mod recover;
 mod restores;
@@ -16,64 +18,88 @@ mod uploaders;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
 use lazysnap::fuse::{FuseOptions, Server};
 use lazysnap::paths::Paths;
 use lazysnap::view::ReadingConfig;
 
-#[derive(Parser, Debug)]
-#[command(name = "lazysnap-mountd", version, about = "The lazysnap mount daemon", long_about = None, args_override_self = true)]
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "lazysnap-mountd",
+    version,
+    about = "The lazysnap mount daemon",
+    long_about = "The lazysnap mount daemon: owns this node's lazysnap FUSE mounts and background work \
+(hydration, uploads, backups, restores) and serves the control API on <home>/mountd.sock.\n\n\
+Every option can also be set in a TOML file (--config FILE, else <home>/config.toml, else \
+/etc/lazysnap/config.toml), under its long name (cache-memory = \"1G\"), and by an environment \
+variable LAZYSNAP_<NAME> (LAZYSNAP_CACHE_MEMORY=1G). Flags beat the environment, which beats the \
+file. --print-config shows the result and where each value came from.",
+    args_override_self = true
+)]
 struct Args {
-    /// State folder: index, block cache, control socket, log [default: $LAZYSNAP_HOME, else
-    /// /var/lib/lazysnap for root, else ~/.local/share/lazysnap]
-    #[arg(long, value_name = "DIR", global = true)]
+    /// State folder: index, block cache, control socket, log [default: /var/lib/lazysnap for
+    /// root, else ~/.local/share/lazysnap]
+    #[arg(long, value_name = "DIR", global = true, env = "LAZYSNAP_HOME")]
     home: Option<PathBuf>,
+    /// Configuration file [default: <home>/config.toml, else /etc/lazysnap/config.toml, if they
+    /// exist].
+    #[arg(long, value_name = "FILE", env = "LAZYSNAP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration, and where each value came from, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives
+    /// (info,lazysnap::fetch=debug); `lazysnap daemon log-level` changes it while running.
+    #[arg(long, value_name = "FILTER", default_value = "info", env = "LAZYSNAP_LOG")]
+    log: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464); off by default.
+    #[arg(long, value_name = "ADDR", env = "LAZYSNAP_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Memory for block data (suffixes K, M, G): blocks being fetched (up to half of it, at most
     /// --fetch-request-size x --fetch-concurrency) and verified blocks kept in memory (the rest).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, env = "LAZYSNAP_CACHE_MEMORY", default_value = "256M", value_parser = parse_size)]
     cache_memory: u64,
     /// Bytes of verified blocks kept on disk under <home>/cache (suffixes K, M, G, T).
-    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    #[arg(long, env = "LAZYSNAP_CACHE_DISK", default_value = "10G", value_parser = parse_size)]
     cache_disk: u64,
     /// Largest ranged GET: runs of missing blocks are fetched in requests up to this size.
-    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    #[arg(long, env = "LAZYSNAP_FETCH_REQUEST_SIZE", default_value = "8M", value_parser = parse_size)]
     fetch_request_size: u64,
     /// Ranged GETs in flight at once, shared by all mounts (reads a process waits for keep a
     /// quarter of them from readahead and hydration); with --fetch-request-size it bounds the
     /// bytes in flight.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "LAZYSNAP_FETCH_CONCURRENCY", default_value_t = 16)]
     fetch_concurrency: usize,
     /// Furthest a sequential reader's readahead window grows. The window is what keeps GETs in
     /// flight: at S3's ~25 ms to first byte and ~90 MB/s per stream an 8 MiB GET takes ~100 ms, so
     /// 128 MiB keeps 16 streams busy (measured: 64M -> 128M took cold reads from 354 to 460 MB/s).
-    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    #[arg(long, env = "LAZYSNAP_READAHEAD_MAX", default_value = "128M", value_parser = parse_size)]
     readahead_max: u64,
     /// Serve every read through the daemon, never letting the kernel read a fully cached file
     /// straight from the disk cache (FUSE passthrough, used by default where the kernel has it).
-    #[arg(long)]
+    #[arg(long, env = "LAZYSNAP_NO_PASSTHROUGH")]
     no_passthrough: bool,
     /// Most mounts served at once; a mount request beyond it is refused with this limit named.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "LAZYSNAP_MAX_MOUNTS", default_value_t = 10_000)]
     max_mounts: usize,
     /// Files shown by all mounts together (each costs a few hundred bytes of memory while
     /// mounted); a mount beyond it is refused with this limit named.
-    #[arg(long, default_value_t = 20_000_000)]
+    #[arg(long, env = "LAZYSNAP_MAX_FILES", default_value_t = 20_000_000)]
     max_files: u64,
     /// FUSE requests served at once across all mounts; more wait in the kernel's queues.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "LAZYSNAP_MAX_FUSE_REQUESTS", default_value_t = 1024)]
     max_fuse_requests: usize,
     /// Files one mount may have open at once; an open beyond it fails with ENFILE.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, env = "LAZYSNAP_MAX_OPEN_FILES", default_value_t = 65_536)]
     max_open_files: usize,
     /// Threads serving FUSE requests, the control socket and fetches, for all mounts together.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "LAZYSNAP_WORKER_THREADS", default_value_t = 4)]
     worker_threads: usize,
     /// Threads for blocking work (cache writes, mount and unmount calls, uploads), at most.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, env = "LAZYSNAP_BLOCKING_THREADS", default_value_t = 32)]
     blocking_threads: usize,
     /// How long the handover holder keeps mounts alive for a daemon that died to come back
     /// (their reads wait meanwhile); after it, they fail with ENOTCONN.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "LAZYSNAP_HANDOVER_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
     handover_grace: std::time::Duration,
     #[command(subcommand)]
     command: Option<Command>,
@@ -95,15 +121,38 @@ fn parse_size(text: &str) -> Result<u64, String> {
     lazysnap::units::parse_size(text)
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    let loaded = match config::load::<Args>(std::env::args_os().collect(), |m| {
+        home_of(m.get_one::<PathBuf>("home").cloned())
+    }) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            // clap's own errors (and --help, --version) print themselves.
+            if let Some(clap) = e.downcast_ref::<clap::Error>() {
+                clap.exit();
+            }
+            eprintln!("lazysnap-mountd: error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if loaded.args.print_config {
+        print!("{}", loaded.render());
+        return std::process::ExitCode::SUCCESS;
+    }
+    match run(loaded.args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Also logged, for the journal; this line is what a starter shows.
+            tracing::error!(error = format!("{e:#}"), "lazysnap-mountd failed");
+            eprintln!("lazysnap-mountd: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     limit_allocator_retention();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log = logging::init(&args.log)?;
     raise_descriptor_limit();
     if let Some(Command::Hold { grace }) = args.command {
         return hold(args.home, grace);
@@ -143,7 +192,13 @@ fn main() -> anyhow::Result<()> {
         max_files: args.max_files,
     };
     let _entered = runtime.enter();
-    let daemon = daemon::Daemon::start(paths, reading, tuning, args.handover_grace, own_flags())?;
+    let options = daemon::Options {
+        handover_grace: args.handover_grace,
+        flags: own_flags(),
+        log,
+        metrics_addr: args.metrics_addr,
+    };
+    let daemon = daemon::Daemon::start(paths, reading, tuning, options)?;
     runtime.block_on(server::serve(daemon))
 }
 

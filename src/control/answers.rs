@@ -150,10 +150,22 @@ pub struct DaemonStatus {
     pub home: std::path::PathBuf,
     pub flags: Vec<String>,
     pub recovered: bool,
+    /// The log filter in force (`lazysnap daemon log-level` changes it).
+    pub log_level: String,
+    /// Where Prometheus metrics are served, when they are.
+    pub metrics_addr: Option<String>,
     pub mounts: Vec<MountInfo>,
     pub limits: Limits,
     pub holder: Option<HolderStatus>,
     pub cache: CacheStats,
     pub block_buffers: BufferStats,
     pub uploaders: Vec<UploaderStatus>,
+}
+
+/// `log_level`: the filter now in force and the one it replaced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLevelSet {
+    pub level: String,
+    pub previous: String,
 }

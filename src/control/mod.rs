@@ -84,6 +84,8 @@ pub enum Request {
     /// The daemon's pid, flags and whether it serves what a previous daemon left: cheap whatever
     /// the number of mounts.
     Ping,
+    /// Change the daemon's log filter while it runs (a level, or `tracing` directives).
+    LogLevel(LogLevelRequest),
     /// Unmount everything and exit.
     Shutdown,
     /// Stop serving without unmounting and exit, leaving every mount to the next daemon (which
@@ -142,6 +144,12 @@ fn view_spec(
         volumes: volumes.iter().map(|v| VolumeId::parse(v)).collect::<Result<_, _>>()?,
         selector: selector.clone(),
     })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogLevelRequest {
+    pub level: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

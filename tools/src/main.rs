@@ -128,6 +128,10 @@ enum DaemonCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
         flags: Vec<String>,
     },
+    /// Change the running daemon's log filter without a restart: a level (error, warn, info,
+    /// debug, trace) or tracing directives (info,lazysnap::fetch=debug). Prints the new and the
+    /// previous filter.
+    LogLevel { level: String },
 }
 
 /// Flags shared by every command that reads a volume or a backup location.
@@ -281,6 +285,11 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
             daemon::print_request(paths, &lazysnap::control::Request::Status, false)
         }
         Command::Daemon(DaemonCommand::Stop) => daemon::stop(paths),
+        Command::Daemon(DaemonCommand::LogLevel { level }) => daemon::print_request(
+            paths,
+            &lazysnap::control::Request::LogLevel(lazysnap::control::LogLevelRequest { level }),
+            false,
+        ),
         Command::Daemon(DaemonCommand::Restart { flags }) => daemon::restart(paths, flags),
         Command::Daemon(DaemonCommand::Start { flags }) => daemon::start(paths, flags),
         Command::Index(cmd) => commands::index(cmd, paths),
