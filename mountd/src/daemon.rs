@@ -32,6 +32,7 @@ pub struct Daemon {
     /// Set once the mounts a previous daemon left are served again.
     recovered: std::sync::atomic::AtomicBool,
     options: Options,
+    metrics_bound: std::sync::OnceLock<std::net::SocketAddr>,
     _lock: std::fs::File,
 }
 
@@ -73,6 +74,7 @@ impl Daemon {
             index,
             recovered: std::sync::atomic::AtomicBool::new(false),
             options,
+            metrics_bound: std::sync::OnceLock::new(),
             _lock: lock,
         }))
     }
@@ -141,6 +143,29 @@ impl Daemon {
         }
     }
 
+    /// The figures a metrics scrape shows.
+    pub async fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        crate::metrics::Snapshot {
+            mounts: self.mounts.list(),
+            cache: self.mounts.cache_stats(),
+            buffers: self.mounts.buffer_stats(),
+            limits: self.mounts.limits(),
+            restores: self.restores.list(&self.mounts).map(|r| r.jobs).unwrap_or_default(),
+            uploaders: self.uploaders.list().await,
+            backups: self.backups.list().await,
+            http: lazysnap::store::http_stats(),
+        }
+    }
+
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.options.metrics_addr
+    }
+
+    /// Where metrics are served once bound (the port chosen for port 0).
+    pub fn metrics_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.metrics_bound.set(addr);
+    }
+
     fn ping(&self) -> Ping {
         Ping {
             pid: std::process::id(),
@@ -156,7 +181,7 @@ impl Daemon {
             flags: self.options.flags.clone(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
             log_level: self.options.log.current(),
-            metrics_addr: self.options.metrics_addr.map(|a| a.to_string()),
+            metrics_addr: self.metrics_bound.get().map(|a| a.to_string()),
             mounts: self.mounts.list(),
             limits: self.mounts.limits(),
             holder: self.mounts.holder.status(),

@@ -9,6 +9,7 @@ mod expiry;
 mod holder;
 mod hydrations;
 mod logging;
+mod metrics;
 mod mounts;
 mod recover;
 mod restores;

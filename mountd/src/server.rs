@@ -30,6 +30,10 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    if let Some(addr) = daemon.metrics_addr() {
+        let bound = crate::metrics::serve(addr, daemon.clone(), daemon.mounts.tuning.server.latencies()).await?;
+        daemon.metrics_bound(bound);
+    }
     let stop = Arc::new(Stop::default());
     let mut term = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -45,6 +45,8 @@ struct State {
     blocks: LruCache<BlockKey, Entry>,
     used: u64,
     open: LruCache<ObjectId, Arc<ObjectFiles>>,
+    /// Blocks dropped to stay within the quota, ever.
+    evicted: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +93,7 @@ impl DiskCache {
                 blocks: LruCache::unbounded(),
                 used: 0,
                 open: LruCache::unbounded(),
+                evicted: 0,
             }),
             opening: Mutex::new(()),
             pins: Pins::default(),
@@ -153,6 +156,10 @@ impl DiskCache {
 
     pub fn used(&self) -> u64 {
         self.state().used
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.state().evicted
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -343,6 +350,7 @@ impl DiskCache {
                     continue;
                 }
                 state.used -= entry.len;
+                state.evicted += 1;
                 victims.push(victim);
             }
             // Pinned blocks are in use by a reader that bypasses the daemon; they go back as

@@ -16,6 +16,8 @@ pub struct MemoryCache {
 struct State {
     blocks: LruCache<BlockKey, Bytes>,
     used: u64,
+    /// Blocks dropped to make room, ever.
+    evicted: u64,
 }
 
 impl MemoryCache {
@@ -25,6 +27,7 @@ impl MemoryCache {
             state: Mutex::new(State {
                 blocks: LruCache::unbounded(),
                 used: 0,
+                evicted: 0,
             }),
         }
     }
@@ -53,7 +56,10 @@ impl MemoryCache {
         state.used += len;
         while state.used > self.cap {
             match state.blocks.pop_lru() {
-                Some((_, evicted)) => state.used -= evicted.len() as u64,
+                Some((_, evicted)) => {
+                    state.used -= evicted.len() as u64;
+                    state.evicted += 1;
+                }
                 None => break,
             }
         }
@@ -61,5 +67,9 @@ impl MemoryCache {
 
     pub fn used(&self) -> u64 {
         self.state().used
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.state().evicted
     }
 }

@@ -147,6 +147,26 @@ pub struct CacheStats {
     pub disk_bytes: u64,
     pub disk_quota: u64,
     pub disk_writable: bool,
+    /// Lookups answered from memory, from disk, and by neither (then fetched), ever.
+    #[serde(default)]
+    pub memory_hits: u64,
+    #[serde(default)]
+    pub disk_hits: u64,
+    #[serde(default)]
+    pub misses: u64,
+    /// Blocks dropped to stay within the memory cap and the disk quota, ever.
+    #[serde(default)]
+    pub memory_evictions: u64,
+    #[serde(default)]
+    pub disk_evictions: u64,
+}
+
+/// Lookups by outcome.
+#[derive(Debug, Default)]
+struct Lookups {
+    memory_hits: std::sync::atomic::AtomicU64,
+    disk_hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 /// What is known locally about one object.
@@ -164,6 +184,7 @@ pub struct BlockCache {
     memory: MemoryCache,
     disk: Option<DiskCache>,
     learning: Learning,
+    lookups: Lookups,
 }
 
 impl BlockCache {
@@ -176,6 +197,7 @@ impl BlockCache {
             memory: MemoryCache::new(config.memory_bytes),
             disk,
             learning: Learning::default(),
+            lookups: Lookups::default(),
         })
     }
 
@@ -187,10 +209,16 @@ impl BlockCache {
 
     /// The block if a tier holds it with the expected checksum; a disk hit is promoted to memory.
     pub fn get(&self, key: &BlockKey, shape: BlockShape, crc: u32) -> Option<Bytes> {
+        use std::sync::atomic::Ordering::Relaxed;
         if let Some(bytes) = self.memory.get(key) {
+            self.lookups.memory_hits.fetch_add(1, Relaxed);
             return Some(bytes);
         }
-        let bytes = self.disk.as_ref()?.get(key, shape, crc)?;
+        let Some(bytes) = self.disk.as_ref().and_then(|d| d.get(key, shape, crc)) else {
+            self.lookups.misses.fetch_add(1, Relaxed);
+            return None;
+        };
+        self.lookups.disk_hits.fetch_add(1, Relaxed);
         self.memory.insert(*key, bytes.clone());
         Some(bytes)
     }
@@ -252,11 +280,17 @@ impl BlockCache {
     }
 
     pub fn stats(&self) -> CacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut stats = CacheStats {
             memory_bytes: self.memory.used(),
+            memory_hits: self.lookups.memory_hits.load(Relaxed),
+            disk_hits: self.lookups.disk_hits.load(Relaxed),
+            misses: self.lookups.misses.load(Relaxed),
+            memory_evictions: self.memory.evictions(),
             ..Default::default()
         };
         if let Some(disk) = &self.disk {
+            stats.disk_evictions = disk.evictions();
             stats.disk_bytes = disk.used();
             stats.disk_quota = disk.quota();
             stats.disk_writable = disk.writable();

@@ -277,3 +277,30 @@ fn blocks_of_one_object_cached_at_once_are_all_counted_as_fetched() {
         "no count lost to a concurrent writer"
     );
 }
+
+#[test]
+fn lookups_and_evictions_are_counted_by_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two 4 KiB blocks in memory and on disk.
+    let cache = BlockCache::new(&disk_config(dir.path(), 9_000, 9_000)).unwrap();
+    let blocks: Vec<_> = (0..3).map(|n| block(object(n), 0, n)).collect();
+    for (key, bytes, _) in &blocks {
+        cache.insert(*key, SHAPE, bytes.clone(), true);
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.memory_evictions, stats.disk_evictions), (1, 1), "{stats:?}");
+    let (newest, oldest) = (&blocks[2], &blocks[0]);
+    assert!(cache.get(&newest.0, SHAPE, newest.2).is_some());
+    assert!(cache.get(&oldest.0, SHAPE, oldest.2).is_none());
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.memory_hits, stats.disk_hits, stats.misses),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    // After a restart only the disk tier holds the block: a disk hit.
+    drop(cache);
+    let reopened = BlockCache::new(&disk_config(dir.path(), 0, 9_000)).unwrap();
+    assert!(reopened.get(&newest.0, SHAPE, newest.2).is_some());
+    assert_eq!(reopened.stats().disk_hits, 1);
+}

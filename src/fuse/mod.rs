@@ -15,6 +15,7 @@ mod abi;
 mod device;
 mod journal;
 mod kernel;
+mod latency;
 mod passthrough;
 mod request;
 mod session;
@@ -30,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::fs::LazyFs;
 pub use journal::JournalError;
 pub use kernel::Attach;
+pub use latency::{LatencyFamily, OpLabel};
 use session::Session;
 pub use session::{Negotiated, Server};
 

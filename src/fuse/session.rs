@@ -48,6 +48,7 @@ pub struct Server {
     options: FuseOptions,
     in_flight: Arc<Semaphore>,
     buffers: Mutex<Vec<Box<[u8]>>>,
+    latencies: super::latency::Latencies,
 }
 
 impl Server {
@@ -56,11 +57,17 @@ impl Server {
             in_flight: Arc::new(Semaphore::new(options.max_requests.max(1))),
             options,
             buffers: Mutex::default(),
+            latencies: super::latency::Latencies::default(),
         })
     }
 
     pub fn options(&self) -> &FuseOptions {
         &self.options
+    }
+
+    /// How long requests took to answer, by operation (Prometheus histograms).
+    pub fn latencies(&self) -> super::LatencyFamily {
+        self.latencies.family()
     }
 
     /// Requests being served right now, across every mount.
@@ -198,11 +205,13 @@ impl Session {
     /// Reads and opens wait on the cache, the index or the store: they run as tasks of their own,
     /// holding their permit. Everything else is answered from memory at once.
     fn dispatch(self: &Arc<Self>, request: Request, permit: OwnedSemaphorePermit) {
+        let (started, kind) = (std::time::Instant::now(), super::latency::kind(&request.op));
         match request.op {
             Op::Read { .. } | Op::Open { .. } | Op::Release { .. } | Op::Getxattr { .. } | Op::Listxattr { .. } => {
                 let session = self.clone();
                 tokio::spawn(async move {
                     session.serve(request).await;
+                    session.server.latencies.record(kind, started.elapsed());
                     drop(permit);
                 });
             }
@@ -210,6 +219,7 @@ impl Session {
                 // Nothing here awaits: polled once, it completes.
                 let served = self.serve_at_once(&request);
                 debug_assert!(served, "only the ops above wait");
+                self.server.latencies.record(kind, started.elapsed());
                 drop(permit);
             }
         }

@@ -8,6 +8,7 @@
 mod buffers;
 mod error;
 pub mod layout;
+mod metered;
 mod open;
 mod split;
 #[cfg(any(test, feature = "testing"))]
@@ -25,6 +26,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 pub use buffers::{BlockBuffer, BlockBuffers, BufferStats};
 pub use error::StoreError;
+pub use metered::{http_stats, HttpStats};
 pub use open::StoreConfig;
 pub use upload::PartUpload;
 pub use url::{Scheme, StoreUrl};

@@ -86,7 +86,8 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(url.root())
                 .with_retry(config.retry())
-                .with_client_options(config.client());
+                .with_client_options(config.client())
+                .with_http_connector(super::metered::MeteredConnector);
             if let Some(endpoint) = url.option("endpoint") {
                 builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
             }
@@ -108,7 +109,8 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
             let mut builder = GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(url.root())
                 .with_retry(config.retry())
-                .with_client_options(config.client());
+                .with_client_options(config.client())
+                .with_http_connector(super::metered::MeteredConnector);
             for (key, value) in &config.settings {
                 builder = builder.with_config(setting(key).map_err(&open_err)?, value);
             }
@@ -118,7 +120,8 @@ pub(super) fn build(url: &StoreUrl, config: &StoreConfig) -> Result<Arc<dyn Obje
             let mut builder = MicrosoftAzureBuilder::from_env()
                 .with_container_name(url.root())
                 .with_retry(config.retry())
-                .with_client_options(config.client());
+                .with_client_options(config.client())
+                .with_http_connector(super::metered::MeteredConnector);
             for (key, value) in &config.settings {
                 builder = builder.with_config(setting(key).map_err(&open_err)?, value);
             }

@@ -113,3 +113,35 @@ async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
         assert!(past_end.is_err(), "{}: a range past the end is an error", store.url());
     }
 }
+
+#[tokio::test]
+async fn every_http_request_of_an_s3_client_is_counted_by_outcome() {
+    let server = lazysnap_s3dev::S3Server::start();
+    let url = format!(
+        "s3://{}/metered?endpoint={}&region={}&allow_http=true",
+        server.bucket(),
+        server.endpoint(),
+        server.region()
+    );
+    let config = StoreConfig {
+        settings: vec![
+            ("aws_access_key_id".into(), server.access_key().into()),
+            ("aws_secret_access_key".into(), server.secret_key().into()),
+        ],
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&url.parse().unwrap(), &config).unwrap();
+    // Process-wide counters: other tests add to them meanwhile, never take away.
+    let before = http_stats();
+    let key = Path::from("a/b");
+    store.put(&key, PutPayload::from_static(b"hello world")).await.unwrap();
+    assert_eq!(store.get_range(&key, 0..5).await.unwrap(), "hello");
+    assert!(store.head(&Path::from("missing")).await.unwrap().is_none());
+    let after = http_stats();
+    assert!(after.requests >= before.requests + 3, "{before:?} -> {after:?}");
+    assert!(after.succeeded >= before.succeeded + 2, "{before:?} -> {after:?}");
+    assert!(
+        after.client_errors > before.client_errors,
+        "the 404 of the head: {after:?}"
+    );
+}
