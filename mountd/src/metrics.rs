@@ -117,7 +117,7 @@ fn encode_family<L: prometheus_client::encoding::EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     family: Family<'_, L>,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(family.name, family.help, None, family.kind.clone())?;
+    let mut metric = encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
     for (labels, value) in &family.values {
         let encoder = metric.encode_family(labels)?;
         match family.kind {
