@@ -12,7 +12,9 @@ use lazysnap::paths::Paths;
 use lazysnap::view::{Reading, ReadingConfig};
 
 use crate::backups::Backups;
+use crate::fdstore::FdStore;
 use crate::holder::Holder;
+use crate::keeper::{Handover, Keeper};
 use crate::logging::LogLevel;
 use crate::mounts::{Mounts, Tuning};
 use crate::restores::Restores;
@@ -38,6 +40,8 @@ pub struct Daemon {
 
 /// How this daemon runs, beside its memory plan and limits.
 pub struct Options {
+    /// Who keeps mounts' connections across a restart.
+    pub handover: Handover,
     /// How long the holder keeps mounts for a daemon that died.
     pub handover_grace: std::time::Duration,
     /// This daemon's command-line flags, for `lazysnap daemon restart` to start its successor alike.
@@ -62,8 +66,12 @@ impl Daemon {
             .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
         let reading = Arc::new(Reading::open(index.clone(), &reading)?);
-        let holder = Holder::start(&paths, options.handover_grace);
-        let mounts = Mounts::new(paths.clone(), reading.clone(), tuning, holder);
+        let keeper = match options.handover {
+            Handover::Systemd => Keeper::Systemd(FdStore::new(paths.sessions())),
+            Handover::None => Keeper::Nobody,
+            Handover::Holder | Handover::Auto => Keeper::Holder(Holder::start(&paths, options.handover_grace)),
+        };
+        let mounts = Mounts::new(paths.clone(), reading.clone(), tuning, keeper);
         tracing::info!(home = %paths.home().display(), pid = std::process::id(), "lazysnap-mountd started");
         Ok(Arc::new(Daemon {
             paths,
@@ -171,6 +179,7 @@ impl Daemon {
             pid: std::process::id(),
             flags: self.options.flags.clone(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
+            supervised: crate::keeper::under_systemd(),
         }
     }
 
@@ -181,6 +190,7 @@ impl Daemon {
             flags: self.options.flags.clone(),
             recovered: self.recovered.load(std::sync::atomic::Ordering::Acquire),
             log_level: self.options.log.current(),
+            handover: self.mounts.holder.name().to_string(),
             metrics_addr: self.metrics_bound.get().map(|a| a.to_string()),
             mounts: self.mounts.list(),
             limits: self.mounts.limits(),

@@ -6,8 +6,10 @@ mod backups;
 mod config;
 mod daemon;
 mod expiry;
+mod fdstore;
 mod holder;
 mod hydrations;
+mod keeper;
 mod logging;
 mod metrics;
 mod mounts;
@@ -102,6 +104,10 @@ struct Args {
     /// (their reads wait meanwhile); after it, they fail with ENOTCONN.
     #[arg(long, env = "LAZYSNAP_HANDOVER_GRACE", default_value = "120s", value_parser = humantime::parse_duration)]
     handover_grace: std::time::Duration,
+    /// Who keeps mounts' connections while the daemon restarts: auto is systemd's file
+    /// descriptor store when systemd runs the daemon, else a holder process.
+    #[arg(long, env = "LAZYSNAP_HANDOVER", value_enum, default_value = "auto")]
+    handover: keeper::Handover,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -141,7 +147,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
     match run(loaded.args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        // systemd restarts a daemon that exits so (RestartForceExitStatus= in the unit), passing
+        // the successor the connections kept in its store.
+        Ok(server::Ended::HandedOver) if keeper::under_systemd() => std::process::ExitCode::from(HANDED_OVER),
+        Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Also logged, for the journal; this line is what a starter shows.
             tracing::error!(error = format!("{e:#}"), "lazysnap-mountd failed");
@@ -151,12 +160,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+/// The exit status of a daemon that handed its mounts over under systemd (EX_TEMPFAIL): the unit
+/// restarts the service on it.
+const HANDED_OVER: u8 = 75;
+
+fn run(args: Args) -> anyhow::Result<server::Ended> {
     limit_allocator_retention();
     let log = logging::init(&args.log)?;
     raise_descriptor_limit();
     if let Some(Command::Hold { grace }) = args.command {
-        return hold(args.home, grace);
+        return hold(args.home, grace).map(|()| server::Ended::Stopped);
     }
     start_allocator_trimmer();
     // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
@@ -194,6 +207,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let _entered = runtime.enter();
     let options = daemon::Options {
+        handover: args.handover.resolve(),
         handover_grace: args.handover_grace,
         flags: own_flags(),
         log,

@@ -19,8 +19,8 @@ use lazysnap::paths::Paths;
 use lazysnap::store::{BufferStats, StoreUrl};
 use lazysnap::view::{Reading, Resolved, ViewSpec};
 
-use crate::holder::Holder;
 use crate::hydrations::Hydrations;
+use crate::keeper::Keeper;
 
 pub(crate) struct Active {
     pub(crate) mount: Mount,
@@ -54,13 +54,13 @@ pub struct Mounts {
     active: Mutex<BTreeMap<PathBuf, Active>>,
     pub(crate) hydrations: Hydrations,
     expiry: crate::expiry::Watch,
-    pub(crate) holder: Holder,
+    pub(crate) holder: Keeper,
     /// Mount and unmount run one at a time: they change the mount table and folders.
     pub(crate) admin: tokio::sync::Mutex<()>,
 }
 
 impl Mounts {
-    pub fn new(paths: Paths, reading: Arc<Reading>, tuning: Tuning, holder: Holder) -> Mounts {
+    pub fn new(paths: Paths, reading: Arc<Reading>, tuning: Tuning, holder: Keeper) -> Mounts {
         Mounts {
             paths,
             index: reading.index().clone(),

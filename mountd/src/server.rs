@@ -23,7 +23,16 @@ const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// Requests are one line of JSON; anything longer than this is not a request.
 const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
-pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Everything unmounted.
+    Stopped,
+    /// Mounts left to a successor.
+    HandedOver,
+}
+
+pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<Ended> {
     let socket = daemon.paths.socket();
     // The daemon lock is held, so a socket file here is a leftover of a daemon that died.
     let _ = std::fs::remove_file(&socket);
@@ -33,6 +42,10 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
     if let Some(addr) = daemon.metrics_addr() {
         let bound = crate::metrics::serve(addr, daemon.clone(), daemon.mounts.tuning.server.latencies()).await?;
         daemon.metrics_bound(bound);
+    }
+    // systemd (Type=notify) counts the daemon started once its socket listens.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
     }
     let stop = Arc::new(Stop::default());
     let mut term = signal(SignalKind::terminate())?;
@@ -78,13 +91,19 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<()> {
         }
     }
     let handing_over = stop.hand_over.load(std::sync::atomic::Ordering::Acquire);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Uploaders and backups finish the round they are in, so no write is cut short by a clean stop.
     daemon.stop_background(handing_over).await;
-    match handing_over {
-        true => daemon.hand_over().await,
-        false => daemon.shutdown().await,
-    }
-    Ok(())
+    Ok(match handing_over {
+        true => {
+            daemon.hand_over().await;
+            Ended::HandedOver
+        }
+        false => {
+            daemon.shutdown().await;
+            Ended::Stopped
+        }
+    })
 }
 
 /// How the accept loop is told to end, and whether the mounts are left to a successor.

@@ -140,6 +140,9 @@ pub struct Ping {
     pub flags: Vec<String>,
     /// True once it brought back what a previous daemon left (mounts, jobs).
     pub recovered: bool,
+    /// A service manager (systemd) runs it and starts its successor after a hand-over.
+    #[serde(default)]
+    pub supervised: bool,
 }
 
 /// `status`: the daemon and everything it runs.
@@ -152,6 +155,8 @@ pub struct DaemonStatus {
     pub recovered: bool,
     /// The log filter in force (`lazysnap daemon log-level` changes it).
     pub log_level: String,
+    /// Who keeps mounts' connections across a restart: holder, systemd or none.
+    pub handover: String,
     /// Where Prometheus metrics are served, when they are.
     pub metrics_addr: Option<String>,
     pub mounts: Vec<MountInfo>,

@@ -181,22 +181,33 @@ pub fn restart(paths: &Paths, flags: Vec<String>) -> anyhow::Result<()> {
     let ping: Ping = control::call_as(&paths.socket(), &Request::Ping, Duration::from_secs(5))
         .with_context(|| format!("no lazysnap-mountd answers for {}", paths.home().display()))?;
     let pid = ping.pid as libc::pid_t;
+    if ping.supervised && !flags.is_empty() {
+        bail!("systemd runs this lazysnap-mountd: its flags come from the unit and the configuration file, not from restart");
+    }
     let flags = match flags.is_empty() {
         true => ping.flags,
         false => flags,
     };
     call(paths, &Request::HandOver)?;
     wait_for_exit(pid)?;
-    ensure_running_with(
-        paths,
-        &Launch {
-            args: flags,
-            ..Launch::default()
-        },
-    )?;
+    // Under systemd the daemon exits asking to be restarted, and systemd starts the successor
+    // with the connections from its descriptor store.
+    if !ping.supervised {
+        ensure_running_with(
+            paths,
+            &Launch {
+                args: flags,
+                ..Launch::default()
+            },
+        )?;
+    }
     let started = Instant::now();
     loop {
-        if call_as::<Ping>(paths, &Request::Ping)?.recovered {
+        let answer = control::call_as::<Ping>(&paths.socket(), &Request::Ping, Duration::from_secs(5));
+        if answer
+            .as_ref()
+            .is_ok_and(|p| p.recovered && p.pid as libc::pid_t != pid)
+        {
             let status: DaemonStatus = call_as(paths, &Request::Status)?;
             crate::print_json(&serde_json::json!({
                 "pid": status.pid,
