@@ -1,5 +1,5 @@
 # The two entry points of the README. Both install what they need first (Debian packages, Rust).
-.PHONY: demo test deps bench-scale
+.PHONY: demo test deps bench-scale deb
 
 # cargo from PATH, else where rustup installs it.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
@@ -12,10 +12,24 @@ demo: deps
 	$(CARGO) build --release --workspace --bins
 	./scripts/demo target/release
 
-# Everything: unit tests, and integration tests that mount for real against file:// and a local S3 server.
+# Everything: unit tests, integration tests that mount for real against file:// and a local S3
+# server, then the Debian package built and its contents checked.
 test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	$(MAKE) deb
+	$(CARGO) test --test package -- --ignored
+
+# The Debian package (target/debian/lazysnap_*.deb): both binaries, the systemd unit, the mount(8)
+# helper link, man pages, completions and an example configuration; debug symbols go to a separate
+# lazysnap-dbgsym package. Installs cargo-deb if missing.
+deb: deps
+	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	$(CARGO) build --release -p lazysnap-tools -p lazysnap-mountd
+	rm -rf target/release/deb-docs
+	target/release/lazysnap generate-docs target/release/deb-docs
+	target/release/lazysnap-mountd generate-man target/release/deb-docs/man
+	$(CARGO) deb -p lazysnap-tools --no-build --dbgsym
 
 # One daemon with 4096 mounts (a node's vbuckets): threads, memory, mount time, reads across a
 # daemon crash and a restart, a stop, 16 clients mounting at once. About 4 minutes on 2 cores.

@@ -122,6 +122,9 @@ enum Command {
         #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Write this daemon's man page (lazysnap-mountd.8) into DIR, for packages.
+    #[command(hide = true)]
+    GenerateMan { dir: PathBuf },
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -168,8 +171,10 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
     limit_allocator_retention();
     let log = logging::init(&args.log)?;
     raise_descriptor_limit();
-    if let Some(Command::Hold { grace }) = args.command {
-        return hold(args.home, grace).map(|()| server::Ended::Stopped);
+    match args.command {
+        Some(Command::Hold { grace }) => return hold(args.home, grace).map(|()| server::Ended::Stopped),
+        Some(Command::GenerateMan { dir }) => return generate_man(&dir).map(|()| server::Ended::Stopped),
+        None => {}
     }
     start_allocator_trimmer();
     // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
@@ -223,6 +228,18 @@ fn home_of(given: Option<PathBuf>) -> PathBuf {
         let euid = unsafe { libc::geteuid() };
         Paths::default_home(std::env::var_os("LAZYSNAP_HOME"), euid, std::env::var_os("HOME"))
     })
+}
+
+/// The man page, from the same definitions `--help` shows; a daemon's page is in section 8.
+fn generate_man(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let command = Args::command();
+    let page = clap_mangen::Man::new(command).section("8");
+    let path = dir.join("lazysnap-mountd.8");
+    let mut text = Vec::new();
+    page.render(&mut text)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The handover holder: nothing but its poll loop (see `lazysnap::handover`).

@@ -105,6 +105,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
         flags: Vec<String>,
     },
+    /// Write man pages (lazysnap.1 and one per command) and shell completions (bash, zsh, fish)
+    /// into DIR, for packages.
+    #[command(hide = true)]
+    GenerateDocs {
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,7 +300,24 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Daemon(DaemonCommand::Start { flags }) => daemon::start(paths, flags),
         Command::Index(cmd) => commands::index(cmd, paths),
         Command::Bench { flags } => run_bench(flags),
+        Command::GenerateDocs { dir } => generate_docs(&dir),
     }
+}
+
+/// Man pages from the same definitions `--help` shows, and completions for the usual shells.
+fn generate_docs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let (man, completions) = (dir.join("man"), dir.join("completions"));
+    for folder in [&man, &completions] {
+        std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man).context("cannot write the man pages")?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "lazysnap", &completions)
+            .with_context(|| format!("cannot write the {shell} completions"))?;
+    }
+    Ok(())
 }
 
 /// Replaces this process with lazysnap-bench, which reads `flags` itself.
