@@ -10,7 +10,10 @@ fn package() -> PathBuf {
     let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{} ({e}): run `make deb` first", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "deb") && p.file_name().unwrap().to_string_lossy().starts_with("lazysnap_"))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "deb")
+                && p.file_name().unwrap().to_string_lossy().starts_with("lazysnap_")
+        })
         .collect();
     debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
     debs.pop().expect("a lazysnap_*.deb: run `make deb` first")
@@ -18,7 +21,11 @@ fn package() -> PathBuf {
 
 fn dpkg_deb(args: &[&str]) -> String {
     let out = Command::new("dpkg-deb").args(args).output().expect("dpkg-deb");
-    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dpkg-deb {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -44,15 +51,23 @@ fn the_package_installs_binaries_unit_helper_docs_and_depends_on_fuse3() {
         "/usr/share/fish/vendor_completions.d/lazysnap.fish",
         "/usr/share/doc/lazysnap/README.md",
     ] {
-        assert!(paths.contains(&expected), "{expected} missing from the package:\n{listing}");
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from the package:\n{listing}"
+        );
     }
     let link = listing
         .lines()
         .find(|l| l.contains("/usr/sbin/mount.fuse.lazysnap"))
         .unwrap();
-    assert!(link.starts_with('l') && link.contains("-> ") && link.ends_with("bin/lazysnap"), "{link}");
     assert!(
-        paths.iter().any(|p| p.ends_with("systemd/system/lazysnap-mountd.service")),
+        link.starts_with('l') && link.contains("-> ") && link.ends_with("bin/lazysnap"),
+        "{link}"
+    );
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with("systemd/system/lazysnap-mountd.service")),
         "the unit is missing:\n{listing}"
     );
     for page in ["man1/lazysnap.1", "man1/lazysnap-mount.1", "man8/lazysnap-mountd.8"] {
@@ -64,10 +79,19 @@ fn the_package_installs_binaries_unit_helper_docs_and_depends_on_fuse3() {
     let scripts = tempfile::tempdir().unwrap();
     dpkg_deb(&["-e", deb, scripts.path().to_str().unwrap()]);
     let conffiles = std::fs::read_to_string(scripts.path().join("conffiles")).unwrap_or_default();
-    assert!(conffiles.contains("/etc/lazysnap/config.toml"), "conffiles: {conffiles}");
+    assert!(
+        conffiles.contains("/etc/lazysnap/config.toml"),
+        "conffiles: {conffiles}"
+    );
     let postinst = std::fs::read_to_string(scripts.path().join("postinst")).unwrap();
-    assert!(postinst.contains("enable") && postinst.contains("lazysnap-mountd"), "{postinst}");
-    assert!(postinst.contains("daemon restart"), "an upgrade hands the mounts over: {postinst}");
+    assert!(
+        postinst.contains("enable") && postinst.contains("lazysnap-mountd"),
+        "{postinst}"
+    );
+    assert!(
+        postinst.contains("daemon restart"),
+        "an upgrade hands the mounts over: {postinst}"
+    );
 
     // As installed: the binaries run, the example configuration is valid, the unit verifies.
     let root = tempfile::tempdir().unwrap();

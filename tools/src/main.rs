@@ -108,9 +108,7 @@ enum Command {
     /// Write man pages (lazysnap.1 and one per command) and shell completions (bash, zsh, fish)
     /// into DIR, for packages.
     #[command(hide = true)]
-    GenerateDocs {
-        dir: PathBuf,
-    },
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -313,7 +311,11 @@ fn generate_docs(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
     }
     clap_mangen::generate_to(Cli::command(), &man).context("cannot write the man pages")?;
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
         clap_complete::generate_to(shell, &mut Cli::command(), "lazysnap", &completions)
             .with_context(|| format!("cannot write the {shell} completions"))?;
     }
