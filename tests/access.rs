@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use support::data;
-use support::node::{is_mounted, Node};
+use support::node::{is_mounted, MountGuard, Node};
 use support::stores::TestStore;
 
 const VOLUME: &str = "kv/b/kvstore-7";
@@ -41,21 +41,27 @@ fn node_with_files(store: &TestStore) -> (Node, Vec<u8>) {
     (node, bytes)
 }
 
-#[test]
-fn a_default_mount_is_private_to_the_user_who_asked() {
-    require_root!();
-    let store = TestStore::file();
-    let (node, bytes) = node_with_files(&store);
-    let url = store.url();
-    let at = node.path("private");
-    let mount = node.mount(&[
+/// Mounts the test volume at `<test folder>/<name>`, which other users can reach.
+fn mount_at<'a>(node: &'a Node, store: &TestStore, name: &str, extra: &[&str]) -> MountGuard<'a> {
+    let (url, at) = (store.url(), node.path(name));
+    let mut args = vec![
         "--store",
         &url,
         "--volume",
         VOLUME,
         "--mountpoint",
         at.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    node.mount(&args)
+}
+
+#[test]
+fn a_default_mount_is_private_to_the_user_who_asked() {
+    require_root!();
+    let store = TestStore::file();
+    let (node, bytes) = node_with_files(&store);
+    let mount = mount_at(&node, &store, "private", &[]);
     let file = mount.path.join(VOLUME).join("log.0001");
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
     let meta = std::fs::metadata(&file).unwrap();
@@ -77,21 +83,8 @@ fn an_owner_and_modes_hand_the_files_to_a_service_user_across_restarts() {
     require_root!();
     let store = TestStore::file();
     let (node, bytes) = node_with_files(&store);
-    let url = store.url();
     let nobody = NOBODY.to_string();
-    let at = node.path("owned");
-    let mount = node.mount(&[
-        "--store",
-        &url,
-        "--volume",
-        VOLUME,
-        "--mountpoint",
-        at.to_str().unwrap(),
-        "--uid",
-        &nobody,
-        "--file-mode",
-        "0400",
-    ]);
+    let mount = mount_at(&node, &store, "owned", &["--uid", &nobody, "--file-mode", "0400"]);
     let file = mount.path.join(VOLUME).join("log.0001");
     let check = |what: &str| {
         let meta = std::fs::metadata(&file).unwrap();
@@ -115,37 +108,14 @@ fn an_owner_and_modes_hand_the_files_to_a_service_user_across_restarts() {
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
 
     // Opened to every user, with the modes still enforced.
-    let open = node.path("open");
-    let guard = node.mount(&[
-        "--store",
-        &url,
-        "--volume",
-        VOLUME,
-        "--mountpoint",
-        open.to_str().unwrap(),
-        "--uid",
-        "nobody",
-        "--gid",
-        "0",
-        "--allow-other",
-        "--file-mode",
-        "0440",
-    ]);
+    let extra = ["--uid", "nobody", "--gid", "0", "--allow-other", "--file-mode", "0440"];
+    let guard = mount_at(&node, &store, "open", &extra);
     let file = guard.path.join(VOLUME).join("log.0001");
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (NOBODY, 0, 0o440));
     assert!(reads_as(NOBODY, &file));
     assert!(!reads_as(STRANGER, &file), "0440 let a user outside the group read");
-    let wide = node.path("wide");
-    let guard_wide = node.mount(&[
-        "--store",
-        &url,
-        "--volume",
-        VOLUME,
-        "--mountpoint",
-        wide.to_str().unwrap(),
-        "--allow-other",
-    ]);
+    let guard_wide = mount_at(&node, &store, "wide", &["--allow-other"]);
     assert!(reads_as(STRANGER, &guard_wide.path.join(VOLUME).join("log.0001")));
     guard_wide.unmount();
     guard.unmount();
