@@ -70,7 +70,12 @@ fn the_package_installs_binaries_unit_helper_docs_and_depends_on_fuse3() {
             .any(|p| p.ends_with("systemd/system/lazysnap-mountd.service")),
         "the unit is missing:\n{listing}"
     );
-    for page in ["man1/lazysnap.1", "man1/lazysnap-mount.1", "man8/lazysnap-mountd.8"] {
+    for page in [
+        "man1/lazysnap.1",
+        "man1/lazysnap-mount.1",
+        "man8/lazysnap-mountd.8",
+        "man8/mount.fuse.lazysnap.8",
+    ] {
         assert!(paths.iter().any(|p| p.contains(page)), "{page} missing:\n{listing}");
     }
 

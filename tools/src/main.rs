@@ -105,8 +105,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "FLAGS")]
         flags: Vec<String>,
     },
-    /// Write man pages (lazysnap.1 and one per command) and shell completions (bash, zsh, fish)
-    /// into DIR, for packages.
+    /// Write man pages (lazysnap.1, one per command, mount.fuse.lazysnap.8) and shell completions
+    /// (bash, zsh, fish) into DIR, for packages.
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
 }
@@ -311,6 +311,13 @@ fn generate_docs(dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
     }
     clap_mangen::generate_to(Cli::command(), &man).context("cannot write the man pages")?;
+    // mount(8) helpers are documented in section 8.
+    let helper = man.join(format!("{}.8", mount_helper::NAME));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(mount_helper::command())
+        .section("8")
+        .render(&mut page)?;
+    std::fs::write(&helper, page).with_context(|| format!("cannot write {}", helper.display()))?;
     for shell in [
         clap_complete::Shell::Bash,
         clap_complete::Shell::Zsh,

@@ -96,6 +96,11 @@ struct HelperArgs {
     fstype: Option<String>,
 }
 
+/// The helper's command line, for its man page.
+pub fn command() -> clap::Command {
+    <HelperArgs as clap::CommandFactory>::command()
+}
+
 /// Runs the helper: `parse` turns mount(8)'s arguments into a `lazysnap` command line, which
 /// `mount` carries out with the same checks as the command.
 pub fn main(mount: impl FnOnce(Vec<OsString>, bool) -> anyhow::Result<serde_json::Value>) -> ExitCode {
