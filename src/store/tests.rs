@@ -145,3 +145,53 @@ async fn every_http_request_of_an_s3_client_is_counted_by_outcome() {
         "the 404 of the head: {after:?}"
     );
 }
+
+/// An HTTP server that answers its first request with 503 SlowDown and every later one with the
+/// object `hello`; one request per connection. Answers its address and how many it served.
+fn slow_down_once() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let answer = match count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => "HTTP/1.1 503 Slow Down\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+                _ => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"e1\"\r\nLast-Modified: Mon, 30 Nov 2026 00:00:00 GMT\r\nConnection: close\r\n\r\nhello".to_string(),
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (addr, served)
+}
+
+#[tokio::test]
+async fn a_request_repeated_after_a_slow_down_is_counted_as_a_retry() {
+    let (addr, served) = slow_down_once();
+    let url = format!("s3://bucket/p?endpoint=http://{addr}&region=us-east-1&allow_http=true");
+    let config = StoreConfig {
+        settings: vec![
+            ("aws_access_key_id".into(), "key".into()),
+            ("aws_secret_access_key".into(), "secret".into()),
+        ],
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&url.parse().unwrap(), &config).unwrap();
+    let before = http_stats();
+    assert_eq!(store.get(&Path::from("k")).await.unwrap(), "hello");
+    let after = http_stats();
+    assert_eq!(
+        served.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one 503, then the object"
+    );
+    assert!(after.throttled > before.throttled, "{before:?} -> {after:?}");
+    assert!(after.retries > before.retries, "{before:?} -> {after:?}");
+}
