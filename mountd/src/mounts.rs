@@ -106,7 +106,7 @@ impl Mounts {
     /// leaves out because they span the requested range.
     pub async fn mount(&self, request: MountRequest, requester: (u32, u32)) -> Result<Mounted, OpError> {
         let _admin = self.admin.lock().await;
-        self.reap_ended().await;
+        self.forget_ended().await;
         let path = self.mount_as(request, None, requester).await?;
         let shown = self
             .active()
@@ -373,9 +373,18 @@ impl Mounts {
         Ok(())
     }
 
-    /// Forgets mounts someone unmounted with the system's `umount` (their connection ended), as
-    /// `unmount` would have: their hydration, record and, if the daemon made it, their folder.
+    /// Forgets mounts someone unmounted with the system's `umount` (their connection ended), unless
+    /// a mount or unmount is under way (the next round, or the next mount, does it then).
     pub async fn reap_ended(&self) {
+        if let Ok(_admin) = self.admin.try_lock() {
+            self.forget_ended().await;
+        }
+    }
+
+    /// What `unmount` would have done for mounts whose connection ended: their hydration, record,
+    /// keeper copy and, if the daemon made it, their folder. Called under the admin lock: a mount
+    /// at the same path meanwhile would otherwise lose its record.
+    async fn forget_ended(&self) {
         let ended: Vec<Active> = {
             let mut active = self.active();
             let paths: Vec<PathBuf> = active
