@@ -77,4 +77,8 @@ fn a_scrape_shows_bytes_fetched_growing_with_a_read() {
     let taken_addr = taken.local_addr().unwrap().to_string();
     let error = node.fails(&["daemon", "start", "--", "--metrics-addr", &taken_addr]);
     assert!(error.contains(&taken_addr) && error.contains("metrics"), "{error}");
+    assert!(
+        !node.home().join("mountd.sock").exists(),
+        "a failed start left its socket"
+    );
 }

@@ -33,16 +33,17 @@ pub enum Ended {
 }
 
 pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<Ended> {
+    // First, so that a bad or busy address fails the start before the socket exists.
+    if let Some(addr) = daemon.metrics_addr() {
+        let bound = crate::metrics::serve(addr, daemon.clone(), daemon.mounts.tuning.server.latencies()).await?;
+        daemon.metrics_bound(bound);
+    }
     let socket = daemon.paths.socket();
     // The daemon lock is held, so a socket file here is a leftover of a daemon that died.
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", socket.display()))?;
-    if let Some(addr) = daemon.metrics_addr() {
-        let bound = crate::metrics::serve(addr, daemon.clone(), daemon.mounts.tuning.server.latencies()).await?;
-        daemon.metrics_bound(bound);
-    }
     // systemd (Type=notify) counts the daemon started once its socket listens.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
@@ -63,9 +64,10 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<Ended> {
             let mut ticker = tokio::time::interval(EXPIRY_CHECK);
             loop {
                 ticker.tick().await;
+                // Mounts unmounted with the system's umount are forgotten.
+                daemon.mounts.reap_ended().await;
                 let daemon = daemon.clone();
                 // Reads cache maps from disk and talks to the holder: off the async workers.
-                daemon.mounts.reap_ended().await;
                 let _ = tokio::task::spawn_blocking(move || {
                     daemon.mounts.check_expiry();
                     daemon.check_holder();
