@@ -249,6 +249,60 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
 }
 
 #[test]
+fn a_waiting_status_request_is_answered_when_the_job_ends() {
+    require_root!();
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "slow.log", &data::bytes(8, 12 << 20));
+    node.publish(&store, &src, VOLUME, &[]);
+    let from = format!("{}#{VOLUME}", store.url());
+    // About 1.5 s at 8 MB/s.
+    let id = start_restore(&node, &from, &node.path("dest"), &["--bandwidth", "8M"]);
+    let line = |wait_ms: u64| format!(r#"{{"op":"restore_status","id":"{id}","waitMs":{wait_ms}}}"#);
+    // While it runs, a short wait answers the running job once the wait is over.
+    let asked = Instant::now();
+    let running = node.request(&line(200));
+    assert_eq!(running["result"]["state"], "RUNNING", "{running}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(150),
+        "answered before its wait"
+    );
+    // A long wait is answered as the job ends, not when the wait is over.
+    let asked = Instant::now();
+    let done = node.request(&line(60_000));
+    let waited = asked.elapsed();
+    assert_eq!(done["result"]["state"], "COMPLETED", "{done}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "answered after {waited:?}, not at the job's end"
+    );
+    let finished = done["result"]["finishedAtMs"].as_u64().expect("an end time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now.saturating_sub(finished) < 2_000,
+        "answered {} ms after the end",
+        now - finished
+    );
+    // `--wait` follows the same way and exits with the job.
+    let started = Instant::now();
+    node.json(&[
+        "restore",
+        "start",
+        "--from",
+        &from,
+        "--dest",
+        node.path("dest2").to_str().unwrap(),
+        "--wait",
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(data::tree(&node.path("dest2")) == data::tree(&src));
+}
+
+#[test]
 fn an_in_place_restore_is_a_mount_at_once_and_completes_when_every_block_is_local() {
     require_root!();
     for store in TestStore::all() {

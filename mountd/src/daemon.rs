@@ -24,6 +24,9 @@ use crate::uploaders::Uploaders;
 /// that are resent by the kernel to the successor.
 const HANDOVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Longest a `restore_status` waits for its job to end before answering.
+const MAX_STATUS_WAIT_MS: u64 = 60_000;
+
 pub struct Daemon {
     pub paths: Paths,
     pub mounts: Mounts,
@@ -127,7 +130,10 @@ impl Daemon {
             Request::Backups => Response::answer(Ok::<_, OpError>(self.backups.list().await)),
             Request::BackupInfo(req) => Response::answer(ops::backup_info(&req.location, index).await),
             Request::RestoreStart(req) => Response::answer(self.restores.start(&self.mounts, &req).await),
-            Request::RestoreStatus(req) => Response::answer(self.restores.status(&self.mounts, &req.id)),
+            Request::RestoreStatus(req) => {
+                let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0).min(MAX_STATUS_WAIT_MS));
+                Response::answer(self.restores.status_within(&self.mounts, &req.id, wait).await)
+            }
             Request::RestoreList => Response::answer(self.restores.list(&self.mounts)),
             Request::RestoreCancel(req) => Response::answer(self.restores.cancel(&self.mounts, &req).await),
             Request::RestoreResume(req) => Response::answer(self.restores.resume(&self.mounts, &req).await),

@@ -22,6 +22,9 @@ use crate::mounts::Mounts;
 
 mod in_place;
 
+/// How often a waiting `restore_status` looks at a job that has no task here (an in-place one).
+const IN_PLACE_LOOK: Duration = Duration::from_millis(50);
+
 /// How often a running job writes its progress to the index.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
@@ -30,6 +33,8 @@ struct RunningJob {
     started: Instant,
     /// Bytes earlier runs fetched.
     fetched_before: u64,
+    /// Turns true when the job's task has ended and recorded its outcome.
+    ended: tokio::sync::watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -125,6 +130,27 @@ impl Restores {
     /// The job's status: live figures while it runs here, else as recorded.
     pub fn status(&self, mounts: &Mounts, id: &str) -> Result<RestoreJobStatus, OpError> {
         Ok(self.status_of(mounts, &self.record(id)?))
+    }
+
+    /// The job's status once it has ended, or after `wait`, whichever comes first.
+    pub async fn status_within(&self, mounts: &Mounts, id: &str, wait: Duration) -> Result<RestoreJobStatus, OpError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let status = self.status(mounts, id)?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if status.job.state.is_final() || left.is_zero() {
+                return Ok(status);
+            }
+            let ended = lock(&self.running).get(id).map(|job| job.ended.clone());
+            match ended {
+                // Woken by the task's end.
+                Some(mut ended) => {
+                    let _ = tokio::time::timeout(left, ended.wait_for(|done| *done)).await;
+                }
+                // In place (a hydration) or between runs: looked at again shortly.
+                None => tokio::time::sleep(left.min(IN_PLACE_LOOK)).await,
+            }
+        }
     }
 
     pub fn list(&self, mounts: &Mounts) -> Result<RestoreJobs, OpError> {
@@ -225,6 +251,7 @@ impl Restores {
         let task_progress = progress.clone();
         let id = record.id.clone();
         let fetched_before = record.bytes_fetched;
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         // Registered before the task can end: its last act is to remove its own entry.
         let mut registry = lock(&self.running);
         let task = tokio::spawn(async move {
@@ -260,6 +287,7 @@ impl Restores {
             }
             save(&index, &record);
             lock(&running).remove(&record.id);
+            let _ = ended_tx.send(true);
             tracing::info!(job = record.id, state = ?record.state, "restore job ended");
         });
         registry.insert(
@@ -268,6 +296,7 @@ impl Restores {
                 progress,
                 started: Instant::now(),
                 fetched_before,
+                ended,
                 task,
             },
         );

@@ -68,3 +68,13 @@ impl RestoreStartRequest {
 pub struct JobRequest {
     pub id: String,
 }
+
+/// `restore_status`: a job's status now, or, with `waitMs`, as soon as the job ends (at most that
+/// long): a client following a job learns its end at once instead of at its next poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreStatusRequest {
+    pub id: String,
+    #[serde(default, rename = "waitMs", skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}

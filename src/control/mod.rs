@@ -23,7 +23,7 @@ pub mod ops;
 pub mod records;
 
 pub use error::OpError;
-pub use jobs::{BackupStartRequest, JobRequest, LocationRequest, RestoreStartRequest};
+pub use jobs::{BackupStartRequest, JobRequest, LocationRequest, RestoreStartRequest, RestoreStatusRequest};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -72,7 +72,8 @@ pub enum Request {
     BackupInfo(LocationRequest),
     /// Start copying a view into a local folder, or answer the job of the same request.
     RestoreStart(RestoreStartRequest),
-    RestoreStatus(JobRequest),
+    /// A job's status; with `waitMs`, answered as soon as the job ends, or after that long.
+    RestoreStatus(RestoreStatusRequest),
     RestoreList,
     RestoreCancel(JobRequest),
     /// Run a job that is not running (cancelled, failed, completed) again, keeping what is done.

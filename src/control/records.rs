@@ -97,6 +97,13 @@ pub struct RestoreJobStatus {
     pub eta_seconds: Option<f64>,
 }
 
+impl JobState {
+    /// Completed, failed or cancelled: nothing runs until it is resumed.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Completed | JobState::Cancelled | JobState::Failed)
+    }
+}
+
 impl RestoreJobStatus {
     pub fn new(job: RestoreJob, rate: Option<f64>, eta_seconds: Option<f64>) -> RestoreJobStatus {
         let manifest = match job.manifests.as_slice() {

@@ -4,12 +4,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lazysnap::control::records::{JobState, RestoreJob, RestoreJobStatus, RestoreJobs};
-use lazysnap::control::{ops, BackupStartRequest, JobRequest, LocationRequest, Request, RestoreStartRequest};
+use lazysnap::control::{
+    ops, BackupStartRequest, JobRequest, LocationRequest, Request, RestoreStartRequest, RestoreStatusRequest,
+};
 use lazysnap::paths::Paths;
 
 use crate::address::Address;
@@ -173,7 +174,10 @@ pub fn restore(command: RestoreCommand, paths: &Paths) -> anyhow::Result<()> {
     match command {
         RestoreCommand::Start(args) => start(args, paths),
         RestoreCommand::Status { id, json } => {
-            let request = Request::RestoreStatus(JobRequest { id: id.clone() });
+            let request = Request::RestoreStatus(RestoreStatusRequest {
+                id: id.clone(),
+                wait_ms: None,
+            });
             if !paths.socket().exists() {
                 // Any client can ask: the job lives in the index even while no daemon runs.
                 let index = open_index(paths)?;
@@ -253,13 +257,21 @@ fn volume_request(args: &RestoreStartArgs) -> anyhow::Result<Request> {
     Ok(request)
 }
 
-/// Polls a job until it ends, with a progress bar on a terminal; fails unless it completed.
+/// How often the progress bar of `--wait` moves.
+const PROGRESS_EVERY_MS: u64 = 250;
+
+/// Follows a job until it ends, with a progress bar on a terminal; fails unless it completed.
+/// Each status request waits in the daemon until the job ends or the bar is due again, so the end
+/// is known the moment it happens.
 fn follow(paths: &Paths, id: &str, mut status: RestoreJobStatus) -> anyhow::Result<()> {
     let bar = StatusBar::new("restoring", &status);
     while !status.is_final() {
         bar.show(&status);
-        std::thread::sleep(Duration::from_millis(500));
-        status = daemon::call_as(paths, &Request::RestoreStatus(JobRequest { id: id.to_string() }))?;
+        let request = Request::RestoreStatus(RestoreStatusRequest {
+            id: id.to_string(),
+            wait_ms: Some(PROGRESS_EVERY_MS),
+        });
+        status = daemon::call_as(paths, &request)?;
     }
     bar.finish();
     print_json(&status);

@@ -121,10 +121,7 @@ impl JobStatus for RestoreJobStatus {
         }
     }
     fn is_final(&self) -> bool {
-        matches!(
-            self.job.state,
-            JobState::Completed | JobState::Cancelled | JobState::Failed
-        )
+        self.job.state.is_final()
     }
     fn error(&self) -> Option<&str> {
         self.job.error.as_deref()
