@@ -21,7 +21,12 @@ pub struct Attach {
 /// Mounts a new FUSE connection read-only at `path`; answers its device file. The kernel sends
 /// INIT on it straight away, and every other request waits until INIT is answered.
 pub fn mount(path: &Path, attach: &Attach) -> io::Result<OwnedFd> {
-    let device = super::device::open()?;
+    let device = match super::device::open() {
+        Ok(device) => device,
+        // /dev/fuse is root's alone on some systems: fusermount3 (setuid) opens it then.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => return fusermount(path, attach),
+        Err(e) => return Err(e),
+    };
     // SAFETY: geteuid/getegid have no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut data = format!(
