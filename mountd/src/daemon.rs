@@ -164,7 +164,15 @@ impl Daemon {
             cache: self.mounts.cache_stats(),
             buffers: self.mounts.buffer_stats(),
             limits: self.mounts.limits(),
-            restores: self.restores.list(&self.mounts).map(|r| r.jobs).unwrap_or_default(),
+            // Jobs that ended stay in the index for good; their series would grow without bound.
+            restores: self
+                .restores
+                .list(&self.mounts)
+                .map(|r| r.jobs)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !r.job.state.is_final())
+                .collect(),
             uploaders: self.uploaders.list().await,
             backups: self.backups.list().await,
             http: lazysnap::store::http_stats(),

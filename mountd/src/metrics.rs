@@ -322,13 +322,13 @@ impl Snapshot {
             ),
             family(
                 "lazysnap_restore_bytes",
-                "Bytes each restore job copies",
+                "Bytes each running or pending restore job copies",
                 Gauge,
                 restore(&|r| r.job.bytes_total),
             ),
             family(
                 "lazysnap_restore_done_bytes",
-                "Bytes each restore job has copied",
+                "Bytes each running or pending restore job has copied",
                 Gauge,
                 restore(&|r| r.job.bytes_done),
             ),

@@ -127,10 +127,7 @@ impl Mounts {
         requester: (u32, u32),
     ) -> Result<String, OpError> {
         self.check_limits(&request)?;
-        let access = request.access.resolve(Parties {
-            requester,
-            server: server_ids(),
-        })?;
+        let access = resolve_access(&request.access, requester).await?;
         // Kept in numbers: a restarted daemon shows the same owner whatever names mean by then.
         request.access = AccessRequest::of(&access);
         let pinned = restoring.map(|r| r.manifests.as_slice());
@@ -269,10 +266,7 @@ impl Mounts {
     pub(crate) async fn recorded_filesystem(&self, record: &MountRecord) -> Result<Arc<LazyFs>, OpError> {
         let spec: ViewSpec = record.request.view_spec()?;
         // Records from before access was kept have none: the daemon's own, private.
-        let access = record.request.access.resolve(Parties {
-            requester: server_ids(),
-            server: server_ids(),
-        })?;
+        let access = resolve_access(&record.request.access, server_ids()).await?;
         let resolved = match self.reading.resolve_indexed(&spec, &record.manifests) {
             Some(resolved) => resolved,
             None => self.reading.resolve(&spec, Some(&record.manifests)).await?,
@@ -567,6 +561,20 @@ impl Mounts {
             })
             .collect()
     }
+}
+
+/// The access `request` gives `requester`. Names are looked up in the user database, which may be
+/// LDAP or another network service on a production node: off the async workers.
+async fn resolve_access(request: &AccessRequest, requester: (u32, u32)) -> Result<Access, OpError> {
+    let request = request.clone();
+    let parties = Parties {
+        requester,
+        server: server_ids(),
+    };
+    tokio::task::spawn_blocking(move || request.resolve(parties))
+        .await
+        .map_err(|e| OpError::internal(format!("user lookup task failed: {e}")))?
+        .map_err(OpError::from)
 }
 
 /// This daemon's (uid, gid).
