@@ -9,6 +9,7 @@
 
 mod foreign;
 mod node;
+mod peers;
 mod raw;
 mod reads;
 mod report;
@@ -84,6 +85,19 @@ pub struct BenchArgs {
     /// Extra flags for every lazysnap-mountd the run starts (repeat), e.g. --daemon-arg=--readahead-max=128M.
     #[arg(long = "daemon-arg", value_name = "FLAG", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
+    /// Also run the same copies and reads through the peers installed (rclone copy, rclone mount
+    /// with its VFS cache off and full, s3fs, mount-s3) against one local S3 server, on loopback
+    /// and with --peer-rtt added, and print lazysnap/peer ratios. Adding latency needs root and
+    /// `tc`. `--stores ''` runs the peers alone.
+    #[arg(long)]
+    peers: bool,
+    /// Round-trip milliseconds added to the S3 server's traffic for the second pass of --peers
+    /// (0: no second pass).
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    peer_rtt: u64,
+    /// Repetitions of each peer measurement (medians are reported, with the range).
+    #[arg(long, default_value_t = 3)]
+    peer_runs: usize,
     /// Folder for the data, stores and nodes of the run (removed afterwards) [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
@@ -147,7 +161,7 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let namespace = run_namespace();
     let mut targets = Vec::new();
-    for name in &args.stores {
+    for name in args.stores.iter().filter(|n| !n.is_empty()) {
         targets.push(Target::builtin(name, work.path())?);
     }
     if let Some(url) = &args.store {
@@ -157,10 +171,21 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     for target in &targets {
         stores.push(bench_store(&args, target, work.path(), &data, size, &namespace)?);
     }
-    let scale_target = targets.first().context("no store to run on")?;
-    let scale = mount_scale(scale_target, work.path(), &mount_files, &namespace)?;
+    let scale = match targets.first() {
+        Some(target) => mount_scale(target, work.path(), &mount_files, &namespace)?,
+        None => Vec::new(),
+    };
+    let peers = match args.peers {
+        true => bench_peers(&args, work.path(), &data, size, &namespace)?,
+        false => Vec::new(),
+    };
+    anyhow::ensure!(
+        !stores.is_empty() || !peers.is_empty(),
+        "nothing to run: name --stores or --peers"
+    );
 
-    let report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
+    let mut report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
+    report.add_peers(peers);
     finish(&args, &report)
 }
 
@@ -299,6 +324,59 @@ fn bench_store(
         demand_hydrating,
         foreign,
     })
+}
+
+/// Files in the folder the peers copy (their sizes add up to the big file's).
+const MANY_FILES: usize = 100;
+
+/// The copies and reads of `--peers` on a local S3 server, on loopback and with added latency.
+fn bench_peers(
+    args: &BenchArgs,
+    work: &Path,
+    data: &Path,
+    size: u64,
+    namespace: &str,
+) -> anyhow::Result<Vec<peers::PeerFigures>> {
+    let target = Target::builtin("s3", work)?;
+    say("peers: publishing");
+    let big_volume = format!("{namespace}/peer-big");
+    let big_data = work.join("peer-big");
+    std::fs::create_dir_all(&big_data)?;
+    std::fs::hard_link(data.join(BIG_FILE), big_data.join(BIG_FILE))?;
+    let big_manifest = publish_dir(&target, &big_data, &big_volume)?;
+    let many_volume = format!("{namespace}/peer-many");
+    let many_data = work.join("peer-many");
+    let each = size / MANY_FILES as u64;
+    write_many_files_sized(&many_data, MANY_FILES, each)?;
+    let many_manifest = publish_dir(&target, &many_data, &many_volume)?;
+    std::fs::remove_dir_all(&many_data)?;
+    // Every tool reads the same places; few enough reads for a slow peer at +10 ms.
+    let offsets = stats::random_offsets(size, 4096, args.random_reads.min(200), stats::OFFSETS_SEED);
+    let w = peers::Work {
+        target: &target,
+        work,
+        daemon_args: &args.daemon_args,
+        big: (&big_volume, &big_manifest),
+        many: (&many_volume, &many_manifest),
+        big_file: BIG_FILE,
+        big_size: size,
+        many_size: each * MANY_FILES as u64,
+        offsets: &offsets,
+        runs: args.peer_runs.max(1),
+    };
+    let mut figures = vec![peers::measure(&w, std::time::Duration::ZERO)?];
+    if args.peer_rtt > 0 {
+        figures.push(peers::measure(&w, std::time::Duration::from_millis(args.peer_rtt))?);
+    }
+    Ok(figures)
+}
+
+/// `files` random files of `file_bytes` each, in one folder.
+fn write_many_files_sized(dir: &Path, files: usize, file_bytes: u64) -> anyhow::Result<()> {
+    for i in 0..files {
+        write_random_file(&dir.join(format!("part-{i:03}.sst")), file_bytes)?;
+    }
+    Ok(())
 }
 
 /// Mount time by file count, at 1 KiB and 10 KiB per file: it should grow with files, not bytes.

@@ -83,6 +83,9 @@ pub struct Report {
     /// One daemon with thousands of mounts (`--profile scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_scale: Option<super::scale::ScaleFigures>,
+    /// `--peers`: the same work through other tools, per network condition.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<super::peers::PeerFigures>,
     pub checks: Vec<Check>,
 }
 
@@ -100,6 +103,7 @@ impl Report {
             stores,
             mount_scale,
             node_scale: None,
+            peers: Vec::new(),
             checks,
         }
     }
@@ -113,8 +117,15 @@ impl Report {
             stores: Vec::new(),
             mount_scale: Vec::new(),
             checks: super::scale::checks(&figures),
+            peers: Vec::new(),
             node_scale: Some(figures),
         }
+    }
+
+    /// Adds the peers' figures and the checks of lazysnap against them.
+    pub fn add_peers(&mut self, peers: Vec<super::peers::PeerFigures>) {
+        self.checks.extend(peers.iter().flat_map(super::peers::checks));
+        self.peers = peers;
     }
 
     /// The checks as an aligned text table, then the raw figures per store.
@@ -159,6 +170,9 @@ impl Report {
                 s.concurrent_mbps,
                 s.hydration_machine_cores,
             );
+        }
+        for p in &self.peers {
+            out.push_str(&super::peers::table(p));
         }
         for m in &self.mount_scale {
             let _ = writeln!(

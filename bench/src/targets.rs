@@ -15,6 +15,8 @@ pub struct Target {
     settings: Vec<(String, String)>,
     /// How to start a daemon that can reach the store.
     pub launch: Launch,
+    /// `http://host:port` of the local S3 server (or the proxy in front of it).
+    endpoint: Option<String>,
     /// The local S3 server, kept running as long as the target.
     _server: Option<S3Server>,
     _dir: Option<TempDir>,
@@ -35,6 +37,7 @@ impl Target {
                     url: format!("file://{}", dir.path().display()),
                     settings: Vec::new(),
                     launch: Launch::default(),
+                    endpoint: None,
                     _server: None,
                     _dir: Some(dir),
                     leftovers: None,
@@ -67,6 +70,7 @@ impl Target {
             url,
             settings,
             launch,
+            endpoint: Some(server.endpoint()),
             _server: Some(server),
             _dir: None,
             leftovers: None,
@@ -81,6 +85,7 @@ impl Target {
             url: url.into(),
             settings: Vec::new(),
             launch: Launch::default(),
+            endpoint: None,
             _server: None,
             _dir: None,
             leftovers: Some(namespace.into()),
@@ -95,6 +100,39 @@ impl Target {
             ..StoreConfig::default()
         };
         Store::open(&url, &config).with_context(|| format!("cannot open the {} store", self.name))
+    }
+
+    /// The TCP port of the local S3 server behind this target, if it has one.
+    pub fn port(&self) -> Option<u16> {
+        let endpoint = self._server.as_ref()?.endpoint();
+        endpoint.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+    }
+
+    /// The endpoint of the local S3 server behind this target, if it has one.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint.clone()
+    }
+
+    /// The same local S3 store reached at `endpoint` (a proxy in front of the server), for as long
+    /// as this target keeps the server running.
+    pub fn through(&self, endpoint: &str) -> Target {
+        let old = self.endpoint.clone().unwrap_or_default();
+        let mut launch = self.launch.clone();
+        for (_, value) in &mut launch.env {
+            if *value == old {
+                *value = endpoint.to_owned();
+            }
+        }
+        Target {
+            name: self.name.clone(),
+            url: self.url.replace(&old, endpoint),
+            settings: self.settings.clone(),
+            launch,
+            endpoint: Some(endpoint.to_owned()),
+            _server: None,
+            _dir: None,
+            leftovers: None,
+        }
     }
 
     pub fn with_daemon_args(&self, args: &[String]) -> Launch {

@@ -120,6 +120,7 @@ impl_s3! {
             let if_match = req.input.if_match.clone();
             let path = self.root.join(&req.input.bucket).join(&req.input.key);
             tokio::time::sleep(self.emulation.first_byte).await;
+            no_folder_objects(&path)?;
             let mut resp = self.fs.get_object(req).await?;
             // s3s-fs ignores If-Match on GET; real S3 answers 412, and readers pinning an ETag rely on it.
             if let Some(ETagCondition::ETag(want)) = if_match {
@@ -138,6 +139,7 @@ impl_s3! {
         async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
             self.counters.head_requests.fetch_add(1, Relaxed);
             tokio::time::sleep(self.emulation.first_byte).await;
+            no_folder_objects(&self.root.join(&req.input.bucket).join(&req.input.key))?;
             self.fs.head_object(req).await
         }
 
@@ -440,6 +442,16 @@ async fn serve(listener: std::net::TcpListener, service: S3Service, mut stop: on
 }
 
 /// Where a (ranged) GET body starts, from its `Content-Range: bytes FIRST-LAST/SIZE`.
+/// A key that names a common prefix ("a/b" when "a/b/c" exists) is a folder in s3s-fs's storage,
+/// which it answers with 500 InternalError; S3 has no such object and answers 404, which clients
+/// (rclone, s3fs) rely on to tell files from folders, retrying a 500 for seconds instead.
+fn no_folder_objects(path: &std::path::Path) -> S3Result<()> {
+    match path.is_dir() {
+        true => Err(s3_error!(NoSuchKey)),
+        false => Ok(()),
+    }
+}
+
 fn body_start(content_range: Option<&str>) -> u64 {
     content_range
         .and_then(|r| r.strip_prefix("bytes "))

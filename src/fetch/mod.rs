@@ -416,6 +416,58 @@ impl Fetcher {
         fetched
     }
 
+    /// Block `block` from a cache tier, verified; `None` when no tier holds it (or it cannot be
+    /// checked yet: a pinned object's block whose checksum is not learned).
+    pub fn cached_block(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
+        self.cached(object, block)
+    }
+
+    /// Fetches `run` with one ranged GET on the background lane and answers its blocks verified,
+    /// in order, without caching them: for a caller that keeps the bytes itself (a restore writes
+    /// them to their destination, where the engine will read them, so a cached copy would cost a
+    /// write and memory nobody reads). Not single-flight with other fetches. The bytes count
+    /// against the fetch budget until the answer is dropped. A block that fails its checksum fails
+    /// the whole call; checksums learned of a pinned object are remembered as with cached fetches.
+    pub async fn fetch_uncached(&self, object: &ObjectHandle, run: Range<u64>) -> Result<Uncached<'_>, FetchError> {
+        let range = object.shape.byte_range(run.clone());
+        let budget = self.config.budget.reserve(range.end - range.start, true).await;
+        let mut blocks = Vec::with_capacity((run.end - run.start) as usize);
+        let (mut learned, mut failed, mut next) = (Vec::new(), None, run.start);
+        let mut take = |bytes: Bytes| {
+            let block = next;
+            next += 1;
+            if failed.is_some() {
+                return;
+            }
+            let known = object.checksums.get(block).is_some();
+            if object.checksums.verify_fetched(block, &bytes) {
+                if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
+                    learned.push((block, crc));
+                }
+                blocks.push(bytes);
+            } else {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
+                failed = Some(block);
+            }
+        };
+        let got = self.get_run(object, range, true, &mut take).await;
+        self.write_to_disk(object, Vec::new(), learned).await;
+        got?;
+        // A body that ended early is an error from the store; this guards the count all the same.
+        let failed = failed.or((blocks.len() as u64 != run.end - run.start).then_some(run.start + blocks.len() as u64));
+        if let Some(block) = failed {
+            return Err(FetchError::Checksum {
+                key: object.key.to_string(),
+                block,
+            });
+        }
+        Ok(Uncached {
+            blocks,
+            _budget: budget,
+        })
+    }
+
     fn cached(&self, object: &ObjectHandle, block: u64) -> Option<Bytes> {
         let crc = object.checksums.get(block)?;
         let key = BlockKey {
@@ -592,6 +644,12 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// Blocks fetched by [`Fetcher::fetch_uncached`], in order, held against the fetch budget.
+pub struct Uncached<'a> {
+    pub blocks: Vec<Bytes>,
+    _budget: budget::Reservation<'a>,
 }
 
 /// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.

@@ -1,8 +1,12 @@
 //! Restore: copying a view (a snapshot's volume, a backup generation) into a local folder, so an
 //! engine gets plain local files, without a full download before the first file is there.
 //!
-//! - Every block is verified: it comes from the cache or the store's bulk lane through the
-//!   fetcher, both checked against the view's checksums. Blocks already cached are not fetched.
+//! - At the wire: the files are cut into chunks of one large ranged GET each, and several chunks
+//!   (of one file or of several) are fetched at once on the fetcher's background lane and
+//!   written straight to their place in the destination file. Fetched blocks do not go through
+//!   the block cache: the engine reads the restored files, so a cached copy would cost a second
+//!   write and memory that nobody reads. Blocks already cached are taken from the cache instead.
+//! - Every block is verified against the view's checksums before it is written.
 //! - Each file is written to a hidden temporary name beside its final one (`.<name>.lazysnap-
 //!   restore-<job>`), flushed, and renamed when complete: the folder never holds a torn file
 //!   under a final name.
@@ -11,20 +15,29 @@
 //!   is kept, so nothing completed is fetched again even if the cache lost it.
 //! - A file at a final name that differs from the view is an error, never overwritten.
 
+mod target;
+
+use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::checksum::BlockChecksums;
 use crate::fetch::{FetchError, ObjectHandle};
 use crate::names::RelPath;
 use crate::view::{CopyRules, View, ViewError, ViewFile};
+use target::Target;
 
-/// Blocks fetched and written per step: one efficient request, short enough for cancel and the
-/// bandwidth cap to act promptly.
-const STEP_BYTES: u64 = 8 << 20;
+/// Chunks in flight at once: enough GETs to fill a link with latency, few enough that on
+/// loopback (where one stream already runs at memory speed) they do not fight over the cores. The
+/// fetcher's background slots and budget bound them further, shared with a daemon's other work.
+const STREAMS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -105,15 +118,10 @@ pub async fn copy_view(
     let files = view.files();
     progress.files_total.store(files.len() as u64, Relaxed);
     progress.bytes_total.store(files.iter().map(|f| f.size).sum(), Relaxed);
-    let rules = view.rules();
-    let group_of = |path: &RelPath| rules.and_then(|r| r.group(path));
-    let groups: std::collections::HashSet<String> = files.iter().filter_map(|f| group_of(&f.path)).collect();
-    progress.sstables_total.store(groups.len() as u64, Relaxed);
-    let pacer = Pacer {
-        started: Instant::now(),
-        bandwidth,
-    };
-    for (i, ViewFile { ino, path, .. }) in files.iter().enumerate() {
+    let groups = Groups::of(view.rules(), &files);
+    progress.sstables_total.store(groups.total(), Relaxed);
+    let mut targets = Vec::new();
+    for ViewFile { ino, path, .. } in &files {
         let object = view.object(*ino)?;
         let final_path = dest.join(path.as_str());
         if final_path.exists() {
@@ -121,38 +129,162 @@ pub async fn copy_view(
                 return Err(RestoreError::Occupied(final_path));
             }
             progress.bytes_done.fetch_add(object.size(), Relaxed);
+            file_done(path, &groups, progress);
         } else {
-            let digest = match rules.and_then(|r| Some((r, r.digest_file(path)?))) {
-                Some((rules, digest)) => read_digest(view, rules, &files, digest).await?,
-                None => None,
-            };
             let temp = temp_name(dest, path, job);
-            copy_file(view, &object, path, &temp, &pacer, progress).await?;
-            if let Some((digest, want)) = digest {
-                let got = crc32_of(&temp).await?;
-                if got != want {
-                    let _ = std::fs::remove_file(&temp);
-                    return Err(RestoreError::Digest {
-                        path: path.clone(),
-                        digest,
-                        got,
-                        want,
-                    });
-                }
-            }
-            std::fs::rename(&temp, &final_path).map_err(|source| RestoreError::Io {
-                path: final_path.clone(),
-                source,
-            })?;
-        }
-        progress.files_done.fetch_add(1, Relaxed);
-        let this = group_of(path);
-        let next = files.get(i + 1).and_then(|f| group_of(&f.path));
-        if this.is_some() && this != next {
-            progress.sstables_done.fetch_add(1, Relaxed);
+            targets.push(Arc::new(Target::new(path.clone(), object, temp, final_path)));
         }
     }
+    let per_chunk = |t: &Target| (view.fetcher().config().max_request_bytes / t.object.shape.block_size).max(1);
+    for target in &targets {
+        target.plan_chunks(per_chunk(target));
+    }
+    let mut chunks = Vec::new();
+    for target in &targets {
+        let (blocks, step) = (target.object.shape.blocks(), per_chunk(target));
+        for start in (0..blocks.max(1)).step_by(step as usize) {
+            chunks.push((target.clone(), start..(start + step).min(blocks)));
+        }
+    }
+    let copy = Copy {
+        view,
+        pacer: Pacer {
+            started: Instant::now(),
+            bandwidth,
+        },
+        progress,
+        groups: &groups,
+    };
+    let (mut chunks, mut running) = (chunks.into_iter(), FuturesUnordered::new());
+    let mut outcome = Ok(());
+    loop {
+        while running.len() < STREAMS {
+            let Some((target, blocks)) = chunks.next() else { break };
+            running.push(copy.chunk(target, blocks));
+        }
+        match running.next().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                outcome = Err(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(running);
+    if let Err(e) = outcome {
+        // Chunks still in flight were dropped; a cancelled copy leaves nothing behind, a failed
+        // one keeps its verified blocks for the next attempt.
+        if matches!(e, RestoreError::Cancelled) {
+            targets.iter().for_each(|t| t.remove());
+        }
+        return Err(e);
+    }
     sync_dirs(dest)
+}
+
+/// What every chunk of one copy shares.
+struct Copy<'a> {
+    view: &'a View,
+    pacer: Pacer,
+    progress: &'a Progress,
+    groups: &'a Groups,
+}
+
+impl Copy<'_> {
+    /// Fills `blocks` of `target` (kept, cached or fetched) and, after its last chunk, finishes it.
+    async fn chunk(&self, target: Arc<Target>, blocks: Range<u64>) -> Result<(), RestoreError> {
+        if self.progress.cancelled.load(Relaxed) {
+            return Err(RestoreError::Cancelled);
+        }
+        let shape = target.object.shape;
+        let kept = target.written(blocks.clone()).await?;
+        let kept_bytes: u64 = kept.iter().map(|&b| shape.len(b)).sum();
+        self.progress.bytes_done.fetch_add(kept_bytes, Relaxed);
+        let fetcher = self.view.fetcher();
+        let mut pending: Vec<(u64, Bytes)> = Vec::new();
+        let mut missing: Vec<u64> = Vec::new();
+        for block in blocks.filter(|b| !kept.contains(b)) {
+            match fetcher.cached_block(&target.object, block) {
+                Some(bytes) => pending.push((block, bytes)),
+                None => missing.push(block),
+            }
+        }
+        for run in runs(&missing) {
+            let fetched = fetcher
+                .fetch_uncached(&target.object, run.clone())
+                .await
+                .map_err(|source| RestoreError::Fetch {
+                    path: target.path.clone(),
+                    source: Box::new(source),
+                })?;
+            let bytes = shape.byte_range(run.clone());
+            let total = self.progress.bytes_fetched.fetch_add(bytes.end - bytes.start, Relaxed);
+            pending.extend(run.zip(fetched.blocks.iter().cloned()));
+            let written = target.write(std::mem::take(&mut pending)).await?;
+            self.progress.bytes_done.fetch_add(written, Relaxed);
+            drop(fetched);
+            self.pacer.pace(total + bytes.end - bytes.start).await;
+        }
+        let written = target.write(pending).await?;
+        self.progress.bytes_done.fetch_add(written, Relaxed);
+        if target.chunk_done() {
+            let digest = match self.view.rules().and_then(|r| Some((r, r.digest_file(&target.path)?))) {
+                Some((rules, digest)) => read_digest(self.view, rules, digest).await?,
+                None => None,
+            };
+            target.finish(digest).await?;
+            file_done(&target.path, self.groups, self.progress);
+        }
+        Ok(())
+    }
+}
+
+/// Sorted block numbers as runs of adjacent blocks.
+fn runs(blocks: &[u64]) -> Vec<Range<u64>> {
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for &block in blocks {
+        match runs.last_mut() {
+            Some(run) if run.end == block => run.end += 1,
+            _ => runs.push(block..block + 1),
+        }
+    }
+    runs
+}
+
+/// The copy rules' groups (sstables) and how many of each group's files are still to do.
+struct Groups {
+    of_file: HashMap<RelPath, String>,
+    left: HashMap<String, AtomicU64>,
+}
+
+impl Groups {
+    fn of(rules: Option<&dyn CopyRules>, files: &[ViewFile]) -> Groups {
+        let mut groups = Groups {
+            of_file: HashMap::new(),
+            left: HashMap::new(),
+        };
+        for file in files {
+            if let Some(group) = rules.and_then(|r| r.group(&file.path)) {
+                groups.left.entry(group.clone()).or_default().fetch_add(1, Relaxed);
+                groups.of_file.insert(file.path.clone(), group);
+            }
+        }
+        groups
+    }
+
+    fn total(&self) -> u64 {
+        self.left.len() as u64
+    }
+}
+
+/// Counts a file done, and its group when it was the group's last.
+fn file_done(path: &RelPath, groups: &Groups, progress: &Progress) {
+    progress.files_done.fetch_add(1, Relaxed);
+    let left = groups.of_file.get(path).and_then(|g| groups.left.get(g));
+    if left.is_some_and(|left| left.fetch_sub(1, Relaxed) == 1) {
+        progress.sstables_done.fetch_add(1, Relaxed);
+    }
 }
 
 /// The digest file `digest` of the view and the CRC32 it states, read through the view, when the
@@ -160,10 +292,9 @@ pub async fn copy_view(
 async fn read_digest(
     view: &View,
     rules: &dyn CopyRules,
-    files: &[ViewFile],
     digest: RelPath,
 ) -> Result<Option<(RelPath, u32)>, RestoreError> {
-    let Some(file) = files.iter().find(|f| f.path == digest) else {
+    let Some(file) = view.files().into_iter().find(|f| f.path == digest) else {
         return Ok(None);
     };
     let object = view.object(file.ino)?;
@@ -176,30 +307,6 @@ async fn read_digest(
             source: Box::new(source),
         })?;
     Ok(rules.parse_digest(&blocks.concat()).map(|want| (digest, want)))
-}
-
-async fn crc32_of(path: &Path) -> Result<u32, RestoreError> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let io = |source| RestoreError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = File::open(&path).map_err(io)?;
-        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            digest.update(&buf[..n]);
-        }
-        Ok(digest.finalize() as u32)
-    })
-    .await
-    .expect("checksum task does not panic")
 }
 
 struct Pacer {
@@ -217,81 +324,6 @@ impl Pacer {
             }
         }
     }
-}
-
-/// Fills `temp` with the object's bytes, verified, and flushes it; the caller renames it.
-async fn copy_file(
-    view: &View,
-    object: &ObjectHandle,
-    path: &RelPath,
-    temp: &Path,
-    pacer: &Pacer,
-    progress: &Progress,
-) -> Result<(), RestoreError> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| RestoreError::Io { path: p, source }
-    };
-    if let Some(parent) = temp.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(temp)
-        .map_err(io(temp))?;
-    file.set_len(object.size()).map_err(io(temp))?;
-    let shape = object.shape;
-    let blocks_per_step = (STEP_BYTES / shape.block_size).max(1);
-    let mut start = 0;
-    while start < shape.blocks() {
-        if progress.cancelled.load(Relaxed) {
-            drop(file);
-            let _ = std::fs::remove_file(temp);
-            return Err(RestoreError::Cancelled);
-        }
-        let step = start..(start + blocks_per_step).min(shape.blocks());
-        start = step.end;
-        let mut needed = Vec::new();
-        for block in step.clone() {
-            if block_is_written(&file, object, block) {
-                progress.bytes_done.fetch_add(shape.len(block), Relaxed);
-            } else {
-                needed.push(block);
-            }
-        }
-        let (Some(&first), Some(&last)) = (needed.first(), needed.last()) else {
-            continue;
-        };
-        let run = first..last + 1;
-        let fetch_err = |source| RestoreError::Fetch {
-            path: path.clone(),
-            source: Box::new(source),
-        };
-        let fetcher = view.fetcher();
-        let fetched = fetcher
-            .fetch_in_background(object, run.clone())
-            .await
-            .map_err(fetch_err)?;
-        let total_fetched = progress.bytes_fetched.fetch_add(fetched, Relaxed) + fetched;
-        let blocks = fetcher.blocks(object, run.clone()).await.map_err(fetch_err)?;
-        for block in needed {
-            let bytes = &blocks[(block - first) as usize];
-            file.write_all_at(bytes, shape.offset(block)).map_err(io(temp))?;
-            progress.bytes_done.fetch_add(bytes.len() as u64, Relaxed);
-        }
-        pacer.pace(total_fetched).await;
-    }
-    file.sync_all().map_err(io(temp))
-}
-
-/// True when block `block` of the temporary file already holds the view's bytes.
-fn block_is_written(file: &File, object: &ObjectHandle, block: u64) -> bool {
-    let len = object.shape.len(block) as usize;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, object.shape.offset(block)).is_ok() && object.checksums.verify(block, &buf)
 }
 
 /// True when the file at `path` is exactly the object's bytes (read in a blocking task). A pinned

@@ -102,3 +102,55 @@ async fn cancel_removes_the_temporary_file() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test]
+async fn a_copy_fetches_many_files_in_large_chunks_past_the_cache_and_takes_cached_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two files of several chunks each (a chunk is one 8 MiB GET) and small ones between them.
+    let big = pattern(4, 20 << 20);
+    let other = pattern(5, (9 << 20) + 3);
+    let mut files = vec![("big", big.clone()), ("d/other", other.clone())];
+    let small: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| (format!("s/{i}"), pattern(i, 3 * BLOCK + i as usize)))
+        .collect();
+    files.extend(small.iter().map(|(p, b)| (p.as_str(), b.clone())));
+    let (fs, _) = view("restore-wire", &files, dir.path()).await;
+    let view = fs.view();
+    // One block of `big` is cached already: the copy takes it from there.
+    let big_object = view
+        .object(view.files().iter().find(|f| f.path.as_str() == "big").unwrap().ino)
+        .unwrap();
+    view.fetcher().blocks(&big_object, 7..8).await.unwrap();
+    let requests_before = view.fetcher().stats().requests;
+    let cache_before = view.fetcher().cache().stats();
+
+    let dest = dir.path().join("dest");
+    let progress = Progress::default();
+    copy_view(view, &dest, "j", None, &progress).await.unwrap();
+    for (path, bytes) in &files {
+        assert!(std::fs::read(dest.join(path)).unwrap() == *bytes, "{path} differs");
+    }
+    let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(progress.bytes_done.load(Relaxed), total);
+    assert_eq!(progress.files_done.load(Relaxed), files.len() as u64);
+    assert_eq!(
+        progress.bytes_fetched.load(Relaxed),
+        total - BLOCK as u64,
+        "the cached block was not fetched"
+    );
+    let requests = view.fetcher().stats().requests - requests_before;
+    // big: 3 chunks, split in two around the cached block; other: 2; the small files: one each.
+    assert_eq!(requests, 3 + 1 + 2 + 20);
+    let cache = view.fetcher().cache().stats();
+    assert_eq!(
+        (cache.memory_bytes, cache.disk_bytes),
+        (cache_before.memory_bytes, cache_before.disk_bytes),
+        "fetched blocks went to the destination only"
+    );
+    let temps: Vec<_> = walkdir::WalkDir::new(&dest)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("lazysnap-restore"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
