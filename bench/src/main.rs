@@ -95,6 +95,9 @@ pub struct BenchArgs {
     /// (0: no second pass).
     #[arg(long, value_name = "MS", default_value_t = 10)]
     peer_rtt: u64,
+    /// What --peers measures: copy (restore against rclone copy), reads (cold reads through mounts).
+    #[arg(long, value_delimiter = ',', default_value = "copy,reads")]
+    peer_work: Vec<peers::PeerWork>,
     /// Repetitions of each peer measurement (medians are reported, with the range).
     #[arg(long, default_value_t = 3)]
     peer_runs: usize,
@@ -257,6 +260,9 @@ fn bench_store(
     let refetched = node.bytes_fetched()? - fetched_random;
     drop(node);
 
+    say(&format!("{}: engine-shaped selective reads", target.name));
+    let selective = selective_reads(target, work, &args.daemon_args, &seq_volume, &published, size)?;
+
     say(&format!("{}: {} concurrent readers", target.name, args.readers));
     let mut daemon_args = args.daemon_args.clone();
     daemon_args.push(format!("--cache-memory={}", args.memory_cap));
@@ -322,7 +328,37 @@ fn bench_store(
         hydration_bytes: hydration["bytesFetched"].as_u64().unwrap_or(0),
         demand_idle,
         demand_hydrating,
+        selective,
         foreign,
+    })
+}
+
+/// Column chunks of an analytic engine, then point lookups of an LSM engine, each on a fresh
+/// node: bytes read through FUSE and bytes fetched from the store.
+fn selective_reads(
+    target: &Target,
+    work: &Path,
+    daemon_args: &[String],
+    volume: &str,
+    manifest: &str,
+    size: u64,
+) -> anyhow::Result<report::SelectiveFigures> {
+    let measure = |read: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<(u64, u64)> {
+        let node = BenchNode::start(target, work, daemon_args)?;
+        let (mounted, _) = node.mount(volume, Some(manifest))?;
+        read(&mounted.volume_dir.join(BIG_FILE))?;
+        node.read_and_fetched(&mounted.path)
+    };
+    let chunk_room = size.saturating_sub(reads::COLUMN_CHUNK).max(4096);
+    let chunks = stats::random_offsets(chunk_room, 4096, 16, 0xc01_c4a2);
+    let (chunk_read, chunk_fetched) = measure(&|file| reads::column_chunks(file, &chunks))?;
+    let lookups = stats::random_offsets(size - (16 << 10), 4096, 400, 0x15_3e7);
+    let (lookup_read, lookup_fetched) = measure(&|file| reads::point_lookups(file, &lookups))?;
+    Ok(report::SelectiveFigures {
+        column_chunks_read: chunk_read,
+        column_chunks_fetched: chunk_fetched,
+        point_lookups_read: lookup_read,
+        point_lookups_fetched: lookup_fetched,
     })
 }
 
@@ -363,6 +399,7 @@ fn bench_peers(
         many_size: each * MANY_FILES as u64,
         offsets: &offsets,
         runs: args.peer_runs.max(1),
+        kinds: &args.peer_work,
     };
     let mut figures = vec![peers::measure(&w, std::time::Duration::ZERO)?];
     if args.peer_rtt > 0 {

@@ -115,6 +115,17 @@ impl BenchNode {
         Ok(mount.stats.store.bytes_fetched)
     }
 
+    /// Bytes read through the mount at `path` (FUSE reads) and bytes it fetched from the store.
+    pub fn read_and_fetched(&self, path: &Path) -> anyhow::Result<(u64, u64)> {
+        let status: DaemonStatus = daemon::call_as(&self.paths, &Request::Status)?;
+        let mount = status
+            .mounts
+            .iter()
+            .find(|m| Path::new(&m.mount_path) == path)
+            .with_context(|| format!("no mount at {}", path.display()))?;
+        Ok((mount.stats.bytes_read, mount.stats.store.bytes_fetched))
+    }
+
     pub fn bytes_fetched(&self) -> anyhow::Result<u64> {
         let status = self.status()?;
         let mounts = status["mounts"].as_array().context("status lists no mounts")?;

@@ -35,6 +35,13 @@ pub struct Work<'a> {
     pub many_size: u64,
     pub offsets: &'a [u64],
     pub runs: usize,
+    pub kinds: &'a [PeerWork],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerWork {
+    Copy,
+    Reads,
 }
 
 /// One network condition's figures.
@@ -103,23 +110,19 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
     let s3 = tools::S3Access::of(w.target)?;
     for run in 0..w.runs {
         super::say(&format!("peers, {network}: run {} of {}", run + 1, w.runs));
-        record(COPY_ONE, LAZYSNAP, restore(w, w.big)?.as_secs_f64(), 0.0);
-        let one = s3.file_key(w.big.0, w.big_file);
-        record(
-            COPY_ONE,
-            RCLONE_COPY,
-            tools::rclone_copy(&s3, &one, w.work, w.big_size)?.as_secs_f64(),
-            0.0,
-        );
-        record(COPY_MANY, LAZYSNAP, restore(w, w.many)?.as_secs_f64(), 0.0);
-        let dir = s3.files_dir(w.many.0);
-        record(
-            COPY_MANY,
-            RCLONE_COPY,
-            tools::rclone_copy(&s3, &dir, w.work, w.many_size)?.as_secs_f64(),
-            0.0,
-        );
-
+        if w.kinds.contains(&PeerWork::Copy) {
+            record(COPY_ONE, LAZYSNAP, restore(w, w.big)?.as_secs_f64(), 0.0);
+            let one = s3.file_key(w.big.0, w.big_file);
+            let took = tools::rclone_copy(&s3, &one, w.work, w.big_size)?;
+            record(COPY_ONE, RCLONE_COPY, took.as_secs_f64(), 0.0);
+            record(COPY_MANY, LAZYSNAP, restore(w, w.many)?.as_secs_f64(), 0.0);
+            let dir = s3.files_dir(w.many.0);
+            let took = tools::rclone_copy(&s3, &dir, w.work, w.many_size)?;
+            record(COPY_MANY, RCLONE_COPY, took.as_secs_f64(), 0.0);
+        }
+        if !w.kinds.contains(&PeerWork::Reads) {
+            continue;
+        }
         let (mbps, random) = lazysnap_reads(w)?;
         record(COLD_SEQUENTIAL, LAZYSNAP, mbps, 0.0);
         record(RANDOM, LAZYSNAP, random.p50_us, random.p99_us);

@@ -95,3 +95,45 @@ pub fn concurrent(path: &Path, size: u64, readers: usize) -> anyhow::Result<(u64
     })?;
     Ok((total, started.elapsed()))
 }
+
+/// Bytes per column chunk and per read within one, as an analytic engine reads a column of one
+/// row group: one chunk front to back in a few reads, then a jump to the next chunk it needs.
+pub const COLUMN_CHUNK: u64 = 1 << 20;
+const COLUMN_READ: usize = 128 << 10;
+
+/// Reads one [`COLUMN_CHUNK`] at each offset, in 128 KiB reads, kernel readahead left on.
+pub fn column_chunks(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut buf = vec![0u8; COLUMN_READ];
+    for &start in offsets {
+        let mut offset = start;
+        while offset < start + COLUMN_CHUNK {
+            let n = file
+                .read_at(&mut buf, offset)
+                .with_context(|| format!("read {} at {offset}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Point lookups as an LSM engine makes them on a file opened for random access: per lookup an
+/// index block (16 KiB) and a data block (4 KiB) at unrelated places.
+pub fn point_lookups(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: a valid fd; POSIX_FADV_RANDOM only changes readahead policy.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    let (mut index, mut data) = (vec![0u8; 16 << 10], [0u8; 4096]);
+    for pair in offsets.chunks(2) {
+        file.read_at(&mut index, pair[0])
+            .with_context(|| format!("read {} at {}", path.display(), pair[0]))?;
+        if let Some(&at) = pair.get(1) {
+            file.read_at(&mut data, at)
+                .with_context(|| format!("read {} at {at}", path.display()))?;
+        }
+    }
+    Ok(())
+}

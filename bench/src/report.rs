@@ -45,8 +45,22 @@ pub struct StoreFigures {
     /// Cold random 4 KiB reads of another file, on an idle mount and while it hydrates.
     pub demand_idle: Latencies,
     pub demand_hydrating: Latencies,
+    /// Engine-shaped selective reads: what went through FUSE and what was fetched for it.
+    pub selective: SelectiveFigures,
     /// The big file read as a ScyllaDB sstable's Data.db through a view.
     pub foreign: ForeignFigures,
+}
+
+/// Bytes read through FUSE (the kernel's own readahead included) and fetched from the store by
+/// 16 column chunks of 1 MiB read in 128 KiB reads, and by 200 point lookups (16 KiB + 4 KiB,
+/// `POSIX_FADV_RANDOM`), each on a fresh node.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectiveFigures {
+    pub column_chunks_read: u64,
+    pub column_chunks_fetched: u64,
+    pub point_lookups_read: u64,
+    pub point_lookups_fetched: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,7 +222,35 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let foreign_restart = s.foreign.restart_sequential_mbps / s.foreign.published_restart_mbps;
     // A 4 KiB read fetches at most its block (256 KiB by default).
     let max_amplification = 256.0 * 1024.0 / 4096.0;
+    let sel = &s.selective;
+    let chunks = sel.column_chunks_fetched as f64 / sel.column_chunks_read.max(1) as f64;
+    let lookups = sel.point_lookups_fetched as f64 / sel.point_lookups_read.max(1) as f64;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
     vec![
+        check(
+            name,
+            "column chunks: fetched / read through FUSE",
+            chunks,
+            format!(
+                "{:.1} vs {:.1} MiB",
+                mib(sel.column_chunks_fetched),
+                mib(sel.column_chunks_read)
+            ),
+            "<= 2.0",
+            chunks <= 2.0,
+        ),
+        check(
+            name,
+            "point lookups: fetched / read through FUSE",
+            lookups,
+            format!(
+                "{:.1} vs {:.1} MiB",
+                mib(sel.point_lookups_fetched),
+                mib(sel.point_lookups_read)
+            ),
+            "<= 2.0",
+            lookups <= 2.0,
+        ),
         check(
             name,
             "cold sequential / best raw GET",

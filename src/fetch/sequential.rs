@@ -1,5 +1,6 @@
 //! Readahead for one open file: a read that continues where the last one ended grows a window of
-//! blocks fetched ahead in the background; any other read resets it and fetches only what it needs.
+//! blocks fetched ahead in the background, in proportion to how far the run has gone; any other
+//! read ends the run and fetches only what it needs. What a run left unread adapts the next ones.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -18,22 +19,53 @@ pub struct FileReader {
 /// threads may deliver out of order. Random reads of a large file land much further apart.
 const NEAR: u64 = 1 << 20;
 
-#[derive(Debug, Default)]
+/// A run longer than this is a scan (a copy, a compaction, a full read), not an engine reading one
+/// column chunk or block: it gets the largest growth whatever earlier runs did.
+const SCAN: u64 = 8 << 20;
+
+/// Readahead reaches at most this many times the bytes a run has read so far, at least once.
+const MAX_GROWTH: u64 = 4;
+
+/// The least a file's smallest window falls to after wasted readahead: one default block.
+const MIN_FLOOR: u64 = 256 << 10;
+
+/// Readahead follows what a run has shown, not how many reads it made: a window is a multiple
+/// (`growth`) of the bytes the run has read, at least `floor`. A file whose runs stop short of what
+/// was fetched for them (an engine reading one column chunk, one SSTable block range at a time)
+/// halves both, down to fetching about what it reads; runs that use all that was fetched raise them
+/// again. The worst waste of a run of R bytes is thus about `growth * R`, while a long scan still
+/// reaches the configured maximum after a few megabytes.
+#[derive(Debug)]
 struct ReadState {
     reads: u64,
-    /// The furthest end of the reads of the current sequential run.
+    /// Bytes the current sequential run has read (not its span: an engine skipping ahead by less
+    /// than [`NEAR`] continues a run without reading what it skipped), and the furthest end of its
+    /// reads.
+    run_read: u64,
     next_offset: u64,
-    window: u64,
     /// Everything below this offset has been asked for already.
     prefetched_until: u64,
+    /// The current run asked for readahead.
+    run_prefetched: bool,
+    growth: u64,
+    floor: u64,
 }
 
 impl FileReader {
     pub fn new(fetcher: Arc<Fetcher>, object: Arc<ObjectHandle>) -> FileReader {
+        let floor = fetcher.config().readahead_initial;
         FileReader {
             fetcher,
             object,
-            state: Mutex::new(ReadState::default()),
+            state: Mutex::new(ReadState {
+                reads: 0,
+                run_read: 0,
+                next_offset: 0,
+                prefetched_until: 0,
+                run_prefetched: false,
+                growth: 2,
+                floor,
+            }),
         }
     }
 
@@ -55,38 +87,58 @@ impl FileReader {
         let end = offset.saturating_add(len).min(self.object.size());
         let sequential = state.reads > 0 && offset.abs_diff(state.next_offset) <= NEAR;
         state.reads += 1;
-        state.next_offset = if sequential { state.next_offset.max(end) } else { end };
         if !sequential {
-            state.window = 0;
+            state.end_run(config.readahead_initial);
+            state.run_read = end.saturating_sub(offset);
+            state.next_offset = end;
             state.prefetched_until = end;
             return None;
         }
-        state.window = if state.window == 0 {
-            config.readahead_initial
-        } else {
-            (state.window * 2).min(config.readahead_max)
-        };
+        state.next_offset = state.next_offset.max(end);
+        state.run_read += end.saturating_sub(offset);
+        let run = state.run_read;
+        let growth = if run >= SCAN { MAX_GROWTH } else { state.growth };
+        let window = run.saturating_mul(growth).max(state.floor).min(config.readahead_max);
         // Extend the prefetched range only once the reader has eaten into half of it, and then by
         // at least half a window: extending by each read's few hundred KiB would turn readahead
         // into a stream of one-block GETs, and one-block GETs are what makes object stores slow.
         let ahead = state.prefetched_until.saturating_sub(end);
-        if ahead >= state.window / 2 {
+        if ahead >= window / 2 {
             return None;
         }
         let from = state.prefetched_until.max(end);
         let to = end
-            .saturating_add(state.window)
-            .max(from.saturating_add(state.window / 2))
+            .saturating_add(window)
+            .max(from.saturating_add(window / 2))
             .min(self.object.size());
         if from >= to {
             return None;
         }
         state.prefetched_until = to;
+        state.run_prefetched = true;
         Some(from..to)
     }
 
     /// Fetches `range` in the background as parallel request-sized GETs.
     fn prefetch(&self, range: Range<u64>) {
         self.fetcher.prefetch(&self.object, self.object.blocks_for(range));
+    }
+}
+
+impl ReadState {
+    /// Adapts growth and floor to how much of its readahead the run that ends used.
+    fn end_run(&mut self, initial: u64) {
+        if !std::mem::take(&mut self.run_prefetched) {
+            return;
+        }
+        let read = self.run_read;
+        let unread = self.prefetched_until.saturating_sub(self.next_offset);
+        if unread > read / 2 {
+            self.growth = (self.growth / 2).max(1);
+            self.floor = (self.floor / 2).max(MIN_FLOOR.min(initial));
+        } else if unread == 0 {
+            self.growth = (self.growth * 2).min(MAX_GROWTH);
+            self.floor = (self.floor * 2).min(initial);
+        }
     }
 }

@@ -215,6 +215,50 @@ async fn a_long_sequential_read_is_fetched_in_large_requests() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_stop_short_shrink_readahead_to_about_what_they_read() {
+    let config = FetchConfig {
+        readahead_initial: 32 * BLOCK,
+        readahead_max: 1024 * BLOCK,
+        max_request_bytes: 8 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(6144 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    // An engine reading column chunks: 32 blocks each in reads of 4, further apart than a skip.
+    let mut fetched_by_chunk = Vec::new();
+    for chunk in 0..12u64 {
+        let start = chunk * 400 * BLOCK;
+        let before = f.gets.bytes();
+        for piece in 0..8 {
+            let offset = start + piece * 4 * BLOCK;
+            let got = reader.read(offset, 4 * BLOCK).await.unwrap().to_bytes();
+            assert_eq!(&got[..], &f.data[offset as usize..(offset + 4 * BLOCK) as usize]);
+        }
+        // Let this chunk's readahead land before the next chunk starts.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        fetched_by_chunk.push((f.gets.bytes() - before) / BLOCK);
+    }
+    let read = 12 * 32;
+    let fetched: u64 = fetched_by_chunk.iter().sum();
+    assert!(
+        fetched <= 2 * read,
+        "{fetched} blocks fetched for {read} read: {fetched_by_chunk:?}"
+    );
+    let last = *fetched_by_chunk.last().unwrap();
+    assert!(last <= 2 * 32, "a chunk after adapting fetched {last} blocks for 32");
+
+    // The same reader on a long scan grows its window again: large GETs, little overshoot.
+    let before = (f.gets.requests(), f.gets.bytes());
+    for block in 5000..6024 {
+        reader.read(block * BLOCK, BLOCK).await.unwrap();
+    }
+    let (requests, bytes) = (f.gets.requests() - before.0, f.gets.bytes() - before.1);
+    assert!(requests <= 1024 / 6, "{requests} GETs for a 1024-block scan");
+    // What runs past the scan's end is its last window's unread part: at most a quarter here.
+    assert!(bytes <= 1280 * BLOCK, "{} blocks fetched for 1024", bytes / BLOCK);
+}
+
 #[tokio::test]
 async fn demand_reads_are_visible_to_background_work_for_a_while() {
     let f = fixture(16 * BLOCK as usize, FetchConfig::default()).await;

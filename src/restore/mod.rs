@@ -2,7 +2,8 @@
 //! engine gets plain local files, without a full download before the first file is there.
 //!
 //! - At the wire: the files are cut into chunks of one large ranged GET each, and several chunks
-//!   (of one file or of several) are fetched at once on the fetcher's background lane and
+//!   (of one file or of several; how many adapts to the link, see `streams`) are fetched at once
+//!   on the fetcher's background lane and
 //!   written straight to their place in the destination file. Fetched blocks do not go through
 //!   the block cache: the engine reads the restored files, so a cached copy would cost a second
 //!   write and memory that nobody reads. Blocks already cached are taken from the cache instead.
@@ -15,6 +16,7 @@
 //!   is kept, so nothing completed is fetched again even if the cache lost it.
 //! - A file at a final name that differs from the view is an error, never overwritten.
 
+mod streams;
 mod target;
 
 use std::collections::HashMap;
@@ -33,11 +35,6 @@ use crate::fetch::{FetchError, ObjectHandle};
 use crate::names::RelPath;
 use crate::view::{CopyRules, View, ViewError, ViewFile};
 use target::Target;
-
-/// Chunks in flight at once: enough GETs to fill a link with latency, few enough that on
-/// loopback (where one stream already runs at memory speed) they do not fight over the cores. The
-/// fetcher's background slots and budget bound them further, shared with a daemon's other work.
-const STREAMS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -156,14 +153,15 @@ pub async fn copy_view(
         groups: &groups,
     };
     let (mut chunks, mut running) = (chunks.into_iter(), FuturesUnordered::new());
+    let mut streams = streams::Streams::new(Instant::now());
     let mut outcome = Ok(());
     loop {
-        while running.len() < STREAMS {
+        while running.len() < streams.limit() {
             let Some((target, blocks)) = chunks.next() else { break };
             running.push(copy.chunk(target, blocks));
         }
         match running.next().await {
-            Some(Ok(())) => {}
+            Some(Ok(bytes)) => streams.chunk_done(bytes, Instant::now()),
             Some(Err(e)) => {
                 outcome = Err(e);
                 break;
@@ -192,8 +190,10 @@ struct Copy<'a> {
 }
 
 impl Copy<'_> {
-    /// Fills `blocks` of `target` (kept, cached or fetched) and, after its last chunk, finishes it.
-    async fn chunk(&self, target: Arc<Target>, blocks: Range<u64>) -> Result<(), RestoreError> {
+    /// Fills `blocks` of `target` (kept, cached or fetched) and, after its last chunk, finishes it;
+    /// the chunk's bytes.
+    async fn chunk(&self, target: Arc<Target>, blocks: Range<u64>) -> Result<u64, RestoreError> {
+        let bytes: u64 = blocks.clone().map(|b| target.object.shape.len(b)).sum();
         if self.progress.cancelled.load(Relaxed) {
             return Err(RestoreError::Cancelled);
         }
@@ -236,7 +236,7 @@ impl Copy<'_> {
             target.finish(digest).await?;
             file_done(&target.path, self.groups, self.progress);
         }
-        Ok(())
+        Ok(bytes)
     }
 }
 
