@@ -17,7 +17,7 @@
 //! 8. lifecycle: publish snapshot gc namespace backup uploader
 //! 9. views: catalog scylla view
 //! 10. filesystem: fs fuse handover
-//! 11. jobs: hydrate restore
+//! 11. jobs: hydrate restore warm
 //! 12. control: control
 //! <!-- /layers -->
 //!
@@ -66,6 +66,7 @@ pub mod time;
 pub mod units;
 pub mod uploader;
 pub mod view;
+pub mod warm;
 
 #[cfg(test)]
 mod layers;

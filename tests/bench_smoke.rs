@@ -64,11 +64,93 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
             "{name}: fetched again after a restart"
         );
     }
+    for store in stores {
+        // Engine-shaped reads went through FUSE and fetched something for it.
+        let selective = &store["selective"];
+        for key in [
+            "columnChunksRead",
+            "columnChunksFetched",
+            "pointLookupsRead",
+            "pointLookupsFetched",
+        ] {
+            assert!(selective[key].as_u64().unwrap() > 0, "{key}: {selective}");
+        }
+    }
     let scale = report["mountScale"].as_array().unwrap();
     assert_eq!(scale.len(), 2, "50 files at two sizes");
     assert!(!report["checks"].as_array().unwrap().is_empty());
 
     // Everything the run made is gone: no mounts, no daemons, only the JSON left in the work dir.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&work.path().display().to_string()), "{mounts}");
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("bench.json")]);
+}
+
+#[test]
+fn bench_peers_copy_and_read_through_each_installed_peer_on_loopback_and_with_latency() {
+    require_root!();
+    let work = tempfile::tempdir().unwrap();
+    let json = work.path().join("bench.json");
+    let out = Command::new(bin("lazysnap"))
+        .args([
+            "bench",
+            "--stores",
+            "",
+            "--peers",
+            "--size",
+            "8M",
+            "--random-reads",
+            "10",
+        ])
+        .args(["--peer-runs", "1", "--peer-rtt", "10", "--work-dir"])
+        .arg(work.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let passes = report["peers"].as_array().unwrap();
+    let networks: Vec<&str> = passes.iter().map(|p| p["network"].as_str().unwrap()).collect();
+    assert_eq!(networks, ["loopback", "+10ms"]);
+    let installed = |program: &str| Command::new("which").arg(program).output().unwrap().status.success();
+    for pass in passes {
+        let rows = pass["rows"].as_array().unwrap();
+        let median = |work: &str, tool: &str| {
+            rows.iter()
+                .find(|r| r["work"].as_str().unwrap().starts_with(work) && r["tool"] == tool)
+                .and_then(|r| r["median"].as_f64())
+        };
+        for work in ["copy one object", "copy 100 files", "cold sequential", "cold random"] {
+            assert!(median(work, "lazysnap").is_some_and(|v| v > 0.0), "{work}: {pass}");
+        }
+        let skipped = pass["skipped"].to_string();
+        for (program, tool) in [
+            ("rclone", "rclone copy"),
+            ("rclone", "rclone mount (vfs off)"),
+            ("s3fs", "s3fs"),
+        ] {
+            let measured = median("cold", tool).is_some() || median("copy", tool).is_some();
+            assert_eq!(measured, installed(program), "{tool}: {pass}");
+            assert_eq!(skipped.contains(program), !installed(program), "{skipped}");
+        }
+        // Through the delaying proxy a cold 4 KiB read waits at least one round trip.
+        if pass["network"] == "+10ms" {
+            let p50 = median("cold random", "lazysnap").unwrap();
+            assert!(p50 >= 10_000.0, "cold random p50 {p50} us at +10 ms");
+        }
+    }
+    let checks = report["checks"].to_string();
+    assert!(
+        checks.contains("copy one object / rclone copy") == installed("rclone"),
+        "{checks}"
+    );
+
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(&work.path().display().to_string()), "{mounts}");
     let left: Vec<_> = std::fs::read_dir(work.path())

@@ -95,8 +95,10 @@ pub struct BenchArgs {
     /// (0: no second pass).
     #[arg(long, value_name = "MS", default_value_t = 10)]
     peer_rtt: u64,
-    /// What --peers measures: copy (restore against rclone copy), reads (cold reads through mounts).
-    #[arg(long, value_delimiter = ',', default_value = "copy,reads")]
+    /// What --peers measures: copy (restore against rclone copy), reads (cold reads through mounts),
+    /// warm (with --peer-rtt only): mount to the first RocksDB `ldb get`, with and without a
+    /// first-touch profile, against downloading the database first (needs `ldb`).
+    #[arg(long, value_delimiter = ',', default_value = "copy,reads,warm")]
     peer_work: Vec<peers::PeerWork>,
     /// Repetitions of each peer measurement (medians are reported, with the range).
     #[arg(long, default_value_t = 3)]
@@ -386,6 +388,24 @@ fn bench_peers(
     write_many_files_sized(&many_data, MANY_FILES, each)?;
     let many_manifest = publish_dir(&target, &many_data, &many_volume)?;
     std::fs::remove_dir_all(&many_data)?;
+    let (mut database, mut db_names) = (None, None);
+    if args.peer_work.contains(&peers::PeerWork::Warm) && args.peer_rtt > 0 && on_path("ldb") {
+        say("peers: a RocksDB database for the warm start");
+        let dir = work.join("warm-db");
+        let (key, value) = peers::warm::create(&dir, size / 2)?;
+        let volume = format!("{namespace}/warm-db");
+        let manifest = publish_dir(&target, &dir, &volume)?;
+        std::fs::remove_dir_all(&dir)?;
+        db_names = Some((volume, manifest, key, value));
+    }
+    if let Some((volume, manifest, key, value)) = &db_names {
+        database = Some(peers::warm::Database {
+            volume,
+            manifest,
+            key,
+            value,
+        });
+    }
     // Every tool reads the same places; few enough reads for a slow peer at +10 ms.
     let offsets = stats::random_offsets(size, 4096, args.random_reads.min(200), stats::OFFSETS_SEED);
     let w = peers::Work {
@@ -400,12 +420,17 @@ fn bench_peers(
         offsets: &offsets,
         runs: args.peer_runs.max(1),
         kinds: &args.peer_work,
+        database: database.as_ref(),
     };
     let mut figures = vec![peers::measure(&w, std::time::Duration::ZERO)?];
     if args.peer_rtt > 0 {
         figures.push(peers::measure(&w, std::time::Duration::from_millis(args.peer_rtt))?);
     }
     Ok(figures)
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// `files` random files of `file_bytes` each, in one folder.

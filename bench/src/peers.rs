@@ -10,6 +10,7 @@
 
 mod delay;
 mod tools;
+pub mod warm;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -36,12 +37,17 @@ pub struct Work<'a> {
     pub offsets: &'a [u64],
     pub runs: usize,
     pub kinds: &'a [PeerWork],
+    /// The RocksDB database of the warm-start figure, when `ldb` is installed.
+    pub database: Option<&'a warm::Database<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PeerWork {
     Copy,
     Reads,
+    /// With added latency only: mount to the first RocksDB `ldb get`, with and without a
+    /// first-touch profile, beside a download of the whole database.
+    Warm,
 }
 
 /// One network condition's figures.
@@ -75,7 +81,11 @@ pub const COPY_ONE: &str = "copy one object (s)";
 pub const COPY_MANY: &str = "copy 100 files (s)";
 pub const COLD_SEQUENTIAL: &str = "cold sequential (MB/s)";
 pub const RANDOM: &str = "cold random 4K p50 (us)";
+pub const WARM_START: &str = "mount to first ldb get (ms)";
 pub const LAZYSNAP: &str = "lazysnap";
+pub const COLD_START: &str = "lazysnap, no profile";
+pub const PROFILED_START: &str = "lazysnap, first-touch profile";
+pub const DOWNLOAD_FIRST: &str = "download first (restore)";
 pub const RCLONE_COPY: &str = "rclone copy";
 
 /// Measures every installed peer beside lazysnap, with `added_rtt` on the server's traffic.
@@ -120,6 +130,12 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
             let took = tools::rclone_copy(&s3, &dir, w.work, w.many_size)?;
             record(COPY_MANY, RCLONE_COPY, took.as_secs_f64(), 0.0);
         }
+        if let (Some(db), false, true) = (w.database, added_rtt.is_zero(), w.kinds.contains(&PeerWork::Warm)) {
+            let figures = warm::measure(w, db)?;
+            record(WARM_START, COLD_START, figures.cold_ms, 0.0);
+            record(WARM_START, PROFILED_START, figures.warm_ms, 0.0);
+            record(WARM_START, DOWNLOAD_FIRST, figures.download_ms, 0.0);
+        }
         if !w.kinds.contains(&PeerWork::Reads) {
             continue;
         }
@@ -156,7 +172,7 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
 }
 
 /// `lazysnap restore start --wait` on a fresh node: the time from the request to the job's end.
-fn restore(w: &Work, (volume, manifest): (&str, &str)) -> anyhow::Result<Duration> {
+pub(crate) fn restore(w: &Work, (volume, manifest): (&str, &str)) -> anyhow::Result<Duration> {
     use lazysnap::catalog::Selector;
     use lazysnap::control::records::{JobState, RestoreJobStatus};
     use lazysnap::control::{Request, RestoreStartRequest, RestoreStatusRequest};
@@ -244,6 +260,20 @@ pub fn checks(p: &PeerFigures) -> Vec<super::report::Check> {
                 ratio <= 0.8,
             ));
         }
+    }
+    if let (Some(profiled), Some(download)) = (median(WARM_START, PROFILED_START), median(WARM_START, DOWNLOAD_FIRST)) {
+        let ratio = profiled / download;
+        let cold = median(WARM_START, COLD_START).unwrap_or(0.0);
+        let detail = format!("{profiled:.0} ms ({cold:.0} cold) vs {download:.0} ms");
+        let figure = "warm ldb get / download first";
+        checks.push(super::report::check(
+            &store,
+            figure,
+            ratio,
+            detail,
+            "<= 0.05",
+            ratio <= 0.05,
+        ));
     }
     let loopback = p.added_rtt_ms == 0;
     for (peer, want) in [("s3fs", if loopback { 1.0 } else { 1.2 }), ("mount-s3", 1.2)] {

@@ -17,6 +17,7 @@ mod recover;
 mod restores;
 mod server;
 mod uploaders;
+mod warm_starts;
 
 use std::path::PathBuf;
 
@@ -88,6 +89,11 @@ struct Args {
     /// mounted); a mount beyond it is refused with this limit named.
     #[arg(long, env = "LAZYSNAP_MAX_FILES", default_value_t = 20_000_000)]
     max_files: u64,
+    /// Bytes of blocks a new mount records as first read (within 30 s) and keeps in the store
+    /// beside the volume's manifests, so that the next mount of the volume, on any node, fetches
+    /// them first: a warm start. 0 records and replays nothing.
+    #[arg(long, env = "LAZYSNAP_FIRST_TOUCH", default_value = "64M", value_parser = parse_size)]
+    first_touch: u64,
     /// FUSE requests served at once across all mounts; more wait in the kernel's queues.
     #[arg(long, env = "LAZYSNAP_MAX_FUSE_REQUESTS", default_value_t = 1024)]
     max_fuse_requests: usize,
@@ -209,6 +215,7 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         server: Server::new(fuse),
         max_mounts: args.max_mounts,
         max_files: args.max_files,
+        first_touch: args.first_touch,
     };
     let _entered = runtime.enter();
     let options = daemon::Options {

@@ -40,6 +40,8 @@ pub struct Tuning {
     /// Files shown by all mounts together: each costs the daemon memory for as long as it is
     /// mounted (its place in the inode tree, its name and index row).
     pub max_files: u64,
+    /// Bytes of first touches a new mount records for warm starts (0: none, and no replay).
+    pub first_touch: u64,
 }
 
 /// Descriptors kept free for everything but mounts: the disk cache's open objects (256 x 2),
@@ -183,6 +185,9 @@ impl Mounts {
             allow_other: kernel_allow_other(&access),
             source: source_name(&request),
         };
+        if restoring.is_none() && self.tuning.first_touch > 0 {
+            crate::warm_starts::start(&fs, self.tuning.first_touch);
+        }
         let mounted = self.mount_at(fs, &path, attach).await;
         let mount = match mounted {
             Ok(mount) => mount,

@@ -4,6 +4,7 @@
 
 mod error;
 mod local;
+mod touch;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use crate::view::{NodeKind, View};
 pub use crate::view::ROOT;
 pub use error::FsError;
 pub use local::LocalCopy;
+pub use touch::FirstTouches;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -91,6 +93,8 @@ pub struct LazyFs {
     next_handle: AtomicU64,
     counters: Counters,
     verifying: local::Verifying,
+    /// Set when the daemon records this mount's first touches for a warm start.
+    touches: std::sync::OnceLock<Arc<FirstTouches>>,
     access: Access,
 }
 
@@ -107,6 +111,7 @@ impl LazyFs {
             next_handle: AtomicU64::new(1),
             counters: Counters::default(),
             verifying: local::Verifying::default(),
+            touches: std::sync::OnceLock::new(),
             access,
         }
     }
@@ -263,6 +268,11 @@ impl LazyFs {
             }
         };
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(touches) = self.touches.get() {
+            let object = reader.object();
+            let blocks = object.blocks_for(offset..offset.saturating_add(u64::from(size)));
+            touches.note(ino, blocks, object.shape.block_size, object.size());
+        }
         match reader.read(offset, u64::from(size)).await {
             Ok(bytes) => {
                 self.counters
@@ -276,6 +286,11 @@ impl LazyFs {
                 Err(e.into())
             }
         }
+    }
+
+    /// Records this mount's first touches from now on (once; later calls are ignored).
+    pub fn record_first_touches(&self, touches: Arc<FirstTouches>) {
+        let _ = self.touches.set(touches);
     }
 
     pub fn xattr_names(&self, ino: u64) -> Result<Vec<&'static str>, FsError> {

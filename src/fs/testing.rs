@@ -102,3 +102,9 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
     };
     filesystem(store, index, vec![view], dir, remember)
 }
+
+/// The same parts as `fs`, as a new node would show them: a fresh cache under `dir`.
+pub fn on_a_new_node(fs: &LazyFs, dir: &Path) -> LazyFs {
+    let view = fs.view();
+    filesystem(view.fetcher().store(), view.index(), view.parts().to_vec(), dir, false)
+}

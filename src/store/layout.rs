@@ -54,6 +54,11 @@ pub fn manifests_dir(volume: &VolumeId) -> Path {
     Path::from_iter(volume_child(volume, "manifests"))
 }
 
+/// The volume's first-touch profile (see `warm`): what the last mount read first.
+pub fn first_touch_key(volume: &VolumeId) -> Path {
+    Path::from_iter(volume_child(volume, "profiles").chain(std::iter::once("first-touch.json")))
+}
+
 pub fn manifest_key(volume: &VolumeId, name: &str) -> Path {
     Path::from_iter(volume_child(volume, "manifests").chain(std::iter::once(name)))
 }

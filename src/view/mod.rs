@@ -152,6 +152,10 @@ impl View {
         &self.parts
     }
 
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
     pub fn tree(&self) -> &Tree {
         &self.tree
     }

@@ -1,0 +1,114 @@
+//! The warm-start figure: the time from `mount` to the first correct RocksDB `ldb get` through
+//! the mount, cold (no first-touch profile in the store) and warm (the profile the cold run left),
+//! beside the time to download the whole database first (a restore), each on a fresh node.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::super::node::BenchNode;
+use super::Work;
+
+/// A RocksDB database published for the figure, and one of its keys.
+pub struct Database<'a> {
+    pub volume: &'a str,
+    pub manifest: &'a str,
+    pub key: &'a str,
+    pub value: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmFigures {
+    pub cold_ms: f64,
+    pub warm_ms: f64,
+    pub download_ms: f64,
+}
+
+/// One cold run, one warm run and one download, each on a fresh node.
+pub fn measure(w: &Work, db: &Database) -> anyhow::Result<WarmFigures> {
+    let store = w.target.open()?;
+    let profile = lazysnap::warm::profile_key(&lazysnap::names::VolumeId::parse(db.volume)?);
+    // Cold: no profile (a previous run's is removed first).
+    let _ = lazysnap_tools::block_on(store.delete(&profile));
+    // The node that ran cold saves its first touches as its mount ends: wait for them.
+    let saved = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while lazysnap_tools::block_on(store.get(&profile)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "the cold run left no first-touch profile");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    };
+    let cold = first_get(w, db, &saved)?;
+    let warm = first_get(w, db, &|| Ok(()))?;
+    let download = super::restore(w, (db.volume, db.manifest))?;
+    Ok(WarmFigures {
+        cold_ms: cold.as_secs_f64() * 1e3,
+        warm_ms: warm.as_secs_f64() * 1e3,
+        download_ms: download.as_secs_f64() * 1e3,
+    })
+}
+
+/// Mount on a fresh node, then `ldb get` through it (as a secondary instance: the mount is
+/// read-only): the time from the mount request to the right value. `after` runs once the mount
+/// is gone, before the node stops.
+fn first_get(w: &Work, db: &Database, after: &dyn Fn() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let node = BenchNode::start(w.target, w.work, w.daemon_args)?;
+    let secondary = tempfile::Builder::new().prefix("ldb-secondary-").tempdir_in(w.work)?;
+    let started = Instant::now();
+    let (mounted, _) = node.mount(db.volume, Some(db.manifest))?;
+    let got = ldb_get(&mounted.volume_dir, secondary.path(), db.key)?;
+    let took = started.elapsed();
+    anyhow::ensure!(got == db.value, "ldb get {} answered {got:?}", db.key);
+    node.unmount(&mounted)?;
+    after()?;
+    Ok(took)
+}
+
+fn ldb_get(db: &Path, secondary: &Path, key: &str) -> anyhow::Result<String> {
+    let out = Command::new("ldb")
+        .arg(format!("--db={}", db.display()))
+        .arg(format!("--secondary_path={}", secondary.display()))
+        .args(["get", key])
+        .output()
+        .context("cannot run ldb (apt-get install rocksdb-tools)")?;
+    if !out.status.success() {
+        bail!("ldb get {key}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Writes a database of about `bytes` into `dir` with `ldb load` (compacted, uncompressed):
+/// keys `key00000000`..., values of 1000 bytes; the key and value the figure looks up.
+pub fn create(dir: &Path, bytes: u64) -> anyhow::Result<(String, String)> {
+    use std::io::Write;
+    let keys = (bytes / 1024).max(1000);
+    let value = |i: u64| format!("{i:016x}").repeat(1000 / 16) + &"v".repeat(1000 % 16);
+    let mut child = Command::new("ldb")
+        .arg(format!("--db={}", dir.display()))
+        .args([
+            "--create_if_missing",
+            "--compression_type=no",
+            "load",
+            "--compact",
+            "--disable_wal",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot run ldb (apt-get install rocksdb-tools)")?;
+    {
+        let mut input = std::io::BufWriter::new(child.stdin.take().expect("piped"));
+        for i in 0..keys {
+            writeln!(input, "key{i:08} ==> {}", value(i))?;
+        }
+    }
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "ldb load failed: {status}");
+    let pick = keys * 2 / 3;
+    Ok((format!("key{pick:08}"), value(pick)))
+}

@@ -1,0 +1,99 @@
+//! First touches: the order in which a mount's blocks are first read, recorded for a bounded
+//! number of bytes and a bounded time after the mount, so that a later mount of the same volume can
+//! fetch them first (see `warm`). Recording costs a set insert per block read; it stops for good
+//! once either bound is reached.
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct FirstTouches {
+    limit_bytes: u64,
+    until: Instant,
+    state: Mutex<Touched>,
+}
+
+#[derive(Debug, Default)]
+struct Touched {
+    seen: HashSet<(u64, u64)>,
+    /// (inode, byte range of the block) in the order first read.
+    order: Vec<(u64, Range<u64>)>,
+    bytes: u64,
+    closed: bool,
+}
+
+impl FirstTouches {
+    /// Records up to `limit_bytes` of distinct blocks first read within `window` from now.
+    pub fn new(limit_bytes: u64, window: Duration) -> FirstTouches {
+        FirstTouches {
+            limit_bytes,
+            until: Instant::now() + window,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Notes a read of `blocks` (of `block_size` bytes, the file `size` long) of inode `ino`.
+    pub fn note(&self, ino: u64, blocks: Range<u64>, block_size: u64, size: u64) {
+        if Instant::now() >= self.until {
+            self.lock().closed = true;
+            return;
+        }
+        let mut state = self.lock();
+        for block in blocks {
+            if state.closed {
+                return;
+            }
+            if state.seen.insert((ino, block)) {
+                let range = block * block_size..((block + 1) * block_size).min(size);
+                state.bytes += range.end - range.start;
+                state.order.push((ino, range));
+                state.closed = state.bytes >= self.limit_bytes;
+            }
+        }
+    }
+
+    /// True once recording has stopped (its bytes or its time are used up).
+    pub fn is_done(&self) -> bool {
+        self.lock().closed || Instant::now() >= self.until
+    }
+
+    /// Stops recording and hands over what was recorded, in order.
+    pub fn take(&self) -> Vec<(u64, Range<u64>)> {
+        let mut state = self.lock();
+        state.closed = true;
+        std::mem::take(&mut state.order)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Touched> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_distinct_blocks_in_first_read_order_up_to_its_bytes() {
+        let touches = FirstTouches::new(20, Duration::from_secs(60));
+        touches.note(7, 2..4, 4, 100);
+        touches.note(7, 3..5, 4, 100);
+        touches.note(9, 0..1, 4, 3);
+        assert!(!touches.is_done(), "15 bytes so far");
+        touches.note(8, 0..9, 4, 100);
+        assert!(touches.is_done(), "20 bytes reached");
+        let recorded = [(7, 8..12), (7, 12..16), (7, 16..20), (9, 0..3), (8, 0..4), (8, 4..8)];
+        assert_eq!(touches.take(), recorded);
+        assert!(touches.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn nothing_is_recorded_after_its_window() {
+        let touches = FirstTouches::new(1 << 20, Duration::ZERO);
+        touches.note(1, 0..1, 4, 100);
+        assert!(touches.is_done());
+        assert!(touches.take().is_empty());
+    }
+}

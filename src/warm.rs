@@ -1,0 +1,263 @@
+//! Warm starts from first-touch profiles. A mount records the blocks first read after it starts
+//! ([`crate::fs::FirstTouches`]); they are kept in the store beside the volume's manifests
+//! (`volumes/<id>/profiles/first-touch.json`), so every node benefits, and the next mount of any
+//! manifest of that volume fetches them first, in that order, on the background lane: an engine
+//! opening a database reads the same footers, indexes and filters every time.
+//!
+//! - A profile names files by path and bytes by range, not blocks, so it applies to later
+//!   manifests whatever their block size; files gone since are skipped.
+//! - Profiles are hints: one that is missing, unreadable or malformed costs the warm start, never
+//!   the mount; saving one needs write access to the store and is skipped (with a warning) without.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::fs::FirstTouches;
+use crate::names::VolumeId;
+use crate::store::{layout, StoreError};
+use crate::view::{NodeKind, View};
+
+/// Ranges fetched at once while replaying: enough to hide a store's latency, ordered so that
+/// what an engine reads first arrives first.
+const REPLAY_PARALLEL: usize = 8;
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub version: u32,
+    /// The manifest the profile was recorded on.
+    pub manifest: String,
+    pub recorded_at_ms: u64,
+    /// Byte ranges in the order first read; adjacent ones of a file are merged.
+    pub ranges: Vec<Touched>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touched {
+    pub path: String,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("first-touch profile {key}: {reason}")]
+    Malformed { key: String, reason: String },
+}
+
+/// Where a volume's profile is kept.
+pub fn profile_key(volume: &VolumeId) -> Path {
+    layout::first_touch_key(volume)
+}
+
+/// Saves what `touches` recorded of `view`, one profile per volume touched; the volumes saved.
+pub async fn save(view: &View, touches: &FirstTouches) -> Result<Vec<VolumeId>, WarmError> {
+    let mut by_part: HashMap<usize, Vec<Touched>> = HashMap::new();
+    let mut order = Vec::new();
+    for (ino, range) in touches.take() {
+        let Some((part, path)) = file_of(view, ino) else {
+            continue;
+        };
+        let ranges = by_part.entry(part).or_insert_with(|| {
+            order.push(part);
+            Vec::new()
+        });
+        match ranges.last_mut() {
+            Some(last) if last.path == path && last.offset + last.len == range.start => {
+                last.len += range.end - range.start
+            }
+            _ => ranges.push(Touched {
+                path,
+                offset: range.start,
+                len: range.end - range.start,
+            }),
+        }
+    }
+    let mut saved = Vec::new();
+    for part in order {
+        let volume = &view.parts()[part];
+        let profile = Profile {
+            version: VERSION,
+            manifest: volume.manifest.name.clone(),
+            recorded_at_ms: crate::time::now_ms(),
+            ranges: by_part.remove(&part).unwrap_or_default(),
+        };
+        let json = serde_json::to_vec(&profile).expect("a profile serializes");
+        let store = volume.store.as_ref().unwrap_or(view.fetcher().store());
+        store.put(&profile_key(&volume.volume), json.into()).await?;
+        saved.push(volume.volume.clone());
+    }
+    Ok(saved)
+}
+
+/// The profiles of the view's volumes that the store has, by part.
+pub async fn load(view: &View) -> Vec<(usize, Profile)> {
+    let mut found = Vec::new();
+    for (part, volume) in view.parts().iter().enumerate() {
+        let key = profile_key(&volume.volume);
+        let store = volume.store.as_ref().unwrap_or(view.fetcher().store());
+        let loaded = match store.get(&key).await {
+            Ok(bytes) => parse(&key, &bytes),
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => Err(e.into()),
+        };
+        match loaded {
+            Ok(profile) => found.push((part, profile)),
+            Err(e) => tracing::warn!(error = %e, volume = %volume.volume, "no warm start from this profile"),
+        }
+    }
+    found
+}
+
+fn parse(key: &Path, bytes: &[u8]) -> Result<Profile, WarmError> {
+    let malformed = |reason: String| WarmError::Malformed {
+        key: key.to_string(),
+        reason,
+    };
+    let profile: Profile = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    if profile.version != VERSION {
+        return Err(malformed(format!(
+            "version {} (this lazysnap reads {VERSION})",
+            profile.version
+        )));
+    }
+    Ok(profile)
+}
+
+/// Fetches what `profiles` name into the cache, in their order, on the background lane, while
+/// `keep_going` holds (the mount is still there); the bytes fetched.
+pub async fn replay(view: &View, profiles: &[(usize, Profile)], keep_going: impl Fn() -> bool) -> u64 {
+    let inodes: HashMap<(usize, String), u64> = view
+        .files()
+        .iter()
+        .filter_map(|file| Some((file_of(view, file.ino)?, file.ino)))
+        .collect();
+    let mut wanted = Vec::new();
+    for (part, profile) in profiles {
+        for t in &profile.ranges {
+            if let Some(&ino) = inodes.get(&(*part, t.path.clone())) {
+                wanted.push((ino, t.offset..t.offset.saturating_add(t.len)));
+            }
+        }
+    }
+    let mut wanted = wanted.into_iter();
+    let (mut running, mut fetched) = (FuturesOrdered::new(), 0);
+    loop {
+        while running.len() < REPLAY_PARALLEL && keep_going() {
+            let Some((ino, range)) = wanted.next() else { break };
+            running.push_back(fetch_range(view, ino, range));
+        }
+        match running.next().await {
+            Some(bytes) => fetched += bytes,
+            None => return fetched,
+        }
+    }
+}
+
+/// Fetches bytes `range` of file `ino` into the cache; the bytes fetched (0 when it fails: a
+/// demand read will fetch it and report the failure).
+async fn fetch_range(view: &View, ino: u64, range: Range<u64>) -> u64 {
+    let Ok(object) = view.object(ino) else { return 0 };
+    let blocks = object.blocks_for(range);
+    view.fetcher().fetch_in_background(&object, blocks).await.unwrap_or(0)
+}
+
+/// The part and in-volume path of file `ino`.
+fn file_of(view: &View, ino: u64) -> Option<(usize, String)> {
+    let node = view.tree().get(ino)?;
+    match &node.kind {
+        NodeKind::File { row, part } => Some((*part, row.path.as_str().to_owned())),
+        NodeKind::Dir { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::BlockKey;
+    use crate::fs::testing;
+
+    const BLOCK: u64 = testing::BLOCK_SIZE;
+
+    #[tokio::test]
+    async fn a_new_node_fetches_what_the_last_mount_read_first_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 64 * BLOCK as usize];
+        let small = vec![9u8; 3 * BLOCK as usize];
+        let files: &[(&str, &[u8])] = &[("db/big.sst", &big), ("db/MANIFEST", &small)];
+        let (fs, _) = testing::published("warm", &[("v", files)], dir.path()).await;
+        let fs = Arc::new(fs);
+        let touches = Arc::new(FirstTouches::new(1 << 30, std::time::Duration::from_secs(60)));
+        fs.record_first_touches(touches.clone());
+        let ino = |path: &str| fs.view().files().iter().find(|f| f.path.as_str() == path).unwrap().ino;
+        // An engine opening its database: the MANIFEST, then the big file's footer, then a block.
+        fs.read_at(1, ino("db/MANIFEST"), 0, 100).await.unwrap();
+        fs.read_at(2, ino("db/big.sst"), 63 * BLOCK, 100).await.unwrap();
+        fs.read_at(2, ino("db/big.sst"), 10 * BLOCK + 5, 2 * BLOCK as u32)
+            .await
+            .unwrap();
+        let saved = save(fs.view(), &touches).await.unwrap();
+        assert_eq!(saved, [VolumeId::parse("v").unwrap()]);
+
+        let other = tempfile::tempdir().unwrap();
+        let fresh = testing::on_a_new_node(&fs, other.path());
+        let view = fresh.view();
+        let profiles = load(view).await;
+        assert_eq!(profiles.len(), 1);
+        let ranges: Vec<(&str, u64, u64)> = profiles[0]
+            .1
+            .ranges
+            .iter()
+            .map(|t| (t.path.as_str(), t.offset / BLOCK, t.len / BLOCK))
+            .collect();
+        assert_eq!(
+            ranges,
+            [("db/MANIFEST", 0, 1), ("db/big.sst", 63, 1), ("db/big.sst", 10, 3)]
+        );
+        let fetched = replay(view, &profiles, || true).await;
+        assert_eq!(fetched, 5 * BLOCK);
+        let cached = |path: &str, block: u64| {
+            let object = view.object(ino(path)).unwrap();
+            view.fetcher().cache().contains(&BlockKey {
+                object: object.id,
+                block,
+            })
+        };
+        for (path, block) in [
+            ("db/MANIFEST", 0),
+            ("db/big.sst", 63),
+            ("db/big.sst", 10),
+            ("db/big.sst", 12),
+        ] {
+            assert!(cached(path, block), "{path} block {block} was not warmed");
+        }
+        assert!(!cached("db/big.sst", 30), "a block nobody read was fetched");
+        assert!(!cached("db/MANIFEST", 1));
+        // A replay told the mount is gone fetches nothing.
+        let third = tempfile::tempdir().unwrap();
+        let gone = testing::on_a_new_node(&fs, third.path());
+        assert_eq!(replay(gone.view(), &profiles, || false).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_profile_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: &[(&str, &[u8])] = &[("a", b"abc")];
+        let (fs, store) = testing::published("warm-bad", &[("v", files)], dir.path()).await;
+        let key = profile_key(&VolumeId::parse("v").unwrap());
+        store.put(&key, b"{not json".to_vec().into()).await.unwrap();
+        assert!(load(fs.view()).await.is_empty());
+        let err = parse(&key, br#"{"version":9,"manifest":"m","recordedAtMs":1,"ranges":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("version 9"), "{err}");
+    }
+}
