@@ -128,8 +128,13 @@ pub async fn copy_view(
             progress.bytes_done.fetch_add(object.size(), Relaxed);
             file_done(path, &groups, progress);
         } else {
+            // Read before any chunk: a digest's own copy then finds it cached, not fetched twice.
+            let digest = match view.rules().and_then(|r| Some((r, r.digest_file(path)?))) {
+                Some((rules, digest)) => read_digest(view, rules, digest).await?,
+                None => None,
+            };
             let temp = temp_name(dest, path, job);
-            targets.push(Arc::new(Target::new(path.clone(), object, temp, final_path)));
+            targets.push(Arc::new(Target::new(path.clone(), object, temp, final_path, digest)));
         }
     }
     let per_chunk = |t: &Target| (view.fetcher().config().max_request_bytes / t.object.shape.block_size).max(1);
@@ -148,6 +153,7 @@ pub async fn copy_view(
         pacer: Pacer {
             started: Instant::now(),
             bandwidth,
+            granted: AtomicU64::new(0),
         },
         progress,
         groups: &groups,
@@ -171,9 +177,10 @@ pub async fn copy_view(
     }
     drop(running);
     if let Err(e) = outcome {
-        // Chunks still in flight were dropped; a cancelled copy leaves nothing behind, a failed
-        // one keeps its verified blocks for the next attempt.
-        if matches!(e, RestoreError::Cancelled) {
+        // Chunks still in flight were dropped. A cancelled copy, or one whose backup contradicts
+        // its own digest (resuming cannot help), leaves nothing behind; one that failed otherwise
+        // (the store, the disk) keeps its verified blocks for the next attempt.
+        if matches!(e, RestoreError::Cancelled | RestoreError::Digest { .. }) {
             targets.iter().for_each(|t| t.remove());
         }
         return Err(e);
@@ -194,7 +201,8 @@ impl Copy<'_> {
     /// the chunk's bytes.
     async fn chunk(&self, target: Arc<Target>, blocks: Range<u64>) -> Result<u64, RestoreError> {
         let bytes: u64 = blocks.clone().map(|b| target.object.shape.len(b)).sum();
-        if self.progress.cancelled.load(Relaxed) {
+        let cancelled = &self.progress.cancelled;
+        if cancelled.load(Relaxed) {
             return Err(RestoreError::Cancelled);
         }
         let shape = target.object.shape;
@@ -211,6 +219,8 @@ impl Copy<'_> {
             }
         }
         for run in runs(&missing) {
+            let span = shape.byte_range(run.clone());
+            self.pacer.grant(span.end - span.start, cancelled).await?;
             let fetched = fetcher
                 .fetch_uncached(&target.object, run.clone())
                 .await
@@ -218,22 +228,18 @@ impl Copy<'_> {
                     path: target.path.clone(),
                     source: Box::new(source),
                 })?;
-            let bytes = shape.byte_range(run.clone());
-            let total = self.progress.bytes_fetched.fetch_add(bytes.end - bytes.start, Relaxed);
+            self.progress.bytes_fetched.fetch_add(span.end - span.start, Relaxed);
+            if cancelled.load(Relaxed) {
+                return Err(RestoreError::Cancelled);
+            }
             pending.extend(run.zip(fetched.blocks.iter().cloned()));
             let written = target.write(std::mem::take(&mut pending)).await?;
             self.progress.bytes_done.fetch_add(written, Relaxed);
-            drop(fetched);
-            self.pacer.pace(total + bytes.end - bytes.start).await;
         }
         let written = target.write(pending).await?;
         self.progress.bytes_done.fetch_add(written, Relaxed);
         if target.chunk_done() {
-            let digest = match self.view.rules().and_then(|r| Some((r, r.digest_file(&target.path)?))) {
-                Some((rules, digest)) => read_digest(self.view, rules, digest).await?,
-                None => None,
-            };
-            target.finish(digest).await?;
+            target.finish().await?;
             file_done(&target.path, self.groups, self.progress);
         }
         Ok(bytes)
@@ -312,17 +318,27 @@ async fn read_digest(
 struct Pacer {
     started: Instant,
     bandwidth: Option<u64>,
+    /// Bytes allowed to start fetching so far.
+    granted: AtomicU64,
 }
 
 impl Pacer {
-    /// Sleeps until `fetched` bytes are within the cap for the time since the copy started.
-    async fn pace(&self, fetched: u64) {
-        if let Some(rate) = self.bandwidth.filter(|&r| r > 0) {
-            let due = Duration::from_secs_f64(fetched as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                tokio::time::sleep(wait).await;
+    /// Waits until `bytes` more may be fetched within the cap: a fetch starts once the bytes
+    /// granted before it are due, so chunks in flight together run at most one chunk ahead of the
+    /// cap. Wakes every 50 ms to notice a cancel.
+    async fn grant(&self, bytes: u64, cancelled: &AtomicBool) -> Result<(), RestoreError> {
+        let Some(rate) = self.bandwidth.filter(|&r| r > 0) else {
+            return Ok(());
+        };
+        let before = self.granted.fetch_add(bytes, Relaxed);
+        let due = Duration::from_secs_f64(before as f64 / rate as f64);
+        while let Some(wait) = due.checked_sub(self.started.elapsed()) {
+            if cancelled.load(Relaxed) {
+                return Err(RestoreError::Cancelled);
             }
+            tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
         }
+        Ok(())
     }
 }
 

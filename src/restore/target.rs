@@ -20,6 +20,8 @@ pub(super) struct Target {
     pub object: Arc<ObjectHandle>,
     temp: PathBuf,
     final_path: PathBuf,
+    /// The digest file named for it and the CRC32 that states (a ScyllaDB Data.db).
+    digest: Option<(RelPath, u32)>,
     open: Mutex<Option<Opened>>,
     chunks_left: AtomicU64,
 }
@@ -33,12 +35,19 @@ struct Opened {
 }
 
 impl Target {
-    pub fn new(path: RelPath, object: Arc<ObjectHandle>, temp: PathBuf, final_path: PathBuf) -> Target {
+    pub fn new(
+        path: RelPath,
+        object: Arc<ObjectHandle>,
+        temp: PathBuf,
+        final_path: PathBuf,
+        digest: Option<(RelPath, u32)>,
+    ) -> Target {
         Target {
             path,
             object,
             temp,
             final_path,
+            digest,
             open: Mutex::new(None),
             chunks_left: AtomicU64::new(1),
         }
@@ -98,13 +107,13 @@ impl Target {
 
     /// Flushes the complete file, checks it against its digest when it has one (the copy is
     /// removed when it differs) and renames it to its final name.
-    pub async fn finish(self: &Arc<Self>, digest: Option<(RelPath, u32)>) -> Result<(), RestoreError> {
+    pub async fn finish(self: &Arc<Self>) -> Result<(), RestoreError> {
         let target = self.clone();
         blocking(move || {
             let file = target.opened()?.file;
             file.sync_all().map_err(target.io())?;
             target.open.lock().expect("not poisoned").take();
-            if let Some((digest, want)) = digest {
+            if let Some((digest, want)) = target.digest.clone() {
                 let got = crc32_of(&target.temp)?;
                 if got != want {
                     let _ = std::fs::remove_file(&target.temp);
