@@ -389,7 +389,11 @@ fn bench_peers(
     let many_manifest = publish_dir(&target, &many_data, &many_volume)?;
     std::fs::remove_dir_all(&many_data)?;
     let (mut database, mut db_names) = (None, None);
-    if args.peer_work.contains(&peers::PeerWork::Warm) && args.peer_rtt > 0 && on_path("ldb") {
+    let warm = args.peer_work.contains(&peers::PeerWork::Warm) && args.peer_rtt > 0;
+    if warm && !on_path("ldb") {
+        say("peers: ldb is not on PATH (apt-get install rocksdb-tools): no warm-start figure");
+    }
+    if warm && on_path("ldb") {
         say("peers: a RocksDB database for the warm start");
         let dir = work.join("warm-db");
         let (key, value) = peers::warm::create(&dir, size / 2)?;

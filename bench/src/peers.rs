@@ -107,7 +107,10 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
         target: proxied.as_ref().unwrap_or(w.target),
         ..*w
     };
-    let (peers, skipped) = tools::installed();
+    let (peers, mut skipped) = tools::installed();
+    if !added_rtt.is_zero() && w.kinds.contains(&PeerWork::Warm) && w.database.is_none() {
+        skipped.push("ldb: not on PATH, no warm-start figure".into());
+    }
     let mut samples: Vec<(String, String, Vec<f64>, Vec<f64>)> = Vec::new();
     let mut record =
         |work: &str, tool: &str, value: f64, p99: f64| match samples.iter_mut().find(|s| s.0 == work && s.1 == tool) {
