@@ -142,7 +142,11 @@ fn bench_peers_copy_and_read_through_each_installed_peer_on_loopback_and_with_la
         // Through the delaying proxy a cold 4 KiB read waits at least one round trip, and a
         // RocksDB database opens through the mount with and without a first-touch profile.
         if pass["network"] == "+10ms" {
-            for tool in ["lazysnap, no profile", "lazysnap, first-touch profile", "download first (restore)"] {
+            for tool in [
+                "lazysnap, no profile",
+                "lazysnap, first-touch profile",
+                "download first (restore)",
+            ] {
                 let measured = median("mount to first ldb get", tool);
                 assert_eq!(measured.is_some_and(|ms| ms > 10.0), installed("ldb"), "{tool}: {pass}");
             }

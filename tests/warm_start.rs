@@ -42,15 +42,15 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     assert!(std::fs::read(dir.join("MANIFEST-000001")).unwrap() == manifest);
     let footer = read_at(&dir.join("000012.sst"), (4 << 20) - 4096, 4096);
     assert!(footer == table[(4 << 20) - 4096..]);
-    mount.unmount();
-    let profile_saved = || {
-        server
-            .list_keys("")
-            .iter()
-            .any(|(key, _)| key.ends_with("kvstore-9/profiles/first-touch.json"))
-    };
-    eventually("the first-touch profile", profile_saved);
+    // A clean stop unmounts, and waits for the mount's first touches to be saved.
     first.ok(&["daemon", "stop"]);
+    assert!(!support::node::is_mounted(&mount.path), "the stop left the mount");
+    drop(mount);
+    let saved = server
+        .list_keys("")
+        .iter()
+        .any(|(key, _)| key.ends_with("kvstore-9/profiles/first-touch.json"));
+    assert!(saved, "no first-touch profile after the stop");
 
     // Another node: its cache is empty, and nothing reads its mount yet.
     let second = Node::new(store.env());

@@ -27,8 +27,15 @@ pub struct BenchNode {
 }
 
 impl BenchNode {
-    /// A node whose daemon runs with `daemon_args` (e.g. cache sizes).
+    /// A node whose daemon runs with `daemon_args` (e.g. cache sizes). Warm starts are off unless
+    /// the arguments set `--first-touch`: a mount replaying what an earlier measurement's mount
+    /// of the same volume read first would not be cold.
     pub fn start(target: &Target, work: &Path, daemon_args: &[String]) -> anyhow::Result<BenchNode> {
+        let mut daemon_args = daemon_args.to_vec();
+        if !daemon_args.iter().any(|a| a.starts_with("--first-touch")) {
+            daemon_args.push("--first-touch=0".into());
+        }
+        let daemon_args = daemon_args.as_slice();
         let dir = tempfile::Builder::new().prefix("node-").tempdir_in(work)?;
         let node = BenchNode {
             paths: Paths::new(dir.path().join("home")),

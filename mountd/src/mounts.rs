@@ -55,6 +55,7 @@ pub struct Mounts {
     pub(crate) tuning: Tuning,
     active: Mutex<BTreeMap<PathBuf, Active>>,
     pub(crate) hydrations: Hydrations,
+    pub(crate) warm_starts: crate::warm_starts::WarmStarts,
     expiry: crate::expiry::Watch,
     pub(crate) holder: Keeper,
     /// Mount and unmount run one at a time: they change the mount table and folders.
@@ -70,6 +71,7 @@ impl Mounts {
             tuning,
             active: Mutex::default(),
             hydrations: Hydrations::default(),
+            warm_starts: Default::default(),
             expiry: crate::expiry::Watch::default(),
             holder,
             admin: tokio::sync::Mutex::new(()),
@@ -186,7 +188,7 @@ impl Mounts {
             source: source_name(&request),
         };
         if restoring.is_none() && self.tuning.first_touch > 0 {
-            crate::warm_starts::start(&fs, self.tuning.first_touch);
+            self.warm_starts.start(&fs, self.tuning.first_touch);
         }
         let mounted = self.mount_at(fs, &path, attach).await;
         let mount = match mounted {
@@ -464,6 +466,8 @@ impl Mounts {
             let _ = self.index.remove_mount(&path.display().to_string());
         }
         self.holder.exit();
+        // Unmounted, each mount's warm start saves what it recorded: a few small PUTs.
+        self.warm_starts.finish(std::time::Duration::from_secs(5)).await;
     }
 
     /// Stops serving every mount without unmounting, for a successor to take over: reads already

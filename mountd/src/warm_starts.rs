@@ -3,8 +3,10 @@
 //! (or it is unmounted first), saves them as the volumes' new profiles. Both are hints: a failure
 //! is logged and costs only the next warm start.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::JoinSet;
 
 use lazysnap::fs::{FirstTouches, LazyFs};
 use lazysnap::warm;
@@ -12,33 +14,57 @@ use lazysnap::warm;
 /// How long after a mount its first reads are recorded.
 pub const RECORD_WINDOW: Duration = Duration::from_secs(30);
 
-/// Records `fs`'s first touches up to `bytes`, replays its volumes' profiles, saves its own.
-pub fn start(fs: &Arc<LazyFs>, bytes: u64) {
-    let touches = Arc::new(FirstTouches::new(bytes, RECORD_WINDOW));
-    fs.record_first_touches(touches.clone());
-    let mounted = Arc::downgrade(fs);
-    let view = fs.view().clone();
-    tokio::spawn(async move {
-        let replay = async {
-            let profiles = warm::load(&view).await;
-            if profiles.is_empty() {
-                return;
-            }
-            let fetched = warm::replay(&view, &profiles, || mounted.strong_count() > 0).await;
-            tracing::info!(fetched, "warm start: fetched what the volumes' last mounts read first");
-        };
-        let record = async {
-            while !touches.is_done() && mounted.strong_count() > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            match warm::save(&view, &touches).await {
-                Ok(volumes) if !volumes.is_empty() => {
-                    tracing::info!(?volumes, "first-touch profiles saved for the next mounts")
+/// The warm starts of a daemon's mounts, so that a clean stop can let them save what they recorded.
+#[derive(Default)]
+pub struct WarmStarts {
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl WarmStarts {
+    /// Records `fs`'s first touches up to `bytes`, replays its volumes' profiles, saves its own.
+    pub fn start(&self, fs: &Arc<LazyFs>, bytes: u64) {
+        let touches = Arc::new(FirstTouches::new(bytes, RECORD_WINDOW));
+        fs.record_first_touches(touches.clone());
+        let mounted = Arc::downgrade(fs);
+        let view = fs.view().clone();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let replay = async {
+                let profiles = warm::load(&view).await;
+                if profiles.is_empty() {
+                    return;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot save first-touch profiles; the next mount starts cold"),
-            }
-        };
-        tokio::join!(replay, record);
-    });
+                let fetched = warm::replay(&view, &profiles, || mounted.strong_count() > 0).await;
+                tracing::info!(fetched, "warm start: fetched what the volumes' last mounts read first");
+            };
+            let record = async {
+                while !touches.is_done() && mounted.strong_count() > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                match warm::save(&view, &touches).await {
+                    Ok(volumes) if !volumes.is_empty() => {
+                        tracing::info!(?volumes, "first-touch profiles saved for the next mounts")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot save first-touch profiles; the next mount starts cold")
+                    }
+                }
+            };
+            tokio::join!(replay, record);
+        });
+    }
+
+    /// After the mounts are gone: waits up to `within` for their profiles to be saved.
+    pub async fn finish(&self, within: Duration) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(within, all).await.is_err() {
+            tracing::warn!(
+                ?within,
+                "first-touch profiles not saved in time; the next mounts start cold"
+            );
+        }
+    }
 }

@@ -57,7 +57,9 @@ pub fn measure(w: &Work, db: &Database) -> anyhow::Result<WarmFigures> {
 /// read-only): the time from the mount request to the right value. `after` runs once the mount
 /// is gone, before the node stops.
 fn first_get(w: &Work, db: &Database, after: &dyn Fn() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
-    let node = BenchNode::start(w.target, w.work, w.daemon_args)?;
+    let mut daemon_args = w.daemon_args.to_vec();
+    daemon_args.push("--first-touch=64M".into());
+    let node = BenchNode::start(w.target, w.work, &daemon_args)?;
     let secondary = tempfile::Builder::new().prefix("ldb-secondary-").tempdir_in(w.work)?;
     let started = Instant::now();
     let (mounted, _) = node.mount(db.volume, Some(db.manifest))?;
