@@ -187,7 +187,10 @@ impl Mounts {
             allow_other: kernel_allow_other(&access),
             source: source_name(&request),
         };
-        if restoring.is_none() && self.tuning.first_touch > 0 {
+        // Profiles live beside a lazysnap volume's manifests: a backup location or a ScyllaDB
+        // bucket is someone else's layout, and nothing is written there.
+        let own_volumes = request.scylla.is_none() && !request.selector.is_backup();
+        if restoring.is_none() && own_volumes && self.tuning.first_touch > 0 {
             self.warm_starts.start(&fs, self.tuning.first_touch);
         }
         let mounted = self.mount_at(fs, &path, attach).await;

@@ -3,6 +3,7 @@
 //! (or it is unmounted first), saves them as the volumes' new profiles. Both are hints: a failure
 //! is logged and costs only the next warm start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub const RECORD_WINDOW: Duration = Duration::from_secs(30);
 #[derive(Default)]
 pub struct WarmStarts {
     tasks: Mutex<JoinSet<()>>,
+    /// Set by a stop: recorders save what they have now, replays stop.
+    stopping: Arc<AtomicBool>,
 }
 
 impl WarmStarts {
@@ -26,6 +29,8 @@ impl WarmStarts {
         let touches = Arc::new(FirstTouches::new(bytes, RECORD_WINDOW));
         fs.record_first_touches(touches.clone());
         let mounted = Arc::downgrade(fs);
+        let stopping = self.stopping.clone();
+        let live = move || mounted.strong_count() > 0 && !stopping.load(Ordering::Relaxed);
         let view = fs.view().clone();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
@@ -35,11 +40,11 @@ impl WarmStarts {
                 if profiles.is_empty() {
                     return;
                 }
-                let fetched = warm::replay(&view, &profiles, || mounted.strong_count() > 0).await;
+                let fetched = warm::replay(&view, &profiles, &live).await;
                 tracing::info!(fetched, "warm start: fetched what the volumes' last mounts read first");
             };
             let record = async {
-                while !touches.is_done() && mounted.strong_count() > 0 {
+                while !touches.is_done() && live() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 match warm::save(&view, &touches).await {
@@ -56,8 +61,10 @@ impl WarmStarts {
         });
     }
 
-    /// After the mounts are gone: waits up to `within` for their profiles to be saved.
+    /// At a stop, after the mounts are gone: has every recorder save what it has, and waits up to
+    /// `within` for the saves.
     pub async fn finish(&self, within: Duration) {
+        self.stopping.store(true, Ordering::Relaxed);
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         let all = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(within, all).await.is_err() {
