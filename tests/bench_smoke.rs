@@ -11,10 +11,9 @@ use support::node::bin;
 fn bench_runs_on_every_store_and_its_counts_hold() {
     require_root!();
     let work = tempfile::tempdir().unwrap();
-    let json = work.path().join("bench.json");
-    let out = Command::new(bin("lazysnap"))
-        .args([
-            "bench",
+    let (stdout, report) = bench(
+        work.path(),
+        &[
             "--size",
             "4M",
             "--random-reads",
@@ -23,20 +22,13 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
             "50",
             "--readers",
             "4",
-        ])
-        .args(["--stores", "file,s3,s3-emulated", "--work-dir"])
-        .arg(work.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+            "--stores",
+            "file,s3,s3-emulated",
+        ],
+    );
     assert!(stdout.contains("cold sequential / best raw GET"), "{stdout}");
     assert!(stdout.contains("foreign after restart / published after"), "{stdout}");
 
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let stores = report["stores"].as_array().unwrap();
     let names: Vec<&str> = stores.iter().map(|s| s["store"].as_str().unwrap()).collect();
     assert_eq!(names, ["file", "s3", "s3-emulated"]);
@@ -80,41 +72,18 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
     assert_eq!(scale.len(), 2, "50 files at two sizes");
     assert!(!report["checks"].as_array().unwrap().is_empty());
 
-    // Everything the run made is gone: no mounts, no daemons, only the JSON left in the work dir.
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(!mounts.contains(&work.path().display().to_string()), "{mounts}");
-    let left: Vec<_> = std::fs::read_dir(work.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, [std::ffi::OsString::from("bench.json")]);
+    nothing_left(work.path());
 }
 
 #[test]
 fn bench_peers_copy_and_read_through_each_installed_peer_on_loopback_and_with_latency() {
     require_root!();
     let work = tempfile::tempdir().unwrap();
-    let json = work.path().join("bench.json");
-    let out = Command::new(bin("lazysnap"))
-        .args([
-            "bench",
-            "--stores",
-            "",
-            "--peers",
-            "--size",
-            "8M",
-            "--random-reads",
-            "10",
-        ])
-        .args(["--peer-runs", "1", "--peer-rtt", "10", "--work-dir"])
-        .arg(work.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let peers = ["--stores", "", "--peers", "--size", "8M", "--random-reads", "10"];
+    let (_, report) = bench(
+        work.path(),
+        &[&peers[..], &["--peer-runs", "1", "--peer-rtt", "10"]].concat(),
+    );
     let passes = report["peers"].as_array().unwrap();
     let networks: Vec<&str> = passes.iter().map(|p| p["network"].as_str().unwrap()).collect();
     assert_eq!(networks, ["loopback", "+10ms"]);
@@ -160,9 +129,32 @@ fn bench_peers_copy_and_read_through_each_installed_peer_on_loopback_and_with_la
         "{checks}"
     );
 
+    nothing_left(work.path());
+}
+
+/// Runs `lazysnap bench ARGS` with its work folder in `work`: what it printed and its JSON report.
+fn bench(work: &std::path::Path, args: &[&str]) -> (String, serde_json::Value) {
+    let json = work.join("bench.json");
+    let out = Command::new(bin("lazysnap"))
+        .arg("bench")
+        .args(args)
+        .arg("--work-dir")
+        .arg(work)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), report)
+}
+
+/// Everything a run made is gone: no mounts, no daemons, only the JSON left in the work folder.
+fn nothing_left(work: &std::path::Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(!mounts.contains(&work.path().display().to_string()), "{mounts}");
-    let left: Vec<_> = std::fs::read_dir(work.path())
+    assert!(!mounts.contains(&work.display().to_string()), "{mounts}");
+    let left: Vec<_> = std::fs::read_dir(work)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

@@ -15,17 +15,23 @@ pub fn sequential(path: &Path) -> anyhow::Result<(u64, Duration)> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     let started = Instant::now();
-    let mut offset = 0u64;
-    loop {
+    let read = read_range(&file, path, &mut buf, 0, u64::MAX)?;
+    Ok((read, started.elapsed()))
+}
+
+/// Reads `start..end` (or to the end of the file) in reads of `buf`'s size; the bytes read.
+fn read_range(file: &File, path: &Path, buf: &mut [u8], start: u64, end: u64) -> anyhow::Result<u64> {
+    let mut offset = start;
+    while offset < end {
         let n = file
-            .read_at(&mut buf, offset)
+            .read_at(buf, offset)
             .with_context(|| format!("read {} at {offset}", path.display()))?;
         if n == 0 {
             break;
         }
         offset += n as u64;
     }
-    Ok((offset, started.elapsed()))
+    Ok(offset - start)
 }
 
 /// The median time of three sequential reads: warm reads take tens of milliseconds, where one
@@ -106,16 +112,7 @@ pub fn column_chunks(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut buf = vec![0u8; COLUMN_READ];
     for &start in offsets {
-        let mut offset = start;
-        while offset < start + COLUMN_CHUNK {
-            let n = file
-                .read_at(&mut buf, offset)
-                .with_context(|| format!("read {} at {offset}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            offset += n as u64;
-        }
+        read_range(&file, path, &mut buf, start, start + COLUMN_CHUNK)?;
     }
     Ok(())
 }
