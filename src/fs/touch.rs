@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct FirstTouches {
     limit_bytes: u64,
     until: Instant,
+    /// Set once recording stops: every later read of the mount passes without taking the lock.
+    stopped: AtomicBool,
     state: Mutex<Touched>,
 }
 
@@ -21,7 +24,6 @@ struct Touched {
     /// (inode, byte range of the block) in the order first read.
     order: Vec<(u64, Range<u64>)>,
     bytes: u64,
-    closed: bool,
 }
 
 impl FirstTouches {
@@ -30,39 +32,46 @@ impl FirstTouches {
         FirstTouches {
             limit_bytes,
             until: Instant::now() + window,
+            stopped: AtomicBool::new(false),
             state: Mutex::default(),
         }
     }
 
     /// Notes a read of `blocks` (of `block_size` bytes, the file `size` long) of inode `ino`.
     pub fn note(&self, ino: u64, blocks: Range<u64>, block_size: u64, size: u64) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
         if Instant::now() >= self.until {
-            self.lock().closed = true;
+            self.stopped.store(true, Ordering::Relaxed);
             return;
         }
         let mut state = self.lock();
         for block in blocks {
-            if state.closed {
+            if self.stopped.load(Ordering::Relaxed) {
                 return;
             }
             if state.seen.insert((ino, block)) {
                 let range = block * block_size..((block + 1) * block_size).min(size);
                 state.bytes += range.end - range.start;
                 state.order.push((ino, range));
-                state.closed = state.bytes >= self.limit_bytes;
+                if state.bytes >= self.limit_bytes {
+                    self.stopped.store(true, Ordering::Relaxed);
+                }
             }
         }
     }
 
     /// True once recording has stopped (its bytes or its time are used up).
     pub fn is_done(&self) -> bool {
-        self.lock().closed || Instant::now() >= self.until
+        self.stopped.load(Ordering::Relaxed) || Instant::now() >= self.until
     }
 
     /// Stops recording and hands over what was recorded, in order.
     pub fn take(&self) -> Vec<(u64, Range<u64>)> {
+        self.stopped.store(true, Ordering::Relaxed);
         let mut state = self.lock();
-        state.closed = true;
+        state.seen = HashSet::new();
         std::mem::take(&mut state.order)
     }
 
