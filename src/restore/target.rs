@@ -97,7 +97,6 @@ impl Target {
             for (block, bytes) in blocks {
                 let offset = target.object.shape.offset(block);
                 file.write_all_at(&bytes, offset).map_err(target.io())?;
-                start_writeback(&file, offset, bytes.len() as u64);
                 written += bytes.len() as u64;
             }
             Ok(written)
@@ -175,22 +174,6 @@ impl Target {
             source,
         }
     }
-}
-
-/// Starts writing a range back to disk now, without waiting: the flush before the rename then
-/// finds most of the file on disk already, instead of writing all of it while the copy waits.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid fd; SYNC_FILE_RANGE_WRITE only starts writeback of the range. Failing is
-    // harmless: the fsync before the rename still writes everything.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
 }
 
 async fn blocking<T: Send + 'static>(
