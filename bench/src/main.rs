@@ -390,10 +390,11 @@ fn bench_peers(
     std::fs::remove_dir_all(&many_data)?;
     let (mut database, mut db_names) = (None, None);
     let warm = args.peer_work.contains(&peers::PeerWork::Warm) && args.peer_rtt > 0;
-    if warm && !on_path("ldb") {
+    let ldb = peers::on_path("ldb");
+    if warm && !ldb {
         say("peers: ldb is not on PATH (apt-get install rocksdb-tools): no warm-start figure");
     }
-    if warm && on_path("ldb") {
+    if warm && ldb {
         say("peers: a RocksDB database for the warm start");
         let dir = work.join("warm-db");
         let (key, value) = peers::warm::create(&dir, size / 2)?;
@@ -431,10 +432,6 @@ fn bench_peers(
         figures.push(peers::measure(&w, std::time::Duration::from_millis(args.peer_rtt))?);
     }
     Ok(figures)
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// `files` random files of `file_bytes` each, in one folder.

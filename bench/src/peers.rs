@@ -12,6 +12,8 @@ mod delay;
 mod tools;
 pub mod warm;
 
+pub use tools::on_path;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -48,7 +48,8 @@ pub fn installed() -> (Vec<Peer>, Vec<String>) {
     (peers, skipped)
 }
 
-fn on_path(program: &str) -> bool {
+/// True when `program` is a file in a folder of PATH.
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
