@@ -263,7 +263,19 @@ fn bench_store(
     drop(node);
 
     say(&format!("{}: engine-shaped selective reads", target.name));
-    let selective = selective_reads(target, work, &args.daemon_args, &seq_volume, &published, size)?;
+    let fine_volume = format!("{namespace}/fine");
+    let fine_options = PublishOptions {
+        block_size: reads::LOOKUP_BLOCK,
+        ..PublishOptions::default()
+    };
+    let fine = publish_dir_with(target, data, &fine_volume, &fine_options)?;
+    let selective = selective_reads(
+        target,
+        work,
+        &args.daemon_args,
+        [(&seq_volume, &published), (&fine_volume, &fine)],
+        size,
+    )?;
 
     say(&format!("{}: {} concurrent readers", target.name, args.readers));
     let mut daemon_args = args.daemon_args.clone();
@@ -336,31 +348,46 @@ fn bench_store(
 }
 
 /// Column chunks of an analytic engine, then point lookups of an LSM engine, each on a fresh
-/// node: bytes read through FUSE and bytes fetched from the store.
+/// node: bytes read through FUSE and bytes fetched from the store. The lookups run on the default
+/// block size (the first volume) and on the finer one an operator publishes a database read by
+/// point lookups with (the second), where a cold sequential read shows what the finer grain costs.
 fn selective_reads(
     target: &Target,
     work: &Path,
     daemon_args: &[String],
-    volume: &str,
-    manifest: &str,
+    [(volume, manifest), (fine_volume, fine_manifest)]: [(&str, &str); 2],
     size: u64,
 ) -> anyhow::Result<report::SelectiveFigures> {
-    let measure = |read: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<(u64, u64)> {
-        let node = BenchNode::start(target, work, daemon_args)?;
-        let (mounted, _) = node.mount(volume, Some(manifest))?;
-        read(&mounted.volume_dir.join(BIG_FILE))?;
-        node.read_and_fetched(&mounted.path)
-    };
+    let measure =
+        |(volume, manifest): (&str, &str), read: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<(u64, u64)> {
+            let node = BenchNode::start(target, work, daemon_args)?;
+            let (mounted, _) = node.mount(volume, Some(manifest))?;
+            read(&mounted.volume_dir.join(BIG_FILE))?;
+            node.read_and_fetched(&mounted.path)
+        };
+    let (default, fine) = ((volume, manifest), (fine_volume, fine_manifest));
     let chunk_room = size.saturating_sub(reads::COLUMN_CHUNK).max(4096);
     let chunks = stats::random_offsets(chunk_room, 4096, 16, 0xc01_c4a2);
-    let (chunk_read, chunk_fetched) = measure(&|file| reads::column_chunks(file, &chunks))?;
+    let (chunk_read, chunk_fetched) = measure(default, &|file| reads::column_chunks(file, &chunks))?;
     let lookups = stats::random_offsets(size - (16 << 10), 4096, 400, 0x15_3e7);
-    let (lookup_read, lookup_fetched) = measure(&|file| reads::point_lookups(file, &lookups))?;
+    let (lookup_read, lookup_fetched) = measure(default, &|file| reads::point_lookups(file, &lookups))?;
+    let (fine_read, fine_fetched) = measure(fine, &|file| reads::point_lookups(file, &lookups))?;
+    let seconds = std::cell::Cell::new(0.0);
+    measure(fine, &|file| {
+        let (n, took) = reads::sequential(file)?;
+        anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
+        seconds.set(took.as_secs_f64());
+        Ok(())
+    })?;
     Ok(report::SelectiveFigures {
         column_chunks_read: chunk_read,
         column_chunks_fetched: chunk_fetched,
         point_lookups_read: lookup_read,
         point_lookups_fetched: lookup_fetched,
+        fine_block_size: reads::LOOKUP_BLOCK,
+        fine_point_lookups_read: fine_read,
+        fine_point_lookups_fetched: fine_fetched,
+        fine_cold_sequential_mbps: size as f64 / seconds.get() / 1e6,
     })
 }
 
@@ -495,17 +522,14 @@ impl Drop for Leftovers {
 }
 
 fn publish_dir(target: &Target, dir: &Path, volume: &str) -> anyhow::Result<String> {
+    publish_dir_with(target, dir, volume, &PublishOptions::default())
+}
+
+fn publish_dir_with(target: &Target, dir: &Path, volume: &str, options: &PublishOptions) -> anyhow::Result<String> {
     let store = target.open()?;
     let index = Index::open_in_memory()?;
     let volume = VolumeId::parse(volume)?;
-    let report = block_on(publish::publish(
-        &store,
-        &index,
-        dir,
-        &volume,
-        &PublishOptions::default(),
-        &NoProgress,
-    ))?;
+    let report = block_on(publish::publish(&store, &index, dir, &volume, options, &NoProgress))?;
     Ok(report.log_manifest_name)
 }
 

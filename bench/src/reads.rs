@@ -117,6 +117,10 @@ pub fn column_chunks(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The block size a database read by point lookups is published with in the bench: its reads
+/// (16 KiB index blocks, 4 KiB data blocks) then fetch about what they read.
+pub const LOOKUP_BLOCK: u64 = 8 << 10;
+
 /// Point lookups as an LSM engine makes them on a file opened for random access: per lookup an
 /// index block (16 KiB) and a data block (4 KiB) at unrelated places.
 pub fn point_lookups(path: &Path, offsets: &[u64]) -> anyhow::Result<()> {

@@ -61,6 +61,12 @@ pub struct SelectiveFigures {
     pub column_chunks_fetched: u64,
     pub point_lookups_read: u64,
     pub point_lookups_fetched: u64,
+    /// The same lookups on the file published with this finer block size ...
+    pub fine_block_size: u64,
+    pub fine_point_lookups_read: u64,
+    pub fine_point_lookups_fetched: u64,
+    /// ... and a cold sequential read of it, set against the default block size's.
+    pub fine_cold_sequential_mbps: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +231,9 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let sel = &s.selective;
     let chunks = sel.column_chunks_fetched as f64 / sel.column_chunks_read.max(1) as f64;
     let lookups = sel.point_lookups_fetched as f64 / sel.point_lookups_read.max(1) as f64;
+    let fine_lookups = sel.fine_point_lookups_fetched as f64 / sel.fine_point_lookups_read.max(1) as f64;
+    let fine_cold = sel.fine_cold_sequential_mbps / s.cold_sequential_mbps;
+    let fine = format!("{} KiB blocks", sel.fine_block_size >> 10);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     vec![
         check(
@@ -250,6 +259,29 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             ),
             "<= 2.0",
             lookups <= 2.0,
+        ),
+        check(
+            name,
+            &format!("point lookups, {fine}: fetched / read"),
+            fine_lookups,
+            format!(
+                "{:.1} vs {:.1} MiB",
+                mib(sel.fine_point_lookups_fetched),
+                mib(sel.fine_point_lookups_read)
+            ),
+            "<= 2.0",
+            fine_lookups <= 2.0,
+        ),
+        check(
+            name,
+            &format!("cold sequential, {fine} / default blocks"),
+            fine_cold,
+            format!(
+                "{:.0} vs {:.0} MB/s",
+                sel.fine_cold_sequential_mbps, s.cold_sequential_mbps
+            ),
+            ">= 0.8",
+            fine_cold >= 0.8,
         ),
         check(
             name,

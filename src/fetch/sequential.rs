@@ -94,11 +94,16 @@ impl FileReader {
             state.prefetched_until = end;
             return None;
         }
+        // Only a read that starts exactly where the run ended earns the floor: reads that merely
+        // land near (kernel pieces out of order, or two random reads that happen to fall close
+        // together) get what the run has shown, so a chance neighbour costs kilobytes, not a floor.
+        let contiguous = offset == state.next_offset;
         state.next_offset = state.next_offset.max(end);
         state.run_read += end.saturating_sub(offset);
         let run = state.run_read;
         let growth = if run >= SCAN { MAX_GROWTH } else { state.growth };
-        let window = run.saturating_mul(growth).max(state.floor).min(config.readahead_max);
+        let floor = if contiguous { state.floor } else { 0 };
+        let window = run.saturating_mul(growth).max(floor).min(config.readahead_max);
         // Extend the prefetched range only once the reader has eaten into half of it, and then by
         // at least half a window: extending by each read's few hundred KiB would turn readahead
         // into a stream of one-block GETs, and one-block GETs are what makes object stores slow.

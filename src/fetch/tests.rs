@@ -189,6 +189,22 @@ async fn reads_that_arrive_slightly_out_of_order_still_count_as_sequential() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_random_reads_that_land_close_fetch_about_what_they_read() {
+    let config = FetchConfig {
+        readahead_initial: 32 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(256 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    // Point lookups: an index block, then a data block three blocks on (near, not contiguous).
+    reader.read(100 * BLOCK, BLOCK).await.unwrap();
+    reader.read(103 * BLOCK, BLOCK).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fetched = f.gets.bytes() / BLOCK;
+    assert!(fetched <= 8, "{fetched} blocks fetched for 2 read (the floor is 32)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_sequential_read_is_fetched_in_large_requests() {
     let config = FetchConfig {
         readahead_initial: 4 * BLOCK,

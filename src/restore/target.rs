@@ -93,14 +93,14 @@ impl Target {
         let target = self.clone();
         blocking(move || {
             let file = target.opened()?.file;
-            let (mut written, mut span) = (0, u64::MAX..0);
+            let (mut written, mut start, mut end) = (0, u64::MAX, 0);
             for (block, bytes) in blocks {
                 let offset = target.object.shape.offset(block);
                 file.write_all_at(&bytes, offset).map_err(target.io())?;
                 written += bytes.len() as u64;
-                span = span.start.min(offset)..span.end.max(offset + bytes.len() as u64);
+                (start, end) = (start.min(offset), end.max(offset + bytes.len() as u64));
             }
-            start_writeback(&file, span);
+            start_writeback(&file, start..end);
             Ok(written)
         })
         .await
