@@ -278,8 +278,7 @@ impl DiskCache {
         if present[0] != 1 {
             return None;
         }
-        let mut buf = vec![0u8; shape.len(key.block) as usize];
-        files.data.read_exact_at(&mut buf, shape.offset(key.block)).ok()?;
+        let buf = read_fresh_at(&files.data, shape.len(key.block) as usize, shape.offset(key.block)).ok()?;
         if crc32c::crc32c(&buf) != crc {
             tracing::warn!(object = %key.object.hex(), block = key.block, "cached block failed its checksum; refetching");
             if self.writable() {
@@ -469,4 +468,37 @@ fn parse_header(map: &[u8]) -> Option<BlockShape> {
 /// The shape of a whole map file, if its header is valid and it has a byte for every block.
 fn parse_map(map: &[u8]) -> Option<BlockShape> {
     parse_header(map).filter(|shape| map.len() as u64 >= HEADER + shape.blocks())
+}
+
+/// Reads exactly `len` bytes at `offset` into a new buffer that is not zeroed first: a block read
+/// back for every cold read of a scan made zeroing its buffer a visible share of the daemon's CPU.
+fn read_fresh_at(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let at = offset + done as u64;
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        // SAFETY: pread writes at most `spare.len()` bytes into the spare capacity, and only the
+        // bytes it reports written are then counted as initialized.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                at as libc::off_t,
+            )
+        };
+        match n {
+            n if n < 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            // SAFETY: the kernel initialized these `n` bytes.
+            n => unsafe { buf.set_len(buf.len() + n as usize) },
+        }
+    }
+    Ok(buf)
 }

@@ -48,6 +48,8 @@ pub struct BufferStats {
 #[derive(Debug)]
 pub struct BlockBuffer {
     data: Vec<u8>,
+    /// The length it was taken for: only a buffer filled to it goes back to the free lists.
+    full_len: usize,
     /// False once truncated: the free lists hold only buffers of their full length.
     reusable: bool,
     pool: Arc<Pool>,
@@ -71,9 +73,21 @@ impl BlockBuffers {
 
     /// A buffer of exactly `len` bytes. Its contents are unspecified (zeros or an old block).
     pub fn take(&self, len: usize) -> BlockBuffer {
+        self.take_as(len, |data| data.resize(len, 0))
+    }
+
+    /// An empty buffer with room for `len` bytes, to be filled with
+    /// [`BlockBuffer::extend_from_slice`]: a new one is not zeroed first (at the wire, zeroing
+    /// fresh buffers cost as much CPU as checking their checksums).
+    pub fn take_empty(&self, len: usize) -> BlockBuffer {
+        self.take_as(len, Vec::clear)
+    }
+
+    /// A reused buffer (full length) or a new one with capacity `len`, shaped by `shape`.
+    fn take_as(&self, len: usize, shape: impl FnOnce(&mut Vec<u8>)) -> BlockBuffer {
         let pool = &self.inner;
         let reused = pool.free().get_mut(&len).and_then(Vec::pop);
-        let data = match reused {
+        let mut data = match reused {
             Some(data) => {
                 pool.free_bytes.fetch_sub(len as u64, Ordering::Relaxed);
                 pool.reused.fetch_add(1, Ordering::Relaxed);
@@ -81,13 +95,15 @@ impl BlockBuffers {
             }
             None => {
                 pool.allocated.fetch_add(1, Ordering::Relaxed);
-                vec![0; len]
+                Vec::with_capacity(len)
             }
         };
+        shape(&mut data);
         let live = pool.live_bytes.fetch_add(len as u64, Ordering::Relaxed) + len as u64;
         pool.peak_live_bytes.fetch_max(live, Ordering::Relaxed);
         BlockBuffer {
             data,
+            full_len: len,
             reusable: true,
             pool: pool.clone(),
         }
@@ -116,12 +132,12 @@ impl Pool {
         self.free.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn give_back(&self, data: Vec<u8>, reusable: bool) {
-        let len = data.len() as u64;
-        self.live_bytes.fetch_sub(len, Ordering::Relaxed);
+    fn give_back(&self, data: Vec<u8>, counted: usize, reusable: bool) {
+        self.live_bytes.fetch_sub(counted as u64, Ordering::Relaxed);
         if !reusable {
             return;
         }
+        let len = data.len() as u64;
         let mut free = self.free();
         if self.free_bytes.load(Ordering::Relaxed) + len <= self.keep_bytes {
             self.free_bytes.fetch_add(len, Ordering::Relaxed);
@@ -135,15 +151,31 @@ impl BlockBuffer {
         &mut self.data
     }
 
+    /// Appends `bytes`; at most up to the length the buffer was taken for (the caller's bug
+    /// otherwise).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        debug_assert!(
+            self.data.len() + bytes.len() <= self.full_len,
+            "a block buffer overfilled"
+        );
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Room left before the length it was taken for.
+    pub fn room(&self) -> usize {
+        self.full_len.saturating_sub(self.data.len())
+    }
+
     /// Shortens the buffer to its first `len` bytes (a read that ended early); such a buffer is
     /// not reused.
     pub fn truncate(&mut self, len: usize) {
-        if len < self.data.len() {
+        if len < self.full_len {
             self.pool
                 .live_bytes
-                .fetch_sub((self.data.len() - len) as u64, Ordering::Relaxed);
+                .fetch_sub((self.full_len - len) as u64, Ordering::Relaxed);
             self.data.truncate(len);
             self.data.shrink_to_fit();
+            self.full_len = len;
             self.reusable = false;
         }
     }
@@ -169,7 +201,9 @@ impl AsRef<[u8]> for BlockBuffer {
 
 impl Drop for BlockBuffer {
     fn drop(&mut self) {
-        self.pool.give_back(std::mem::take(&mut self.data), self.reusable);
+        let full = self.data.len() == self.full_len;
+        self.pool
+            .give_back(std::mem::take(&mut self.data), self.full_len, self.reusable && full);
     }
 }
 
@@ -192,7 +226,9 @@ mod tests {
         assert_eq!(buffers.stats().free_bytes, 4096);
         let again = buffers.take(4096);
         assert_eq!(again.as_ref()[0], 7, "the same buffer came back");
-        let other = buffers.take(8192);
+        let mut other = buffers.take_empty(8192);
+        assert_eq!((other.len(), other.room()), (0, 8192));
+        other.extend_from_slice(&[1; 8192]);
         let stats = buffers.stats();
         assert_eq!((stats.reused, stats.allocated), (1, 2));
         assert_eq!((stats.live_bytes, stats.peak_live_bytes), (12288, 12288));

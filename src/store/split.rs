@@ -68,26 +68,24 @@ impl Store {
             }
             GetResultPayload::Stream(mut stream) => {
                 let mut lens = lens.into_iter();
-                let mut current = buffers.take(lens.next().unwrap_or(0) as usize);
-                let mut filled = 0;
+                let mut current = buffers.take_empty(lens.next().unwrap_or(0) as usize);
                 while let Some(chunk) = stream.next().await {
                     let mut chunk = chunk.map_err(|e| self.err(key, e))?;
                     while !chunk.is_empty() {
-                        let take = chunk.len().min(current.len() - filled);
-                        current.as_mut_slice()[filled..filled + take].copy_from_slice(&chunk.split_to(take));
-                        filled += take;
-                        if filled == current.len() && filled > 0 {
-                            let next = buffers.take(lens.next().unwrap_or(0) as usize);
-                            got += filled as u64;
+                        let take = chunk.len().min(current.room());
+                        current.extend_from_slice(&chunk.split_to(take));
+                        if current.room() == 0 && !current.is_empty() {
+                            let next = buffers.take_empty(lens.next().unwrap_or(0) as usize);
+                            got += current.len() as u64;
                             on_piece(std::mem::replace(&mut current, next).freeze());
-                            filled = 0;
                         }
-                        if current.is_empty() && !chunk.is_empty() {
+                        if current.room() == 0 && !chunk.is_empty() {
                             // More bytes than asked for: the answer does not match the request.
                             return Err(self.short_read(key, range, got + chunk.len() as u64));
                         }
                     }
                 }
+                let filled = current.len();
                 if filled > 0 {
                     current.truncate(filled);
                     got += filled as u64;
