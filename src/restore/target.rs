@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,6 +23,9 @@ pub(super) struct Target {
     /// The digest file named for it and the CRC32 that states (a ScyllaDB Data.db).
     digest: Option<(RelPath, u32)>,
     open: Mutex<Option<Opened>>,
+    /// Set by `remove`: a chunk whose future was dropped can still be writing on a blocking
+    /// thread, and must not create the file again after it was removed.
+    removed: AtomicBool,
     chunks_left: AtomicU64,
 }
 
@@ -49,6 +52,7 @@ impl Target {
             final_path,
             digest,
             open: Mutex::new(None),
+            removed: AtomicBool::new(false),
             chunks_left: AtomicU64::new(1),
         }
     }
@@ -136,7 +140,9 @@ impl Target {
 
     /// Closes and removes the temporary file (a cancelled copy).
     pub fn remove(&self) {
-        if self.open.lock().expect("not poisoned").take().is_some() || self.temp.exists() {
+        let mut open = self.open.lock().expect("not poisoned");
+        self.removed.store(true, Relaxed);
+        if open.take().is_some() || self.temp.exists() {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
@@ -144,6 +150,9 @@ impl Target {
     /// The temporary file, created at its full size by the first chunk that needs it.
     fn opened(&self) -> Result<Opened, RestoreError> {
         let mut open = self.open.lock().expect("not poisoned");
+        if self.removed.load(Relaxed) {
+            return Err(RestoreError::Cancelled);
+        }
         if let Some(opened) = &*open {
             return Ok(opened.clone());
         }
