@@ -466,3 +466,68 @@ async fn a_recalled_checksum_still_refuses_a_torn_cached_block() {
         "a refetched block whose checksum was known is not remembered again"
     );
 }
+
+/// Reads through a store where 30% of GETs are faulty (every kind mixed): a read either returns
+/// exactly the object's bytes or fails, never other bytes; once the faults stop, every read
+/// succeeds through the same fetcher, with nothing remembered of the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_gets_never_become_wrong_bytes_and_leave_nothing_behind() {
+    use crate::store::testing::{Fault, FaultPlan, FaultyStore};
+
+    let size = 512 * BLOCK as usize;
+    let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
+    let raw = Arc::new(InMemory::new());
+    let key = Path::from("volumes/v/files/f");
+    raw.put(&key, data.clone().into()).await.unwrap();
+    let plan = FaultPlan::mixed(0.3, &Fault::ALL, Duration::from_millis(20), 0xfa17);
+    let (faulty, injected, switch) = FaultyStore::new(raw, plan);
+    let store = Store::from_object_store("test://faulty-fetch".parse().unwrap(), Arc::new(faulty));
+    let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
+    let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
+    let config = FetchConfig {
+        max_request_bytes: 8 * BLOCK,
+        ..Default::default()
+    };
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let fetcher = Arc::new(Fetcher::new(store, cache, config));
+
+    let mut state = 0x5eed_u64;
+    let mut next = move |below: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % below
+    };
+    let (mut good, mut failed) = (0, 0);
+    for _ in 0..300 {
+        let (offset, len) = (next(size as u64 - 1), 1 + next(6 * BLOCK));
+        let len = len.min(size as u64 - offset);
+        match fetcher.read(&object, offset, len).await {
+            Ok(got) => {
+                assert_eq!(
+                    &got[..],
+                    &data[offset as usize..(offset + len) as usize],
+                    "wrong bytes at {offset}+{len}"
+                );
+                good += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    eprintln!(
+        "{good} reads good, {failed} failed; {} faults in {} GETs",
+        injected.total(),
+        injected.gets()
+    );
+    assert!(injected.total() >= 30, "only {} faults injected", injected.total());
+    assert!(good > 0 && good + failed == 300, "{good} good, {failed} failed");
+
+    switch.set(false);
+    for block in 0..512 {
+        let got = fetcher.read(&object, block * BLOCK, BLOCK).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! Test doubles beside the store (built for unit tests and with the `testing` feature, never in a
-//! shipped binary): `test://name` stores that live in the process, and a store wrapper that counts
-//! what is read so a test need not trust lazysnap's own counters.
+//! shipped binary): `test://name` stores that live in the process, a store wrapper that counts
+//! what is read so a test need not trust lazysnap's own counters, and one that injects faults.
 
 mod counting;
+mod faulty;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,6 +12,7 @@ use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
 pub use counting::{CountingStore, GetCounters};
+pub use faulty::{Fault, FaultPlan, FaultSwitch, FaultyStore, Injected};
 
 use super::Store;
 
