@@ -126,8 +126,11 @@ pub struct FetchConfig {
     /// GETs in flight at once, shared by every fetcher given a clone (a daemon's mounts share
     /// one); bounds buffered memory to about this x max_request_bytes.
     pub slots: RequestSlots,
-    /// How long one GET (with the store's own retries) may take before the read fails.
+    /// How long fetching one run may take, every attempt (and the store's own retries) together,
+    /// before the reads waiting on it fail.
     pub request_deadline: Duration,
+    /// The pause before a run's second GET after a failure; each later one is 4x longer.
+    pub retry_pause: Duration,
     /// First readahead window once a read is seen to be sequential, and the most it grows to.
     pub readahead_initial: u64,
     pub readahead_max: u64,
@@ -144,6 +147,7 @@ impl Default for FetchConfig {
             max_request_bytes: 8 << 20,
             slots: RequestSlots::new(16),
             request_deadline: Duration::from_secs(30),
+            retry_pause: Duration::from_millis(25),
             readahead_initial: 1 << 20,
             readahead_max: 128 << 20,
             budget: BufferBudget::new(128 << 20),
@@ -451,7 +455,9 @@ impl Fetcher {
                 failed = Some(block);
             }
         };
-        let got = self.get_run(object, range, true, &mut take).await;
+        let got = self
+            .get_run(object, range, true, self.config.request_deadline, &mut take)
+            .await;
         self.write_to_disk(object, Vec::new(), learned).await;
         got?;
         // A body that ended early is an error from the store; this guards the count all the same.
@@ -505,10 +511,12 @@ impl Fetcher {
 
     /// Fetches one run and hands each block to its waiters as soon as it has arrived and passed
     /// its checksum, so a reader waiting for the first block of a large GET does not wait for the
-    /// whole GET. A block that fails its checksum is an error for that block only. When the GET
-    /// itself fails, the blocks not yet handed over get the error (a demand fetch) or are
-    /// abandoned (a background one, so a read waiting on them fetches them itself rather than
-    /// failing for a prefetch it never asked for).
+    /// whole GET. Blocks that failed their checksum, and those a failed GET did not deliver, are
+    /// fetched again (up to [`ATTEMPTS`] GETs, with backoff) before any waiter sees an error: a
+    /// store answers 503s, resets connections and cuts bodies short now and then, and one such
+    /// answer must not become an EIO. What still fails then is an error for those blocks (a demand
+    /// fetch) or abandoned (a background one, so a read waiting on them fetches them itself
+    /// rather than failing for a prefetch it never asked for).
     async fn fetch_run(
         &self,
         object: &ObjectHandle,
@@ -520,54 +528,87 @@ impl Fetcher {
         // fast store would otherwise pile up fetched blocks waiting for the cache disk.
         let range = object.shape.byte_range(run.clone());
         let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
-        let mut next = run.start;
-        let mut first_error = None;
         let mut to_disk = Vec::new();
         let mut learned = Vec::new();
-        let mut hand_over = |bytes: Bytes| {
-            let block = next;
-            next += 1;
-            let key = BlockKey {
-                object: object.id,
-                block,
-            };
-            let known = object.checksums.get(block).is_some();
-            if object.checksums.verify_fetched(block, &bytes) {
-                // In memory before the claim ends, so no reader misses it in between.
-                self.cache.insert_memory(key, bytes.clone());
-                claim.complete(block, Ok(bytes.clone()));
-                if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
-                    learned.push((block, crc));
-                }
-                to_disk.push((key, bytes));
-            } else {
-                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
-                let shared = Arc::new(FetchError::Checksum {
-                    key: object.key.to_string(),
-                    block,
-                });
-                claim.complete(block, Err(shared.clone()));
-                first_error.get_or_insert(FetchError::Shared(shared));
+        let mut todo: Vec<u64> = run.collect();
+        let mut last_error = None;
+        // One deadline for the run, not one per attempt: retries never stretch a read beyond it.
+        let started = std::time::Instant::now();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(self.config.retry_pause, attempt)).await;
             }
-        };
-        let got = self.get_run(object, range, background, &mut hand_over).await;
-        let rest = next..run.end;
-        let outcome = match got {
-            Ok(()) => first_error.map_or(Ok(()), Err),
-            Err(e) if background => {
-                rest.for_each(|block| claim.abandon(block));
+            let left = self.config.request_deadline.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let mut failed = Vec::new();
+            for part in coalesce(std::mem::take(&mut todo), object.shape.block_size, u64::MAX) {
+                let mut next = part.start;
+                let mut hand_over = |bytes: Bytes| {
+                    let block = next;
+                    next += 1;
+                    let key = BlockKey {
+                        object: object.id,
+                        block,
+                    };
+                    let known = object.checksums.get(block).is_some();
+                    if object.checksums.verify_fetched(block, &bytes) {
+                        // In memory before the claim ends, so no reader misses it in between.
+                        self.cache.insert_memory(key, bytes.clone());
+                        claim.complete(block, Ok(bytes.clone()));
+                        if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
+                            learned.push((block, crc));
+                        }
+                        to_disk.push((key, bytes));
+                    } else {
+                        self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(key = %object.key, block, attempt, "block failed its checksum; fetching it again");
+                        failed.push(block);
+                        last_error = Some(FetchError::Checksum {
+                            key: object.key.to_string(),
+                            block,
+                        });
+                    }
+                };
+                let got = self
+                    .get_run(
+                        object,
+                        object.shape.byte_range(part.clone()),
+                        background,
+                        left,
+                        &mut hand_over,
+                    )
+                    .await;
+                if let Err(e) = got {
+                    failed.extend(next..part.end);
+                    last_error = Some(e);
+                }
+            }
+            failed.sort_unstable();
+            todo = failed;
+            if todo.is_empty() {
+                break;
+            }
+        }
+        let outcome = match last_error.filter(|_| !todo.is_empty()) {
+            None => Ok(()),
+            Some(e) if background => {
+                todo.iter().for_each(|&block| claim.abandon(block));
                 Err(e)
             }
-            Err(e) => {
+            Some(e) => {
+                if let FetchError::Checksum { .. } = e {
+                    tracing::error!(key = %object.key, blocks = ?todo, "blocks failed their checksum on every attempt: the object changed or is corrupt in the store");
+                }
                 let shared = Arc::new(e);
-                for block in rest {
+                for &block in &todo {
                     claim.complete(block, Err(shared.clone()));
                 }
                 Err(FetchError::Shared(shared))
             }
         };
-        // Blocks that arrived before a failure are whole and verified: they are kept.
+        // Blocks that arrived whole and verified are kept, whatever happened to the others.
         self.write_to_disk(object, to_disk, learned).await;
         outcome
     }
@@ -602,18 +643,19 @@ impl Fetcher {
         }
     }
 
-    /// One ranged GET of `range` (whole blocks), each block handed to `on_block` as it arrives.
+    /// One ranged GET of `range` (whole blocks), each block handed to `on_block` as it arrives,
+    /// given up after `deadline`.
     async fn get_run(
         &self,
         object: &ObjectHandle,
         range: Range<u64>,
         background: bool,
+        deadline: Duration,
         on_block: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<(), FetchError> {
         // However much readahead is queued, a read that a process waits for finds a slot free.
         let _slot = self.config.slots.acquire(background).await;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let deadline = self.config.request_deadline;
         let get = object.store.get_range_pieces(
             &object.key,
             object.checksums.etag(),
@@ -650,6 +692,21 @@ impl Fetcher {
 pub struct Uncached<'a> {
     pub blocks: Vec<Bytes>,
     _budget: budget::Reservation<'a>,
+}
+
+/// GETs a run of blocks gets before its waiters see an error.
+const ATTEMPTS: u32 = 4;
+
+/// The pause before attempt `attempt` (1, 2, 3...): `first`, 4x, 16x (25, 100, 400 ms by
+/// default), each with up to a quarter more at random, so many readers failing together do not
+/// retry in step.
+fn backoff(first: Duration, attempt: u32) -> Duration {
+    let base = first * 4u32.pow(attempt.saturating_sub(1));
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        % 1000;
+    base + base * jitter / 4000
 }
 
 /// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.

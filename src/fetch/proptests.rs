@@ -75,7 +75,11 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         let fetcher = Arc::new(Fetcher::new(
             store,
             Arc::new(BlockCache::new(&config).unwrap()),
-            FetchConfig::default(),
+            // Corrupt blocks fail every attempt: no pauses between them here.
+            FetchConfig {
+                retry_pause: Duration::ZERO,
+                ..FetchConfig::default()
+            },
         ));
         let reader = FileReader::new(fetcher.clone(), object.clone());
         let bad_block = case.corrupt_at.map(|at| at as u64 / case.block_size);
