@@ -426,7 +426,7 @@ impl Fetcher {
         self.cached(object, block)
     }
 
-    /// Fetches `run` with one ranged GET on the background lane and answers its blocks verified,
+    /// Fetches `run` with a ranged GET (resumed if it fails) on the background lane and answers its blocks verified,
     /// in order, without caching them: for a caller that keeps the bytes itself (a restore writes
     /// them to their destination, where the engine will read them, so a cached copy would cost a
     /// write and memory nobody reads). Not single-flight with other fetches. The bytes count
@@ -511,10 +511,10 @@ impl Fetcher {
 
     /// Fetches one run and hands each block to its waiters as soon as it has arrived and passed
     /// its checksum, so a reader waiting for the first block of a large GET does not wait for the
-    /// whole GET. Blocks that failed their checksum, and those a failed GET did not deliver, are
-    /// fetched again (up to [`ATTEMPTS`] GETs, with backoff) before any waiter sees an error: a
-    /// store answers 503s, resets connections and cuts bodies short now and then, and one such
-    /// answer must not become an EIO. What still fails then is an error for those blocks (a demand
+    /// whole GET. A failed GET is resumed by `get_run`; blocks that fail their checksum are
+    /// fetched again here (up to [`ATTEMPTS`] GETs, with backoff) before any waiter sees an error:
+    /// a store answers 503s, resets connections and flips or cuts bodies now and then, and one
+    /// such answer must not become an EIO. What still fails then is an error for those blocks (a demand
     /// fetch) or abandoned (a background one, so a read waiting on them fetches them itself
     /// rather than failing for a prefetch it never asked for).
     async fn fetch_run(
@@ -531,7 +531,7 @@ impl Fetcher {
         let mut to_disk = Vec::new();
         let mut learned = Vec::new();
         let mut todo: Vec<u64> = run.collect();
-        let mut last_error = None;
+        let (mut last_error, mut gave_up) = (None, false);
         // One deadline for the run, not one per attempt: retries never stretch a read beyond it.
         let started = std::time::Instant::now();
         for attempt in 0..ATTEMPTS {
@@ -581,13 +581,15 @@ impl Fetcher {
                     )
                     .await;
                 if let Err(e) = got {
+                    // `get_run` retried the GET already: what it could not deliver stays failed.
                     failed.extend(next..part.end);
                     last_error = Some(e);
+                    gave_up = true;
                 }
             }
             failed.sort_unstable();
             todo = failed;
-            if todo.is_empty() {
+            if todo.is_empty() || gave_up {
                 break;
             }
         }
@@ -643,9 +645,52 @@ impl Fetcher {
         }
     }
 
-    /// One ranged GET of `range` (whole blocks), each block handed to `on_block` as it arrives,
-    /// given up after `deadline`.
+    /// Ranged GETs of `range` (whole blocks) until every block has been handed to `on_block`, in
+    /// order, as it arrives: a GET that fails (a 5xx, a reset, a body cut short, a stall past its
+    /// share of the deadline) is resumed from its first block not handed over, up to [`ATTEMPTS`]
+    /// GETs with backoff, all within `deadline`. Only whole blocks are handed over, so a cut
+    /// body's tail is fetched again whole rather than seen short by the caller.
     async fn get_run(
+        &self,
+        object: &ObjectHandle,
+        range: Range<u64>,
+        background: bool,
+        deadline: Duration,
+        on_block: &mut (dyn FnMut(Bytes) + Send),
+    ) -> Result<(), FetchError> {
+        let started = std::time::Instant::now();
+        let shape = object.shape;
+        let mut next = range.start / shape.block_size;
+        let mut attempt = 0;
+        loop {
+            let from = shape.offset(next);
+            let left = deadline.saturating_sub(started.elapsed());
+            let mut whole = |piece: Bytes| {
+                // A shorter piece is the tail of a cut body: this GET fails, the retry brings it.
+                if piece.len() as u64 == shape.len(next) {
+                    next += 1;
+                    on_block(piece);
+                }
+            };
+            let error = match self
+                .get_once(object, from..range.end, background, left, &mut whole)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let pause = backoff(self.config.retry_pause, attempt);
+            if attempt >= ATTEMPTS || started.elapsed() + pause >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One ranged GET of `range` (whole blocks), each piece handed to `on_block` as it arrives,
+    /// given up after `deadline`.
+    async fn get_once(
         &self,
         object: &ObjectHandle,
         range: Range<u64>,
