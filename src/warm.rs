@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::FirstTouches;
 use crate::names::VolumeId;
-use crate::store::{layout, StoreError};
+use crate::store::{layout, Store, StoreError};
 use crate::view::{NodeKind, View};
 
 /// Ranges fetched at once while replaying: enough to hide a store's latency, ordered so that
 /// what an engine reads first arrives first.
-const REPLAY_PARALLEL: usize = 8;
+const REPLAY_PARALLEL: usize = 16;
 
 const VERSION: u32 = 1;
 
@@ -98,23 +98,26 @@ pub async fn save(view: &View, touches: &FirstTouches) -> Result<Vec<VolumeId>, 
     Ok(saved)
 }
 
-/// The profiles of the view's volumes that the store has, by part.
-pub async fn load(view: &View) -> Vec<(usize, Profile)> {
-    let mut found = Vec::new();
-    for (part, volume) in view.parts().iter().enumerate() {
-        let key = profile_key(&volume.volume);
-        let store = volume.store.as_ref().unwrap_or(view.fetcher().store());
+/// The profiles `store` keeps for `volumes` (a view's parts, in order), by part, read at once.
+/// It needs no view: a mount starts it while it still resolves its manifests, so that the
+/// profile is there (and the store's connections open) when the mount is.
+pub async fn load(store: &Store, volumes: &[VolumeId]) -> Vec<(usize, Profile)> {
+    let reads = volumes.iter().enumerate().map(|(part, volume)| async move {
+        let key = profile_key(volume);
         let loaded = match store.get(&key).await {
             Ok(bytes) => parse(&key, &bytes),
-            Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_not_found() => return None,
             Err(e) => Err(e.into()),
         };
         match loaded {
-            Ok(profile) => found.push((part, profile)),
-            Err(e) => tracing::warn!(error = %e, volume = %volume.volume, "no warm start from this profile"),
+            Ok(profile) => Some((part, profile)),
+            Err(e) => {
+                tracing::warn!(error = %e, %volume, "no warm start from this profile");
+                None
+            }
         }
-    }
-    found
+    });
+    futures::future::join_all(reads).await.into_iter().flatten().collect()
 }
 
 fn parse(key: &Path, bytes: &[u8]) -> Result<Profile, WarmError> {
@@ -212,7 +215,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let fresh = testing::on_a_new_node(&fs, other.path());
         let view = fresh.view();
-        let profiles = load(view).await;
+        let profiles = load(view.fetcher().store(), &[VolumeId::parse("v").unwrap()]).await;
         assert_eq!(profiles.len(), 1);
         let ranges: Vec<(&str, u64, u64)> = profiles[0]
             .1
@@ -256,7 +259,7 @@ mod tests {
         let (fs, store) = testing::published("warm-bad", &[("v", files)], dir.path()).await;
         let key = profile_key(&VolumeId::parse("v").unwrap());
         store.put(&key, b"{not json".to_vec().into()).await.unwrap();
-        assert!(load(fs.view()).await.is_empty());
+        assert!(load(&store, &[VolumeId::parse("v").unwrap()]).await.is_empty());
         let err = parse(&key, br#"{"version":9,"manifest":"m","recordedAtMs":1,"ranges":[]}"#).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
     }

@@ -135,7 +135,17 @@ impl Mounts {
         // Kept in numbers: a restarted daemon shows the same owner whatever names mean by then.
         request.access = AccessRequest::of(&access);
         let pinned = restoring.map(|r| r.manifests.as_slice());
-        let mut resolved = self.reading.resolve(&request.view_spec()?, pinned).await?;
+        // Profiles live beside a lazysnap volume's manifests: a backup location or a ScyllaDB
+        // bucket is someone else's layout, and nothing is written there.
+        let own_volumes = request.scylla.is_none() && !request.selector.is_backup();
+        let spec = request.view_spec()?;
+        let profiles = match (&spec, restoring.is_none() && own_volumes && self.tuning.first_touch > 0) {
+            (ViewSpec::Volumes { store, volumes, .. }, true) => {
+                Some(self.warm_starts.load(self.reading.store(store)?, volumes.clone()))
+            }
+            _ => None,
+        };
+        let mut resolved = self.reading.resolve(&spec, pinned).await?;
         let manifests = resolved.manifest_names();
         let scylla = resolved.scylla.take().map(|view| {
             // A view names its stores; the first stands for the mount in listings.
@@ -187,11 +197,8 @@ impl Mounts {
             allow_other: kernel_allow_other(&access),
             source: source_name(&request),
         };
-        // Profiles live beside a lazysnap volume's manifests: a backup location or a ScyllaDB
-        // bucket is someone else's layout, and nothing is written there.
-        let own_volumes = request.scylla.is_none() && !request.selector.is_backup();
-        if restoring.is_none() && own_volumes && self.tuning.first_touch > 0 {
-            self.warm_starts.start(&fs, self.tuning.first_touch);
+        if let Some(profiles) = profiles {
+            self.warm_starts.start(&fs, self.tuning.first_touch, profiles);
         }
         let mounted = self.mount_at(fs, &path, attach).await;
         let mount = match mounted {

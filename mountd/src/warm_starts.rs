@@ -7,13 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use lazysnap::fs::{FirstTouches, LazyFs};
+use lazysnap::names::VolumeId;
+use lazysnap::store::Store;
 use lazysnap::warm;
 
 /// How long after a mount its first reads are recorded.
 pub const RECORD_WINDOW: Duration = Duration::from_secs(30);
+
+/// Profiles being read for a mount; dropped with the mount when it fails.
+pub struct Profiles(JoinHandle<Vec<(usize, warm::Profile)>>);
+
+impl Drop for Profiles {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The warm starts of a daemon's mounts, so that a clean stop can let them save what they recorded.
 #[derive(Default)]
@@ -24,8 +35,14 @@ pub struct WarmStarts {
 }
 
 impl WarmStarts {
-    /// Records `fs`'s first touches up to `bytes`, replays its volumes' profiles, saves its own.
-    pub fn start(&self, fs: &Arc<LazyFs>, bytes: u64) {
+    /// Starts reading the profiles of `volumes` from `store`, for [`WarmStarts::start`]: a mount
+    /// asks before it resolves its manifests, so both round trips to the store overlap.
+    pub fn load(&self, store: Store, volumes: Vec<VolumeId>) -> Profiles {
+        Profiles(tokio::spawn(async move { warm::load(&store, &volumes).await }))
+    }
+
+    /// Records `fs`'s first touches up to `bytes`, replays `profiles` (its volumes'), saves its own.
+    pub fn start(&self, fs: &Arc<LazyFs>, bytes: u64, mut profiles: Profiles) {
         let touches = Arc::new(FirstTouches::new(bytes, RECORD_WINDOW));
         fs.record_first_touches(touches.clone());
         let mounted = Arc::downgrade(fs);
@@ -36,7 +53,7 @@ impl WarmStarts {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let replay = async {
-                let profiles = warm::load(&view).await;
+                let profiles = (&mut profiles.0).await.unwrap_or_default();
                 if profiles.is_empty() {
                     return;
                 }
