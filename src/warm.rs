@@ -256,7 +256,7 @@ mod tests {
     async fn a_malformed_profile_is_skipped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let files: &[(&str, &[u8])] = &[("a", b"abc")];
-        let (fs, store) = testing::published("warm-bad", &[("v", files)], dir.path()).await;
+        let (_fs, store) = testing::published("warm-bad", &[("v", files)], dir.path()).await;
         let key = profile_key(&VolumeId::parse("v").unwrap());
         store.put(&key, b"{not json".to_vec().into()).await.unwrap();
         assert!(load(&store, &[VolumeId::parse("v").unwrap()]).await.is_empty());

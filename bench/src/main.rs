@@ -7,6 +7,7 @@
 //! hydration, and the same file as a foreign object (a ScyllaDB sstable's Data.db, pinned by ETag).
 //! Mount time is measured for growing file counts, at two sizes per file.
 
+mod faults;
 mod foreign;
 mod node;
 mod peers;
@@ -48,7 +49,9 @@ fn run_namespace() -> String {
 pub struct BenchArgs {
     /// quick: 256 MiB file, mount time up to 10k files (a few minutes on 2 cores); full: 1 GiB, up
     /// to 100k files; scale: one daemon with --mounts mounts of a local directory store (threads,
-    /// memory, mount time, reads across a daemon crash and restart).
+    /// memory, mount time, reads across a daemon crash and restart); faults: --size (1 GiB) read
+    /// through a mount while the local S3 server makes 10%, then 30% of GETs faulty (every kind
+    /// mixed), then again once faults stop: failed reads, wrong bytes, faults injected.
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
     /// Mounts of the scale profile, each a volume of its own at its own path.
@@ -117,12 +120,13 @@ enum Profile {
     Quick,
     Full,
     Scale,
+    Faults,
 }
 
 fn main() -> std::process::ExitCode {
     let args = BenchArgs::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG").unwrap_or_else(|_| "error,lazysnap=off".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LAZYSNAP_LOG")
+        .unwrap_or_else(|_| "error,lazysnap=off,s3s=off".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -152,11 +156,28 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let size = args.size.unwrap_or(match args.profile {
         Profile::Quick | Profile::Scale => 256 << 20,
-        Profile::Full => 1 << 30,
+        Profile::Full | Profile::Faults => 1 << 30,
     });
+    if args.profile == Profile::Faults {
+        let target = Target::builtin("s3", work.path())?;
+        let data = work.path().join("data");
+        say(&format!("writing {} MiB of test data", size >> 20));
+        write_random_file(&data.join(BIG_FILE), size)?;
+        let volume = format!("{}/faults", run_namespace());
+        publish_dir(&target, &data, &volume)?;
+        let passes = faults::measure(
+            &target,
+            work.path(),
+            &args.daemon_args,
+            &volume,
+            BIG_FILE,
+            &data.join(BIG_FILE),
+        )?;
+        return finish(&args, &Report::faults(size, passes));
+    }
     let mount_files = match (args.mount_files.is_empty(), args.profile) {
         (false, _) => args.mount_files.clone(),
-        (true, Profile::Quick | Profile::Scale) => vec![1_000, 10_000],
+        (true, Profile::Quick | Profile::Scale | Profile::Faults) => vec![1_000, 10_000],
         (true, Profile::Full) => vec![1_000, 10_000, 100_000],
     };
     let data = work.path().join("data");

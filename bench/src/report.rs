@@ -103,6 +103,9 @@ pub struct Report {
     /// One daemon with thousands of mounts (`--profile scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_scale: Option<super::scale::ScaleFigures>,
+    /// `--profile faults`: reads through a store whose GETs fail, per share of faulty GETs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<super::faults::FaultPass>,
     /// `--peers`: the same work through other tools, per network condition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<super::peers::PeerFigures>,
@@ -123,9 +126,18 @@ impl Report {
             stores,
             mount_scale,
             node_scale: None,
+            faults: Vec::new(),
             peers: Vec::new(),
             checks,
         }
+    }
+
+    /// The report of `--profile faults`.
+    pub fn faults(file_bytes: u64, passes: Vec<super::faults::FaultPass>) -> Report {
+        let mut report = Report::new("faults".into(), file_bytes, Vec::new(), Vec::new());
+        report.checks = super::faults::checks(&passes);
+        report.faults = passes;
+        report
     }
 
     /// The report of `--profile scale`: one daemon, thousands of mounts.
@@ -138,6 +150,7 @@ impl Report {
             mount_scale: Vec::new(),
             checks: super::scale::checks(&figures),
             peers: Vec::new(),
+            faults: Vec::new(),
             node_scale: Some(figures),
         }
     }
@@ -193,6 +206,9 @@ impl Report {
         }
         for p in &self.peers {
             out.push_str(&super::peers::table(p));
+        }
+        if !self.faults.is_empty() {
+            out.push_str(&super::faults::table(&self.faults));
         }
         for m in &self.mount_scale {
             let _ = writeln!(

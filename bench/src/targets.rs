@@ -102,6 +102,11 @@ impl Target {
         Store::open(&url, &config).with_context(|| format!("cannot open the {} store", self.name))
     }
 
+    /// The local S3 server this target runs, if it runs one.
+    pub fn server(&self) -> Option<&S3Server> {
+        self._server.as_ref()
+    }
+
     /// The TCP port of the local S3 server behind this target, if it has one.
     pub fn port(&self) -> Option<u16> {
         let endpoint = self._server.as_ref()?.endpoint();

@@ -78,6 +78,11 @@ struct Args {
     /// 128 MiB keeps 16 streams busy (measured: 64M -> 128M took cold reads from 354 to 460 MB/s).
     #[arg(long, env = "LAZYSNAP_READAHEAD_MAX", default_value = "128M", value_parser = parse_size)]
     readahead_max: u64,
+    /// A GET that sends nothing for this long (no answer yet, or no bytes in the middle of its
+    /// body) is abandoned and sent again, up to 4 GETs within 30 s per read: a stuck connection
+    /// costs a read seconds, not the whole deadline.
+    #[arg(long, env = "LAZYSNAP_STALL_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    stall_timeout: std::time::Duration,
     /// Serve every read through the daemon, never letting the kernel read a fully cached file
     /// straight from the disk cache (FUSE passthrough, used by default where the kernel has it).
     #[arg(long, env = "LAZYSNAP_NO_PASSTHROUGH")]
@@ -195,6 +200,7 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         request_size: args.fetch_request_size,
         concurrency: args.fetch_concurrency,
         readahead_max: args.readahead_max,
+        stall_timeout: args.stall_timeout,
     };
     // Every thread the daemon has, whatever the number of mounts: the workers, the blocking
     // pool, and a few named ones (allocator trimmer, holder reaper, cache verifiers).

@@ -7,6 +7,8 @@
 //! GET bodies are streamed from the object's file in large chunks (s3s-fs alone streams 4 KiB at a
 //! time, which caps one GET far below what loopback can carry), and an [`Emulation`] can add S3's
 //! time to first byte and per-stream bandwidth, because loopback hides what latency does to a reader.
+//! [`S3Server::inject_faults`] makes GETs fail the ways real stores do (`lazysnap_faults`' model,
+//! the one lazysnap's unit tests inject under the object-store trait), at a seeded rate per kind.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +32,8 @@ use tempfile::TempDir;
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use lazysnap_faults::{faulty_body, Fault, FaultPlan, Faults};
 
 const BUCKET: &str = "lazysnap-test";
 const ACCESS_KEY: &str = "lazysnap-test-key";
@@ -84,13 +88,18 @@ struct Counters {
     gets_by_key: Mutex<HashMap<String, u64>>,
 }
 
-/// The `S3` implementation the service runs: s3s-fs plus counting, fast bodies and emulation.
+/// The `S3` implementation the service runs: s3s-fs plus counting, fast bodies, emulation and
+/// faults.
 struct Counting {
     fs: Arc<FileSystem>,
     root: PathBuf,
     counters: Arc<Counters>,
     emulation: Emulation,
+    faults: FaultSlot,
 }
+
+/// The faults GETs get now, if any; replaced whole by [`S3Server::inject_faults`].
+type FaultSlot = Arc<Mutex<Option<Arc<Faults>>>>;
 
 /// Bytes read from the object's file per body chunk.
 const BODY_CHUNK: usize = 256 << 10;
@@ -116,9 +125,17 @@ impl_s3! {
             let c = &self.counters;
             c.get_requests.fetch_add(1, Relaxed);
             *c.gets_by_key.lock().unwrap().entry(req.input.key.clone()).or_default() += 1;
+            let faults = self.faults.lock().unwrap().clone();
+            let fault = faults.as_ref().and_then(|f| f.draw().map(|kind| (kind, f.plan().stall)));
             let if_match = req.input.if_match.clone();
             let path = self.root.join(&req.input.bucket).join(&req.input.key);
             tokio::time::sleep(self.emulation.first_byte).await;
+            match fault {
+                Some((Fault::ServerError, _)) => return Err(s3_error!(SlowDown, "injected")),
+                Some((Fault::Vanished, _)) => return Err(s3_error!(NoSuchKey, "deleted under the reader (injected)")),
+                Some((Fault::StallFirstByte, stall)) => tokio::time::sleep(stall).await,
+                _ => {}
+            }
             no_folder_objects(&path)?;
             let mut resp = self.fs.get_object(req).await?;
             // s3s-fs ignores If-Match on GET; real S3 answers 412, and readers pinning an ETag rely on it.
@@ -131,7 +148,18 @@ impl_s3! {
             let len = u64::try_from(resp.output.content_length.unwrap_or(0)).unwrap_or(0);
             c.get_bytes.fetch_add(len, Relaxed);
             let start = body_start(resp.output.content_range.as_deref());
-            resp.output.body = Some(file_body(path, start, len, self.emulation.stream_rate));
+            let chunks = file_chunks(path, start, len, self.emulation.stream_rate);
+            resp.output.body = Some(match fault {
+                Some((Fault::ChangedEtag, _)) => {
+                    resp.output.e_tag = Some(ETag::Strong("changed-by-a-fault".into()));
+                    StreamingBlob::wrap(chunks)
+                }
+                Some((kind, stall)) => {
+                    let body = faulty_body(chunks, len, kind, stall, std::io::Error::other);
+                    StreamingBlob::wrap(Shareable(Mutex::new(body)))
+                }
+                None => StreamingBlob::wrap(chunks),
+            });
             Ok(resp)
         }
 
@@ -183,6 +211,7 @@ pub struct S3Server {
     addr: SocketAddr,
     fs: Arc<FileSystem>,
     counters: Arc<Counters>,
+    faults: FaultSlot,
     handle: Handle,
     runtime: Option<Runtime>,
     stop: Option<oneshot::Sender<()>>,
@@ -205,11 +234,13 @@ impl S3Server {
         std::fs::create_dir(root.path().join(BUCKET)).expect("create bucket dir");
         let fs = Arc::new(FileSystem::new(root.path()).expect("s3s-fs root"));
         let counters = Arc::new(Counters::default());
+        let faults = FaultSlot::default();
         let mut builder = S3ServiceBuilder::new(Counting {
             fs: fs.clone(),
             root: root.path().to_owned(),
             counters: counters.clone(),
             emulation,
+            faults: faults.clone(),
         });
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = builder.build();
@@ -231,6 +262,7 @@ impl S3Server {
             addr,
             fs,
             counters,
+            faults,
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
             stop: Some(stop),
@@ -290,6 +322,20 @@ impl S3Server {
             list_requests: c.list_requests.load(Relaxed),
             head_requests: c.head_requests.load(Relaxed),
         }
+    }
+
+    /// From now on, GETs get the faults of `plan` (replacing any plan before): 5xx SlowDown,
+    /// NoSuchKey, stalls, resets and cuts (the connection closes before the body's declared
+    /// length), a flipped bit, a changed ETag. The answer counts what was injected and turns it off.
+    pub fn inject_faults(&self, plan: FaultPlan) -> Arc<Faults> {
+        let faults = Arc::new(Faults::new(plan));
+        *self.faults.lock().unwrap() = Some(faults.clone());
+        faults
+    }
+
+    /// GETs are answered faithfully again.
+    pub fn stop_faults(&self) {
+        *self.faults.lock().unwrap() = None;
     }
 
     pub fn reset_stats(&self) {
@@ -460,7 +506,12 @@ fn body_start(content_range: Option<&str>) -> u64 {
 }
 
 /// `len` bytes of the file at `path` from `start`, in large chunks, no faster than `rate` bytes/s.
-fn file_body(path: PathBuf, start: u64, len: u64, rate: Option<u64>) -> StreamingBlob {
+fn file_chunks(
+    path: PathBuf,
+    start: u64,
+    len: u64,
+    rate: Option<u64>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     struct State {
         path: PathBuf,
         file: Option<Arc<std::fs::File>>,
@@ -473,7 +524,7 @@ fn file_body(path: PathBuf, start: u64, len: u64, rate: Option<u64>) -> Streamin
         sent: 0,
         started: Instant::now(),
     };
-    let stream = futures::stream::try_unfold(state, move |mut state| async move {
+    futures::stream::try_unfold(state, move |mut state| async move {
         if state.sent == len {
             return Ok::<_, std::io::Error>(None);
         }
@@ -504,8 +555,22 @@ fn file_body(path: PathBuf, start: u64, len: u64, rate: Option<u64>) -> Streamin
             tokio::time::sleep_until(due.into()).await;
         }
         Ok(Some((chunk, state)))
-    });
-    StreamingBlob::wrap(stream)
+    })
+}
+
+/// A stream s3s can hold (it wants `Sync` bodies): only the one task polling it ever locks it.
+struct Shareable<S>(Mutex<S>);
+
+impl<S: futures::Stream + Unpin> futures::Stream for Shareable<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let inner = self.get_mut().0.get_mut().unwrap_or_else(|p| p.into_inner());
+        std::pin::Pin::new(inner).poll_next(cx)
+    }
 }
 
 async fn fs_put(fs: &FileSystem, key: String, data: Vec<u8>) -> S3Result<()> {

@@ -131,6 +131,9 @@ pub struct FetchConfig {
     pub request_deadline: Duration,
     /// The pause before a run's second GET after a failure; each later one is 4x longer.
     pub retry_pause: Duration,
+    /// A GET that sends nothing for this long (no answer yet, or no bytes mid-body) is abandoned
+    /// and retried: far below `request_deadline`, so one stalled connection costs a read seconds.
+    pub stall_timeout: Duration,
     /// First readahead window once a read is seen to be sequential, and the most it grows to.
     pub readahead_initial: u64,
     pub readahead_max: u64,
@@ -148,6 +151,7 @@ impl Default for FetchConfig {
             slots: RequestSlots::new(16),
             request_deadline: Duration::from_secs(30),
             retry_pause: Duration::from_millis(25),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             readahead_initial: 1 << 20,
             readahead_max: 128 << 20,
             budget: BufferBudget::new(128 << 20),
@@ -646,9 +650,9 @@ impl Fetcher {
     }
 
     /// Ranged GETs of `range` (whole blocks) until every block has been handed to `on_block`, in
-    /// order, as it arrives: a GET that fails (a 5xx, a reset, a body cut short, a stall past its
-    /// share of the deadline) is resumed from its first block not handed over, up to [`ATTEMPTS`]
-    /// GETs with backoff, all within `deadline`. Only whole blocks are handed over, so a cut
+    /// order, as it arrives: a GET that fails (a 5xx, a reset, a body cut short, a stall) is
+    /// resumed from its first block not handed over, with backoff, until [`ATTEMPTS`] GETs in a
+    /// row deliver nothing new, all within `deadline`. Only whole blocks are handed over, so a cut
     /// body's tail is fetched again whole rather than seen short by the caller.
     async fn get_run(
         &self,
@@ -661,9 +665,13 @@ impl Fetcher {
         let started = std::time::Instant::now();
         let shape = object.shape;
         let mut next = range.start / shape.block_size;
-        let mut attempt = 0;
+        // Failed GETs in a row that delivered nothing new: a GET that got further before it
+        // failed starts the count again, so a long run through a flaky store keeps going while
+        // it progresses (the deadline still bounds it), and gives up when it stops progressing.
+        let mut fruitless = 0;
         loop {
             let from = shape.offset(next);
+            let before = next;
             let left = deadline.saturating_sub(started.elapsed());
             let mut whole = |piece: Bytes| {
                 // A shorter piece is the tail of a cut body: this GET fails, the retry brings it.
@@ -679,9 +687,9 @@ impl Fetcher {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            attempt += 1;
-            let pause = backoff(self.config.retry_pause, attempt);
-            if attempt >= ATTEMPTS || started.elapsed() + pause >= deadline {
+            fruitless = if next > before { 1 } else { fruitless + 1 };
+            let pause = backoff(self.config.retry_pause, fruitless);
+            if fruitless >= ATTEMPTS || started.elapsed() + pause >= deadline {
                 return Err(error);
             }
             tokio::time::sleep(pause).await;
@@ -707,6 +715,7 @@ impl Fetcher {
             range.clone(),
             object.shape.block_size,
             &self.config.buffers,
+            self.config.stall_timeout,
             on_block,
         );
         match tokio::time::timeout(deadline, get).await {
@@ -739,8 +748,13 @@ pub struct Uncached<'a> {
     _budget: budget::Reservation<'a>,
 }
 
-/// GETs a run of blocks gets before its waiters see an error.
+/// GETs in a row that bring nothing new before a run's waiters see an error; also the rounds a
+/// block failing its checksum is fetched in.
 const ATTEMPTS: u32 = 4;
+
+/// How long a GET may send nothing: S3's time to first byte is tens of milliseconds, rarely a
+/// second under load; a store silent for 3 s has a stuck connection, and a fresh GET does better.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The pause before attempt `attempt` (1, 2, 3...): `first`, 4x, 16x (25, 100, 400 ms by
 /// default), each with up to a quarter more at random, so many readers failing together do not

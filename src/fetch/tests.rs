@@ -481,7 +481,8 @@ async fn faulty_gets_never_become_wrong_bytes_and_leave_nothing_behind() {
     let key = Path::from("volumes/v/files/f");
     raw.put(&key, data.clone().into()).await.unwrap();
     let plan = FaultPlan::mixed(0.3, &Fault::ALL, Duration::from_millis(20), 0xfa17);
-    let (faulty, injected, switch) = FaultyStore::new(raw, plan);
+    let (faulty, faults, switch) = FaultyStore::new(raw, plan);
+    let injected = faults.injected();
     let store = Store::from_object_store("test://faulty-fetch".parse().unwrap(), Arc::new(faulty));
     let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
     let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
@@ -531,4 +532,69 @@ async fn faulty_gets_never_become_wrong_bytes_and_leave_nothing_behind() {
             &data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]
         );
     }
+}
+
+/// A GET that stalls (before its answer or in the middle of its body) is abandoned after the
+/// stall timeout and fetched again, so a read costs about that, not the whole request deadline;
+/// when every GET stalls, the read fails after its attempts, still long before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_get_is_given_up_after_the_stall_timeout_not_the_deadline() {
+    use crate::store::testing::{Fault, FaultPlan, Faults, FaultyStore};
+
+    let size = 64 * BLOCK as usize;
+    let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
+    let kinds = [Fault::StallFirstByte, Fault::StallMidBody];
+    let over = |share: f64, seed: u64| {
+        let data = data.clone();
+        async move {
+            let raw = Arc::new(InMemory::new());
+            let key = Path::from("volumes/v/files/f");
+            raw.put(&key, data.clone().into()).await.unwrap();
+            let plan = FaultPlan::mixed(share, &kinds, Duration::from_secs(20), seed);
+            let (faulty, faults, _) = FaultyStore::new(raw, plan);
+            let url = format!("test://stalled-fetch-{seed}").parse().unwrap();
+            let store = Store::from_object_store(url, Arc::new(faulty));
+            let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
+            let object = ObjectHandle::new(&store, key, size as u64, BLOCK, checksums);
+            let config = FetchConfig {
+                max_request_bytes: 8 * BLOCK,
+                stall_timeout: Duration::from_millis(100),
+                retry_pause: Duration::from_millis(5),
+                ..Default::default()
+            };
+            let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+            let fetcher = Fetcher::new(store, cache, config);
+            (fetcher, object, faults)
+        }
+    };
+    let stalls = |faults: &Faults| faults.injected().total();
+
+    // Every GET stalls: the read fails after its attempts' timeouts, not after 20 s or 30 s.
+    let (fetcher, object, faults) = over(1.0, 5).await;
+    let started = std::time::Instant::now();
+    let err = fetcher.read(&object, 0, 4 * BLOCK).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("stalled"), "{err}");
+    assert!(stalls(&faults) >= 2, "the GETs really stalled");
+
+    // Half of them stall: every read succeeds with the right bytes, each well within one stall.
+    let (fetcher, object, faults) = over(0.5, 6).await;
+    for block in (0..64).step_by(4) {
+        let started = std::time::Instant::now();
+        let got = fetcher.read(&object, block * BLOCK, 4 * BLOCK).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[(block * BLOCK) as usize..((block + 4) * BLOCK) as usize]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "block {block}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(stalls(&faults) >= 4, "{} stalls", stalls(&faults));
 }

@@ -1,4 +1,5 @@
 use std::ops::Range;
+use std::time::Duration;
 
 use object_store::path::Path;
 
@@ -24,6 +25,12 @@ pub enum StoreError {
         key: String,
         range: Range<u64>,
         got: u64,
+    },
+    #[error("store {store} sent nothing for {waited:?} while answering a GET of {key} (stalled; abandoned)")]
+    Stalled {
+        store: String,
+        key: String,
+        waited: Duration,
     },
     #[error("store {store}, object {key}: {source}")]
     Other {

@@ -5,6 +5,7 @@
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -20,7 +21,10 @@ impl Store {
     /// A short or over-long answer is an error, as with [`Store::get_range`]; the pieces handed
     /// over before an error are whole and in order. With `etag`, the object must still be that
     /// version: the request carries If-Match, and the answer's ETag is checked too, for servers
-    /// that ignore the condition on reads.
+    /// that ignore the condition on reads. A store that sends nothing for `patience` (before the
+    /// answer starts or between two chunks of its body) is given up on: a stalled GET fails in
+    /// seconds, for the caller to retry, rather than holding its readers for the whole deadline.
+    #[allow(clippy::too_many_arguments)]
     pub async fn get_range_pieces(
         &self,
         key: &Path,
@@ -28,6 +32,7 @@ impl Store {
         range: Range<u64>,
         piece: u64,
         buffers: &BlockBuffers,
+        patience: Duration,
         on_piece: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<(), StoreError> {
         assert!(piece > 0, "pieces must have a size");
@@ -36,7 +41,15 @@ impl Store {
             if_match: etag.map(str::to_string),
             ..GetOptions::default()
         };
-        let result = self.inner.get_opts(key, options).await.map_err(|e| self.err(key, e))?;
+        let stalled = || StoreError::Stalled {
+            store: self.url.to_string(),
+            key: key.to_string(),
+            waited: patience,
+        };
+        let result = tokio::time::timeout(patience, self.inner.get_opts(key, options))
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|e| self.err(key, e))?;
         if etag.is_some() && result.meta.e_tag.as_deref() != etag {
             return Err(StoreError::Precondition {
                 store: self.url.to_string(),
@@ -69,7 +82,10 @@ impl Store {
             GetResultPayload::Stream(mut stream) => {
                 let mut lens = lens.into_iter();
                 let mut current = buffers.take_empty(lens.next().unwrap_or(0) as usize);
-                while let Some(chunk) = stream.next().await {
+                while let Some(chunk) = tokio::time::timeout(patience, stream.next())
+                    .await
+                    .map_err(|_| stalled())?
+                {
                     let mut chunk = chunk.map_err(|e| self.err(key, e))?;
                     while !chunk.is_empty() {
                         let take = chunk.len().min(current.room());

@@ -96,7 +96,15 @@ async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
         async move {
             let mut pieces = Vec::new();
             store
-                .get_range_pieces(&key, None, range, 4096, &buffers, &mut |p| pieces.push(p))
+                .get_range_pieces(
+                    &key,
+                    None,
+                    range,
+                    4096,
+                    &buffers,
+                    std::time::Duration::from_secs(30),
+                    &mut |p| pieces.push(p),
+                )
                 .await
                 .map(|()| pieces)
         }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::{CopyRules, Placement, SstableRules, View, ViewError, VolumeView};
 use crate::cache::{BlockCache, CacheConfig, CacheError, CacheStats};
@@ -30,6 +31,8 @@ pub struct ReadingConfig {
     pub concurrency: usize,
     /// Furthest a sequential reader's readahead window grows.
     pub readahead_max: u64,
+    /// How long a GET may send nothing before it is abandoned and retried.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ReadingConfig {
@@ -41,6 +44,7 @@ impl Default for ReadingConfig {
             request_size: 8 << 20,
             concurrency: 16,
             readahead_max: 128 << 20,
+            stall_timeout: crate::fetch::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -69,6 +73,7 @@ impl ReadingConfig {
             max_request_bytes: self.request_size,
             slots: RequestSlots::new(self.concurrency),
             readahead_max: self.readahead_max,
+            stall_timeout: self.stall_timeout,
             budget: BufferBudget::new(self.in_flight()),
             buffers: BlockBuffers::new(self.pooled()),
             ..FetchConfig::default()

@@ -12,7 +12,7 @@ use object_store::memory::InMemory;
 use object_store::ObjectStore;
 
 pub use counting::{CountingStore, GetCounters};
-pub use faulty::{Fault, FaultPlan, FaultSwitch, FaultyStore, Injected};
+pub use faulty::{Fault, FaultPlan, FaultSwitch, Faults, FaultyStore, Injected};
 
 use super::Store;
 
