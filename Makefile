@@ -1,5 +1,5 @@
 # The two entry points of the README. Both install what they need first (Debian packages, Rust).
-.PHONY: demo test deps bench-scale deb
+.PHONY: demo test deps bench-scale deb reliability
 
 # cargo from PATH, else where rustup installs it.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
@@ -36,3 +36,9 @@ deb: deps
 bench-scale: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/lazysnap bench --profile scale --mounts 4096
+
+# The reliability suite's long modes, as one table (test, load, faults injected, inputs tried,
+# failures, wrong bytes): a million fuzzed inputs per parser, 1 GiB read through a mount at 10% and
+# 30% faulty GETs. About 20 minutes on 2 cores; `make test` runs the short modes.
+reliability: deps
+	./scripts/reliability

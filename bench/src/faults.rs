@@ -175,22 +175,22 @@ pub fn checks(passes: &[FaultPass]) -> Vec<Check> {
     out
 }
 
-/// The passes as `make reliability` prints them.
+/// The passes as rows of `make reliability`'s table: test, load, faults injected, inputs tried,
+/// failures, wrong bytes.
 pub fn table(passes: &[FaultPass]) -> String {
-    let mut out =
-        String::from("faults: share, bytes, reads, failed, wrong, faults injected (GETs), by kind, seconds\n");
+    let mut out = String::new();
     for p in passes {
         out.push_str(&format!(
-            "  {:>4.0}%  {} MiB  {} reads  {} failed  {} wrong  {} faults ({} GETs)  {}  {:.1} s\n",
+            "| faults: {:.0}% of GETs, then none | {} MiB by 1 reader, {:.0} s | {} in {} GETs ({}) | {} reads | {} | {} |\n",
             p.share * 100.0,
             p.bytes >> 20,
-            p.reads + p.reads_after,
-            p.failed + p.failed_after,
-            p.wrong,
+            p.seconds,
             p.faults,
             p.gets,
             p.kinds,
-            p.seconds
+            p.reads + p.reads_after,
+            p.failed + p.failed_after,
+            p.wrong
         ));
     }
     out

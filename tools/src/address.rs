@@ -65,4 +65,36 @@ mod tests {
             assert!(Address::parse(bad).is_err(), "{bad:?}");
         }
     }
+
+    /// Any text is an address or an error that quotes it, never a panic.
+    #[test]
+    fn fuzzed_addresses_are_parsed_or_refused_by_name() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let started = std::time::Instant::now();
+        let cases = std::env::var("LAZYSNAP_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000);
+        let text = prop_oneof![
+            "\\PC{0,48}",
+            ("(file:///s|s3://b/p|gs://b)", "[#:/a-z.-]{0,24}").prop_map(|(a, b)| a + &b),
+        ];
+        TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        })
+        .run(&text, |text| {
+            if let Err(e) = Address::parse(&text) {
+                let text = format!("{e:#}");
+                prop_assert!(!text.trim().is_empty());
+            }
+            Ok(())
+        })
+        .unwrap();
+        let took = started.elapsed().as_secs_f64();
+        eprintln!("| fuzz: addresses | 1 thread, {took:.1} s | - | {cases} | 0 | - |");
+    }
 }

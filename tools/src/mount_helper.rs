@@ -254,4 +254,64 @@ mod tests {
             .contains("fuse.sshfs"));
         assert!(line(&["f#v", "/m", "-N", "/proc/1/ns/mnt"]).is_err());
     }
+
+    /// mount(8) hands the helper whatever an fstab line says: any option list is a mount command
+    /// or an error naming what is wrong, never a panic. `LAZYSNAP_FUZZ_CASES` lists (a million in
+    /// `make reliability`).
+    #[test]
+    fn fuzzed_option_lists_are_commands_or_named_errors() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let started = std::time::Instant::now();
+        let cases = std::env::var("LAZYSNAP_FUZZ_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000);
+        let token = prop_oneof![
+            prop::sample::select(vec![
+                "ro",
+                "rw",
+                "snapshot=u1",
+                "uid=0",
+                "file_mode=0400",
+                "allow_other",
+                "allow_other=1",
+                "hydrate",
+                "home=/h",
+                "home",
+                "generation",
+                "x-systemd.automount",
+                "comment=x",
+                "=",
+                ",,",
+                "at=2026-11-22T10:00:00Z",
+                "seqno=-1",
+                "bandwidth=1G",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,12}",
+        ];
+        let options = prop::collection::vec(token, 0..6).prop_map(|t| t.join(","));
+        let source = prop_oneof![Just("f#v".to_string()), Just("s3://b/l".to_string()), "\\PC{0,16}"];
+        TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        })
+        .run(&(source, options, any::<bool>()), |(source, options, sloppy)| {
+            let mut argv = vec![source.as_str(), "/m", "-o", options.as_str()];
+            if sloppy {
+                argv.push("-s");
+            }
+            match line(&argv) {
+                Ok(command) => prop_assert!(command[0] == "lazysnap" && command.contains(&"mount".to_string())),
+                Err(e) => prop_assert!(!e.trim().is_empty()),
+            }
+            Ok(())
+        })
+        .unwrap();
+        let took = started.elapsed().as_secs_f64();
+        eprintln!("| fuzz: mount(8) helper options | 1 thread, {took:.1} s | - | {cases} | 0 | - |");
+    }
 }
