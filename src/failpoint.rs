@@ -25,3 +25,11 @@ pub fn reached(name: &str) {
 /// Every failpoint, for `--help` texts and for tests that arm them.
 pub const SNAPSHOT_RECORDED: &str = "snapshot-create-recorded";
 pub const NAMESPACE_FILES_DELETED: &str = "namespace-delete-files-deleted";
+/// Publish: every data file is in the store, the manifest that makes them visible is not.
+pub const PUBLISH_DATA_UPLOADED: &str = "publish-data-uploaded";
+/// GC: its tombstones are written, nothing is deleted yet.
+pub const GC_TOMBSTONES_WRITTEN: &str = "gc-tombstones-written";
+/// GC: the doomed manifests are deleted, their files not yet.
+pub const GC_MANIFESTS_DELETED: &str = "gc-manifests-deleted";
+/// Snapshot release: the released marker is written, the record and outcome not yet deleted.
+pub const SNAPSHOT_RELEASE_MARKED: &str = "snapshot-release-marked";

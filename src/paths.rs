@@ -91,6 +91,67 @@ impl Paths {
             .mode(0o700)
             .create(&self.home)
     }
+
+    /// Creates the home and its cache folder (owner only) when missing, then refuses both when
+    /// another user owns them or can write them: whoever can write there could replace the control
+    /// socket, the index or cached blocks, which a daemon serves as verified.
+    pub fn create_private(&self, uid: u32) -> Result<(), PrivacyError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PrivacyError::Io { path, source }
+        };
+        self.create().map_err(io(&self.home))?;
+        ensure_private(&self.home, uid)?;
+        let cache = self.cache();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&cache)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(io(&cache)(e)),
+            })?;
+        ensure_private(&cache, uid)
+    }
+}
+
+/// A home or cache folder lazysnap will not use, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error("{path} belongs to user {owner}, not to user {uid} that lazysnap-mountd runs as: another user could replace its socket, index or cached blocks; chown it or choose another --home")]
+    Owner { path: PathBuf, owner: u32, uid: u32 },
+    #[error("{path} can be written by other users (mode {mode:04o}): they could replace its socket, index or cached blocks; chmod go-w it")]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `dir` is a folder (not a symlink to one) owned by `uid` that no one else can write.
+fn ensure_private(dir: &Path, uid: u32) -> Result<(), PrivacyError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|source| PrivacyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.to_path_buf();
+    if meta.uid() != uid {
+        return Err(PrivacyError::Owner {
+            path,
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    if meta.mode() & 0o022 != 0 || !meta.is_dir() {
+        return Err(PrivacyError::Writable {
+            path,
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -155,3 +155,93 @@ fn bad_owners_and_modes_are_refused_by_name_and_leave_nothing() {
     let mounts = node.json(&["mounts"]);
     assert_eq!(mounts.as_array().map(Vec::len), Some(0), "{mounts}");
 }
+
+#[test]
+fn a_home_or_cache_that_another_user_owns_or_can_write_is_refused_by_name() {
+    require_root!();
+    let node = Node::new(Vec::new());
+    let (home, cache) = (node.home(), node.home().join("cache"));
+    let mode = |path: &Path, bits: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits)).unwrap();
+
+    std::fs::create_dir_all(&home).unwrap();
+    mode(&home, 0o777);
+    let error = node.fails(&["daemon", "start"]);
+    assert!(
+        error.contains(home.to_str().unwrap()) && error.contains("can be written by other users"),
+        "{error}"
+    );
+
+    mode(&home, 0o700);
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let error = node.fails(&["daemon", "start"]);
+    assert!(error.contains(&format!("belongs to user {NOBODY}")), "{error}");
+
+    std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
+    std::fs::create_dir(&cache).unwrap();
+    mode(&cache, 0o775);
+    let error = node.fails(&["daemon", "start"]);
+    assert!(
+        error.contains(cache.to_str().unwrap()) && error.contains("mode 0775"),
+        "{error}"
+    );
+    assert!(!home.join("index.db").exists(), "nothing was set up in a refused home");
+
+    mode(&cache, 0o700);
+    node.ok(&["daemon", "start"]);
+    node.ok(&["daemon", "stop"]);
+}
+
+#[test]
+fn the_control_socket_refuses_other_users_even_when_its_mode_is_loosened() {
+    require_root!();
+    let node = Node::new(Vec::new());
+    node.ok(&["daemon", "start"]);
+    // Loosened by hand: another user can reach and connect to the socket now.
+    std::fs::set_permissions(node.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(node.home(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(node.home().join("mountd.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = node.command().arg("mounts").uid(NOBODY).gid(NOBODY).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "another user controlled the daemon: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains(&format!("user {NOBODY} may not control")), "{stderr}");
+    node.ok(&["mounts"]);
+    node.ok(&["daemon", "stop"]);
+}
+
+#[test]
+fn cached_blocks_are_readable_by_the_daemons_user_only() {
+    require_root!();
+    let store = TestStore::file();
+    let (node, bytes) = node_with_files(&store);
+    let mount = mount_at(&node, &store, "cached", &[]);
+    assert_eq!(std::fs::read(mount.path.join(VOLUME).join("log.0001")).unwrap(), bytes);
+    mount.unmount();
+    let cache = node.home().join("cache");
+    assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+    let mut files = 0;
+    for entry in walk(&cache) {
+        let meta = std::fs::metadata(&entry).unwrap();
+        if meta.is_file() {
+            files += 1;
+            assert_eq!(meta.mode() & 0o077, 0, "{} is open to others", entry.display());
+            assert!(!reads_as(NOBODY, &entry), "another user read {}", entry.display());
+        }
+    }
+    assert!(files >= 2, "the read left cache files ({files})");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}

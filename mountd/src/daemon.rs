@@ -60,9 +60,8 @@ impl Daemon {
         tuning: Tuning,
         options: Options,
     ) -> anyhow::Result<Arc<Daemon>> {
-        paths
-            .create()
-            .with_context(|| format!("cannot create {}", paths.home().display()))?;
+        // SAFETY: geteuid has no preconditions.
+        paths.create_private(unsafe { libc::geteuid() })?;
         let lock = paths
             .try_lock_daemon()
             .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?

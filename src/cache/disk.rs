@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -115,6 +115,7 @@ impl DiskCache {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(self.dir.join("lock"))?;
         // SAFETY: flock on a descriptor we own; non-blocking, so it cannot hang.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -222,11 +223,14 @@ impl DiskCache {
         let (data_path, map_path) = (self.path(object, "data"), self.path(object, "map"));
         let writer = self.writable();
         let open = |path: &Path| {
+            // Cached blocks are the mounts' data: readable by the daemon's user only, whatever the
+            // umask (mounts decide who else sees them).
             OpenOptions::new()
                 .read(true)
                 .write(writer)
                 .create(writer && create.is_some())
                 .truncate(false)
+                .mode(0o600)
                 .open(path)
         };
         let (data, map) = match (open(&data_path), open(&map_path)) {

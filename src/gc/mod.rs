@@ -140,6 +140,7 @@ pub async fn collect(
     };
     if !options.dry_run {
         report.snapshots_tidied = snapshot::tidy(store, volume, now_ms).await?;
+        sweep_tombstones(store, volume).await?;
     }
     let mut plan = Plan {
         names: Vec::new(),
@@ -170,6 +171,7 @@ pub async fn collect(
             Err(e) => return Err(e.into()),
         }
     }
+    crate::failpoint::reached(crate::failpoint::GC_TOMBSTONES_WRITTEN);
     // The second look: snapshots created and manifests written since the first one.
     let outcome = async {
         let names = chain::manifest_names(store, volume).await?;
@@ -210,6 +212,24 @@ pub async fn collect(
     Ok(report)
 }
 
+/// Deletes the tombstones of manifests already gone: a run killed between deleting a manifest and
+/// its tombstone leaves one that nothing else would ever remove. A tombstone whose manifest exists
+/// is another run's (or this one's to rewrite), and stays.
+async fn sweep_tombstones(store: &Store, volume: &VolumeId) -> Result<(), GcError> {
+    let (_, objects) = store.list_children(&layout::manifests_dir(volume)).await?;
+    let names: BTreeSet<&str> = objects.iter().filter_map(|o| o.key.filename()).collect();
+    for name in &names {
+        let Some(manifest) = name.strip_suffix(layout::COLLECTING_SUFFIX) else {
+            continue;
+        };
+        if !names.contains(manifest) {
+            tracing::info!(volume = %volume, manifest, "removing the tombstone a killed GC left");
+            store.delete(&layout::collecting_key(volume, manifest)).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn delete_all(
     store: &Store,
     index: &Index,
@@ -224,6 +244,9 @@ async fn delete_all(
             recheck_term(store, index, volume, term).await?;
         }
         store.delete(&layout::manifest_key(volume, name)).await?;
+    }
+    if !manifests.is_empty() {
+        crate::failpoint::reached(crate::failpoint::GC_MANIFESTS_DELETED);
     }
     for (i, (path, size)) in files.iter().enumerate() {
         if i % BATCH == 0 {

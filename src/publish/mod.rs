@@ -252,6 +252,7 @@ pub async fn publish(
             .collect(),
     };
     manifest.validate().map_err(PublishError::Manifest)?;
+    crate::failpoint::reached(crate::failpoint::PUBLISH_DATA_UPLOADED);
     write_manifest(store, &manifest).await?;
     if !reused_unnamed.is_empty() {
         let reused: Vec<&LocalFile> = reused_unnamed.iter().map(|&i| &files[i]).collect();

@@ -67,6 +67,7 @@ pub(super) async fn finish(
             Ok(()) | Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        crate::failpoint::reached(crate::failpoint::SNAPSHOT_RELEASE_MARKED);
     }
     store.delete(&layout::snapshot_key(volume, uuid, generation)).await?;
     store
