@@ -160,3 +160,24 @@ fn nothing_left(work: &std::path::Path) {
         .collect();
     assert_eq!(left, [std::ffi::OsString::from("bench.json")]);
 }
+
+/// The soak's short mode (the long one is `make reliability`): a minute of 64 random and 4
+/// sequential readers over 16 mounts while mounts hydrate, a restore and GC run and 1% of GETs
+/// fail: no failed or wrong read, no FUSE request stuck, the daemon within its memory cap.
+#[test]
+fn bench_soak_for_a_minute_with_faults_fails_no_read_and_stays_within_its_memory() {
+    require_root!();
+    let work = tempfile::tempdir().unwrap();
+    let (stdout, report) = bench(
+        work.path(),
+        &["--profile", "soak", "--soak-seconds", "60", "--size", "64M"],
+    );
+    let soak = &report["soak"];
+    assert!(soak["randomReads"].as_u64().unwrap() > 1000, "{soak}");
+    assert!(soak["sequentialReads"].as_u64().unwrap() > 10, "{soak}");
+    assert!(soak["faults"].as_u64().unwrap() > 0, "faults were injected: {soak}");
+    for check in report["checks"].as_array().unwrap() {
+        assert_eq!(check["met"], true, "{check}\n{stdout}");
+    }
+    nothing_left(work.path());
+}

@@ -15,6 +15,7 @@ mod raw;
 mod reads;
 mod report;
 mod scale;
+mod soak;
 mod stats;
 mod targets;
 
@@ -51,9 +52,14 @@ pub struct BenchArgs {
     /// to 100k files; scale: one daemon with --mounts mounts of a local directory store (threads,
     /// memory, mount time, reads across a daemon crash and restart); faults: --size (1 GiB) read
     /// through a mount while the local S3 server makes 10%, then 30% of GETs faulty (every kind
-    /// mixed), then again once faults stop: failed reads, wrong bytes, faults injected.
+    /// mixed), then again once faults stop: failed reads, wrong bytes, faults injected; soak: 64
+    /// random and 4 sequential readers over 16 mounts (--size in all, 256 MiB) for --soak-seconds
+    /// while mounts hydrate, a restore and GC run and 1% of GETs fail.
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
+    /// How long the soak profile keeps its load on.
+    #[arg(long, default_value_t = 600)]
+    soak_seconds: u64,
     /// Mounts of the scale profile, each a volume of its own at its own path.
     #[arg(long, default_value_t = 4096)]
     mounts: usize,
@@ -121,6 +127,7 @@ enum Profile {
     Full,
     Scale,
     Faults,
+    Soak,
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,7 +164,14 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     let size = args.size.unwrap_or(match args.profile {
         Profile::Quick | Profile::Scale => 256 << 20,
         Profile::Full | Profile::Faults => 1 << 30,
+        Profile::Soak => 256 << 20,
     });
+    if args.profile == Profile::Soak {
+        let target = Target::builtin("s3", work.path())?;
+        let run = std::time::Duration::from_secs(args.soak_seconds.max(1));
+        let figures = soak::measure(&target, work.path(), &args.daemon_args, &run_namespace(), size, run)?;
+        return finish(&args, &Report::soak(figures));
+    }
     if args.profile == Profile::Faults {
         let target = Target::builtin("s3", work.path())?;
         let data = work.path().join("data");
@@ -177,7 +191,7 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mount_files = match (args.mount_files.is_empty(), args.profile) {
         (false, _) => args.mount_files.clone(),
-        (true, Profile::Quick | Profile::Scale | Profile::Faults) => vec![1_000, 10_000],
+        (true, Profile::Quick | Profile::Scale | Profile::Faults | Profile::Soak) => vec![1_000, 10_000],
         (true, Profile::Full) => vec![1_000, 10_000, 100_000],
     };
     let data = work.path().join("data");
@@ -581,10 +595,15 @@ fn side_size(size: u64) -> u64 {
 }
 
 fn write_random_file(path: &Path, size: u64) -> anyhow::Result<()> {
+    write_seeded_file(path, size, 0x9e37_79b9_7f4a_7c15)
+}
+
+/// Random bytes of their own per seed: files a reader must not confuse.
+fn write_seeded_file(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     use std::io::Write;
     std::fs::create_dir_all(path.parent().expect("a file in a folder"))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let (mut buf, mut state, mut left) = (vec![0u8; 1 << 20], 0x9e37_79b9_7f4a_7c15u64, size);
+    let (mut buf, mut state, mut left) = (vec![0u8; 1 << 20], seed | 1, size);
     while left > 0 {
         let n = buf.len().min(left as usize);
         stats::fill_random(&mut buf[..n], &mut state);

@@ -103,6 +103,9 @@ pub struct Report {
     /// One daemon with thousands of mounts (`--profile scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_scale: Option<super::scale::ScaleFigures>,
+    /// `--profile soak`: one daemon under every kind of load at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<super::soak::SoakFigures>,
     /// `--profile faults`: reads through a store whose GETs fail, per share of faulty GETs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<super::faults::FaultPass>,
@@ -126,10 +129,19 @@ impl Report {
             stores,
             mount_scale,
             node_scale: None,
+            soak: None,
             faults: Vec::new(),
             peers: Vec::new(),
             checks,
         }
+    }
+
+    /// The report of `--profile soak`.
+    pub fn soak(figures: super::soak::SoakFigures) -> Report {
+        let mut report = Report::new("soak".into(), figures.bytes, Vec::new(), Vec::new());
+        report.checks = super::soak::checks(&figures);
+        report.soak = Some(figures);
+        report
     }
 
     /// The report of `--profile faults`.
@@ -151,6 +163,7 @@ impl Report {
             checks: super::scale::checks(&figures),
             peers: Vec::new(),
             faults: Vec::new(),
+            soak: None,
             node_scale: Some(figures),
         }
     }
@@ -209,6 +222,9 @@ impl Report {
         }
         if !self.faults.is_empty() {
             out.push_str(&super::faults::table(&self.faults));
+        }
+        if let Some(soak) = &self.soak {
+            out.push_str(&super::soak::table(soak));
         }
         for m in &self.mount_scale {
             let _ = writeln!(

@@ -224,6 +224,7 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         first_touch: args.first_touch,
     };
     let _entered = runtime.enter();
+    runtime.spawn(watch_fuse_requests(tuning.server.clone()));
     let options = daemon::Options {
         handover: args.handover.resolve(),
         handover_grace: args.handover_grace,
@@ -233,6 +234,26 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
     };
     let daemon = daemon::Daemon::start(paths, reading, tuning, options)?;
     runtime.block_on(server::serve(daemon))
+}
+
+/// A FUSE request waiting this long is stuck: every read's fetch gives up well before (its
+/// deadline is 30 s, its stalls a few seconds), so one past it is a lost wakeup or a deadlock.
+const STUCK_FUSE_REQUEST: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reports each FUSE request that waits past [`STUCK_FUSE_REQUEST`], once; `lazysnap daemon status`
+/// and the metrics count them.
+async fn watch_fuse_requests(server: std::sync::Arc<Server>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for slow in server.newly_slow(STUCK_FUSE_REQUEST) {
+            tracing::error!(
+                op = slow.op,
+                waited = ?slow.waited,
+                "a FUSE request has waited past 30 s: the process that made it is blocked (a bug: please report it)"
+            );
+        }
+    }
 }
 
 fn home_of(given: Option<PathBuf>) -> PathBuf {

@@ -273,6 +273,18 @@ impl Snapshot {
                 node(self.limits.fuse_requests_in_flight as u64),
             ),
             family(
+                "lazysnap_fuse_oldest_request_milliseconds",
+                "How long the oldest FUSE request being answered has waited",
+                Gauge,
+                node(self.limits.oldest_fuse_request_ms),
+            ),
+            family(
+                "lazysnap_fuse_stuck_requests",
+                "FUSE requests that waited past 30 s (each logged as an error)",
+                Counter,
+                node(self.limits.stuck_fuse_requests),
+            ),
+            family(
                 "lazysnap_block_buffer_bytes",
                 "Block data held in memory: being fetched, cached or read (bytes in flight included)",
                 Gauge,

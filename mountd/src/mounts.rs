@@ -518,12 +518,15 @@ impl Mounts {
             let files = active.values().map(|a| a.mount.fs().view().file_count()).sum();
             (active.len(), files)
         };
+        let (oldest, stuck) = server.waiting_stats();
         Limits {
             mounts,
             max_mounts: self.tuning.max_mounts,
             descriptor_limit: descriptor_limit(),
             fuse_requests_in_flight: server.requests_in_flight(),
             max_fuse_requests: server.options().max_requests,
+            oldest_fuse_request_ms: oldest.as_millis() as u64,
+            stuck_fuse_requests: stuck,
             gets_in_flight: slots.in_use(),
             max_gets: slots.total(),
             max_open_files_per_mount: server.options().max_open_files,

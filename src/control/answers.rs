@@ -125,6 +125,12 @@ pub struct Limits {
     pub descriptor_limit: u64,
     pub fuse_requests_in_flight: usize,
     pub max_fuse_requests: usize,
+    /// How long the oldest FUSE request now waiting has waited.
+    #[serde(default)]
+    pub oldest_fuse_request_ms: u64,
+    /// FUSE requests that ever waited past 30 s (each logged as an error): 0 on a healthy node.
+    #[serde(default)]
+    pub stuck_fuse_requests: u64,
     pub gets_in_flight: usize,
     pub max_gets: usize,
     pub max_open_files_per_mount: usize,

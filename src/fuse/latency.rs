@@ -66,6 +66,13 @@ pub fn kind(op: &Op) -> Kind {
     })
 }
 
+impl Kind {
+    /// The operation's label: `read`, `open`, ...
+    pub fn name(self) -> &'static str {
+        KINDS[self.0]
+    }
+}
+
 impl Latencies {
     pub fn record(&self, kind: Kind, took: Duration) {
         self.by_kind[kind.0].observe(took.as_secs_f64());

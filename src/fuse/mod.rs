@@ -19,6 +19,7 @@ mod latency;
 mod passthrough;
 mod request;
 mod session;
+mod watchdog;
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -34,6 +35,7 @@ pub use kernel::Attach;
 pub use latency::{LatencyFamily, OpLabel};
 use session::Session;
 pub use session::{Negotiated, Server};
+pub use watchdog::Slow;
 
 /// How long a new mount may take to answer INIT before the mount is given up.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -49,6 +49,7 @@ pub struct Server {
     in_flight: Arc<Semaphore>,
     buffers: Mutex<Vec<Box<[u8]>>>,
     latencies: super::latency::Latencies,
+    waiting: super::watchdog::Waiting,
 }
 
 impl Server {
@@ -58,7 +59,20 @@ impl Server {
             options,
             buffers: Mutex::default(),
             latencies: super::latency::Latencies::default(),
+            waiting: super::watchdog::Waiting::default(),
         })
+    }
+
+    /// The requests now waiting (reads, opens) that have waited longer than `threshold` and were
+    /// not reported before, each reported once: what a watchdog logs.
+    pub fn newly_slow(&self, threshold: std::time::Duration) -> Vec<super::watchdog::Slow> {
+        self.waiting.newly_slow(threshold)
+    }
+
+    /// How long the oldest waiting request has waited, and how many ever passed the watchdog's
+    /// threshold.
+    pub fn waiting_stats(&self) -> (std::time::Duration, u64) {
+        (self.waiting.oldest(), self.waiting.slow_total())
     }
 
     pub fn options(&self) -> &FuseOptions {
@@ -209,7 +223,9 @@ impl Session {
         match request.op {
             Op::Read { .. } | Op::Open { .. } | Op::Release { .. } | Op::Getxattr { .. } | Op::Listxattr { .. } => {
                 let session = self.clone();
+                let waiting = self.server.waiting.enter(kind);
                 tokio::spawn(async move {
+                    let _waiting = waiting;
                     session.serve(request).await;
                     session.server.latencies.record(kind, started.elapsed());
                     drop(permit);
