@@ -39,6 +39,6 @@ bench-scale: deps
 
 # The reliability suite's long modes, as one table (test, load, faults injected, inputs tried,
 # failures, wrong bytes): a million fuzzed inputs per parser, 1 GiB read through a mount at 10% and
-# 30% faulty GETs. About 20 minutes on 2 cores; `make test` runs the short modes.
+# 30% faulty GETs, a 10-minute soak. About 35 minutes on 2 cores; `make test` runs the short modes.
 reliability: deps
 	./scripts/reliability
