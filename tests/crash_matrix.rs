@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lazysnap::failpoint;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::data;
-use support::node::{snapshot_args, Node};
+use support::node::{gc_now_args, snapshot_args, Node};
 use support::stores::TestStore;
 
 const VOLUME: &str = "kv/b21/kvstore-3";
@@ -50,20 +50,6 @@ fn shows(node: &Node, store: &TestStore, expected: &Tree, snapshots: &[(&str, &T
         );
         pinned.unmount();
     }
-}
-
-fn gc(node: &Node, url: &str) -> Value {
-    node.json(&[
-        "gc",
-        "--store",
-        url,
-        "--volume",
-        VOLUME,
-        "--retention",
-        "0",
-        "--upload-grace",
-        "0",
-    ])
 }
 
 fn objects_under(store: &TestStore, part: &str) -> Vec<String> {
@@ -109,27 +95,14 @@ fn a_gc_killed_at_each_step_loses_nothing_needed_and_the_next_run_finishes_it() 
             let head = version(&src, &[("head.log", 3, 200_000)]);
             node.publish(&store, &src, VOLUME, &[]);
 
-            node.crash_at(
-                point,
-                &[
-                    "gc",
-                    "--store",
-                    &url,
-                    "--volume",
-                    VOLUME,
-                    "--retention",
-                    "0",
-                    "--upload-grace",
-                    "0",
-                ],
-            );
+            node.crash_at(point, &gc_now_args(&url, VOLUME));
             // Whatever the kill cut, the head and the snapshot read back whole.
             shows(&node, &store, &head, &[("keep", &pinned)]);
             // A publish is not held up for good by the dead run's tombstones.
             let next = version(&src, &[("head.log", 3, 200_000), ("next.log", 4, 1000)]);
             node.publish(&store, &src, VOLUME, &[]);
             // The next GC finishes the job: only what nothing needs goes.
-            let report = gc(&node, &url);
+            let report = node.gc_now(&url, VOLUME);
             assert!(objects_under(&store, "files/old.log").is_empty(), "{what}: {report}");
             assert_eq!(objects_under(&store, "files/pinned.log").len(), 1, "{what}");
             assert!(
@@ -164,7 +137,7 @@ fn a_release_killed_after_its_marker_is_released_and_the_next_release_and_gc_tid
         node.fails(&["mount", "--store", &url, "--volume", VOLUME, "--snapshot", "gone"]);
         // Releasing again finishes it; GC then collects what only the snapshot pinned.
         node.json(&release);
-        let report = gc(&node, &url);
+        let report = node.gc_now(&url, VOLUME);
         let listed = node.json(&["snapshot", "list", "--store", &url, "--volume", VOLUME]);
         assert_eq!(listed, json!([]), "{what}: {listed}");
         assert!(objects_under(&store, "files/pinned.log").is_empty(), "{what}: {report}");

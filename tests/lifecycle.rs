@@ -15,17 +15,7 @@ const VOLUME: &str = "kv/b1/kvstore-0";
 
 /// GC with no retention and no upload grace: only what snapshots pin and the head survive.
 fn collect_now(node: &Node, url: &str) -> Value {
-    node.json(&[
-        "gc",
-        "--store",
-        url,
-        "--volume",
-        VOLUME,
-        "--retention",
-        "0",
-        "--upload-grace",
-        "0",
-    ])
+    node.gc_now(url, VOLUME)
 }
 
 fn describe(node: &Node, url: &str, uuid: &str) -> Value {

@@ -193,6 +193,12 @@ impl Node {
         panic!("lazysnap {args:?} exited ({status}) without reaching {failpoint}: {seen:?}");
     }
 
+    /// GC of `volume` with no retention and no upload grace: only what snapshots pin and the head
+    /// survive. Answers the report.
+    pub fn gc_now(&self, url: &str, volume: &str) -> serde_json::Value {
+        self.json(&gc_now_args(url, volume))
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would, and waits until it is gone.
     pub fn kill_daemon(&self) {
         let pid = self.json(&["daemon", "status"])["pid"]
@@ -238,6 +244,21 @@ impl Drop for Node {
             detach(&mount);
         }
     }
+}
+
+/// `lazysnap gc` arguments that collect everything not needed now.
+pub fn gc_now_args<'a>(url: &'a str, volume: &'a str) -> [&'a str; 9] {
+    [
+        "gc",
+        "--store",
+        url,
+        "--volume",
+        volume,
+        "--retention",
+        "0",
+        "--upload-grace",
+        "0",
+    ]
 }
 
 /// `lazysnap snapshot create` arguments.

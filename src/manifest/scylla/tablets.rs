@@ -79,7 +79,7 @@ impl Tablets {
         if first.first > i64::MIN + 1 {
             return Err(format!("tablet 0 starts at {}, not at the smallest token", first.first));
         }
-        let mut lasts = Vec::with_capacity(ranges.len());
+        let mut lasts: Vec<i64> = Vec::with_capacity(ranges.len());
         for (i, range) in ranges.iter().enumerate() {
             if range.first > range.last {
                 return Err(format!(
@@ -88,7 +88,8 @@ impl Tablets {
                 ));
             }
             if let Some(&previous) = lasts.last() {
-                if range.first != previous + 1 {
+                // A tablet after one ending at the largest token has no token left to start at.
+                if previous.checked_add(1) != Some(range.first) {
                     return Err(format!(
                         "tablet {i} starts at {}, but tablet {} ends at {previous}",
                         range.first,
@@ -243,6 +244,20 @@ mod tests {
         let short = [ok[0], TokenRange { first: -9, last: 5 }];
         assert!(Tablets::explicit(&short).unwrap_err().contains("not at"));
         assert!(Tablets::explicit(&[]).is_err());
+        // Found by fuzzing: a tablet after one that ends at the largest token (the check added 1
+        // to i64::MAX: a panic in debug builds, a wrap to i64::MIN that passed in release).
+        let past_the_end = [
+            ok[0],
+            ok[1],
+            ok[2],
+            TokenRange {
+                first: i64::MIN,
+                last: 0,
+            },
+        ];
+        assert!(Tablets::explicit(&past_the_end)
+            .unwrap_err()
+            .contains("tablet 3 starts at"));
     }
 
     #[test]
