@@ -52,6 +52,9 @@ impl From<object_store::ObjectMeta> for ObjectInfo {
     }
 }
 
+/// Reads of a whole object ([`Store::get`]) before its body's failure is the caller's.
+const WHOLE_READS: u32 = 3;
+
 /// A handle on one store: cheap to clone, safe to share between threads.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -86,10 +89,26 @@ impl Store {
         &self.inner
     }
 
-    /// Reads a whole object; for manifests and records, not for data files.
+    /// Reads a whole object; for manifests and records, not for data files. A body that breaks
+    /// off or comes short is read again, up to [`WHOLE_READS`] times: the client retries requests
+    /// that fail, not bodies that fail after the answer started (a mount would fail on one).
     pub async fn get(&self, key: &Path) -> Result<Bytes, StoreError> {
-        let result = self.inner.get(key).await.map_err(|e| self.err(key, e))?;
-        result.bytes().await.map_err(|e| self.err(key, e))
+        let mut read = 1;
+        loop {
+            let result = self.inner.get(key).await.map_err(|e| self.err(key, e))?;
+            let size = result.meta.size;
+            let error = match result.bytes().await {
+                Ok(bytes) if bytes.len() as u64 == size => return Ok(bytes),
+                Ok(bytes) => self.short_read(key, 0..size, bytes.len() as u64),
+                Err(e) => self.err(key, e),
+            };
+            if read == WHOLE_READS {
+                return Err(error);
+            }
+            tracing::debug!(%key, read, error = %error, "reading the object again");
+            tokio::time::sleep(std::time::Duration::from_millis(50 << read)).await;
+            read += 1;
+        }
     }
 
     /// Reads `range` of an object. A short answer is an error: callers rely on exact lengths.
