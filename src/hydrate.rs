@@ -303,6 +303,8 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
                     at
                 };
                 tokio::time::sleep_until(at.into()).await;
+                // A pause that came while this piece waited for its turn holds it too.
+                let _ = control.wait_for(|c| *c == Control::Run).await;
             }
             Ok(piece)
         }
