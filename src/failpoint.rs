@@ -22,6 +22,15 @@ pub fn reached(name: &str) {
     }
 }
 
+/// At an armed failpoint that slows a step down: waits `how_long`, then carries on. For races a
+/// test must make certain (what happens to a request that arrives while a step runs).
+pub async fn delayed(name: &str, how_long: std::time::Duration) {
+    if ARMED.get().is_some_and(|armed| armed == name) {
+        tracing::warn!(failpoint = name, ?how_long, "failpoint reached; waiting");
+        tokio::time::sleep(how_long).await;
+    }
+}
+
 /// Every failpoint, for `--help` texts and for tests that arm them.
 pub const SNAPSHOT_RECORDED: &str = "snapshot-create-recorded";
 pub const NAMESPACE_FILES_DELETED: &str = "namespace-delete-files-deleted";
@@ -33,3 +42,6 @@ pub const GC_TOMBSTONES_WRITTEN: &str = "gc-tombstones-written";
 pub const GC_MANIFESTS_DELETED: &str = "gc-manifests-deleted";
 /// Snapshot release: the released marker is written, the record and outcome not yet deleted.
 pub const SNAPSHOT_RELEASE_MARKED: &str = "snapshot-release-marked";
+/// A starting daemon holds its admin lock and has not yet read the mounts its predecessor
+/// recorded: delayed 2 s, not killed (a mount asked for meanwhile must wait).
+pub const MOUNTS_RECOVERY_STARTED: &str = "mounts-recovery-started";

@@ -125,6 +125,54 @@ fn a_killed_daemons_mounts_come_back_as_they_were_when_a_new_one_starts() {
     assert!(node.mounts_below().is_empty(), "an unmounted mount came back");
 }
 
+/// A mount asked for while a starting daemon still recovers its predecessor's mounts waits for
+/// the recovery: before, its fresh record was read as a dead mount and detached from under its
+/// caller, who then found an empty folder (ENOENT right after the mount answered).
+#[test]
+fn a_mount_asked_for_while_a_new_daemon_recovers_is_not_taken_for_a_dead_one() {
+    require_root!();
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "f", b"data");
+    node.publish(&store, &src, VOLUME, &[]);
+    let args = ["--store", &store.url(), "--volume", VOLUME];
+    let recorded = node.mount(&args);
+    node.kill_daemon();
+    // The holder ends with the daemon, so the recorded mount is dead and is mounted again.
+    if let Ok(holder) = lazysnap::handover::HolderLink::connect(&node.home().join("holder.sock")) {
+        holder.exit().unwrap();
+    }
+
+    let start = node
+        .command()
+        .args(["daemon", "start"])
+        .env("LAZYSNAP_FAILPOINT", lazysnap::failpoint::MOUNTS_RECOVERY_STARTED)
+        .output()
+        .unwrap();
+    assert!(start.status.success(), "{start:?}");
+    // Inside the recovery's 2 s delay: the daemon listens, the recorded mount is not back yet.
+    let started = std::time::Instant::now();
+    let fresh = node.mount(&args);
+    assert!(
+        started.elapsed() > std::time::Duration::from_millis(500),
+        "the mount did not wait for the recovery"
+    );
+    assert_ne!(fresh.path, recorded.path);
+    for mount in [&fresh, &recorded] {
+        assert_eq!(
+            std::fs::read(mount.path.join(VOLUME).join("f")).unwrap(),
+            b"data",
+            "{}",
+            node.daemon_log()
+        );
+    }
+    assert_eq!(node.json(&["mounts"]).as_array().unwrap().len(), 2);
+    assert_eq!(node.mounts_below().len(), 2, "{:?}", node.mounts_below());
+    fresh.unmount();
+    recorded.unmount();
+}
+
 #[test]
 fn sigterm_stops_the_daemon_and_unmounts_everything() {
     require_root!();

@@ -217,6 +217,44 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
     }
 }
 
+/// A job started while a new daemon still recovers what its predecessor left runs once: the
+/// recovery that follows finds it recorded as running and must not start it a second time
+/// (two copies writing one destination).
+#[test]
+fn a_restore_started_while_a_new_daemon_recovers_runs_once() {
+    require_root!();
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "a.log", &data::bytes(7, 32 << 20));
+    node.publish(&store, &src, VOLUME, &[]);
+    let started = Instant::now();
+    let start = node
+        .command()
+        .args(["daemon", "start"])
+        .env("LAZYSNAP_FAILPOINT", lazysnap::failpoint::MOUNTS_RECOVERY_STARTED)
+        .output()
+        .unwrap();
+    assert!(start.status.success(), "{start:?}");
+    // 32 MiB at 8 MiB/s (granted a chunk of 8 MiB at a time): running when the recovery's
+    // 2 s delay ends.
+    let dest = node.path("dest");
+    let from = format!("{}#{VOLUME}", store.url());
+    let id = start_restore(&node, &from, &dest, &["--bandwidth", "8M"]);
+    wait_until(&node, &id, "completion", |s| s["state"] == "COMPLETED");
+    assert!(
+        started.elapsed() > Duration::from_millis(2500),
+        "the job ended before the recovery"
+    );
+    let log = node.daemon_log();
+    assert!(log.contains("failpoint reached"), "{log}");
+    assert!(
+        !log.contains("restore job resumed"),
+        "the running job was started again: {log}"
+    );
+    assert!(data::tree(&dest) == data::tree(&src), "the restored folder differs");
+}
+
 #[test]
 fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
     require_root!();

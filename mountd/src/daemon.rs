@@ -90,10 +90,11 @@ impl Daemon {
     }
 
     /// Brings back what a previous daemon had mounted (live, through the holder, or mounted again:
-    /// see [`Mounts::recover`]), then its background work.
-    pub async fn restore_mounts(&self) {
+    /// see [`Mounts::recover`]), then its background work. `admin` is the mounts' admin lock,
+    /// taken by the caller before anyone could ask for a mount.
+    pub async fn restore_mounts(&self, admin: tokio::sync::OwnedMutexGuard<()>) {
         let held = self.mounts.holder.take_all();
-        self.mounts.recover(held).await;
+        self.mounts.recover(held, admin).await;
         self.recovered.store(true, std::sync::atomic::Ordering::Release);
         self.uploaders.restore().await;
         self.backups.restore().await;

@@ -59,7 +59,7 @@ pub struct Mounts {
     expiry: crate::expiry::Watch,
     pub(crate) holder: Keeper,
     /// Mount and unmount run one at a time: they change the mount table and folders.
-    pub(crate) admin: tokio::sync::Mutex<()>,
+    pub(crate) admin: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Mounts {
@@ -74,7 +74,7 @@ impl Mounts {
             warm_starts: Default::default(),
             expiry: crate::expiry::Watch::default(),
             holder,
-            admin: tokio::sync::Mutex::new(()),
+            admin: Arc::default(),
         }
     }
 

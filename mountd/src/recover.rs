@@ -18,9 +18,16 @@ type MountRow = Kept<MountRecord>;
 
 impl Mounts {
     /// Brings back every recorded mount: live ones handed over through `held` first (their
-    /// readers are waiting), then the others, which need their stores.
-    pub async fn recover(&self, held: Vec<Held>) {
-        let _admin = self.admin.lock().await;
+    /// readers are waiting), then the others, which need their stores. `admin` is the admin lock,
+    /// taken before the control socket listened: a mount asked for meanwhile waits, as otherwise
+    /// its fresh record would be read here as a dead mount and detached from under its caller.
+    pub async fn recover(&self, held: Vec<Held>, admin: tokio::sync::OwnedMutexGuard<()>) {
+        let _admin = admin;
+        lazysnap::failpoint::delayed(
+            lazysnap::failpoint::MOUNTS_RECOVERY_STARTED,
+            std::time::Duration::from_secs(2),
+        )
+        .await;
         let rows = self.index.mounts::<MountRecord>().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the recorded mounts");
             Vec::new()

@@ -215,6 +215,10 @@ impl Restores {
         };
         for row in rows {
             let Ok(record) = parse(row) else { continue };
+            // Started by a request while this daemon recovered its mounts: it runs already.
+            if lock(&self.running).contains_key(&record.id) {
+                continue;
+            }
             if matches!(record.state, JobState::Running | JobState::Pending) {
                 let id = record.id.clone();
                 if let Err(e) = self.resume_record(mounts, record.clone()).await {

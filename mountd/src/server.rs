@@ -38,6 +38,14 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<Ended> {
         let bound = crate::metrics::serve(addr, daemon.clone(), daemon.mounts.tuning.server.latencies()).await?;
         daemon.metrics_bound(bound);
     }
+    // Before the socket listens: the recovery below reads the recorded mounts under this lock,
+    // and a mount asked for meanwhile must not be among them.
+    let recovering = daemon
+        .mounts
+        .admin
+        .clone()
+        .try_lock_owned()
+        .expect("nothing else holds the admin lock before the socket listens");
     let socket = daemon.paths.socket();
     // The daemon lock is held, so a socket file here is a leftover of a daemon that died.
     let _ = std::fs::remove_file(&socket);
@@ -56,7 +64,7 @@ pub async fn serve(daemon: Arc<Daemon>) -> anyhow::Result<Ended> {
     // In the background: a store that does not answer must not keep the socket from serving.
     tokio::spawn({
         let daemon = daemon.clone();
-        async move { daemon.restore_mounts().await }
+        async move { daemon.restore_mounts(recovering).await }
     });
     tokio::spawn({
         let daemon = daemon.clone();
