@@ -127,8 +127,7 @@ impl LazyFs {
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         match self.view.tree().get(parent).map(|n| &n.kind) {
             None => {
-                // The kernel only names inodes it was given: one this tree lacks is a bug to trace
-                // (a rare ENOENT right after a mount answers has been seen and not yet explained).
+                // The kernel only names inodes it was given: one this tree lacks is a bug to trace.
                 tracing::warn!(parent, name, "lookup under an inode this mount does not have");
                 Err(FsError::NotFound)
             }
