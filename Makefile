@@ -16,7 +16,7 @@ demo: deps
 # server, then the Debian package built and its contents checked.
 test: deps
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) deb
 	$(CARGO) test --test package -- --ignored
 
