@@ -22,6 +22,16 @@ pub fn reached(name: &str) {
     }
 }
 
+/// At an armed failpoint inside the daemon's async work: says so on standard error and never
+/// carries on, without blocking the thread (the rest of the daemon keeps answering, so a test can
+/// ask for its pid and kill it there).
+pub async fn stopped_at(name: &str) {
+    if ARMED.get().is_some_and(|armed| armed == name) {
+        eprintln!("lazysnap: failpoint {name} reached; waiting to be killed");
+        std::future::pending::<()>().await;
+    }
+}
+
 /// At an armed failpoint that slows a step down: waits `how_long`, then carries on. For races a
 /// test must make certain (what happens to a request that arrives while a step runs).
 pub async fn delayed(name: &str, how_long: std::time::Duration) {
@@ -45,3 +55,10 @@ pub const SNAPSHOT_RELEASE_MARKED: &str = "snapshot-release-marked";
 /// A starting daemon holds its admin lock and has not yet read the mounts its predecessor
 /// recorded: delayed 2 s, not killed (a mount asked for meanwhile must wait).
 pub const MOUNTS_RECOVERY_STARTED: &str = "mounts-recovery-started";
+/// Backup round: every changed file is placed in the location, the generation naming them not
+/// yet written.
+pub const BACKUP_FILES_PLACED: &str = "backup-files-placed";
+/// Restore copy: one file is complete under its final name, others are not.
+pub const RESTORE_FILE_COMPLETED: &str = "restore-file-completed";
+/// Hydration: one piece is fetched into the disk cache, the rest not.
+pub const HYDRATION_PIECE_CACHED: &str = "hydration-piece-cached";

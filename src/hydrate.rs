@@ -337,6 +337,9 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
                 if pending_per_file[piece.file].fetch_sub(1, Relaxed) == 1 {
                     shared.files_done.fetch_add(1, Relaxed);
                 }
+                if fetched > 0 {
+                    crate::failpoint::stopped_at(crate::failpoint::HYDRATION_PIECE_CACHED).await;
+                }
             }
             Err(e) => {
                 tracing::warn!(key = %piece.object.key, error = %e, "hydration could not fetch a piece");

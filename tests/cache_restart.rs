@@ -144,13 +144,7 @@ fn a_mount_asked_for_while_a_new_daemon_recovers_is_not_taken_for_a_dead_one() {
         holder.exit().unwrap();
     }
 
-    let start = node
-        .command()
-        .args(["daemon", "start"])
-        .env("LAZYSNAP_FAILPOINT", lazysnap::failpoint::MOUNTS_RECOVERY_STARTED)
-        .output()
-        .unwrap();
-    assert!(start.status.success(), "{start:?}");
+    node.start_daemon_armed(lazysnap::failpoint::MOUNTS_RECOVERY_STARTED);
     // Inside the recovery's 2 s delay: the daemon listens, the recorded mount is not back yet.
     let started = std::time::Instant::now();
     let fresh = node.mount(&args);

@@ -3,9 +3,9 @@
 //! nothing half-visible (the volume shows the last complete manifest, byte for byte, through a
 //! mount), no file a live snapshot or the head needs is gone, running the operation again finishes
 //! it without redoing finished work, and what it left is cleaned by the next GC. Snapshot create
-//! and namespace delete are killed between their phases in `tests/lifecycle.rs`; restores,
-//! hydrations and backup rounds cut by a daemon SIGKILL in `tests/restore.rs`, `tests/hydrate.rs`
-//! and `tests/backup.rs`.
+//! and namespace delete are killed between their phases in `tests/lifecycle.rs`. The daemon's
+//! jobs (a restore, a hydration, a backup round) are killed here at their failpoints, and at
+//! random moments in `tests/restore.rs`, `tests/hydrate.rs` and `tests/backup.rs`.
 
 mod support;
 
@@ -77,6 +77,7 @@ fn a_publish_killed_before_its_manifest_shows_nothing_and_the_next_one_uploads_n
         assert_eq!(again["bytesUploaded"], json!(0), "{}: {again}", store.name());
         shows(&node, &store, &v2, &[]);
     }
+    support::crash_row("publish", &[failpoint::PUBLISH_DATA_UPLOADED]);
 }
 
 #[test]
@@ -112,6 +113,10 @@ fn a_gc_killed_at_each_step_loses_nothing_needed_and_the_next_run_finishes_it() 
             shows(&node, &store, &next, &[("keep", &pinned)]);
         }
     }
+    support::crash_row(
+        "gc",
+        &[failpoint::GC_TOMBSTONES_WRITTEN, failpoint::GC_MANIFESTS_DELETED],
+    );
 }
 
 #[test]
@@ -143,4 +148,187 @@ fn a_release_killed_after_its_marker_is_released_and_the_next_release_and_gc_tid
         assert!(objects_under(&store, "files/pinned.log").is_empty(), "{what}: {report}");
         shows(&node, &store, &head, &[]);
     }
+    support::crash_row("snapshot release", &[failpoint::SNAPSHOT_RELEASE_MARKED]);
+}
+
+/// The daemon's jobs killed at their failpoints: a restore with one file complete, a hydration
+/// with one piece cached. After a restart each resumes by itself, fetches only what was not done
+/// (counted at the S3 server) and ends byte-identical; no file is under its final name torn.
+#[test]
+fn a_restore_and_a_hydration_killed_at_their_failpoints_resume_without_refetching() {
+    require_root!();
+    for store in TestStore::all() {
+        let what = store.name();
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        let files = [("a.log", 31, 8 << 20), ("b.log", 32, 8 << 20), ("c.log", 33, 8 << 20)];
+        let expected = version(&src, &files);
+        let total: u64 = files.iter().map(|f| f.2 as u64).sum();
+        node.publish(&store, &src, VOLUME, &[]);
+        let from = format!("{}#{VOLUME}", store.url());
+
+        node.start_daemon_armed(failpoint::RESTORE_FILE_COMPLETED);
+        let dest = node.path("dest");
+        let job = node.json(&[
+            "restore",
+            "start",
+            "--from",
+            &from,
+            "--dest",
+            dest.to_str().unwrap(),
+            "--bandwidth",
+            "8M",
+        ]);
+        let id = job["id"].as_str().unwrap().to_string();
+        node.kill_daemon_at(failpoint::RESTORE_FILE_COMPLETED);
+        let complete: u64 = data::tree(&dest)
+            .into_iter()
+            .filter(|(name, _)| !name.contains(".lazysnap-restore-"))
+            .map(|(name, bytes)| {
+                assert!(
+                    expected.get(&name) == Some(&bytes),
+                    "{what}: {name} is torn under its final name"
+                );
+                bytes.len() as u64
+            })
+            .sum();
+        assert!(
+            complete >= 8 << 20 && complete < total,
+            "{what}: {complete} bytes complete"
+        );
+        if let Some(server) = store.server() {
+            server.reset_stats();
+        }
+        node.ok(&["daemon", "start"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = node.json(&["restore", "status", &id, "--json"]);
+            if status["state"] == "COMPLETED" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {status}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if let Some(server) = store.server() {
+            let fetched = server.stats().get_bytes;
+            assert!(
+                fetched <= total - complete,
+                "{what}: {fetched} bytes fetched again, {complete} were complete"
+            );
+        }
+        assert!(data::tree(&dest) == expected, "{what}: the restored folder differs");
+        node.ok(&["daemon", "stop"]);
+
+        node.start_daemon_armed(failpoint::HYDRATION_PIECE_CACHED);
+        let url = store.url();
+        let mount = node.mount(&["--store", &url, "--volume", VOLUME, "--hydrate", "--bandwidth", "8M"]);
+        node.kill_daemon_at(failpoint::HYDRATION_PIECE_CACHED);
+        let cached: u64 = files
+            .iter()
+            .map(|(name, _, _)| {
+                node.json(&["stat", &format!("{url}#{VOLUME}:{name}")])["bytesCached"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .sum();
+        assert!(cached >= 8 << 20 && cached < total, "{what}: {cached} bytes cached");
+        if let Some(server) = store.server() {
+            server.reset_stats();
+        }
+        node.restart_daemon_and_wait_for_mounts();
+        let path = mount.path.to_str().unwrap();
+        let after = node.json(&["hydrate", path, "--status", "--wait"]);
+        assert_eq!(after["state"], "COMPLETED", "{what}: {after}");
+        let fetched = after["bytesFetched"].as_u64().unwrap();
+        assert!(
+            fetched <= total - cached,
+            "{what}: {fetched} bytes fetched again, {cached} were cached"
+        );
+        if let Some(server) = store.server() {
+            assert_eq!(server.stats().get_bytes, fetched, "{what}: counted at the server");
+        }
+        assert!(
+            data::tree(&mount.path.join(VOLUME)) == expected,
+            "{what}: the mount differs"
+        );
+        mount.unmount();
+    }
+    support::crash_row(
+        "restore, hydration",
+        &[failpoint::RESTORE_FILE_COMPLETED, failpoint::HYDRATION_PIECE_CACHED],
+    );
+}
+
+/// A backup round killed after placing its files and before writing its generation: the
+/// location shows no generation naming them; started again on the next daemon, the backup places
+/// its files over what the dead round left and its first generation shows the folder byte for byte.
+#[test]
+fn a_backup_round_killed_before_its_generation_shows_nothing_and_starting_again_writes_it() {
+    require_root!();
+    for store in TestStore::all() {
+        let what = store.name();
+        let node = Node::new(store.env());
+        let src = node.path("src");
+        let expected = version(&src, &[("a.log", 41, 300_000), ("sub/b.log", 42, 70_000)]);
+        let location = store.url();
+        node.start_daemon_armed(failpoint::BACKUP_FILES_PLACED);
+        let src_s = src.to_str().unwrap();
+        // The start answers after the first round, which the failpoint holds: asked in the
+        // background, answered with an error when the daemon dies.
+        let mut start = node
+            .command()
+            .args([
+                "backup",
+                "start",
+                "--source",
+                src_s,
+                "--location",
+                &location,
+                "--interval",
+                "1s",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        node.kill_daemon_at(failpoint::BACKUP_FILES_PLACED);
+        assert!(
+            !start.wait().unwrap().success(),
+            "{what}: the start answered without its round"
+        );
+        let generations: Vec<String> = store
+            .objects()
+            .into_keys()
+            .filter(|k| k.contains("metadata."))
+            .collect();
+        assert!(
+            generations.is_empty(),
+            "{what}: a generation was written: {generations:?}"
+        );
+
+        // The start was never answered, so no backup was recorded to come back; started again,
+        // it places the same files over what the dead round left and writes the generation.
+        node.ok(&[
+            "backup",
+            "start",
+            "--source",
+            src_s,
+            "--location",
+            &location,
+            "--interval",
+            "1s",
+        ]);
+        let list = node.json(&["backup", "list"]);
+        assert_eq!(list[0]["lastGeneration"], 1, "{what}: {list}");
+        let mount = node.mount(&["--backup", &location]);
+        let shown = data::tree(&mount.path.join("src"));
+        assert!(
+            shown == expected,
+            "{what}: the generation differs: {:?}",
+            shown.keys().collect::<Vec<_>>()
+        );
+        mount.unmount();
+        node.ok(&["backup", "stop", "--location", &location]);
+    }
+    support::crash_row("backup round", &[failpoint::BACKUP_FILES_PLACED]);
 }

@@ -37,7 +37,7 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
             node.publish(&store, &src, VOLUME, &[]);
             let url = store.url();
             let args = snapshot_args(&url, VOLUME, "s1", "600");
-            node.crash_at("snapshot-create-recorded", &args);
+            node.crash_at(lazysnap::failpoint::SNAPSHOT_RECORDED, &args);
             let crashed_at = Instant::now();
 
             // The record is durable but nothing committed it: PENDING, pinning, not mountable.
@@ -99,6 +99,7 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
             json!([])
         );
     }
+    support::crash_row("snapshot create", &[lazysnap::failpoint::SNAPSHOT_RECORDED]);
 }
 
 #[test]
@@ -255,7 +256,7 @@ fn namespace_delete_keeps_the_kept_refuses_live_mounts_and_finishes_after_a_cras
         // next delete finds it and finishes.
         node.ok(&["daemon", "stop"]);
         node.crash_at(
-            "namespace-delete-files-deleted",
+            lazysnap::failpoint::NAMESPACE_FILES_DELETED,
             &["namespace", "delete", "--store", &url, "--all"],
         );
         assert!(!namespaces(&node).is_empty(), "nothing listed after a half-done delete");
@@ -267,6 +268,7 @@ fn namespace_delete_keeps_the_kept_refuses_live_mounts_and_finishes_after_a_cras
             store.objects()
         );
     }
+    support::crash_row("namespace delete", &[lazysnap::failpoint::NAMESPACE_FILES_DELETED]);
 }
 
 #[test]

@@ -229,13 +229,7 @@ fn a_restore_started_while_a_new_daemon_recovers_runs_once() {
     data::write(&src, "a.log", &data::bytes(7, 32 << 20));
     node.publish(&store, &src, VOLUME, &[]);
     let started = Instant::now();
-    let start = node
-        .command()
-        .args(["daemon", "start"])
-        .env("LAZYSNAP_FAILPOINT", lazysnap::failpoint::MOUNTS_RECOVERY_STARTED)
-        .output()
-        .unwrap();
-    assert!(start.status.success(), "{start:?}");
+    node.start_daemon_armed(lazysnap::failpoint::MOUNTS_RECOVERY_STARTED);
     // 32 MiB at 8 MiB/s (granted a chunk of 8 MiB at a time): running when the recovery's
     // 2 s delay ends.
     let dest = node.path("dest");

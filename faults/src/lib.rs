@@ -187,8 +187,13 @@ impl Faults {
     }
 }
 
+/// Bits flipped so far, in every body of the process: where the next flip goes.
+static FLIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A body of `len` bytes with `fault` applied: a reset or a cut after its first half, a stall
-/// there, or its first byte's low bit flipped; other faults leave the body alone. `error` makes
+/// there, or one bit of its first chunk flipped (another bit each time, as damage on the way
+/// would be: a reader that reads again must not get the same wrong bytes); other faults leave
+/// the body alone. `error` makes
 /// the error a reset ends the body with.
 pub fn faulty_body<E, S>(
     body: S,
@@ -215,8 +220,12 @@ where
                 let crosses_half = start <= half && end > half;
                 match fault {
                     Fault::Corrupted if start == 0 && !chunk.is_empty() => {
+                        let flip = FLIPS
+                            .fetch_add(1, Ordering::Relaxed)
+                            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
                         let mut bytes = chunk.to_vec();
-                        bytes[0] ^= 0x01;
+                        let at = (flip >> 8) as usize % bytes.len();
+                        bytes[at] ^= 1 << (flip & 7);
                         vec![(Duration::ZERO, Ok(Bytes::from(bytes)))]
                     }
                     Fault::Truncated | Fault::Reset if crosses_half => {

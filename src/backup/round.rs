@@ -170,6 +170,7 @@ impl Rounds {
             pending: Vec::new(),
         };
         (self.callback)(&self.unreported, &mut writer);
+        crate::failpoint::stopped_at(crate::failpoint::BACKUP_FILES_PLACED).await;
         for metadata in writer.pending {
             self.write_generation(metadata).await?;
         }

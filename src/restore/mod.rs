@@ -241,6 +241,7 @@ impl Copy<'_> {
         if target.chunk_done() {
             target.finish().await?;
             file_done(&target.path, self.groups, self.progress);
+            crate::failpoint::stopped_at(crate::failpoint::RESTORE_FILE_COMPLETED).await;
         }
         Ok(bytes)
     }

@@ -26,6 +26,8 @@ pub enum StoreError {
         range: Range<u64>,
         got: u64,
     },
+    #[error("store {store} sent a body for {key} that differs from the MD5 its ETag states (changed on the way)")]
+    NotAsStated { store: String, key: String },
     #[error("store {store} sent nothing for {waited:?} while answering a GET of {key} (stalled; abandoned)")]
     Stalled {
         store: String,

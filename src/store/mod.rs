@@ -7,6 +7,7 @@
 
 mod buffers;
 mod error;
+mod etag;
 pub mod layout;
 mod metered;
 mod open;
@@ -17,6 +18,7 @@ mod upload;
 mod url;
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -60,6 +62,8 @@ const WHOLE_READS: u32 = 3;
 pub struct Store {
     url: StoreUrl,
     inner: Arc<dyn ObjectStore>,
+    /// Until two reads of an object agree with each other and not with its ETag.
+    etags_are_digests: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -69,13 +73,18 @@ impl Store {
         Ok(Store {
             url: url.clone(),
             inner,
+            etags_are_digests: Arc::new(AtomicBool::new(true)),
         })
     }
 
     /// Wraps an existing object store (tests and benchmarks wrap stores to count or slow them).
     #[cfg(any(test, feature = "testing"))]
     pub fn from_object_store(url: StoreUrl, inner: Arc<dyn ObjectStore>) -> Store {
-        Store { url, inner }
+        Store {
+            url,
+            inner,
+            etags_are_digests: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     pub fn url(&self) -> &StoreUrl {
@@ -90,15 +99,36 @@ impl Store {
     }
 
     /// Reads a whole object; for manifests and records, not for data files. A body that breaks
-    /// off or comes short is read again, up to [`WHOLE_READS`] times: the client retries requests
-    /// that fail, not bodies that fail after the answer started (a mount would fail on one).
+    /// off, comes short or differs from the MD5 its ETag states is read again, up to
+    /// [`WHOLE_READS`] times: the client retries requests that fail, not bodies that fail after
+    /// the answer started (a mount would fail on one), and a flipped bit that still parses would
+    /// steer a mount wrong.
     pub async fn get(&self, key: &Path) -> Result<Bytes, StoreError> {
         let mut read = 1;
+        let mut suspect: Option<Bytes> = None;
         loop {
             let result = self.inner.get(key).await.map_err(|e| self.err(key, e))?;
             let size = result.meta.size;
+            let stated = match self.etags_are_digests.load(Relaxed) {
+                true => etag::stated_md5(result.meta.e_tag.as_deref()),
+                false => None,
+            };
             let error = match result.bytes().await {
-                Ok(bytes) if bytes.len() as u64 == size => return Ok(bytes),
+                Ok(bytes) if bytes.len() as u64 == size => match etag::judge(&bytes, stated, suspect.as_ref()) {
+                    etag::Verdict::Sound => return Ok(bytes),
+                    etag::Verdict::NotADigest => {
+                        tracing::info!(store = %self.url, %key, "this store's ETags are not MD5 digests of their objects; whole-object reads go unchecked");
+                        self.etags_are_digests.store(false, Relaxed);
+                        return Ok(bytes);
+                    }
+                    etag::Verdict::Suspect => {
+                        suspect = Some(bytes);
+                        StoreError::NotAsStated {
+                            store: self.url.to_string(),
+                            key: key.to_string(),
+                        }
+                    }
+                },
                 Ok(bytes) => self.short_read(key, 0..size, bytes.len() as u64),
                 Err(e) => self.err(key, e),
             };

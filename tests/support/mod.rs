@@ -21,3 +21,14 @@ macro_rules! require_root {
         }
     };
 }
+
+/// A row of `make reliability`'s table (test, load, faults injected, inputs, failures, wrong
+/// bytes), printed by a crash test once it passed: the kills it made, on every test store.
+pub fn crash_row(what: &str, failpoints: &[&str]) {
+    let stores = stores::TestStore::all().len();
+    eprintln!(
+        "| crash: {what} | {stores} stores | SIGKILL at {} | {} kills | 0 | 0 |",
+        failpoints.join(", "),
+        stores * failpoints.len()
+    );
+}

@@ -199,6 +199,31 @@ impl Node {
         self.json(&gc_now_args(url, volume))
     }
 
+    /// Starts the daemon with `failpoint` armed (see `lazysnap::failpoint`).
+    pub fn start_daemon_armed(&self, failpoint: &str) {
+        let out = self
+            .command()
+            .args(["daemon", "start"])
+            .env("LAZYSNAP_FAILPOINT", failpoint)
+            .output()
+            .expect("run lazysnap");
+        assert!(out.status.success(), "daemon start: {out:?}");
+    }
+
+    /// Waits until the daemon says it reached `failpoint`, then kills it there with SIGKILL.
+    pub fn kill_daemon_at(&self, failpoint: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.daemon_log().contains(&format!("failpoint {failpoint} reached")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon never reached {failpoint}: {}",
+                self.daemon_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.kill_daemon();
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would, and waits until it is gone.
     pub fn kill_daemon(&self) {
         let pid = self.json(&["daemon", "status"])["pid"]
