@@ -68,6 +68,7 @@ impl Inflight {
             led_blocks,
             others: Mutex::new(others),
             results: (purpose == Purpose::Read).then(Mutex::default),
+            purpose,
         }
     }
 }
@@ -89,12 +90,24 @@ pub(super) struct Claim {
     led_blocks: Vec<u64>,
     others: Mutex<Vec<(u64, watch::Receiver<Slot>)>>,
     results: Option<Mutex<Vec<(u64, Bytes)>>>,
+    purpose: Purpose,
 }
 
 impl Claim {
     /// The blocks this caller must fetch, in order.
     pub(super) fn led(&self) -> Vec<u64> {
         self.led_blocks.clone()
+    }
+
+    /// Whether this claim only fills the cache (hydration): nobody asked for its blocks.
+    pub(super) fn fills_only(&self) -> bool {
+        self.purpose == Purpose::Fill
+    }
+
+    /// Whether anyone waits for led `block` now (besides the in-flight map's own receiver).
+    pub(super) fn awaited(&self, block: u64) -> bool {
+        let led = self.led.lock().unwrap_or_else(|p| p.into_inner());
+        led.get(&block).is_some_and(|sender| sender.receiver_count() > 1)
     }
 
     /// Publishes the outcome of a led block to its waiters and forgets it.

@@ -534,6 +534,11 @@ impl Fetcher {
         let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
         let mut to_disk = Vec::new();
         let mut learned = Vec::new();
+        // A hydration's blocks that nobody waits for go to disk only: through the memory tier
+        // they would push out what readers use and keep their buffers from being reused. They
+        // stay claimed until written, so a reader meanwhile waits for them rather than fetching.
+        let disk_only = claim.fills_only() && self.cache.has_disk();
+        let mut held_until_written = Vec::new();
         let mut todo: Vec<u64> = run.collect();
         let (mut last_error, mut gave_up) = (None, false);
         // One deadline for the run, not one per attempt: retries never stretch a read beyond it.
@@ -558,9 +563,13 @@ impl Fetcher {
                     };
                     let known = object.checksums.get(block).is_some();
                     if object.checksums.verify_fetched(block, &bytes) {
-                        // In memory before the claim ends, so no reader misses it in between.
-                        self.cache.insert_memory(key, bytes.clone());
-                        claim.complete(block, Ok(bytes.clone()));
+                        if disk_only && !claim.awaited(block) {
+                            held_until_written.push((block, bytes.clone()));
+                        } else {
+                            // In memory before the claim ends, so no reader misses it in between.
+                            self.cache.insert_memory(key, bytes.clone());
+                            claim.complete(block, Ok(bytes.clone()));
+                        }
                         if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
                             learned.push((block, crc));
                         }
@@ -616,6 +625,9 @@ impl Fetcher {
         };
         // Blocks that arrived whole and verified are kept, whatever happened to the others.
         self.write_to_disk(object, to_disk, learned).await;
+        for (block, bytes) in held_until_written {
+            claim.complete(block, Ok(bytes));
+        }
         outcome
     }
 

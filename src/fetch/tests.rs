@@ -598,3 +598,32 @@ async fn a_stalled_get_is_given_up_after_the_stall_timeout_not_the_deadline() {
     }
     assert!(stalls(&faults) >= 4, "{} stalls", stalls(&faults));
 }
+
+#[tokio::test]
+async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_still_gets_its_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheConfig {
+        disk_dir: Some(dir.path().to_path_buf()),
+        ..CacheConfig::default()
+    };
+    let f = fixture_with_cache(64 * BLOCK as usize, FetchConfig::default(), cache).await;
+    let (filled, read) = futures::join!(f.fetcher.fetch_in_background(&f.object, 0..64), async {
+        tokio::task::yield_now().await;
+        f.fetcher.read(&f.object, 40 * BLOCK, 100).await
+    });
+    assert_eq!(
+        &read.unwrap()[..],
+        &f.data[40 * BLOCK as usize..40 * BLOCK as usize + 100]
+    );
+    filled.unwrap();
+    let stats = f.fetcher.cache().stats();
+    assert_eq!(stats.disk_bytes, 64 * BLOCK, "every block is on disk");
+    assert!(
+        stats.memory_bytes <= BLOCK,
+        "only a block a reader waited for is in memory: {stats:?}"
+    );
+    assert_eq!(f.gets.bytes(), 64 * BLOCK, "nothing fetched twice");
+    let again = f.fetcher.read(&f.object, 0, 64 * BLOCK).await.unwrap();
+    assert!(again[..] == f.data[..]);
+    assert_eq!(f.gets.bytes(), 64 * BLOCK, "read back from disk");
+}
