@@ -26,23 +26,6 @@ fn start_restore(node: &Node, from: &str, dest: &Path, extra: &[&str]) -> String
         .to_string()
 }
 
-fn status(node: &Node, id: &str) -> Value {
-    node.json(&["restore", "status", id, "--json"])
-}
-
-/// Polls a job until `done` holds for its status.
-fn wait_until(node: &Node, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(node, id);
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: {s}\n{}", node.daemon_log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_restore_copies_a_snapshot_byte_identical_and_the_same_request_is_the_same_job() {
     require_root!();
@@ -179,9 +162,7 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
         let dest = node.path("dest");
         let from = format!("{}#{VOLUME}", store.url());
         let id = start_restore(&node, &from, &dest, &["--bandwidth", "16M"]);
-        let before = wait_until(&node, &id, "a third done", |s| {
-            s["bytesDone"].as_u64().unwrap() >= 14 << 20
-        });
+        let before = node.wait_for_restore(&id, "a third done", |s| s["bytesDone"].as_u64().unwrap() >= 14 << 20);
         node.kill_daemon();
         let done_before = before["bytesDone"].as_u64().unwrap();
         assert!(done_before < total, "{what}: {before}");
@@ -199,17 +180,9 @@ fn a_restore_cut_by_a_daemon_crash_resumes_by_itself_without_refetching() {
         }
 
         node.ok(&["daemon", "start"]);
-        let after = wait_until(&node, &id, "completion after the restart", |s| {
-            s["state"] == "COMPLETED"
-        });
+        let after = node.wait_for_restore(&id, "completion after the restart", |s| s["state"] == "COMPLETED");
         let fetched_again = after["bytesFetchedThisRun"].as_u64().unwrap();
-        assert!(
-            fetched_again <= total - done_before,
-            "{what}: {fetched_again} bytes fetched after the restart, but {done_before} of {total} were done before: {after}"
-        );
-        if let Some(server) = store.server() {
-            assert_eq!(server.stats().get_bytes, fetched_again, "{what}: counted at the server");
-        }
+        support::assert_fetched_only_what_was_left(&store, fetched_again, total, done_before);
         assert!(
             data::tree(&dest) == data::tree(&src),
             "{what}: the restored folder differs"
@@ -235,7 +208,7 @@ fn a_restore_started_while_a_new_daemon_recovers_runs_once() {
     let dest = node.path("dest");
     let from = format!("{}#{VOLUME}", store.url());
     let id = start_restore(&node, &from, &dest, &["--bandwidth", "8M"]);
-    wait_until(&node, &id, "completion", |s| s["state"] == "COMPLETED");
+    node.wait_for_restore(&id, "completion", |s| s["state"] == "COMPLETED");
     assert!(
         started.elapsed() > Duration::from_millis(2500),
         "the job ended before the recovery"
@@ -260,7 +233,7 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
     let dest = node.path("dest");
     let from = format!("{}#{VOLUME}", store.url());
     let id = start_restore(&node, &from, &dest, &["--bandwidth", "4M"]);
-    wait_until(&node, &id, "some bytes done", |s| s["bytesDone"].as_u64().unwrap() > 0);
+    node.wait_for_restore(&id, "some bytes done", |s| s["bytesDone"].as_u64().unwrap() > 0);
     let cancelled = node.json(&["restore", "cancel", &id]);
     assert_eq!(cancelled["state"], "CANCELLED", "{cancelled}");
     assert!(
@@ -273,7 +246,7 @@ fn cancel_leaves_no_partial_file_and_resume_finishes_the_job() {
 
     let resumed = node.json(&["restore", "resume", &id]);
     assert_eq!(resumed["state"], "RUNNING", "{resumed}");
-    let done = wait_until(&node, &id, "completion", |s| s["state"] == "COMPLETED");
+    let done = node.wait_for_restore(&id, "completion", |s| s["state"] == "COMPLETED");
     assert_eq!(done["bytesDone"], 24 << 20, "{done}");
     assert!(data::tree(&dest) == data::tree(&src));
     let err = node.fails(&["restore", "cancel", &id]);
@@ -353,7 +326,7 @@ fn an_in_place_restore_is_a_mount_at_once_and_completes_when_every_block_is_loca
         );
         // The engine reads before the hydration is done: lazily, the right bytes.
         assert!(std::fs::read(dest.join(VOLUME).join("dir/b.log")).unwrap() == data::bytes(22, 300_000));
-        let done = wait_until(&node, &id, "in-place completion", |s| s["state"] == "COMPLETED");
+        let done = node.wait_for_restore(&id, "in-place completion", |s| s["state"] == "COMPLETED");
         assert_eq!(done["bytesDone"], (12 << 20) + 300_000, "{what}: {done}");
         if let Some(server) = store.server() {
             server.reset_stats();

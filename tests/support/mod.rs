@@ -32,3 +32,16 @@ pub fn crash_row(what: &str, failpoints: &[&str]) {
         stores * failpoints.len()
     );
 }
+
+/// After a job resumed: it fetched `fetched` bytes, no more than the `total - done` it had left,
+/// and the S3 server (when the store has one) counted exactly those.
+pub fn assert_fetched_only_what_was_left(store: &stores::TestStore, fetched: u64, total: u64, done: u64) {
+    let what = store.name();
+    assert!(
+        fetched <= total - done,
+        "{what}: {fetched} bytes fetched after the restart, but {done} of {total} were done before"
+    );
+    if let Some(server) = store.server() {
+        assert_eq!(server.stats().get_bytes, fetched, "{what}: counted at the server");
+    }
+}

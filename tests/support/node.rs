@@ -224,6 +224,28 @@ impl Node {
         self.kill_daemon();
     }
 
+    /// Polls restore job `id` until `done` holds for its status (a minute at most); the status.
+    pub fn wait_for_restore(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = self.json(&["restore", "status", id, "--json"]);
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {status}\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Kills the daemon with SIGKILL, as a crash would, and waits until it is gone.
     pub fn kill_daemon(&self) {
         let pid = self.json(&["daemon", "status"])["pid"]
