@@ -8,7 +8,6 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::data;
 use support::node::Node;
 use support::stores::TestStore;
