@@ -34,13 +34,18 @@ pub enum ChainError {
 /// The names of a volume's manifests in the store, oldest first (empty for an unknown volume).
 pub async fn manifest_names(store: &Store, volume: &VolumeId) -> Result<Vec<String>, StoreError> {
     let (_, objects) = store.list_children(&layout::manifests_dir(volume)).await?;
+    Ok(manifest_names_in(&objects))
+}
+
+/// The manifest names among a listing of a volume's manifests folder, oldest first.
+pub fn manifest_names_in(objects: &[crate::store::ObjectInfo]) -> Vec<String> {
     let mut names: Vec<String> = objects
         .iter()
         .filter_map(|o| o.key.filename().map(str::to_string))
         .filter(|name| layout::parse_manifest_name(name).is_some())
         .collect();
     names.sort();
-    Ok(names)
+    names
 }
 
 /// The newest manifest name of a volume in the store, if it has any.

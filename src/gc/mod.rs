@@ -23,7 +23,7 @@ use crate::index::Index;
 use crate::index::IndexError;
 use crate::names::{RelPath, VolumeId};
 use crate::snapshot::{self, SnapshotError};
-use crate::store::{layout, Store, StoreError};
+use crate::store::{layout, ObjectInfo, Store, StoreError};
 
 /// Deletes between two checks of the term.
 const BATCH: usize = 256;
@@ -127,7 +127,9 @@ pub async fn collect(
     options: &GcOptions,
     now_ms: u64,
 ) -> Result<GcReport, GcError> {
-    let names = chain::manifest_names(store, volume).await?;
+    // One listing gives the manifests and the tombstones a killed run left.
+    let (_, listed) = store.list_children(&layout::manifests_dir(volume)).await?;
+    let names = chain::manifest_names_in(&listed);
     let head = names.last().ok_or_else(|| GcError::EmptyVolume(volume.clone()))?;
     let head_term = chain::load_manifest(store, index, volume, head).await?.term;
     let term = options.term.unwrap_or(head_term);
@@ -140,7 +142,7 @@ pub async fn collect(
     };
     if !options.dry_run {
         report.snapshots_tidied = snapshot::tidy(store, volume, now_ms).await?;
-        sweep_tombstones(store, volume).await?;
+        sweep_tombstones(store, volume, &listed).await?;
     }
     let mut plan = Plan {
         names: Vec::new(),
@@ -215,9 +217,8 @@ pub async fn collect(
 /// Deletes the tombstones of manifests already gone: a run killed between deleting a manifest and
 /// its tombstone leaves one that nothing else would ever remove. A tombstone whose manifest exists
 /// is another run's (or this one's to rewrite), and stays.
-async fn sweep_tombstones(store: &Store, volume: &VolumeId) -> Result<(), GcError> {
-    let (_, objects) = store.list_children(&layout::manifests_dir(volume)).await?;
-    let names: BTreeSet<&str> = objects.iter().filter_map(|o| o.key.filename()).collect();
+async fn sweep_tombstones(store: &Store, volume: &VolumeId, listed: &[ObjectInfo]) -> Result<(), GcError> {
+    let names: BTreeSet<&str> = listed.iter().filter_map(|o| o.key.filename()).collect();
     for name in &names {
         let Some(manifest) = name.strip_suffix(layout::COLLECTING_SUFFIX) else {
             continue;
