@@ -122,6 +122,8 @@ pub enum PrivacyError {
     Owner { path: PathBuf, owner: u32, uid: u32 },
     #[error("{path} can be written by other users (mode {mode:04o}): they could replace its socket, index or cached blocks; chmod go-w it")]
     Writable { path: PathBuf, mode: u32 },
+    #[error("{path} is not a folder (a symlink or a file): lazysnap keeps its home and cache in real folders it owns")]
+    NotAFolder { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -145,7 +147,10 @@ fn ensure_private(dir: &Path, uid: u32) -> Result<(), PrivacyError> {
             uid,
         });
     }
-    if meta.mode() & 0o022 != 0 || !meta.is_dir() {
+    if !meta.is_dir() {
+        return Err(PrivacyError::NotAFolder { path });
+    }
+    if meta.mode() & 0o022 != 0 {
         return Err(PrivacyError::Writable {
             path,
             mode: meta.mode() & 0o7777,
@@ -169,5 +174,19 @@ mod tests {
             Paths::default_home(None, 1000, Some("/home/u".into())),
             PathBuf::from("/home/u/.local/share/lazysnap")
         );
+    }
+
+    #[test]
+    fn a_cache_folder_that_is_a_symlink_is_refused_as_such() {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("home"));
+        paths.create_private(uid).unwrap();
+        std::fs::remove_dir(paths.cache()).unwrap();
+        std::os::unix::fs::symlink(dir.path(), paths.cache()).unwrap();
+        let error = paths.create_private(uid).unwrap_err();
+        assert!(matches!(error, PrivacyError::NotAFolder { .. }), "{error}");
+        assert!(error.to_string().contains("is not a folder"), "{error}");
     }
 }
