@@ -2,7 +2,7 @@
 //! a watchdog can report any that waits too long: a read stuck past every deadline is a bug (a
 //! lost wakeup, a deadlock), and the kernel would hold its process in D state without a word.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,10 +18,15 @@ pub(super) struct Waiting {
 struct Inner {
     next: AtomicU64,
     /// By arrival order, which is also age order: the first entry is the oldest.
-    started: Mutex<BTreeMap<u64, (Instant, Kind)>>,
-    /// Entries reported as slow already (removed with them).
-    reported: Mutex<BTreeSet<u64>>,
+    started: Mutex<BTreeMap<u64, Entry>>,
     slow_total: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    at: Instant,
+    kind: Kind,
+    reported: bool,
 }
 
 /// A request that has waited past the watchdog's threshold.
@@ -40,14 +45,18 @@ pub(super) struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         lock(&self.inner.started).remove(&self.id);
-        lock(&self.inner.reported).remove(&self.id);
     }
 }
 
 impl Waiting {
     pub fn enter(&self, kind: Kind) -> Ticket {
         let id = self.inner.next.fetch_add(1, Relaxed);
-        lock(&self.inner.started).insert(id, (Instant::now(), kind));
+        let entry = Entry {
+            at: Instant::now(),
+            kind,
+            reported: false,
+        };
+        lock(&self.inner.started).insert(id, entry);
         Ticket {
             inner: self.inner.clone(),
             id,
@@ -57,7 +66,7 @@ impl Waiting {
     pub fn oldest(&self) -> Duration {
         lock(&self.inner.started)
             .first_key_value()
-            .map_or(Duration::ZERO, |(_, (at, _))| at.elapsed())
+            .map_or(Duration::ZERO, |(_, entry)| entry.at.elapsed())
     }
 
     pub fn slow_total(&self) -> u64 {
@@ -65,19 +74,19 @@ impl Waiting {
     }
 
     pub fn newly_slow(&self, threshold: Duration) -> Vec<Slow> {
-        let started = lock(&self.inner.started);
-        let mut reported = lock(&self.inner.reported);
+        let mut started = lock(&self.inner.started);
         let mut slow = Vec::new();
         // Oldest first: stop at the first one young enough.
-        for (id, (at, kind)) in started.iter() {
-            let waited = at.elapsed();
+        for entry in started.values_mut() {
+            let waited = entry.at.elapsed();
             if waited < threshold {
                 break;
             }
-            if reported.insert(*id) {
+            if !entry.reported {
+                entry.reported = true;
                 self.inner.slow_total.fetch_add(1, Relaxed);
                 slow.push(Slow {
-                    op: kind.name(),
+                    op: entry.kind.name(),
                     waited,
                 });
             }
