@@ -18,7 +18,7 @@
 //! 9. views: catalog scylla view
 //! 10. filesystem: fs fuse handover
 //! 11. jobs: hydrate restore warm
-//! 12. control: control
+//! 12. control: fusion control
 //! <!-- /layers -->
 //!
 //! - [`store`] is the only module that talks to S3, GCS, Azure or a local directory; [`fetch`]
@@ -48,6 +48,7 @@ pub mod fdpass;
 pub mod fetch;
 pub mod fs;
 pub mod fuse;
+pub mod fusion;
 pub mod gc;
 pub mod handover;
 pub mod hydrate;

@@ -105,6 +105,18 @@ pub async fn plan(store: &Store, keep: &[String]) -> Result<Plan, NamespaceError
     Ok(Plan { deleted, kept })
 }
 
+/// Splits the store's namespaces into `namespace` (with those nested in it) and the rest: a delete
+/// of one namespace (kv_engine's 0x77 today), decided from one listing like [`plan`].
+pub async fn plan_one(store: &Store, namespace: &str) -> Result<Plan, NamespaceError> {
+    validate_keep(&[namespace.to_string()])?;
+    let one = [namespace.to_string()];
+    let (deleted, kept) = list(store)
+        .await?
+        .into_iter()
+        .partition(|ns| is_kept(&ns.namespace, &one));
+    Ok(Plan { deleted, kept })
+}
+
 /// Deletes every namespace of the store except those in `keep` (an empty list deletes all), and
 /// forgets their volumes in the index.
 pub async fn delete_except(

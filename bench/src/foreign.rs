@@ -89,6 +89,8 @@ pub fn measure(
             ..Filter::default()
         }),
         access: Default::default(),
+        planned: Vec::new(),
+        guest: None,
     });
     // Answers the rate and the mount path (its own counters, not another mount's fetches that
     // are still being counted).

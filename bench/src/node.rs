@@ -56,6 +56,8 @@ impl BenchNode {
             hydrate: None,
             scylla: None,
             access: Default::default(),
+            planned: Vec::new(),
+            guest: None,
         });
         let started = Instant::now();
         let answer = daemon::call(&self.paths, &request)?;

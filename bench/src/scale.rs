@@ -339,6 +339,8 @@ fn concurrent_mounts(
                             hydrate: None,
                             scylla: None,
                             access: Default::default(),
+                            planned: Vec::new(),
+                            guest: None,
                         });
                         let started = Instant::now();
                         daemon::call(&node.paths, &request)?;

@@ -30,10 +30,10 @@ const MAX_STATUS_WAIT_MS: u64 = 60_000;
 pub struct Daemon {
     pub paths: Paths,
     pub mounts: Mounts,
-    uploaders: Uploaders,
+    pub(crate) uploaders: Uploaders,
     backups: Backups,
     restores: Restores,
-    index: Arc<Index>,
+    pub(crate) index: Arc<Index>,
     /// Set once the mounts a previous daemon left are served again.
     recovered: std::sync::atomic::AtomicBool,
     options: Options,
@@ -140,6 +140,17 @@ impl Daemon {
             Request::Sync(req) => Response::answer(self.uploaders.sync(&req).await),
             Request::NamespaceList(req) => Response::answer(ops::namespace_list(&req).await),
             Request::NamespaceDelete(req) => Response::answer(self.delete_namespaces(&req).await),
+            Request::KvEngine(req) => match self.kv_engine(req, peer).await {
+                Ok(answer) => Response::ok(answer),
+                Err(e) => Response::err(e.status, e.message),
+            },
+            Request::FusionStats(req) => match self.fusion_stats(&req).await {
+                Ok(answer) => Response::ok(answer),
+                Err(e) => Response::err(e.status, e.message),
+            },
+            Request::GuestsMount(req) => Response::answer(self.mounts.mount_guests(req, peer).await),
+            Request::GuestsStatus(req) => Response::answer(self.mounts.guests_status(&req)),
+            Request::GuestsRelease(req) => Response::answer(self.mounts.release_guests(&req).await),
             Request::Mounts => Response::answer(Ok::<_, OpError>(self.mounts.list())),
             Request::Status => Response::answer(Ok::<_, OpError>(self.status().await)),
             Request::Ping => Response::answer(Ok::<_, OpError>(self.ping())),
@@ -220,9 +231,22 @@ impl Daemon {
     /// first and the mounts read I/O errors for what is gone). Mounts wait until it is done.
     async fn delete_namespaces(&self, req: &NamespaceDeleteRequest) -> Result<DeleteReport, OpError> {
         let store = ops::open_store(&req.logstore_uri, false)?;
+        let plan = namespace::plan(&store, &req.namespaces).await?;
+        self.delete_planned_namespaces(&store, plan, req.force, req.dry_run)
+            .await
+    }
+
+    /// Deletes what `plan` dooms, refused (unless forced) while this node mounts the store or
+    /// uploads a doomed volume.
+    pub(crate) async fn delete_planned_namespaces(
+        &self,
+        store: &lazysnap::store::Store,
+        plan: namespace::Plan,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<DeleteReport, OpError> {
         let url = store.url().to_string();
         let _no_mounts_meanwhile = self.mounts.hold().await;
-        let plan = namespace::plan(&store, &req.namespaces).await?;
         let doomed: Vec<&String> = plan.deleted.iter().flat_map(|ns| &ns.volumes).collect();
         let uploading: Vec<VolumeId> = self
             .uploaders
@@ -232,7 +256,7 @@ impl Daemon {
             .filter(|v| doomed.iter().any(|d| *d == v.as_str()))
             .collect();
         let mounted = self.mounts.of_store(&url);
-        if !req.force && !req.dry_run {
+        if !force && !dry_run {
             if let Some((path, _)) = mounted.first() {
                 return Err(OpError::invalid(format!(
                     "store {url} has {} live mount(s) on this node, e.g. {}; unmount them or force the delete",
@@ -246,13 +270,13 @@ impl Daemon {
                 )));
             }
         }
-        if !req.dry_run {
+        if !dry_run {
             self.uploaders.stop_volumes(&url, &uploading).await;
             for (path, volumes) in &mounted {
                 tracing::warn!(path = %path.display(), ?volumes, "namespace delete forced while mounted: reads of blocks not yet local will fail");
             }
         }
-        Ok(namespace::carry_out(&store, &self.index, plan, req.dry_run).await?)
+        Ok(namespace::carry_out(store, &self.index, plan, dry_run).await?)
     }
 
     /// Background work before a clean stop: uploaders and backups finish their round (backups

@@ -7,6 +7,8 @@ mod config;
 mod daemon;
 mod expiry;
 mod fdstore;
+mod fusion;
+mod guests;
 mod holder;
 mod hydrations;
 mod keeper;

@@ -101,7 +101,7 @@ impl Mounts {
         self.active()
             .iter()
             .filter(|(_, active)| active.store.to_string() == store)
-            .map(|(path, active)| (path.clone(), active.record.request.volumes.clone()))
+            .map(|(path, active)| (path.clone(), active.record.request.volume_ids()))
             .collect()
     }
 
@@ -177,12 +177,14 @@ impl Mounts {
                 &asked.selector,
                 &asked.scylla,
                 &asked.access,
+                &asked.planned,
             ) == (
                 &url,
                 &request.volumes,
                 &request.selector,
                 &request.scylla,
                 &request.access,
+                &request.planned,
             );
             if same {
                 return Ok(path.display().to_string());
@@ -334,6 +336,11 @@ impl Mounts {
 
     pub async fn unmount(&self, path: &str, lazy: bool) -> Result<(), OpError> {
         let _admin = self.admin.lock().await;
+        self.unmount_held(path, lazy).await
+    }
+
+    /// [`Mounts::unmount`] for a caller that holds the admin lock.
+    pub(crate) async fn unmount_held(&self, path: &str, lazy: bool) -> Result<(), OpError> {
         let path = PathBuf::from(path);
         let Some(active) = self.active().remove(&path) else {
             return Err(OpError::invalid(format!(
@@ -395,7 +402,7 @@ impl Mounts {
     /// What `unmount` would have done for mounts whose connection ended: their hydration, record,
     /// keeper copy and, if the daemon made it, their folder. Called under the admin lock: a mount
     /// at the same path meanwhile would otherwise lose its record.
-    async fn forget_ended(&self) {
+    pub(crate) async fn forget_ended(&self) {
         let ended: Vec<Active> = {
             let mut active = self.active();
             let paths: Vec<PathBuf> = active
@@ -561,6 +568,7 @@ impl Mounts {
                     .enumerate()
                     .map(|(i, part)| VolumeShown {
                         volume_id: part.volume.to_string(),
+                        shown_as: part.shown_as.as_ref().map(|id| id.to_string()),
                         log_manifest_name: part.manifest.name.clone(),
                         snapshot_uuid: part.snapshot.as_ref().map(|s| s.uuid.clone()),
                         snapshot: part.snapshot.as_ref().map(|s| crate::expiry::status(view, i, s, now)),
@@ -616,10 +624,16 @@ fn kernel_allow_other(access: &Access) -> bool {
 /// What `/proc/mounts` shows as the mount's source: the `STORE#VOLUME[,VOLUME]` a mount helper is
 /// given, so that `mount -a` sees an fstab line is already mounted.
 fn source_name(request: &MountRequest) -> String {
-    match (&request.scylla, request.volumes.is_empty()) {
+    if let Some(guest) = &request.guest {
+        return format!("{}#plan:{}/guest{}", request.store, guest.plan_uuid, guest.guest);
+    }
+    match (
+        &request.scylla,
+        request.volumes.is_empty() && request.planned.is_empty(),
+    ) {
         (Some(filter), _) => format!("scylla:{}", filter.snapshot),
         (None, true) => request.store.clone(),
-        (None, false) => format!("{}#{}", request.store, request.volumes.join(",")),
+        (None, false) => format!("{}#{}", request.store, request.volume_ids().join(",")),
     }
 }
 

@@ -89,6 +89,9 @@ pub struct ScyllaMounted {
 pub struct VolumeShown {
     #[serde(rename = "volumeID")]
     pub volume_id: String,
+    /// The ID its folder carries when not its own (a Fusion restore's `dstVolumeID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_as: Option<String>,
     pub log_manifest_name: String,
     #[serde(rename = "snapshotUUID")]
     pub snapshot_uuid: Option<String>,

@@ -38,11 +38,23 @@ impl OpError {
         }
     }
 
+    /// The same error, its message led by what it concerns.
+    pub fn context(mut self, what: &str) -> OpError {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     pub fn internal(message: impl Into<String>) -> OpError {
         OpError {
             status: Status::Einternal,
             message: message.into(),
         }
+    }
+}
+
+impl From<crate::fusion::FusionError> for OpError {
+    fn from(e: crate::fusion::FusionError) -> Self {
+        OpError::invalid(e.0)
     }
 }
 

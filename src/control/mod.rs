@@ -14,10 +14,11 @@ use crate::access::AccessRequest;
 use crate::catalog::Selector;
 use crate::names::VolumeId;
 pub use crate::publish::Term;
-use crate::view::ViewSpec;
+use crate::view::{PlannedPart, ViewSpec};
 
 pub mod answers;
 mod error;
+pub mod guests;
 mod jobs;
 pub mod ops;
 pub mod records;
@@ -78,6 +79,18 @@ pub enum Request {
     RestoreCancel(JobRequest),
     /// Run a job that is not running (cancelled, failed, completed) again, keeping what is done.
     RestoreResume(JobRequest),
+    /// Mount a node's volumes of a Fusion AccelerationPlan as lazy guest volumes, hydrating in
+    /// the background; answers the `uploadMountedVolumes` body once every guest is readable.
+    GuestsMount(guests::GuestsMountRequest),
+    /// Progress of a plan's guests: bytes local and total per guest and volume, rate, ETA.
+    GuestsStatus(guests::GuestsRequest),
+    /// Unmount a plan's guests (refused while files are open, unless `lazy`).
+    GuestsRelease(guests::GuestsRequest),
+    /// A Fusion request in kv_engine's current form (opcodes 0x70-0x78): the body checked as
+    /// kv_engine checks it, run as the operation above that does the same; answers kv_engine's shape.
+    KvEngine(crate::fusion::bodies::KvEngineRequest),
+    /// One key of kv_engine's `fusion` stats group for a bucket (`fusion migration 12`).
+    FusionStats(crate::fusion::stats::FusionStatsRequest),
     /// Every mount with its volumes and counters.
     Mounts,
     /// The daemon's pid, home, mounts and cache figures.
@@ -117,6 +130,38 @@ pub struct MountRequest {
     /// record keeps it resolved to numbers.
     #[serde(default, skip_serializing_if = "is_default")]
     pub access: AccessRequest,
+    /// Volumes each at the manifest a snapshot pins, instead of `volumes` at one selector: what a
+    /// Fusion guest volume shows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedMount>,
+    /// The guest volume of a plan this mount is (set by `guests_mount`, kept in its record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestOf>,
+}
+
+/// One volume of a planned mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedMount {
+    #[serde(rename = "volumeID")]
+    pub volume_id: String,
+    #[serde(rename = "logManifestName")]
+    pub log_manifest_name: String,
+    #[serde(rename = "snapshotUUID")]
+    pub snapshot_uuid: String,
+    /// The ID its folder carries, when not its own (`dstVolumeID` of a restore plan).
+    #[serde(rename = "shownAs", default, skip_serializing_if = "Option::is_none")]
+    pub shown_as: Option<String>,
+}
+
+/// Which guest of which plan a mount is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestOf {
+    #[serde(rename = "planUUID")]
+    pub plan_uuid: String,
+    pub node: String,
+    pub guest: usize,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -124,9 +169,43 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 impl MountRequest {
+    /// The volumes it shows, whether named in `volumes` or in `planned`.
+    pub fn volume_ids(&self) -> Vec<String> {
+        let planned = self.planned.iter().map(|p| p.volume_id.clone());
+        self.volumes.iter().cloned().chain(planned).collect()
+    }
+
     /// The view this request names.
     pub fn view_spec(&self) -> Result<ViewSpec, OpError> {
-        view_spec(&self.store, &self.volumes, &self.selector, self.scylla.as_ref())
+        if self.planned.is_empty() {
+            return view_spec(&self.store, &self.volumes, &self.selector, self.scylla.as_ref());
+        }
+        if !self.volumes.is_empty() || self.scylla.is_some() || self.selector != Selector::Latest {
+            return Err(OpError::invalid(
+                "a planned mount names its volumes and snapshots in `planned` alone (no volumes, selector or scylla)",
+            ));
+        }
+        let volumes = self
+            .planned
+            .iter()
+            .map(|p| {
+                let volume = VolumeId::parse(&p.volume_id)?;
+                crate::snapshot::validate_uuid(&p.snapshot_uuid)?;
+                Ok(PlannedPart {
+                    shown_as: match &p.shown_as {
+                        Some(id) => VolumeId::parse(id)?,
+                        None => volume.clone(),
+                    },
+                    volume,
+                    snapshot: p.snapshot_uuid.clone(),
+                    manifest: p.log_manifest_name.clone(),
+                })
+            })
+            .collect::<Result<_, OpError>>()?;
+        Ok(ViewSpec::Planned {
+            store: self.store.parse()?,
+            volumes,
+        })
     }
 }
 
@@ -410,6 +489,8 @@ mod tests {
                 hydrate: None,
                 scylla: None,
                 access: AccessRequest::default(),
+                planned: Vec::new(),
+                guest: None,
             })
         );
         let owned: Request = serde_json::from_str(

@@ -99,6 +99,7 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
         snapshot: None,
         store: None,
         placement: Placement::AtRoot,
+        shown_as: None,
     };
     filesystem(store, index, vec![view], dir, remember)
 }

@@ -123,6 +123,7 @@ async fn a_volume_shown_twice_is_refused() {
         snapshot: None,
         store: None,
         placement: Placement::InVolumeFolder,
+        shown_as: None,
     };
     let cache = CacheConfig {
         disk_dir: Some(dir.path().join("cache")),

@@ -52,6 +52,7 @@ async fn fixture(name: &str, sizes: &[u64]) -> Fixture {
         snapshot,
         store: None,
         placement: Placement::InVolumeFolder,
+        shown_as: None,
     }];
     Fixture {
         fs: Arc::new(LazyFs::new(

@@ -151,7 +151,8 @@ pub fn validate_uuid(uuid: &str) -> Result<(), SnapshotError> {
         && uuid.len() <= 128
         && uuid
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            // ':' too: ns_server names a plan's snapshots `<planUUID>:<bucketUUID>`.
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
         && uuid != "."
         && uuid != "..";
     if ok {

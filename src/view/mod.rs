@@ -20,7 +20,7 @@ use crate::names::{RelPath, VolumeId};
 use crate::scylla::ScyllaError;
 use crate::store::{layout, Store, StoreError};
 
-pub use reading::{Reading, ReadingConfig, Resolved, ViewSpec};
+pub use reading::{PlannedPart, Reading, ReadingConfig, Resolved, ViewSpec};
 pub use tree::{Node, NodeKind, Tree, ROOT};
 
 /// Where a part's files appear in the view.
@@ -41,6 +41,9 @@ pub struct VolumeView {
     /// The store the files are in, when not the fetcher's (a view over several stores).
     pub store: Option<Store>,
     pub placement: Placement,
+    /// The ID its folder carries when not its own: a Fusion restore shows a snapshot's volume
+    /// under the new bucket's volume ID (`dstVolumeID`).
+    pub shown_as: Option<VolumeId>,
 }
 
 impl VolumeView {
@@ -52,7 +55,13 @@ impl VolumeView {
             snapshot,
             store: None,
             placement: Placement::InVolumeFolder,
+            shown_as: None,
         }
+    }
+
+    /// The folder its files appear under, for [`Placement::InVolumeFolder`].
+    pub fn folder(&self) -> &VolumeId {
+        self.shown_as.as_ref().unwrap_or(&self.volume)
     }
 }
 
@@ -135,7 +144,7 @@ impl View {
         let mut tree = Tree::new();
         for (i, part) in parts.iter().enumerate() {
             let files = index.manifest_files(part.manifest.id)?;
-            let folder = (part.placement == Placement::InVolumeFolder).then_some(&part.volume);
+            let folder = (part.placement == Placement::InVolumeFolder).then(|| part.folder());
             tree.add_part(folder, i, files).map_err(ViewError::Layout)?;
         }
         Ok(View {
@@ -203,7 +212,7 @@ impl View {
         let start = match self.parts.get(part)?.placement {
             Placement::AtRoot => ROOT,
             Placement::InVolumeFolder => self.parts[part]
-                .volume
+                .folder()
                 .components()
                 .try_fold(ROOT, |dir, name| self.tree.lookup(dir, name))?,
         };

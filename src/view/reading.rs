@@ -93,6 +93,26 @@ pub enum ViewSpec {
     },
     /// The sstables of an ingested ScyllaDB snapshot that match a filter, at the view's root.
     Scylla(scylla::Filter),
+    /// Volumes of a store each at its own manifest, pinned by a snapshot (a Fusion guest volume).
+    Planned { store: StoreUrl, volumes: Vec<PlannedPart> },
+}
+
+/// One volume of a [`ViewSpec::Planned`]: the snapshot that pins it, the manifest that snapshot
+/// must pin (the view is refused otherwise) and the ID its folder carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPart {
+    pub volume: VolumeId,
+    pub snapshot: String,
+    pub manifest: String,
+    pub shown_as: VolumeId,
+}
+
+impl PlannedPart {
+    fn view(&self, manifest: crate::index::ManifestRow, snapshot: Option<crate::index::SnapshotRow>) -> VolumeView {
+        let mut view = VolumeView::in_folder(self.volume.clone(), manifest, snapshot);
+        view.shown_as = (self.shown_as != self.volume).then(|| self.shown_as.clone());
+        view
+    }
 }
 
 /// A view resolved in the index, its tree not built yet (see [`Reading::assemble`]).
@@ -186,6 +206,7 @@ impl Reading {
                 selector,
             } => self.resolve_volumes(store, volumes, selector, pinned).await,
             ViewSpec::Scylla(filter) => self.resolve_scylla(filter, pinned).await,
+            ViewSpec::Planned { store, volumes } => self.resolve_planned(store, volumes).await,
         }
     }
 
@@ -202,6 +223,21 @@ impl Reading {
     /// of it (then [`Reading::resolve`] reads the stores): a daemon taking a mount over must not
     /// keep its open files waiting on a store that is slow or gone.
     pub fn resolve_indexed(&self, spec: &ViewSpec, pinned: &[String]) -> Option<Resolved> {
+        if let ViewSpec::Planned { store: url, volumes } = spec {
+            let store = self.store(url).ok()?;
+            let mut parts = Vec::new();
+            for planned in volumes {
+                let manifest = self.index.manifest(url, &planned.volume, &planned.manifest).ok()??;
+                let snapshot = self.index.snapshot(url, &planned.volume, &planned.snapshot).ok()?;
+                parts.push(planned.view(manifest, snapshot));
+            }
+            return Some(Resolved {
+                store,
+                parts,
+                rules: None,
+                scylla: None,
+            });
+        }
         let ViewSpec::Volumes {
             store: url,
             volumes,
@@ -278,6 +314,34 @@ impl Reading {
         })
     }
 
+    /// Each volume at the manifest its snapshot pins, refused when that is not the manifest the
+    /// plan names (or the snapshot is gone, uncommitted or expired).
+    async fn resolve_planned(&self, url: &StoreUrl, volumes: &[PlannedPart]) -> Result<Resolved, ViewError> {
+        if volumes.is_empty() {
+            return Err(ViewError::NoVolume);
+        }
+        let store = self.store(url)?;
+        let mut parts = Vec::with_capacity(volumes.len());
+        for planned in volumes {
+            let selector = Selector::Snapshot(planned.snapshot.clone());
+            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &planned.volume, &selector).await?;
+            if manifest.name != planned.manifest {
+                return Err(ViewError::Moved {
+                    what: format!("snapshot {} of volume {}", planned.snapshot, planned.volume),
+                    now: manifest.name,
+                    pinned: planned.manifest.clone(),
+                });
+            }
+            parts.push(planned.view(manifest, snapshot));
+        }
+        Ok(Resolved {
+            store,
+            parts,
+            rules: None,
+            scylla: None,
+        })
+    }
+
     async fn resolve_scylla(&self, filter: &scylla::Filter, pinned: Option<&[String]>) -> Result<Resolved, ViewError> {
         let open = |url: &str| -> Result<Store, ScyllaError> { Ok(self.store(&url.parse()?)?) };
         let view = scylla::resolve(&self.index, filter, open).await?;
@@ -304,6 +368,7 @@ impl Reading {
                 snapshot: None,
                 store: Some(store.clone()),
                 placement: Placement::AtRoot,
+                shown_as: None,
             })
             .collect();
         Ok(Resolved {

@@ -254,6 +254,8 @@ pub fn mount_answer(args: MountArgs, paths: &Paths) -> anyhow::Result<serde_json
         }),
         scylla,
         access: args.access.request(),
+        planned: Vec::new(),
+        guest: None,
     });
     daemon::ensure_running(paths)?;
     daemon::call(paths, &request)

@@ -3,6 +3,8 @@
 
 mod address;
 mod commands;
+mod fusion;
+mod guests;
 mod hydrate;
 mod inspect;
 mod jobs;
@@ -70,6 +72,17 @@ enum Command {
     /// with `lazysnap mount --scylla`, restore them with `lazysnap restore start --scylla`.
     #[command(subcommand)]
     Scylla(scylla::ScyllaCommand),
+    /// Fusion rebalance and snapshot restore without downloading first: mount a node's volumes of
+    /// an AccelerationPlan as lazy guest volumes, watch them hydrate, release them.
+    #[command(subcommand)]
+    Guests(guests::GuestsCommand),
+    /// A Fusion request in kv_engine's current form (0x70-0x78): the body is checked key by key as
+    /// kv_engine checks it and answered in kv_engine's shape (0x70: one element per vbucket of
+    /// vbucket_list; 0x72: {"deks", "mountPaths"}; 0x78: {"version", "namespaces"}).
+    KvEngine(fusion::KvEngineArgs),
+    /// kv_engine's `fusion` stats for a bucket: GROUP [VBID|detail], one JSON value with
+    /// kv_engine's field names.
+    FusionStats(fusion::FusionStatsArgs),
     /// Unmount a lazysnap mount.
     Umount {
         /// The mount path printed by `lazysnap mount`.
@@ -279,6 +292,9 @@ fn run(command: Command, paths: &Paths) -> anyhow::Result<()> {
         Command::Backup(cmd) => jobs::backup(cmd, paths),
         Command::Scylla(cmd) => scylla::run(cmd, paths),
         Command::Restore(cmd) => jobs::restore(cmd, paths),
+        Command::Guests(cmd) => guests::run(cmd, paths),
+        Command::KvEngine(args) => fusion::kv_engine(args, paths),
+        Command::FusionStats(args) => fusion::fusion_stats(args, paths),
         Command::Umount { path, lazy } => commands::umount(&path, lazy, paths),
         Command::Hydrate(args) => hydrate::hydrate(args, paths),
         Command::Mounts => daemon::print_request(paths, &lazysnap::control::Request::Mounts, false),

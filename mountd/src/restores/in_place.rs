@@ -33,6 +33,8 @@ pub async fn start(mounts: &Mounts, req: &RestoreStartRequest, manifests: &[Stri
             allow_other: true,
             ..AccessRequest::default()
         },
+        planned: Vec::new(),
+        guest: None,
     };
     mounts.mount(request, crate::mounts::server_ids()).await?;
     mounts.hydrate(&req.dest, HydrateAction::Start, &params)?;
