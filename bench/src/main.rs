@@ -13,6 +13,7 @@ mod node;
 mod peers;
 mod raw;
 mod reads;
+mod rebalance;
 mod report;
 mod scale;
 mod soak;
@@ -54,9 +55,14 @@ pub struct BenchArgs {
     /// through a mount while the local S3 server makes 10%, then 30% of GETs faulty (every kind
     /// mixed), then again once faults stop: failed reads, wrong bytes, faults injected; soak: 64
     /// random and 4 sequential readers over 16 mounts (--size in all, 256 MiB) for --soak-seconds
-    /// while mounts hydrate, a restore and GC run and 1% of GETs fail.
+    /// while mounts hydrate, a restore and GC run and 1% of GETs fail; rebalance: --vbuckets
+    /// vbuckets of 4 MiB on the S3-like store mounted as a Fusion plan's guests, until readable
+    /// and until every vbucket's first read, against downloading them first (--peer-runs runs).
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
+    /// Vbuckets of 4 MiB the rebalance profile mounts as guests (and downloads, to compare).
+    #[arg(long, default_value_t = 256)]
+    vbuckets: usize,
     /// How long the soak profile keeps its load on.
     #[arg(long, default_value_t = 600)]
     soak_seconds: u64,
@@ -128,6 +134,7 @@ enum Profile {
     Scale,
     Faults,
     Soak,
+    Rebalance,
 }
 
 fn main() -> std::process::ExitCode {
@@ -161,8 +168,20 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
         let figures = scale::measure(&target, work.path(), &args.daemon_args, args.mounts)?;
         return finish(&args, &Report::node_scale(figures));
     }
+    if args.profile == Profile::Rebalance {
+        let target = Target::builtin("s3-emulated", work.path())?;
+        let figures = rebalance::measure(
+            &target,
+            work.path(),
+            &args.daemon_args,
+            &run_namespace(),
+            args.vbuckets,
+            args.peer_runs,
+        )?;
+        return finish(&args, &Report::rebalance(figures));
+    }
     let size = args.size.unwrap_or(match args.profile {
-        Profile::Quick | Profile::Scale => 256 << 20,
+        Profile::Quick | Profile::Scale | Profile::Rebalance => 256 << 20,
         Profile::Full | Profile::Faults => 1 << 30,
         Profile::Soak => 256 << 20,
     });
@@ -191,7 +210,9 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mount_files = match (args.mount_files.is_empty(), args.profile) {
         (false, _) => args.mount_files.clone(),
-        (true, Profile::Quick | Profile::Scale | Profile::Faults | Profile::Soak) => vec![1_000, 10_000],
+        (true, Profile::Quick | Profile::Scale | Profile::Faults | Profile::Soak | Profile::Rebalance) => {
+            vec![1_000, 10_000]
+        }
         (true, Profile::Full) => vec![1_000, 10_000, 100_000],
     };
     let data = work.path().join("data");

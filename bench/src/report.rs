@@ -103,6 +103,9 @@ pub struct Report {
     /// One daemon with thousands of mounts (`--profile scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_scale: Option<super::scale::ScaleFigures>,
+    /// `--profile rebalance`: a plan's guests mounted lazily against downloading them first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<super::rebalance::RebalanceFigures>,
     /// `--profile soak`: one daemon under every kind of load at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soak: Option<super::soak::SoakFigures>,
@@ -129,11 +132,20 @@ impl Report {
             stores,
             mount_scale,
             node_scale: None,
+            rebalance: None,
             soak: None,
             faults: Vec::new(),
             peers: Vec::new(),
             checks,
         }
+    }
+
+    /// The report of `--profile rebalance`.
+    pub fn rebalance(figures: super::rebalance::RebalanceFigures) -> Report {
+        let mut report = Report::new("rebalance".into(), figures.bytes, Vec::new(), Vec::new());
+        report.checks = super::rebalance::checks(&figures);
+        report.rebalance = Some(figures);
+        report
     }
 
     /// The report of `--profile soak`.
@@ -164,6 +176,7 @@ impl Report {
             peers: Vec::new(),
             faults: Vec::new(),
             soak: None,
+            rebalance: None,
             node_scale: Some(figures),
         }
     }

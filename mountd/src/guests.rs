@@ -90,16 +90,21 @@ impl Mounts {
                 planned.join(", ")
             )));
         }
-        for request in &requests {
-            let where_ = request.mount_path.clone().unwrap_or_default();
+        // Every guest resolved side by side, before any is mounted.
+        let specs = requests
+            .iter()
+            .map(|r| Ok((r.view_spec()?, r.mount_path.clone().unwrap_or_default())))
+            .collect::<Result<Vec<_>, OpError>>()?;
+        let resolved = futures::future::try_join_all(specs.iter().map(|(spec, path)| async move {
             self.reading
-                .resolve(&request.view_spec()?, None)
+                .resolve(spec, None)
                 .await
-                .map_err(|e| OpError::from(e).context(&format!("guest {where_}")))?;
-        }
+                .map_err(|e| OpError::from(e).context(&format!("guest {path}")))
+        }))
+        .await?;
         let mut mounted = Vec::with_capacity(requests.len());
-        for request in requests {
-            match self.mount_as(request, None, requester).await {
+        for (request, view) in requests.into_iter().zip(resolved) {
+            match self.mount_resolved(request, Some(view), None, requester).await {
                 Ok(path) => mounted.push(path),
                 Err(e) => {
                     for path in mounted.iter().rev() {

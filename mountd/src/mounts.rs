@@ -126,7 +126,19 @@ impl Mounts {
     /// Mounts `request`, or, with `restoring`, the mount a previous daemon recorded.
     pub(crate) async fn mount_as(
         &self,
+        request: MountRequest,
+        restoring: Option<&MountRecord>,
+        requester: (u32, u32),
+    ) -> Result<String, OpError> {
+        self.mount_resolved(request, None, restoring, requester).await
+    }
+
+    /// [`Mounts::mount_as`] for a view the caller resolved already (a plan's guests are all
+    /// resolved before the first is mounted): it is not read from the stores a second time.
+    pub(crate) async fn mount_resolved(
+        &self,
         mut request: MountRequest,
+        resolved: Option<Resolved>,
         restoring: Option<&MountRecord>,
         requester: (u32, u32),
     ) -> Result<String, OpError> {
@@ -145,7 +157,10 @@ impl Mounts {
             }
             _ => None,
         };
-        let mut resolved = self.reading.resolve(&spec, pinned).await?;
+        let mut resolved = match resolved {
+            Some(resolved) => resolved,
+            None => self.reading.resolve(&spec, pinned).await?,
+        };
         let manifests = resolved.manifest_names();
         let scylla = resolved.scylla.take().map(|view| {
             // A view names its stores; the first stands for the mount in listings.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::{CopyRules, Placement, SstableRules, View, ViewError, VolumeView};
 use crate::cache::{BlockCache, CacheConfig, CacheError, CacheStats};
 use crate::catalog::{self, Selector};
@@ -97,6 +99,10 @@ pub enum ViewSpec {
     Planned { store: StoreUrl, volumes: Vec<PlannedPart> },
 }
 
+/// Volumes of a planned view resolved at once: each waits on a few small requests (snapshot
+/// record, manifest), so this is about round trips, not bandwidth.
+const PLANNED_RESOLVED_AT_ONCE: usize = 64;
+
 /// One volume of a [`ViewSpec::Planned`]: the snapshot that pins it, the manifest that snapshot
 /// must pin (the view is refused otherwise) and the ID its folder carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +111,21 @@ pub struct PlannedPart {
     pub snapshot: String,
     pub manifest: String,
     pub shown_as: VolumeId,
+}
+
+/// One volume of a planned view at the manifest its snapshot pins, refused if that is not the
+/// manifest the plan names.
+async fn resolve_planned_part(store: Store, index: Arc<Index>, planned: PlannedPart) -> Result<VolumeView, ViewError> {
+    let selector = Selector::Snapshot(planned.snapshot.clone());
+    let (manifest, snapshot) = catalog::resolve(&store, &index, &planned.volume, &selector).await?;
+    if manifest.name != planned.manifest {
+        return Err(ViewError::Moved {
+            what: format!("snapshot {} of volume {}", planned.snapshot, planned.volume),
+            now: manifest.name,
+            pinned: planned.manifest.clone(),
+        });
+    }
+    Ok(planned.view(manifest, snapshot))
 }
 
 impl PlannedPart {
@@ -321,19 +342,14 @@ impl Reading {
             return Err(ViewError::NoVolume);
         }
         let store = self.store(url)?;
-        let mut parts = Vec::with_capacity(volumes.len());
-        for planned in volumes {
-            let selector = Selector::Snapshot(planned.snapshot.clone());
-            let (manifest, snapshot) = catalog::resolve(&store, &self.index, &planned.volume, &selector).await?;
-            if manifest.name != planned.manifest {
-                return Err(ViewError::Moved {
-                    what: format!("snapshot {} of volume {}", planned.snapshot, planned.volume),
-                    now: manifest.name,
-                    pinned: planned.manifest.clone(),
-                });
-            }
-            parts.push(planned.view(manifest, snapshot));
-        }
+        // A plan names hundreds of volumes, each a few round trips (snapshot record, manifest):
+        // resolved side by side, in order.
+        // Owned arguments: a future borrowing through the closure would not be provably Send.
+        let parts = futures::stream::iter(volumes.iter().cloned())
+            .map(|planned| resolve_planned_part(store.clone(), self.index.clone(), planned))
+            .buffered(PLANNED_RESOLVED_AT_ONCE)
+            .try_collect::<Vec<_>>()
+            .await?;
         Ok(Resolved {
             store,
             parts,
