@@ -57,7 +57,7 @@ pub fn measure(
     runs: usize,
 ) -> anyhow::Result<RebalanceFigures> {
     anyhow::ensure!(vbuckets > 0 && vbuckets <= 1024, "--vbuckets must be 1 to 1024");
-    let bucket = format!("{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let bucket = uuid::Uuid::new_v4().simple().to_string()[..16].to_string();
     let store = target.open()?;
     super::say(&format!(
         "rebalance: publishing {vbuckets} vbuckets of {} MiB",
