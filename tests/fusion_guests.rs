@@ -450,6 +450,9 @@ fn malformed_plans_and_bodies_are_refused_whole_with_nothing_mounted() {
         "--source",
         src.to_str().unwrap(),
     ]);
+    // The uploader's first round runs as it starts: a sync waits for it, so the file written next
+    // is pending until the next round (10 s away) or sync.
+    with(&["kv-engine", "0x74", r#"{"reset":true}"#]);
     data::write(&src, "new.couch", &data::bytes(77, 12_345));
     let uploading = stat(&node, &store, &["uploader", "3"]);
     assert_eq!(
