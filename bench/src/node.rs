@@ -48,17 +48,11 @@ impl BenchNode {
 
     /// Mounts `volume` at `manifest` (or its latest): the mount and the time it took.
     pub fn mount(&self, volume: &str, manifest: Option<&str>) -> anyhow::Result<(Mounted, Duration)> {
-        let request = Request::Mount(MountRequest {
-            store: self.store_url.clone(),
-            volumes: vec![volume.to_owned()],
-            selector: manifest.map_or(Selector::Latest, |m| Selector::Manifest(m.to_owned())),
-            mount_path: None,
-            hydrate: None,
-            scylla: None,
-            access: Default::default(),
-            planned: Vec::new(),
-            guest: None,
-        });
+        let request = Request::Mount(MountRequest::of_volumes(
+            self.store_url.clone(),
+            vec![volume.to_owned()],
+            manifest.map_or(Selector::Latest, |m| Selector::Manifest(m.to_owned())),
+        ));
         let started = Instant::now();
         let answer = daemon::call(&self.paths, &request)?;
         let took = started.elapsed();

@@ -68,17 +68,8 @@ impl Daemon {
                 Ok(json!({}))
             }
             KvCall::MountFromLogStore { volume, snapshot_uuid } => {
-                let request = MountRequest {
-                    store,
-                    volumes: vec![volume.to_string()],
-                    selector: Selector::Snapshot(snapshot_uuid),
-                    mount_path: None,
-                    hydrate: None,
-                    scylla: None,
-                    access: Default::default(),
-                    planned: Vec::new(),
-                    guest: None,
-                };
+                let request =
+                    MountRequest::of_volumes(store, vec![volume.to_string()], Selector::Snapshot(snapshot_uuid));
                 let mounted = self.mounts.mount(request, peer).await?;
                 Ok(json!({"deks": [], "mountPaths": mounted.mount_paths}))
             }

@@ -169,6 +169,21 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 impl MountRequest {
+    /// Volumes of `store` at `selector`, at a path the daemon picks, private to the requester.
+    pub fn of_volumes(store: String, volumes: Vec<String>, selector: Selector) -> MountRequest {
+        MountRequest {
+            store,
+            volumes,
+            selector,
+            mount_path: None,
+            hydrate: None,
+            scylla: None,
+            access: AccessRequest::default(),
+            planned: Vec::new(),
+            guest: None,
+        }
+    }
+
     /// The volumes it shows, whether named in `volumes` or in `planned`.
     pub fn volume_ids(&self) -> Vec<String> {
         let planned = self.planned.iter().map(|p| p.volume_id.clone());
