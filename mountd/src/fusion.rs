@@ -208,21 +208,26 @@ impl Daemon {
             )));
         };
         let store = ops::open_store(&url, false)?;
-        ops::known_volume(&store, volume).await?;
-        let name = lazysnap::chain::head_name(&store, volume)
-            .await
-            .map_err(lazysnap::catalog::CatalogError::from)?;
-        let row = lazysnap::chain::load_manifest(&store, &self.index, volume, &name)
-            .await
-            .map_err(lazysnap::catalog::CatalogError::from)?;
-        let files = self
-            .index
-            .manifest_files(row.id)
-            .map_err(lazysnap::catalog::CatalogError::from)?;
+        let (row, files) = self.newest_manifest(&store, volume).await?;
         Ok(SyncInfo {
             log_seqno: files.iter().filter_map(|f| f.high_seqno).max().unwrap_or(0),
             log_term: row.term,
         })
+    }
+
+    /// The volume's newest durable manifest and its files (NotMyVbucket when it has none).
+    async fn newest_manifest(
+        &self,
+        store: &lazysnap::store::Store,
+        volume: &VolumeId,
+    ) -> Result<(lazysnap::index::ManifestRow, Vec<lazysnap::index::FileRow>), OpError> {
+        let name = lazysnap::chain::head_name(store, volume).await?;
+        let row = lazysnap::chain::load_manifest(store, &self.index, volume, &name).await?;
+        let files = self
+            .index
+            .manifest_files(row.id)
+            .map_err(lazysnap::catalog::CatalogError::from)?;
+        Ok((row, files))
     }
 
     async fn uploader_stat(&self, req: &FusionStatsRequest, volume: &VolumeId) -> Result<UploaderStat, OpError> {
@@ -238,7 +243,8 @@ impl Daemon {
             )));
         };
         let store = ops::open_store(&url, false)?;
-        ops::known_volume(&store, volume).await?;
+        // Also NotMyVbucket for a volume the store does not hold.
+        let (_, files) = self.newest_manifest(&store, volume).await?;
         let data: u64 = store
             .list(&layout::files_dir(volume))
             .await?
@@ -256,7 +262,7 @@ impl Daemon {
             .as_ref()
             .is_some_and(|s| s.state == lazysnap::uploader::UploaderState::Running);
         let pending = match (&status, running) {
-            (Some(s), true) => pending_bytes(&s.source, &store, &self.index, volume).await,
+            (Some(s), true) => pending_bytes(&s.source, files).await,
             _ => 0,
         };
         Ok(UploaderStat {
@@ -299,21 +305,8 @@ impl Daemon {
 
 /// Bytes of the engine's folder not in the volume's newest manifest (a file new or changed in
 /// size): what the next upload sends.
-async fn pending_bytes(
-    source: &std::path::Path,
-    store: &lazysnap::store::Store,
-    index: &lazysnap::index::Index,
-    volume: &VolumeId,
-) -> u64 {
-    let Ok(name) = lazysnap::chain::head_name(store, volume).await else {
-        return 0;
-    };
-    let Ok(row) = lazysnap::chain::load_manifest(store, index, volume, &name).await else {
-        return 0;
-    };
-    let uploaded: std::collections::HashMap<String, u64> = index
-        .manifest_files(row.id)
-        .unwrap_or_default()
+async fn pending_bytes(source: &std::path::Path, uploaded: Vec<lazysnap::index::FileRow>) -> u64 {
+    let uploaded: std::collections::HashMap<String, u64> = uploaded
         .into_iter()
         .map(|f| (f.path.as_str().to_string(), f.size))
         .collect();
