@@ -189,6 +189,24 @@ fn a_rebalance_mounts_one_nodes_vbuckets_as_lazy_guests_and_releases_them() {
         for (i, guest) in guests.iter().enumerate() {
             assert_eq!(*guest, root.join(PLAN).join(format!("guest{i}")));
         }
+        let retried = guests_mount(&node, &store, &plan, &root, &["--bandwidth", "256K"]);
+        assert_eq!(retried, guests, "a retry answers the same guests");
+        let other_split = node.fails(&[
+            "guests",
+            "mount",
+            "--store",
+            &store.url(),
+            "--plan",
+            &plan,
+            "--node",
+            "ns_1@a",
+            "--root",
+            root.to_str().unwrap(),
+            "--parts",
+            "2",
+        ]);
+        assert!(other_split.contains("release them first"), "{other_split}");
+        assert_eq!(node.mounts_below().len(), 4, "a refused mount takes no guest down");
         let active = stat(&node, &store, &["active_guest_volumes"]);
         assert!(!active.as_array().unwrap().is_empty(), "{}: {active}", store.name());
         assert_node_a_shown(&guests, BUCKET, store.name());

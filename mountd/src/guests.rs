@@ -82,7 +82,26 @@ impl Mounts {
         let _admin = self.admin.lock().await;
         self.forget_ended().await;
         let planned = self.guest_paths(&plan.plan_uuid);
-        if !planned.is_empty() && planned.len() != requests.len() {
+        if !planned.is_empty() {
+            // A retry of the same mount (same store, same guests) answers the guests it made; anything else would have to
+            // take down guests a rebalance may be reading, so it is refused and nothing is touched.
+            let same = planned.len() == requests.len()
+                && self.active().iter().all(|(path, active)| {
+                    let asked = &active.record.request;
+                    asked.guest.as_ref().is_none_or(|g| g.plan_uuid != plan.plan_uuid)
+                        || requests.iter().any(|r| {
+                            r.mount_path.as_deref() == Some(path.display().to_string().as_str())
+                                && (&r.store, &r.planned) == (&asked.store, &asked.planned)
+                        })
+                });
+            if same {
+                return Ok(UploadMountedVolumes {
+                    nodes: vec![NodeGuests {
+                        name: req.node,
+                        guest_volume_paths: planned,
+                    }],
+                });
+            }
             return Err(OpError::invalid(format!(
                 "plan {} already has {} guests mounted here ({}); release them first",
                 plan.plan_uuid,
