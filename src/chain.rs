@@ -7,7 +7,7 @@ use object_store::path::Path;
 
 use crate::index::{Index, IndexError, ManifestRow};
 use crate::manifest::backup::{self as generation_format, Generation};
-use crate::manifest::{native, ManifestError};
+use crate::manifest::{native, Manifest, ManifestError};
 use crate::names::VolumeId;
 use crate::store::{layout, Store, StoreError};
 
@@ -73,6 +73,13 @@ pub async fn load_manifest(
     if let Some(row) = index.manifest(store.url(), volume, name)? {
         return Ok(row);
     }
+    let manifest = read_manifest(store, volume, name).await?;
+    Ok(index.insert_manifest(store.url(), &manifest)?)
+}
+
+/// The manifest `name` of `volume` as the store has it now, read and validated (the index is
+/// neither asked nor filled).
+pub async fn read_manifest(store: &Store, volume: &VolumeId, name: &str) -> Result<Manifest, ChainError> {
     let unknown = || ChainError::UnknownManifest {
         store: store.url().to_string(),
         volume: volume.clone(),
@@ -88,8 +95,7 @@ pub async fn load_manifest(
             StoreError::NotFound { .. } => unknown(),
             other => other.into(),
         })?;
-    let manifest = native::parse(&bytes, volume, name)?;
-    Ok(index.insert_manifest(store.url(), &manifest)?)
+    Ok(native::parse(&bytes, volume, name)?)
 }
 
 /// Every volume in a store: folders under `volumes/` whose `manifests` folder holds a manifest.

@@ -15,7 +15,7 @@
 //! 6. index: index
 //! 7. chains: chain
 //! 8. lifecycle: publish snapshot gc namespace backup uploader
-//! 9. views: catalog scylla view
+//! 9. views: catalog reconcile scylla view
 //! 10. filesystem: fs fuse handover
 //! 11. jobs: hydrate restore warm
 //! 12. control: fusion control
@@ -59,6 +59,7 @@ pub mod namespace;
 pub mod paths;
 pub mod process;
 pub mod publish;
+pub mod reconcile;
 pub mod restore;
 pub mod scylla;
 pub mod snapshot;

@@ -67,7 +67,7 @@ fn a_deleted_index_is_rebuilt_from_the_store() {
     let synced = node.json(&["index", "sync", "--store", &store.url()]);
     assert_eq!(
         synced,
-        serde_json::json!({"volumes": 1, "manifests": 1, "snapshots": 1})
+        serde_json::json!({"volumes": 1, "manifests": 1, "snapshots": 1, "forgotten": 0})
     );
     let line = node.fails(&["index", "sync", "--store", &store.url(), "--volume", "kv/none"]);
     assert!(line.contains("kv/none not found"), "{line}");

@@ -2,7 +2,8 @@
 //! snapshot release, on file:// and the local S3 server, then a checker proves the invariants:
 //! nothing half-visible (the volume shows the last complete manifest, byte for byte, through a
 //! mount), no file a live snapshot or the head needs is gone, running the operation again finishes
-//! it without redoing finished work, and what it left is cleaned by the next GC. Snapshot create
+//! it without redoing finished work, what it left is cleaned by the next GC, and the node's index
+//! agrees with the store (`lazysnap index check`). Snapshot create
 //! and namespace delete are killed between their phases in `tests/lifecycle.rs`. The daemon's
 //! jobs (a restore, a hydration, a backup round) are killed here at their failpoints, and at
 //! random moments in `tests/restore.rs`, `tests/hydrate.rs` and `tests/backup.rs`.
@@ -31,8 +32,10 @@ fn version(src: &Path, files: &[(&str, u64, usize)]) -> Tree {
     data::tree(src)
 }
 
-/// The checker: the volume's head (and each snapshot given) mounts and reads back exactly.
+/// The checker: the volume's head (and each snapshot given) mounts and reads back exactly, and
+/// the node's index agrees with the store.
 fn shows(node: &Node, store: &TestStore, expected: &Tree, snapshots: &[(&str, &Tree)]) {
+    node.index_agrees(store);
     let url = store.url();
     let head = node.mount(&["--store", &url, "--volume", VOLUME]);
     assert!(
@@ -140,6 +143,16 @@ fn a_release_killed_after_its_marker_is_released_and_the_next_release_and_gc_tid
         let listed = node.json(&["snapshot", "list", "--store", &url, "--volume", VOLUME]);
         assert_eq!(listed[0]["state"], json!("DELETING"), "{what}: {listed}");
         node.fails(&["mount", "--store", &url, "--volume", VOLUME, "--snapshot", "gone"]);
+        // The kill came between the store's marker and the index: the checker sees the index
+        // still taking the snapshot as live.
+        let check = ["index", "check", "--store", &url];
+        let stale = node.fails(&check);
+        assert!(
+            stale.contains("disagrees") && stale.contains("1 place"),
+            "{what}: {stale}"
+        );
+        let listed = String::from_utf8(node.run(&check).stdout).unwrap();
+        assert!(listed.contains("snapshot gone"), "{what}: {listed}");
         // Releasing again finishes it; GC then collects what only the snapshot pinned.
         node.json(&release);
         let report = node.gc_now(&url, VOLUME);
@@ -233,6 +246,7 @@ fn a_restore_and_a_hydration_killed_at_their_failpoints_resume_without_refetchin
             "{what}: the mount differs"
         );
         mount.unmount();
+        node.index_agrees(&store);
     }
     support::crash_row(
         "restore, hydration",

@@ -98,6 +98,7 @@ fn a_create_killed_between_its_phases_pins_until_rolled_back_and_never_commits_b
             node.json(&["snapshot", "list", "--store", &url, "--volume", VOLUME]),
             json!([])
         );
+        node.index_agrees(store);
     }
     support::crash_row("snapshot create", &[lazysnap::failpoint::SNAPSHOT_RECORDED]);
 }
@@ -260,8 +261,10 @@ fn namespace_delete_keeps_the_kept_refuses_live_mounts_and_finishes_after_a_cras
             &["namespace", "delete", "--store", &url, "--all"],
         );
         assert!(!namespaces(&node).is_empty(), "nothing listed after a half-done delete");
+        node.index_agrees(&store);
         node.json(&["namespace", "delete", "--store", &url, "--all"]);
         assert!(namespaces(&node).is_empty());
+        node.index_agrees(&store);
         assert!(
             store.objects().keys().all(|k| !k.contains("volumes/")),
             "{:?}",

@@ -6,6 +6,7 @@
 //! listing. One connection behind a mutex is enough: the data path only asks it at `open`.
 
 mod learned;
+mod listing;
 mod migrations;
 mod records;
 mod rows;

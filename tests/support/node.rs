@@ -120,6 +120,18 @@ impl Node {
         self.json(&args)
     }
 
+    /// The crash checker's last invariant: `index check` finds this node's index in agreement
+    /// with the store (every manifest it holds is the store's, every snapshot it takes as live is).
+    pub fn index_agrees(&self, store: &TestStore) {
+        let report = self.json(&["index", "check", "--store", &store.url()]);
+        assert_eq!(
+            report["disagreements"],
+            serde_json::json!([]),
+            "{}: {report}",
+            store.name()
+        );
+    }
+
     /// Creates snapshot `uuid` of `volume`, valid for ten minutes; answers Fusion's 0x70 answer.
     pub fn snapshot(&self, store: &TestStore, volume: &str, uuid: &str) -> serde_json::Value {
         let url = store.url();

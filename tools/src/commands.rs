@@ -38,14 +38,23 @@ pub struct PublishArgs {
 #[derive(Subcommand, Debug)]
 pub enum IndexCommand {
     /// Read every manifest and snapshot of a store (or of some volumes) into the index, so mounts
-    /// need nothing else; the index is otherwise filled on demand.
-    Sync {
-        #[arg(long)]
-        store: String,
-        /// Only these volumes (repeat for several); default: every volume in the store.
-        #[arg(long = "volume")]
-        volumes: Vec<String>,
-    },
+    /// need nothing else, and drop the rows the store no longer backs (a snapshot released or a
+    /// volume deleted behind this node's back); the index is otherwise filled on demand.
+    Sync(IndexScope),
+    /// Compare the index with a store, changing nothing: every manifest it holds is the store's,
+    /// none above the store's head or of a deleted volume, every snapshot it takes as live is live
+    /// in the store. Prints {"volumes", "manifestsCompared", "snapshotsCompared",
+    /// "disagreements"} and exits 1 when there are any (`index sync` mends them).
+    Check(IndexScope),
+}
+
+#[derive(Args, Debug)]
+pub struct IndexScope {
+    #[arg(long)]
+    store: String,
+    /// Only these volumes (repeat for several); default: every volume the store or the index knows.
+    #[arg(long = "volume")]
+    volumes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -202,20 +211,34 @@ pub fn publish(args: PublishArgs, paths: &Paths) -> anyhow::Result<()> {
 }
 
 pub fn index(command: IndexCommand, paths: &Paths) -> anyhow::Result<()> {
-    let IndexCommand::Sync { store, volumes } = command;
-    let store = open_store(&store, false)?;
+    let (IndexCommand::Sync(scope) | IndexCommand::Check(scope)) = &command;
+    let store = open_store(&scope.store, false)?;
     let index = open_index(paths)?;
-    let volumes = match volumes.is_empty() {
+    let volumes = match scope.volumes.is_empty() {
         true => None,
         false => Some(
-            volumes
+            scope
+                .volumes
                 .iter()
                 .map(|v| VolumeId::parse(v))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
-    let report = block_on(lazysnap::catalog::sync(&store, &index, volumes))?;
-    print_json(&serde_json::to_value(report)?);
+    if let IndexCommand::Sync(_) = command {
+        let report = block_on(lazysnap::reconcile::sync(&store, &index, volumes))?;
+        print_json(&serde_json::to_value(report)?);
+        return Ok(());
+    }
+    let report = block_on(lazysnap::reconcile::check(&store, &index, volumes))?;
+    print_json(&serde_json::to_value(&report)?);
+    if !report.disagreements.is_empty() {
+        bail!(
+            "the index disagrees with store {} in {} place(s), listed above; `lazysnap index sync --store {}` reads them again",
+            scope.store,
+            report.disagreements.len(),
+            scope.store
+        );
+    }
     Ok(())
 }
 
