@@ -1,7 +1,9 @@
 //! Hydration: fetching every block of a mount into the disk cache in the background, so the
 //! mount ends up as fast as local disk without anyone waiting for a full download first.
 //!
-//! - It runs on the fetcher's background lane: reads a process waits for keep priority.
+//! - It runs on the fetcher's background lane: reads a process waits for keep priority, for GET
+//!   slots, memory and CPU (its threads run at a lower priority), and a read never waits for a
+//!   block a hydration is fetching (it fetches the block itself).
 //! - Progress comes from the cache itself: blocks already cached (by earlier reads, an earlier
 //!   hydration, or a daemon that ran before) count as done and are never fetched again, which is
 //!   also how a hydration resumes after a restart.
@@ -78,6 +80,16 @@ const PIECE_BLOCKS_BYTES: u64 = 8 << 20;
 const PIECES_BESIDE_DEMAND: usize = 1;
 const DEMAND_QUIET: Duration = Duration::from_millis(50);
 
+/// Pieces in flight grow by one every this long from the start, so a hydration does not land on
+/// the store, the CPU and the page cache all at once: when all its pieces started together, reads
+/// a process issued then waited 5-30 ms on a local store where they take 1. Full parallelism
+/// comes within a tenth of the time a piece takes from S3.
+const RAMP_STEP: Duration = Duration::from_millis(4);
+
+fn ramped_up(since_start: Duration) -> usize {
+    1 + (since_start.as_micros() / RAMP_STEP.as_micros()) as usize
+}
+
 /// A running (or finished) hydration of one mount.
 pub struct Hydration {
     control: watch::Sender<Control>,
@@ -129,7 +141,10 @@ impl Hydration {
             warned_deadline: Default::default(),
         });
         let (control, control_rx) = watch::channel(Control::Run);
-        let task = tokio::spawn(run(view, files, shared.clone(), control_rx));
+        // On the background runtime: its threads yield the CPU to reads a process waits for.
+        let task = view
+            .fetcher()
+            .spawn_background(run(view.clone(), files, shared.clone(), control_rx));
         Arc::new(Hydration {
             control,
             shared,
@@ -289,6 +304,9 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
             let _ = control.wait_for(|c| *c == Control::Run).await;
             while in_flight.load(Relaxed) >= PIECES_BESIDE_DEMAND && fetcher.demand_active(DEMAND_QUIET) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            while in_flight.load(Relaxed) >= ramped_up(shared.started.elapsed()) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             in_flight.fetch_add(1, Relaxed);
             let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));

@@ -9,6 +9,7 @@
 
 mod faults;
 mod foreign;
+mod hydration;
 mod node;
 mod peers;
 mod raw;
@@ -57,7 +58,8 @@ pub struct BenchArgs {
     /// random and 4 sequential readers over 16 mounts (--size in all, 256 MiB) for --soak-seconds
     /// while mounts hydrate, a restore and GC run and 1% of GETs fail; rebalance: --vbuckets
     /// vbuckets of 4 MiB on the S3-like store mounted as a Fusion plan's guests, until readable
-    /// and until every vbucket's first read, against downloading them first (--peer-runs runs).
+    /// and until every vbucket's first read, against downloading them first (--peer-runs runs);
+    /// hydration: only the hydration figures of --stores (--size, 256 MiB), --peer-runs times each.
     #[arg(long, value_enum, default_value_t = Profile::Quick)]
     profile: Profile,
     /// Vbuckets of 4 MiB the rebalance profile mounts as guests (and downloads, to compare).
@@ -115,7 +117,8 @@ pub struct BenchArgs {
     /// first-touch profile, against downloading the database first (needs `ldb`).
     #[arg(long, value_delimiter = ',', default_value = "copy,reads,warm")]
     peer_work: Vec<peers::PeerWork>,
-    /// Repetitions of each peer measurement (medians are reported, with the range).
+    /// Repetitions of each peer measurement, of the rebalance and of the hydration profile
+    /// (medians are reported, with the range).
     #[arg(long, default_value_t = 3)]
     peer_runs: usize,
     /// Folder for the data, stores and nodes of the run (removed afterwards) [default: $TMPDIR].
@@ -135,6 +138,7 @@ enum Profile {
     Faults,
     Soak,
     Rebalance,
+    Hydration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -181,7 +185,7 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
         return finish(&args, &Report::rebalance(figures));
     }
     let size = args.size.unwrap_or(match args.profile {
-        Profile::Quick | Profile::Scale | Profile::Rebalance => 256 << 20,
+        Profile::Quick | Profile::Scale | Profile::Rebalance | Profile::Hydration => 256 << 20,
         Profile::Full | Profile::Faults => 1 << 30,
         Profile::Soak => 256 << 20,
     });
@@ -208,9 +212,15 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
         )?;
         return finish(&args, &Report::faults(size, passes));
     }
+    if args.profile == Profile::Hydration {
+        return bench_hydration(&args, work.path(), size);
+    }
     let mount_files = match (args.mount_files.is_empty(), args.profile) {
         (false, _) => args.mount_files.clone(),
-        (true, Profile::Quick | Profile::Scale | Profile::Faults | Profile::Soak | Profile::Rebalance) => {
+        (
+            true,
+            Profile::Quick | Profile::Scale | Profile::Faults | Profile::Soak | Profile::Rebalance | Profile::Hydration,
+        ) => {
             vec![1_000, 10_000]
         }
         (true, Profile::Full) => vec![1_000, 10_000, 100_000],
@@ -249,6 +259,35 @@ fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut report = Report::new(format!("{:?}", args.profile).to_lowercase(), size, stores, scale);
     report.add_peers(peers);
     finish(&args, &report)
+}
+
+/// `--profile hydration`: the hydration figures alone, `--peer-runs` times per store.
+fn bench_hydration(args: &BenchArgs, work: &Path, size: u64) -> anyhow::Result<()> {
+    let data = work.join("data");
+    warn_if_memory_goes_back_to_the_host();
+    write_random_file(&data.join(BIG_FILE), size)?;
+    write_random_file(&data.join(SIDE_FILE), side_size(size))?;
+    let volume = format!("{}/seq", run_namespace());
+    let mut figures = Vec::new();
+    for name in args.stores.iter().filter(|n| !n.is_empty()) {
+        let target = Target::builtin(name, work)?;
+        let manifest = publish_dir(&target, &data, &volume)?;
+        let setup = hydration::Setup {
+            work,
+            daemon_args: &args.daemon_args,
+            volume: &volume,
+            manifest: &manifest,
+            big_file: BIG_FILE,
+            side_file: SIDE_FILE,
+            size,
+            side_size: side_size(size),
+            raw_chunk: args.raw_chunk,
+            raw_parallelism: args.raw_parallelism,
+            runs: args.peer_runs,
+        };
+        figures.push(hydration::measure(&target, &setup)?);
+    }
+    finish(args, &Report::hydration(size, figures))
 }
 
 /// Prints the checks and writes every figure as JSON.
@@ -367,10 +406,14 @@ fn bench_store(
 
     say(&format!("{}: hydration", target.name));
     let side_offsets = stats::random_offsets(side_size(size), 4096, args.random_reads, 0x51de_4a11);
-    // Idle demand latency, then a hydration with nothing else going on: its rate.
+    // Idle demand latency, then on a node of its own a hydration with nothing else going on (no
+    // read just before either: hydration holds back for 50 ms after one): its rate.
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let demand_idle = reads::random_4k(&mounted.volume_dir.join(SIDE_FILE), &side_offsets)?;
+    drop(node);
+    let node = BenchNode::start(target, work, &args.daemon_args)?;
+    let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let machine = stats::MachineCpu::now();
     node.hydrate(&mounted, true)?;
     let hydration = node.hydration_end(&mounted)?;

@@ -182,5 +182,15 @@ impl Drop for BenchNode {
                 self.paths.home().display()
             );
         }
+        // To look into a figure: LAZYSNAP_BENCH_LOGS=DIR keeps each node's daemon log there
+        // (with --daemon-arg=--log=lazysnap=debug for the details), as the node's folder goes.
+        if let Some(dir) = std::env::var_os("LAZYSNAP_BENCH_LOGS") {
+            let name = self._dir.path().file_name().unwrap_or_default();
+            let kept = Path::new(&dir).join(name).with_extension("log");
+            let _ = std::fs::create_dir_all(&dir);
+            if let Err(e) = std::fs::copy(self.paths.home().join("mountd.log"), &kept) {
+                eprintln!("lazysnap bench: keeping the daemon log as {}: {e}", kept.display());
+            }
+        }
     }
 }

@@ -67,7 +67,7 @@ async fn single_get(store: &Store, key: &Path) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
-async fn parallel_get(
+pub async fn parallel_get(
     store: &Store,
     key: &Path,
     size: u64,

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::node::BenchNode;
 use super::report::{check, Check};
+use super::stats::median;
 use super::targets::Target;
 use crate::{block_on, daemon};
 
@@ -239,15 +240,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn spread(values: &[f64]) -> String {
-    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = super::stats::range(values);
     format!("{lo:.0}-{hi:.0} ms")
 }
 

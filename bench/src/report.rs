@@ -112,6 +112,9 @@ pub struct Report {
     /// `--profile faults`: reads through a store whose GETs fail, per share of faulty GETs.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<super::faults::FaultPass>,
+    /// `--profile hydration`: hydration against raw GETs, several runs per store.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hydration: Vec<super::hydration::HydrationFigures>,
     /// `--peers`: the same work through other tools, per network condition.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<super::peers::PeerFigures>,
@@ -135,6 +138,7 @@ impl Report {
             rebalance: None,
             soak: None,
             faults: Vec::new(),
+            hydration: Vec::new(),
             peers: Vec::new(),
             checks,
         }
@@ -153,6 +157,14 @@ impl Report {
         let mut report = Report::new("soak".into(), figures.bytes, Vec::new(), Vec::new());
         report.checks = super::soak::checks(&figures);
         report.soak = Some(figures);
+        report
+    }
+
+    /// The report of `--profile hydration`.
+    pub fn hydration(file_bytes: u64, figures: Vec<super::hydration::HydrationFigures>) -> Report {
+        let mut report = Report::new("hydration".into(), file_bytes, Vec::new(), Vec::new());
+        report.checks = super::hydration::checks(&figures);
+        report.hydration = figures;
         report
     }
 
@@ -175,6 +187,7 @@ impl Report {
             checks: super::scale::checks(&figures),
             peers: Vec::new(),
             faults: Vec::new(),
+            hydration: Vec::new(),
             soak: None,
             rebalance: None,
             node_scale: Some(figures),

@@ -51,6 +51,8 @@ pub struct Options {
     pub flags: Vec<String>,
     pub log: LogLevel,
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where hydrations run: threads of lower CPU priority (`None`: the daemon's own runtime).
+    pub background_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Daemon {
@@ -67,7 +69,11 @@ impl Daemon {
             .with_context(|| format!("cannot open {}", paths.daemon_lock().display()))?
             .with_context(|| format!("another lazysnap-mountd already runs for {}", paths.home().display()))?;
         let index = Arc::new(Index::open(&paths.index())?);
-        let reading = Arc::new(Reading::open(index.clone(), &reading)?);
+        let mut reading = Reading::open(index.clone(), &reading)?;
+        if let Some(runtime) = options.background_runtime.clone() {
+            reading.set_background_runtime(runtime);
+        }
+        let reading = Arc::new(reading);
         let keeper = match options.handover {
             Handover::Systemd => Keeper::Systemd(FdStore::new(paths.sessions())),
             Handover::None => Keeper::Nobody,

@@ -71,8 +71,8 @@ struct Args {
     #[arg(long, env = "LAZYSNAP_FETCH_REQUEST_SIZE", default_value = "8M", value_parser = parse_size)]
     fetch_request_size: u64,
     /// Ranged GETs in flight at once, shared by all mounts (reads a process waits for keep a
-    /// quarter of them from readahead and hydration); with --fetch-request-size it bounds the
-    /// bytes in flight.
+    /// sixteenth of them, at least one, from readahead and hydration); with --fetch-request-size it
+    /// bounds the bytes in flight.
     #[arg(long, env = "LAZYSNAP_FETCH_CONCURRENCY", default_value_t = 16)]
     fetch_concurrency: usize,
     /// Furthest a sequential reader's readahead window grows. The window is what keeps GETs in
@@ -107,10 +107,12 @@ struct Args {
     /// Files one mount may have open at once; an open beyond it fails with ENFILE.
     #[arg(long, env = "LAZYSNAP_MAX_OPEN_FILES", default_value_t = 65_536)]
     max_open_files: usize,
-    /// Threads serving FUSE requests, the control socket and fetches, for all mounts together.
+    /// Threads serving FUSE requests, the control socket and fetches, for all mounts together
+    /// (hydrations run on half as many more, at a lower CPU priority).
     #[arg(long, env = "LAZYSNAP_WORKER_THREADS", default_value_t = 4)]
     worker_threads: usize,
-    /// Threads for blocking work (cache writes, mount and unmount calls, uploads), at most.
+    /// Threads for blocking work (cache writes, mount and unmount calls, uploads), at most
+    /// (hydrations have a quarter as many more of their own).
     #[arg(long, env = "LAZYSNAP_BLOCKING_THREADS", default_value_t = 32)]
     blocking_threads: usize,
     /// How long the handover holder keeps mounts alive for a daemon that died to come back
@@ -205,7 +207,8 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         stall_timeout: args.stall_timeout,
     };
     // Every thread the daemon has, whatever the number of mounts: the workers, the blocking
-    // pool, and a few named ones (allocator trimmer, holder reaper, cache verifiers).
+    // pool, the background runtime's (below), and a few named ones (allocator trimmer, holder
+    // reaper, cache verifiers).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(args.worker_threads.max(1))
@@ -225,6 +228,11 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         max_files: args.max_files,
         first_touch: args.first_touch,
     };
+    // Hydrations run here, on threads of lower CPU priority: half the workers, a quarter of the
+    // blocking threads (their cache writes and local-store reads).
+    let background =
+        lazysnap::fetch::BackgroundRuntime::start((args.worker_threads / 2).max(1), (args.blocking_threads / 4).max(1))
+            .context("cannot start the background runtime")?;
     let _entered = runtime.enter();
     runtime.spawn(watch_fuse_requests(tuning.server.clone()));
     let options = daemon::Options {
@@ -233,6 +241,7 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         flags: own_flags(),
         log,
         metrics_addr: args.metrics_addr,
+        background_runtime: Some(background.handle()),
     };
     let daemon = daemon::Daemon::start(paths, reading, tuning, options)?;
     runtime.block_on(server::serve(daemon))

@@ -1,7 +1,7 @@
 //! A cap on the bytes of block data being fetched at once: fetches wait for room instead of
 //! growing the daemon's memory without bound when many readers miss together. Background fetches
-//! (readahead, hydration) may hold at most three quarters of it, so a read a process waits for
-//! always finds room soon.
+//! (readahead, hydration) leave a sixteenth of it free (as of the GET slots), so a read a process
+//! waits for always finds room.
 
 use std::sync::Arc;
 
@@ -57,8 +57,9 @@ impl BufferBudget {
     }
 }
 
+/// What background fetches may hold: all but a sixteenth, at least one unit left for demand.
 fn background_share(units: u32) -> u32 {
-    (units / 4 * 3).max(1)
+    units.saturating_sub((units / 16).max(1)).max(1)
 }
 
 #[cfg(test)]
@@ -81,12 +82,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn background_work_leaves_a_quarter_for_demand_reads() {
+    async fn background_work_leaves_a_sixteenth_for_demand_reads() {
         let budget = BufferBudget::new(64 << 10);
-        let bulk = budget.reserve(48 << 10, true).await;
+        let bulk = budget.reserve(60 << 10, true).await;
         let more_bulk = tokio::time::timeout(Duration::from_millis(50), budget.reserve(4 << 10, true)).await;
-        assert!(more_bulk.is_err(), "background work is capped at three quarters");
-        let demand = tokio::time::timeout(Duration::from_millis(50), budget.reserve(16 << 10, false)).await;
+        assert!(more_bulk.is_err(), "background work is capped at fifteen sixteenths");
+        let demand = tokio::time::timeout(Duration::from_millis(50), budget.reserve(4 << 10, false)).await;
         assert!(demand.is_ok(), "a demand read fits beside saturated background work");
         drop(bulk);
     }

@@ -15,14 +15,31 @@ use crate::cache::{BlockKey, ObjectId};
 
 type Slot = Option<Result<Bytes, Arc<FetchError>>>;
 
+/// Who leads a block's fetch: which claim (to forget only its own entry) and for what.
+#[derive(Debug)]
+struct Leader {
+    rx: watch::Receiver<Slot>,
+    claim: u64,
+    purpose: Purpose,
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Inflight {
-    map: Mutex<HashMap<BlockKey, watch::Receiver<Slot>>>,
+    map: Mutex<HashMap<BlockKey, Leader>>,
+    claims: std::sync::atomic::AtomicU64,
 }
 
 impl Inflight {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<BlockKey, watch::Receiver<Slot>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<BlockKey, Leader>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets `key` if claim `id` still leads it (a read may have taken it over since).
+    fn forget(&self, key: &BlockKey, id: u64) {
+        let mut map = self.map();
+        if map.get(key).is_some_and(|leader| leader.claim == id) {
+            map.remove(key);
+        }
     }
 
     /// Claims for a caller that reads the blocks: it gets back what it fetched
@@ -42,16 +59,22 @@ impl Inflight {
     }
 
     fn claim_for(self: &Arc<Self>, object: ObjectId, missing: &[u64], purpose: Purpose) -> Claim {
+        let id = self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut map = self.map();
         let mut led = Vec::new();
         let mut others = Vec::new();
         for &block in missing {
             let key = BlockKey { object, block };
             match map.get(&key) {
-                Some(rx) => others.push((block, rx.clone())),
-                None => {
+                // A read does not wait for a hydration's block: that may come at the end of a
+                // large GET, long after a GET of its own would. It fetches the block itself; the
+                // hydration's copy, when it comes, finds it cached.
+                Some(leader) if !(purpose == Purpose::Read && leader.purpose == Purpose::Fill) => {
+                    others.push((block, leader.rx.clone()))
+                }
+                _ => {
                     let (tx, rx) = watch::channel(None);
-                    map.insert(key, rx);
+                    map.insert(key, Leader { rx, claim: id, purpose });
                     led.push((block, tx));
                 }
             }
@@ -63,6 +86,7 @@ impl Inflight {
         }
         Claim {
             inflight: self.clone(),
+            id,
             object,
             led: Mutex::new(led.into_iter().collect()),
             led_blocks,
@@ -85,6 +109,7 @@ enum Purpose {
 /// whole window is fetched, and blocks kept there would escape the memory cap.
 pub(super) struct Claim {
     inflight: Arc<Inflight>,
+    id: u64,
     object: ObjectId,
     led: Mutex<HashMap<u64, watch::Sender<Slot>>>,
     led_blocks: Vec<u64>,
@@ -113,10 +138,13 @@ impl Claim {
     /// Publishes the outcome of a led block to its waiters and forgets it.
     pub(super) fn complete(&self, block: u64, result: Result<Bytes, Arc<FetchError>>) {
         let sender = self.led.lock().unwrap_or_else(|p| p.into_inner()).remove(&block);
-        self.inflight.map().remove(&BlockKey {
-            object: self.object,
-            block,
-        });
+        self.inflight.forget(
+            &BlockKey {
+                object: self.object,
+                block,
+            },
+            self.id,
+        );
         if let (Ok(bytes), Some(results)) = (&result, &self.results) {
             results
                 .lock()
@@ -131,10 +159,13 @@ impl Claim {
     /// Gives up a led block without an answer: its waiters look again (and may fetch it themselves).
     pub(super) fn abandon(&self, block: u64) {
         let sender = self.led.lock().unwrap_or_else(|p| p.into_inner()).remove(&block);
-        self.inflight.map().remove(&BlockKey {
-            object: self.object,
-            block,
-        });
+        self.inflight.forget(
+            &BlockKey {
+                object: self.object,
+                block,
+            },
+            self.id,
+        );
         drop(sender);
     }
 
@@ -178,12 +209,37 @@ impl Drop for Claim {
         if abandoned.is_empty() {
             return;
         }
-        let mut map = self.inflight.map();
         for block in abandoned {
-            map.remove(&BlockKey {
+            let key = BlockKey {
                 object: self.object,
                 block,
-            });
+            };
+            self.inflight.forget(&key, self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_takes_over_a_hydrations_block_and_the_hydrations_answer_leaves_it_led() {
+        let checksums = crate::checksum::Integrity::Published(Default::default());
+        let object = ObjectId::new(&"test://inflight".parse().unwrap(), "k", 1, &checksums);
+        let inflight = Arc::new(Inflight::default());
+        let fill = inflight.claim_to_fill(object, &[1, 2]);
+        assert_eq!(fill.led(), vec![1, 2]);
+        // Readahead waits for what a hydration leads; a read leads the block itself.
+        assert_eq!(inflight.claim_ahead(object, &[1]).led(), Vec::<u64>::new());
+        let read = inflight.claim(object, &[2]);
+        assert_eq!(read.led(), vec![2]);
+        // The hydration answers block 2 later: the read still leads it, so a second read waits
+        // for the first rather than fetching it a third time.
+        fill.complete(2, Ok(Bytes::from_static(b"two")));
+        let second = inflight.claim(object, &[2]);
+        assert_eq!(second.led(), Vec::<u64>::new());
+        read.complete(2, Ok(Bytes::from_static(b"two")));
+        assert_eq!(inflight.claim(object, &[2]).led(), vec![2], "forgotten once answered");
     }
 }

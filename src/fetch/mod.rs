@@ -10,6 +10,7 @@
 mod budget;
 mod error;
 mod inflight;
+mod lane;
 mod sequential;
 mod slots;
 
@@ -28,6 +29,7 @@ use crate::store::{BlockBuffers, Store};
 pub use budget::BufferBudget;
 pub use error::FetchError;
 use inflight::{Claim, Inflight};
+pub use lane::BackgroundRuntime;
 pub use sequential::FileReader;
 pub use slots::RequestSlots;
 
@@ -126,6 +128,10 @@ pub struct FetchConfig {
     /// GETs in flight at once, shared by every fetcher given a clone (a daemon's mounts share
     /// one); bounds buffered memory to about this x max_request_bytes.
     pub slots: RequestSlots,
+    /// Background fetches step over gaps of cached blocks up to this size, fetching them again
+    /// rather than splitting a GET: on a store with ~25 ms to first byte a request costs about
+    /// what 2 MiB of transfer does.
+    pub bridge_bytes: u64,
     /// How long fetching one run may take, every attempt (and the store's own retries) together,
     /// before the reads waiting on it fail.
     pub request_deadline: Duration,
@@ -142,12 +148,16 @@ pub struct FetchConfig {
     pub budget: BufferBudget,
     /// Where fetched blocks' buffers come from and go back to; shared like the budget.
     pub buffers: BlockBuffers,
+    /// Where background work (hydration) runs: a [`BackgroundRuntime`]'s threads of lower CPU
+    /// priority, shared like the slots. `None` runs it on the runtime that asks for it.
+    pub background_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
             max_request_bytes: 8 << 20,
+            bridge_bytes: 1 << 20,
             slots: RequestSlots::new(16),
             request_deadline: Duration::from_secs(30),
             retry_pause: Duration::from_millis(25),
@@ -156,6 +166,7 @@ impl Default for FetchConfig {
             readahead_max: 128 << 20,
             budget: BufferBudget::new(128 << 20),
             buffers: BlockBuffers::default(),
+            background_runtime: None,
         }
     }
 }
@@ -372,13 +383,26 @@ impl Fetcher {
         }
         let claim = Arc::new(self.inflight.claim_ahead(object.id, &missing));
         let led = self.not_cached_since(object, &claim);
-        for run in coalesce(led, object.shape.block_size, self.config.max_request_bytes) {
+        for run in coalesce(led, object.shape.block_size, self.config.max_request_bytes, 0) {
             let (fetcher, object, claim) = (self.clone(), object.clone(), claim.clone());
             tokio::spawn(async move {
-                if let Err(e) = fetcher.fetch_run(&object, run, &claim, true).await {
+                if let Err(e) = fetcher.fetch_run(&object, run.collect(), &claim, true).await {
                     tracing::debug!(key = %object.key, error = %e, "prefetch failed; demand reads will retry");
                 }
             });
+        }
+    }
+
+    /// Runs background work (a hydration) on the background runtime when there is one, so it
+    /// yields the CPU to reads a process waits for; on the current runtime otherwise.
+    pub fn spawn_background<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.config.background_runtime {
+            Some(runtime) => runtime.spawn(work),
+            None => tokio::spawn(work),
         }
     }
 
@@ -491,10 +515,19 @@ impl Fetcher {
     async fn fetch_claimed(&self, object: &ObjectHandle, claim: &Claim, background: bool) -> Result<u64, FetchError> {
         let led = self.not_cached_since(object, claim);
         let bytes = led.iter().map(|&block| object.shape.len(block)).sum();
-        let runs = coalesce(led, object.shape.block_size, self.config.max_request_bytes);
-        let fetches = runs
-            .into_iter()
-            .map(|run| self.fetch_run(object, run, claim, background));
+        // Background work (hydration) fetches what earlier reads left between cached blocks:
+        // bridging small cached gaps turns a scatter of one-block GETs into a few large ones.
+        let bridge = if background { self.config.bridge_bytes } else { 0 };
+        let runs = coalesce(
+            led.clone(),
+            object.shape.block_size,
+            self.config.max_request_bytes,
+            bridge,
+        );
+        let fetches = runs.into_iter().map(|run| {
+            let blocks = led.iter().copied().filter(|b| run.contains(b)).collect();
+            self.fetch_run(object, blocks, claim, background)
+        });
         let results = futures::future::join_all(fetches).await;
         results.into_iter().collect::<Result<(), _>>().map(|()| bytes)
     }
@@ -524,14 +557,21 @@ impl Fetcher {
     async fn fetch_run(
         &self,
         object: &ObjectHandle,
-        run: Range<u64>,
+        blocks: Vec<u64>,
         claim: &Claim,
         background: bool,
     ) -> Result<(), FetchError> {
+        let (Some(&first), Some(&last)) = (blocks.first(), blocks.last()) else {
+            return Ok(());
+        };
+        let run = first..last + 1;
+        let bridge = if background { self.config.bridge_bytes } else { 0 };
         // The budget covers the blocks until they are on disk, not only while they download: a
         // fast store would otherwise pile up fetched blocks waiting for the cache disk.
         let range = object.shape.byte_range(run.clone());
+        let asked = std::time::Instant::now();
         let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
+        let budget_wait = asked.elapsed();
         let mut to_disk = Vec::new();
         let mut learned = Vec::new();
         // A hydration's blocks that nobody waits for go to disk only: through the memory tier
@@ -539,7 +579,8 @@ impl Fetcher {
         // stay claimed until written, so a reader meanwhile waits for them rather than fetching.
         let disk_only = claim.fills_only() && self.cache.has_disk();
         let mut held_until_written = Vec::new();
-        let mut todo: Vec<u64> = run.collect();
+        let wanted: std::collections::HashSet<u64> = blocks.iter().copied().collect();
+        let mut todo = blocks;
         let (mut last_error, mut gave_up) = (None, false);
         // One deadline for the run, not one per attempt: retries never stretch a read beyond it.
         let started = std::time::Instant::now();
@@ -552,11 +593,15 @@ impl Fetcher {
                 break;
             }
             let mut failed = Vec::new();
-            for part in coalesce(std::mem::take(&mut todo), object.shape.block_size, u64::MAX) {
+            for part in coalesce(std::mem::take(&mut todo), object.shape.block_size, u64::MAX, bridge) {
                 let mut next = part.start;
                 let mut hand_over = |bytes: Bytes| {
                     let block = next;
                     next += 1;
+                    // A bridged block: cached already (or another fetch's), its bytes unused.
+                    if !wanted.contains(&block) {
+                        return;
+                    }
                     let key = BlockKey {
                         object: object.id,
                         block,
@@ -595,7 +640,7 @@ impl Fetcher {
                     .await;
                 if let Err(e) = got {
                     // `get_run` retried the GET already: what it could not deliver stays failed.
-                    failed.extend(next..part.end);
+                    failed.extend((next..part.end).filter(|b| wanted.contains(b)));
                     last_error = Some(e);
                     gave_up = true;
                 }
@@ -624,7 +669,9 @@ impl Fetcher {
             }
         };
         // Blocks that arrived whole and verified are kept, whatever happened to the others.
+        let writing = std::time::Instant::now();
         self.write_to_disk(object, to_disk, learned).await;
+        tracing::debug!(key = %object.key, ?range, ?budget_wait, written_in = ?writing.elapsed(), took = ?asked.elapsed(), "run cached");
         for (block, bytes) in held_until_written {
             claim.complete(block, Ok(bytes));
         }
@@ -719,7 +766,9 @@ impl Fetcher {
         on_block: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<(), FetchError> {
         // However much readahead is queued, a read that a process waits for finds a slot free.
+        let asked = std::time::Instant::now();
         let _slot = self.config.slots.acquire(background).await;
+        let slot_wait = asked.elapsed();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let get = object.store.get_range_pieces(
             &object.key,
@@ -735,6 +784,7 @@ impl Fetcher {
                 self.stats
                     .bytes_fetched
                     .fetch_add(range.end - range.start, Ordering::Relaxed);
+                tracing::debug!(key = %object.key, ?range, background, ?slot_wait, took = ?asked.elapsed(), "fetched");
                 Ok(())
             }
             Ok(Err(source)) => {
@@ -781,12 +831,18 @@ fn backoff(first: Duration, attempt: u32) -> Duration {
 }
 
 /// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.
-fn coalesce(blocks: Vec<u64>, block_size: u64, max_bytes: u64) -> Vec<Range<u64>> {
+/// Sorted blocks as GET-sized runs of at most `max_bytes`. A run may step over up to
+/// `bridge_bytes` of blocks not asked for (cached ones), when fetching them again costs less than
+/// the request a gap would add.
+fn coalesce(blocks: Vec<u64>, block_size: u64, max_bytes: u64, bridge_bytes: u64) -> Vec<Range<u64>> {
     let per_run = (max_bytes / block_size).max(1);
+    let bridge = bridge_bytes / block_size;
     let mut runs: Vec<Range<u64>> = Vec::new();
     for block in blocks {
         match runs.last_mut() {
-            Some(run) if run.end == block && run.end - run.start < per_run => run.end += 1,
+            Some(run) if block >= run.end && block - run.end <= bridge && block + 1 - run.start <= per_run => {
+                run.end = block + 1
+            }
             _ => runs.push(block..block + 1),
         }
     }

@@ -78,7 +78,43 @@ async fn missing_adjacent_blocks_are_coalesced_into_bounded_requests() {
     let f = fixture(10 * BLOCK as usize, config).await;
     f.fetcher.read(&f.object, 0, 10 * BLOCK).await.unwrap();
     assert_eq!((f.gets.requests(), f.gets.bytes()), (3, 10 * BLOCK));
-    assert_eq!(coalesce(vec![1, 2, 3, 7, 8], BLOCK, 2 * BLOCK), vec![1..3, 3..4, 7..9]);
+    assert_eq!(
+        coalesce(vec![1, 2, 3, 7, 8], BLOCK, 2 * BLOCK, 0),
+        vec![1..3, 3..4, 7..9]
+    );
+    // Bridging steps over gaps up to its size, never past the request size.
+    assert_eq!(
+        coalesce(vec![1, 2, 5, 9], BLOCK, 8 * BLOCK, 2 * BLOCK),
+        vec![1..6, 9..10]
+    );
+    assert_eq!(coalesce(vec![1, 3, 5, 7], BLOCK, 4 * BLOCK, BLOCK), vec![1..4, 5..8]);
+}
+
+#[tokio::test]
+async fn background_fetches_step_over_small_cached_gaps_and_demand_reads_do_not() {
+    let config = FetchConfig {
+        bridge_bytes: 2 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(32 * BLOCK as usize, config).await;
+    f.fetcher.read(&f.object, BLOCK, 10).await.unwrap();
+    f.fetcher.read(&f.object, 4 * BLOCK, 10).await.unwrap();
+    f.fetcher.read(&f.object, 10 * BLOCK, 3 * BLOCK).await.unwrap();
+    assert_eq!((f.gets.requests(), f.gets.bytes()), (3, 5 * BLOCK));
+    // The cached blocks 1 and 4 are fetched again inside one GET (0..10); the gap of three
+    // (10..13) is wider than the bridge, so 13..32 is a GET of its own.
+    let fetched = f.fetcher.fetch_in_background(&f.object, 0..32).await.unwrap();
+    assert_eq!(fetched, 27 * BLOCK, "bytes counted are the blocks that were missing");
+    assert_eq!((f.gets.requests(), f.gets.bytes()), (5, 5 * BLOCK + 29 * BLOCK));
+    let all = f.fetcher.read(&f.object, 0, 32 * BLOCK).await.unwrap();
+    assert!(all == f.data, "every block reads back exactly");
+    assert_eq!(f.gets.requests(), 5, "all of it is cached");
+
+    // A read a process waits for fetches only what it misses, in as many GETs as it takes.
+    let g = fixture(16 * BLOCK as usize, FetchConfig::default()).await;
+    g.fetcher.read(&g.object, 5 * BLOCK, 10).await.unwrap();
+    g.fetcher.read(&g.object, 0, 16 * BLOCK).await.unwrap();
+    assert_eq!((g.gets.requests(), g.gets.bytes()), (3, 16 * BLOCK));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -600,7 +636,7 @@ async fn a_stalled_get_is_given_up_after_the_stall_timeout_not_the_deadline() {
 }
 
 #[tokio::test]
-async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_still_gets_its_block() {
+async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_fetches_its_block_itself() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CacheConfig {
         disk_dir: Some(dir.path().to_path_buf()),
@@ -622,8 +658,9 @@ async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_still_gets_
         stats.memory_bytes <= BLOCK,
         "only a block a reader waited for is in memory: {stats:?}"
     );
-    assert_eq!(f.gets.bytes(), 64 * BLOCK, "nothing fetched twice");
+    // The reader did not wait for the hydration's GET to reach its block: it fetched it itself.
+    assert_eq!(f.gets.bytes(), 65 * BLOCK, "only the read block fetched twice");
     let again = f.fetcher.read(&f.object, 0, 64 * BLOCK).await.unwrap();
     assert!(again[..] == f.data[..]);
-    assert_eq!(f.gets.bytes(), 64 * BLOCK, "read back from disk");
+    assert_eq!(f.gets.bytes(), 65 * BLOCK, "read back from disk");
 }

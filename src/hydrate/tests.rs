@@ -110,7 +110,9 @@ async fn every_block_is_fetched_once_and_progress_adds_up() {
     assert_eq!((status.bytes_done, status.bytes_total), (f.total(), f.total()));
     assert_eq!((status.files_done, status.files_total), (5, 5));
     assert_eq!(status.bytes_fetched, f.total() - BLOCK);
-    assert_eq!(f.gets.bytes(), f.total(), "a block was fetched twice");
+    // The reader's block sat between missing ones: it is fetched again inside the GET that
+    // bridges it (one GET instead of two), and no block is fetched twice otherwise.
+    assert_eq!(f.gets.bytes(), f.total() + BLOCK, "a block was fetched twice");
     assert!(f.all_cached());
 
     // Again (as after a restart with the cache kept): nothing left to fetch.
@@ -120,7 +122,7 @@ async fn every_block_is_fetched_once_and_progress_adds_up() {
         (status.state, status.bytes_done, status.bytes_fetched),
         (HydrationState::Completed, f.total(), 0)
     );
-    assert_eq!(f.gets.bytes(), f.total());
+    assert_eq!(f.gets.bytes(), f.total() + BLOCK, "nothing fetched the second time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,12 @@ impl Reading {
         }
     }
 
+    /// Runs background work (hydration) of every view on `runtime` (a
+    /// [`crate::fetch::BackgroundRuntime`]'s) from now on.
+    pub fn set_background_runtime(&mut self, runtime: tokio::runtime::Handle) {
+        self.fetch.background_runtime = Some(runtime);
+    }
+
     pub fn index(&self) -> &Arc<Index> {
         &self.index
     }
