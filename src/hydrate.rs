@@ -332,7 +332,7 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
             let (fetcher, in_flight) = (fetcher.clone(), in_flight.clone());
             async move {
                 let piece = piece?;
-                let result = fetcher.fetch_in_background(&piece.object, piece.blocks.clone()).await;
+                let result = fetcher.hydrate(&piece.object, piece.blocks.clone()).await;
                 in_flight.fetch_sub(1, Relaxed);
                 Ok((piece, result))
             }

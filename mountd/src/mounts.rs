@@ -142,6 +142,7 @@ impl Mounts {
         restoring: Option<&MountRecord>,
         requester: (u32, u32),
     ) -> Result<String, OpError> {
+        let started = std::time::Instant::now();
         self.check_limits(&request)?;
         let access = resolve_access(&request.access, requester).await?;
         // Kept in numbers: a restarted daemon shows the same owner whatever names mean by then.
@@ -161,6 +162,7 @@ impl Mounts {
             Some(resolved) => resolved,
             None => self.reading.resolve(&spec, pinned).await?,
         };
+        tracing::debug!(resolved_in = ?started.elapsed(), "mount resolved");
         let manifests = resolved.manifest_names();
         let scylla = resolved.scylla.take().map(|view| {
             // A view names its stores; the first stands for the mount in listings.
@@ -235,7 +237,7 @@ impl Mounts {
             scylla,
         };
         self.record(&path, &record);
-        tracing::info!(path = %path.display(), store = %url, volumes = ?record.request.volumes, "mounted");
+        tracing::info!(path = %path.display(), store = %url, volumes = ?record.request.volumes, took = ?started.elapsed(), "mounted");
         self.serve(Active {
             mount,
             store: url,

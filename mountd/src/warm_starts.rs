@@ -57,8 +57,9 @@ impl WarmStarts {
                 if profiles.is_empty() {
                     return;
                 }
+                let started = std::time::Instant::now();
                 let fetched = warm::replay(&view, &profiles, &live).await;
-                tracing::info!(fetched, "warm start: fetched what the volumes' last mounts read first");
+                tracing::info!(fetched, took = ?started.elapsed(), "warm start: fetched what the volumes' last mounts read first");
             };
             let record = async {
                 while !touches.is_done() && live() {

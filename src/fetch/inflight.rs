@@ -48,9 +48,16 @@ impl Inflight {
         self.claim_for(object, missing, Purpose::Read)
     }
 
-    /// Claims for a fetch that only fills the cache and waits until it is filled (hydration).
+    /// Claims for a fetch that only fills the cache and waits until it is filled (a warm start's
+    /// replay: reads that come meanwhile wait for it).
     pub(super) fn claim_to_fill(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
         self.claim_for(object, missing, Purpose::Fill)
+    }
+
+    /// Like [`Inflight::claim_to_fill`], for a hydration: a read that needs one of its blocks
+    /// takes the block over rather than waiting for the hydration's large GET to reach it.
+    pub(super) fn claim_to_hydrate(self: &Arc<Self>, object: ObjectId, missing: &[u64]) -> Claim {
+        self.claim_for(object, missing, Purpose::Hydrate)
     }
 
     /// Claims for readahead, which fetches what nobody leads and waits for nothing.
@@ -66,10 +73,10 @@ impl Inflight {
         for &block in missing {
             let key = BlockKey { object, block };
             match map.get(&key) {
-                // A read does not wait for a hydration's block: that may come at the end of a
-                // large GET, long after a GET of its own would. It fetches the block itself; the
-                // hydration's copy, when it comes, finds it cached.
-                Some(leader) if !(purpose == Purpose::Read && leader.purpose == Purpose::Fill) => {
+                // A read does not wait for a hydration's block: that may come at the end of an
+                // 8 MiB GET, long after a GET of its own would (S3-like: 80 ms against 30). It
+                // fetches the block itself; the hydration's copy, when it comes, finds it cached.
+                Some(leader) if !(purpose == Purpose::Read && leader.purpose == Purpose::Hydrate) => {
                     others.push((block, leader.rx.clone()))
                 }
                 _ => {
@@ -101,6 +108,7 @@ impl Inflight {
 enum Purpose {
     Read,
     Fill,
+    Hydrate,
     Ahead,
 }
 
@@ -124,9 +132,9 @@ impl Claim {
         self.led_blocks.clone()
     }
 
-    /// Whether this claim only fills the cache (hydration): nobody asked for its blocks.
+    /// Whether this claim only fills the cache (hydration, replay): nobody asked for its blocks.
     pub(super) fn fills_only(&self) -> bool {
-        self.purpose == Purpose::Fill
+        matches!(self.purpose, Purpose::Fill | Purpose::Hydrate)
     }
 
     /// Whether anyone waits for led `block` now (besides the in-flight map's own receiver).
@@ -228,7 +236,11 @@ mod tests {
         let checksums = crate::checksum::Integrity::Published(Default::default());
         let object = ObjectId::new(&"test://inflight".parse().unwrap(), "k", 1, &checksums);
         let inflight = Arc::new(Inflight::default());
-        let fill = inflight.claim_to_fill(object, &[1, 2]);
+        // A warm start's replay is waited for, not taken over.
+        let replay = inflight.claim_to_fill(object, &[5]);
+        assert_eq!(inflight.claim(object, &[5]).led(), Vec::<u64>::new());
+        drop(replay);
+        let fill = inflight.claim_to_hydrate(object, &[1, 2]);
         assert_eq!(fill.led(), vec![1, 2]);
         // Readahead waits for what a hydration leads; a read leads the block itself.
         assert_eq!(inflight.claim_ahead(object, &[1]).led(), Vec::<u64>::new());

@@ -436,13 +436,28 @@ impl Fetcher {
     }
 
     /// Fetches the missing blocks of `blocks` into the cache on the background lane and waits
-    /// until they are there (or fetched by someone else); bytes this call fetched itself.
+    /// until they are there (or fetched by someone else); bytes this call fetched itself. Reads
+    /// that need these blocks meanwhile wait for this fetch (a warm start's replay is what they
+    /// are about to read).
     pub async fn fetch_in_background(&self, object: &ObjectHandle, blocks: Range<u64>) -> Result<u64, FetchError> {
+        self.fill(object, blocks, false).await
+    }
+
+    /// [`Fetcher::fetch_in_background`] for a hydration: a read that needs one of these blocks
+    /// meanwhile fetches it itself rather than waiting for this large GET to reach it.
+    pub async fn hydrate(&self, object: &ObjectHandle, blocks: Range<u64>) -> Result<u64, FetchError> {
+        self.fill(object, blocks, true).await
+    }
+
+    async fn fill(&self, object: &ObjectHandle, blocks: Range<u64>, yields_to_reads: bool) -> Result<u64, FetchError> {
         let missing = self.missing(object, blocks);
         if missing.is_empty() {
             return Ok(0);
         }
-        let claim = self.inflight.claim_to_fill(object.id, &missing);
+        let claim = match yields_to_reads {
+            true => self.inflight.claim_to_hydrate(object.id, &missing),
+            false => self.inflight.claim_to_fill(object.id, &missing),
+        };
         let (fetched, waited) = futures::join!(self.fetch_claimed(object, &claim, true), claim.wait_others());
         waited?;
         fetched

@@ -643,7 +643,7 @@ async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_fetches_its
         ..CacheConfig::default()
     };
     let f = fixture_with_cache(64 * BLOCK as usize, FetchConfig::default(), cache).await;
-    let (filled, read) = futures::join!(f.fetcher.fetch_in_background(&f.object, 0..64), async {
+    let (filled, read) = futures::join!(f.fetcher.hydrate(&f.object, 0..64), async {
         tokio::task::yield_now().await;
         f.fetcher.read(&f.object, 40 * BLOCK, 100).await
     });
