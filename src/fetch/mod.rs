@@ -561,7 +561,8 @@ impl Fetcher {
         led
     }
 
-    /// Fetches one run and hands each block to its waiters as soon as it has arrived and passed
+    /// Fetches one run (`blocks`, sorted; a background run may skip cached ones, fetched again
+    /// inside its GET and dropped) and hands each block to its waiters as soon as it has arrived and passed
     /// its checksum, so a reader waiting for the first block of a large GET does not wait for the
     /// whole GET. A failed GET is resumed by `get_run`; blocks that fail their checksum are
     /// fetched again here (up to [`ATTEMPTS`] GETs, with backoff) before any waiter sees an error:
@@ -594,7 +595,10 @@ impl Fetcher {
         // stay claimed until written, so a reader meanwhile waits for them rather than fetching.
         let disk_only = claim.fills_only() && self.cache.has_disk();
         let mut held_until_written = Vec::new();
-        let wanted: std::collections::HashSet<u64> = blocks.iter().copied().collect();
+        // Only a run that bridges cached blocks has blocks it does not want (kept sorted to look
+        // them up); a read's run wants all of it and allocates nothing for this.
+        let gaps = (run.end - run.start != blocks.len() as u64).then(|| blocks.clone());
+        let wanted = |block: &u64| gaps.as_ref().is_none_or(|sorted| sorted.binary_search(block).is_ok());
         let mut todo = blocks;
         let (mut last_error, mut gave_up) = (None, false);
         // One deadline for the run, not one per attempt: retries never stretch a read beyond it.
@@ -614,7 +618,7 @@ impl Fetcher {
                     let block = next;
                     next += 1;
                     // A bridged block: cached already (or another fetch's), its bytes unused.
-                    if !wanted.contains(&block) {
+                    if !wanted(&block) {
                         return;
                     }
                     let key = BlockKey {
@@ -655,7 +659,7 @@ impl Fetcher {
                     .await;
                 if let Err(e) = got {
                     // `get_run` retried the GET already: what it could not deliver stays failed.
-                    failed.extend((next..part.end).filter(|b| wanted.contains(b)));
+                    failed.extend((next..part.end).filter(|b| wanted(b)));
                     last_error = Some(e);
                     gave_up = true;
                 }
