@@ -143,6 +143,21 @@ impl Claim {
         led.get(&block).is_some_and(|sender| sender.receiver_count() > 1)
     }
 
+    /// Whether a read has taken led `block` over (see [`Inflight::claim_to_hydrate`]).
+    pub(super) fn taken_over(&self, block: u64) -> bool {
+        if self.purpose != Purpose::Hydrate {
+            return false;
+        }
+        let key = BlockKey {
+            object: self.object,
+            block,
+        };
+        self.inflight
+            .map()
+            .get(&key)
+            .is_some_and(|leader| leader.claim != self.id)
+    }
+
     /// Publishes the outcome of a led block to its waiters and forgets it.
     pub(super) fn complete(&self, block: u64, result: Result<Bytes, Arc<FetchError>>) {
         let sender = self.led.lock().unwrap_or_else(|p| p.into_inner()).remove(&block);
@@ -248,6 +263,7 @@ mod tests {
         assert_eq!(read.led(), vec![2]);
         // The hydration answers block 2 later: the read still leads it, so a second read waits
         // for the first rather than fetching it a third time.
+        assert!(fill.taken_over(2) && !fill.taken_over(1));
         fill.complete(2, Ok(Bytes::from_static(b"two")));
         let second = inflight.claim(object, &[2]);
         assert_eq!(second.led(), Vec::<u64>::new());

@@ -627,6 +627,11 @@ impl Fetcher {
                     };
                     let known = object.checksums.get(block).is_some();
                     if object.checksums.verify_fetched(block, &bytes) {
+                        // A read took this hydration's block over and caches it itself.
+                        if claim.taken_over(block) {
+                            claim.complete(block, Ok(bytes));
+                            return;
+                        }
                         if disk_only && !claim.awaited(block) {
                             held_until_written.push((block, bytes.clone()));
                         } else {
