@@ -6,24 +6,35 @@
 //!
 //! - A profile names files by path and bytes by range, not blocks, so it applies to later
 //!   manifests whatever their block size; files gone since are skipped.
+//! - It also keeps the GETs its replay makes (object key and range): a mount starts them as soon
+//!   as the profile is read, a round trip before its manifest says which blocks to fetch and how
+//!   to check them ([`prime`]), and the replay then finds their bytes on their way.
 //! - Profiles are hints: one that is missing, unreadable or malformed costs the warm start, never
 //!   the mount; saving one needs write access to the store and is skipped (with a warning) without.
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::fetch::ObjectHandle;
 use crate::fs::FirstTouches;
 use crate::names::VolumeId;
-use crate::store::{layout, Store, StoreError};
+use crate::store::{layout, Primed, PrimedRead, Scheme, Store, StoreError};
 use crate::view::{NodeKind, View};
 
 /// Ranges fetched at once while replaying: enough to hide a store's latency, ordered so that
 /// what an engine reads first arrives first.
 const REPLAY_PARALLEL: usize = 16;
+
+/// Bytes a mount primes before it knows its manifest (see [`prime`]), held in memory until its
+/// replay has used them: as much as the default first-touch recording keeps.
+const PRIME_MAX: u64 = 64 << 20;
 
 const VERSION: u32 = 1;
 
@@ -36,6 +47,37 @@ pub struct Profile {
     pub recorded_at_ms: u64,
     /// Byte ranges in the order first read; adjacent ones of a file are merged.
     pub ranges: Vec<Touched>,
+    /// The GETs that replaying `ranges` makes on that manifest, in order: a later mount starts
+    /// them while it still reads its own manifest ([`prime`]). Absent from older profiles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gets: Vec<StoreRead>,
+    /// The bytes of the first of those GETs, kept as one object beside the profile
+    /// ([`layout::first_touch_pack_key`]) and read at the same time as the profile: the mount
+    /// needs no round trip after the profile's to have them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<Pack>,
+    /// The pack's bytes, once read and found to be the pack this profile names.
+    #[serde(skip)]
+    pub packed: Option<Bytes>,
+}
+
+/// What a first-touch pack holds: the bytes of the profile's first `gets` GETs, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pack {
+    pub gets: usize,
+    pub len: u64,
+    pub crc32c: u32,
+}
+
+/// One GET of a replay: bytes of a data object (whole blocks of the manifest recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRead {
+    pub key: String,
+    pub offset: u64,
+    pub len: u64,
+    /// The version read, when the manifest pins one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,18 +126,72 @@ pub async fn save(view: &View, touches: &FirstTouches) -> Result<Vec<VolumeId>, 
     let mut saved = Vec::new();
     for part in order {
         let volume = &view.parts()[part];
+        let ranges = by_part.remove(&part).unwrap_or_default();
+        let gets: Vec<_> = planned(view, &[(part, &ranges)])
+            .into_iter()
+            .filter_map(|(ino, range)| {
+                let object = view.object(ino).ok()?;
+                let blocks = object.blocks_for(range);
+                let bytes = (!blocks.is_empty()).then(|| object.shape.byte_range(blocks))?;
+                Some((object, bytes))
+            })
+            .collect();
+        let store = volume.store.as_ref().unwrap_or(view.fetcher().store());
+        // Written before the profile that names it: a reader in between finds the old profile
+        // unlike this pack, and fetches without it.
+        let pack = match store.url().scheme() {
+            Scheme::File => None,
+            _ => pack_of(view, &gets).await,
+        };
+        if let Some((bytes, _)) = &pack {
+            store
+                .put(&layout::first_touch_pack_key(&volume.volume), bytes.clone().into())
+                .await?;
+        }
         let profile = Profile {
             version: VERSION,
             manifest: volume.manifest.name.clone(),
             recorded_at_ms: crate::time::now_ms(),
-            ranges: by_part.remove(&part).unwrap_or_default(),
+            ranges,
+            gets: gets
+                .iter()
+                .map(|(object, bytes)| StoreRead {
+                    key: object.key.to_string(),
+                    offset: bytes.start,
+                    len: bytes.end - bytes.start,
+                    etag: object.checksums.etag().map(str::to_owned),
+                })
+                .collect(),
+            pack: pack.map(|(_, pack)| pack),
+            packed: None,
         };
         let json = serde_json::to_vec(&profile).expect("a profile serializes");
-        let store = volume.store.as_ref().unwrap_or(view.fetcher().store());
         store.put(&profile_key(&volume.volume), json.into()).await?;
         saved.push(volume.volume.clone());
     }
     Ok(saved)
+}
+
+/// The bytes of `gets` in order, as many whole GETs as fit in [`PRIME_MAX`], read through the
+/// view's cache (the mount has just read them); `None` when one cannot be read.
+async fn pack_of(view: &View, gets: &[(Arc<ObjectHandle>, Range<u64>)]) -> Option<(Bytes, Pack)> {
+    let mut bytes = Vec::new();
+    let mut count = 0;
+    for (object, range) in gets {
+        let len = range.end - range.start;
+        if bytes.len() as u64 + len > PRIME_MAX {
+            break;
+        }
+        let read = view.fetcher().read(object, range.start, len).await.ok()?;
+        bytes.extend_from_slice(&read);
+        count += 1;
+    }
+    let pack = Pack {
+        gets: count,
+        len: bytes.len() as u64,
+        crc32c: crc32c::crc32c(&bytes),
+    };
+    (count > 0).then(|| (bytes.into(), pack))
 }
 
 /// The profiles `store` keeps for `volumes` (a view's parts, in order), by part, read at once.
@@ -104,13 +200,32 @@ pub async fn save(view: &View, touches: &FirstTouches) -> Result<Vec<VolumeId>, 
 pub async fn load(store: &Store, volumes: &[VolumeId]) -> Vec<(usize, Profile)> {
     let reads = volumes.iter().enumerate().map(|(part, volume)| async move {
         let key = profile_key(volume);
-        let loaded = match store.get(&key).await {
+        let pack_key = layout::first_touch_pack_key(volume);
+        let pack = async {
+            match store.url().scheme() {
+                Scheme::File => None,
+                _ => store.get_unchecked(&pack_key).await.ok(),
+            }
+        };
+        let (profile, pack) = futures::join!(store.get(&key), pack);
+        let loaded = match profile {
             Ok(bytes) => parse(&key, &bytes),
             Err(e) if e.is_not_found() => return None,
             Err(e) => Err(e.into()),
         };
         match loaded {
-            Ok(profile) => Some((part, profile)),
+            Ok(mut profile) => {
+                profile.packed = pack.filter(|bytes| {
+                    let whole = profile
+                        .pack
+                        .is_some_and(|p| p.len == bytes.len() as u64 && p.crc32c == crc32c::crc32c(bytes));
+                    if !whole {
+                        tracing::debug!(%volume, "first-touch pack unlike its profile: its GETs are made instead");
+                    }
+                    whole
+                });
+                Some((part, profile))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, %volume, "no warm start from this profile");
                 None
@@ -118,6 +233,44 @@ pub async fn load(store: &Store, volumes: &[VolumeId]) -> Vec<(usize, Profile)> 
         }
     });
     futures::future::join_all(reads).await.into_iter().flatten().collect()
+}
+
+/// Starts the GETs `profiles` recorded (up to [`PRIME_MAX`] bytes), on `store`, the mount's, before
+/// its manifests are read, and holds the bytes their packs brought: a later [`replay`] (and any
+/// read) of the same ranges takes those bytes rather than waiting a round trip more. GETs of objects a later manifest no longer names are
+/// wasted, never used: the fetcher asks only for the objects of its own view and checks every
+/// block. A local directory answers at once and is not primed.
+pub fn prime(store: &Store, profiles: &[(usize, Profile)]) -> Option<Primed> {
+    if store.url().scheme() == Scheme::File {
+        return None;
+    }
+    let mut left = PRIME_MAX;
+    let mut reads = Vec::new();
+    for (_, profile) in profiles {
+        let pack = profile.packed.as_ref().zip(profile.pack);
+        let mut at = 0usize;
+        for (i, get) in profile.gets.iter().enumerate() {
+            let len = usize::try_from(get.len).unwrap_or(usize::MAX);
+            let held = match pack {
+                Some((bytes, pack)) if i < pack.gets && at.saturating_add(len) <= bytes.len() => {
+                    at += len;
+                    Some((bytes.slice(at - len..at), get.etag.clone()))
+                }
+                _ => None,
+            };
+            let Some(rest) = left.checked_sub(get.len) else { break };
+            left = rest;
+            let (Ok(key), Some(end)) = (Path::parse(&get.key), get.offset.checked_add(get.len)) else {
+                continue;
+            };
+            reads.push(PrimedRead {
+                key,
+                range: get.offset..end,
+                held,
+            });
+        }
+    }
+    (!reads.is_empty()).then(|| store.prime(reads, REPLAY_PARALLEL))
 }
 
 fn parse(key: &Path, bytes: &[u8]) -> Result<Profile, WarmError> {
@@ -138,21 +291,8 @@ fn parse(key: &Path, bytes: &[u8]) -> Result<Profile, WarmError> {
 /// Fetches what `profiles` name into the cache, in their order, on the background lane, while
 /// `keep_going` holds (the mount is still there); the bytes fetched.
 pub async fn replay(view: &View, profiles: &[(usize, Profile)], keep_going: impl Fn() -> bool) -> u64 {
-    let inodes: HashMap<(usize, String), u64> = view
-        .files()
-        .iter()
-        .filter_map(|file| Some((file_of(view, file.ino)?, file.ino)))
-        .collect();
-    let mut wanted = Vec::new();
-    for (part, profile) in profiles {
-        for t in &profile.ranges {
-            if let Some(&ino) = inodes.get(&(*part, t.path.clone())) {
-                wanted.push((ino, t.offset..t.offset.saturating_add(t.len)));
-            }
-        }
-    }
-    let block_size = |ino| view.object(ino).map_or(1, |object| object.shape.block_size);
-    let mut wanted = merge_nearby(wanted, block_size).into_iter();
+    let parts: Vec<(usize, &[Touched])> = profiles.iter().map(|(part, p)| (*part, p.ranges.as_slice())).collect();
+    let mut wanted = planned(view, &parts).into_iter();
     let (mut running, mut fetched) = (FuturesOrdered::new(), 0);
     loop {
         while running.len() < REPLAY_PARALLEL && keep_going() {
@@ -164,6 +304,25 @@ pub async fn replay(view: &View, profiles: &[(usize, Profile)], keep_going: impl
             None => return fetched,
         }
     }
+}
+
+/// The ranges a replay of `parts` (each a view part's first touches) fetches, by file, in order.
+fn planned(view: &View, parts: &[(usize, &[Touched])]) -> Vec<(u64, Range<u64>)> {
+    let inodes: HashMap<(usize, String), u64> = view
+        .files()
+        .iter()
+        .filter_map(|file| Some((file_of(view, file.ino)?, file.ino)))
+        .collect();
+    let mut wanted = Vec::new();
+    for (part, ranges) in parts {
+        for t in *ranges {
+            if let Some(&ino) = inodes.get(&(*part, t.path.clone())) {
+                wanted.push((ino, t.offset..t.offset.saturating_add(t.len)));
+            }
+        }
+    }
+    let block_size = |ino| view.object(ino).map_or(1, |object| object.shape.block_size);
+    merge_nearby(wanted, block_size)
 }
 
 /// Ranges of one file this many blocks apart or closer are fetched as one GET (1 MiB at the

@@ -235,6 +235,8 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
             .context("cannot start the background runtime")?;
     let _entered = runtime.enter();
     runtime.spawn(watch_fuse_requests(tuning.server.clone()));
+    // Building an HTTP client loads the root certificates: done now, off the first mount's path.
+    runtime.spawn_blocking(|| lazysnap::store::prepare_http_clients(&lazysnap::store::StoreConfig::default()));
     let options = daemon::Options {
         handover: args.handover.resolve(),
         handover_grace: args.handover_grace,

@@ -11,14 +11,17 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use lazysnap::fs::{FirstTouches, LazyFs};
 use lazysnap::names::VolumeId;
-use lazysnap::store::Store;
+use lazysnap::store::{Primed, Store};
 use lazysnap::warm;
 
 /// How long after a mount its first reads are recorded.
 pub const RECORD_WINDOW: Duration = Duration::from_secs(30);
 
-/// Profiles being read for a mount; dropped with the mount when it fails.
-pub struct Profiles(JoinHandle<Vec<(usize, warm::Profile)>>);
+/// Profiles being read for a mount, with the GETs they prime; dropped with the mount when it fails.
+pub struct Profiles(JoinHandle<Loaded>);
+
+/// The profiles read, by view part, and what priming their GETs holds.
+type Loaded = (Vec<(usize, warm::Profile)>, Option<Primed>);
 
 impl Drop for Profiles {
     fn drop(&mut self) {
@@ -35,10 +38,15 @@ pub struct WarmStarts {
 }
 
 impl WarmStarts {
-    /// Starts reading the profiles of `volumes` from `store`, for [`WarmStarts::start`]: a mount
-    /// asks before it resolves its manifests, so both round trips to the store overlap.
+    /// Starts reading the profiles of `volumes` from `store`, for [`WarmStarts::start`], and the
+    /// GETs they recorded: a mount asks before it resolves its manifests, so that the profiles'
+    /// round trips overlap the manifests'.
     pub fn load(&self, store: Store, volumes: Vec<VolumeId>) -> Profiles {
-        Profiles(tokio::spawn(async move { warm::load(&store, &volumes).await }))
+        Profiles(tokio::spawn(async move {
+            let profiles = warm::load(&store, &volumes).await;
+            let primed = warm::prime(&store, &profiles);
+            (profiles, primed)
+        }))
     }
 
     /// Records `fs`'s first touches up to `bytes`, replays `profiles` (its volumes'), saves its own.
@@ -53,7 +61,8 @@ impl WarmStarts {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let replay = async {
-                let profiles = (&mut profiles.0).await.unwrap_or_default();
+                // The primed GETs are kept until the replay has taken what it needs of them.
+                let (profiles, _primed) = (&mut profiles.0).await.unwrap_or_default();
                 if profiles.is_empty() {
                     return;
                 }

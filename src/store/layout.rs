@@ -7,6 +7,8 @@
 //! volumes/<volumeID>/snapshots/<uuid>/<gen>.json      snapshot record (PENDING when alone)
 //! volumes/<volumeID>/snapshots/<uuid>/<gen>.outcome   COMMITTED or ABORTED, written once
 //! volumes/<volumeID>/snapshots/<uuid>/<gen>.released  released: DELETING, then gone
+//! volumes/<volumeID>/profiles/first-touch.json        what the last mount read first (hint)
+//! volumes/<volumeID>/profiles/first-touch.pack        those bytes, in that order (hint)
 //! ```
 //! A UUID used again gets the next generation; the newest generation's `released` marker stays
 //! as a tombstone so that numbers never repeat, and a cleaner working from an old view of one
@@ -57,6 +59,11 @@ pub fn manifests_dir(volume: &VolumeId) -> Path {
 /// The volume's first-touch profile (see `warm`): what the last mount read first.
 pub fn first_touch_key(volume: &VolumeId) -> Path {
     Path::from_iter(volume_child(volume, "profiles").chain(std::iter::once("first-touch.json")))
+}
+
+/// The bytes the volume's first-touch profile names, in its order (see `warm`).
+pub fn first_touch_pack_key(volume: &VolumeId) -> Path {
+    Path::from_iter(volume_child(volume, "profiles").chain(std::iter::once("first-touch.pack")))
 }
 
 pub fn manifest_key(volume: &VolumeId, name: &str) -> Path {

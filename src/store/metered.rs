@@ -3,8 +3,9 @@
 //! and does not say so; this connector sits under it and sees each attempt. An attempt is a retry
 //! when the same request (method, URL, range) failed in a retryable way just before.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
@@ -74,13 +75,43 @@ pub(super) struct MeteredConnector;
 
 impl HttpConnector for MeteredConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let inner = ReqwestConnector::default().connect(options)?;
+        let inner = shared_client(options)?;
         Ok(HttpClient::new(Metered {
             inner,
             failed: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(REMEMBERED_FAILURES).expect("not zero"),
             )),
         }))
+    }
+}
+
+/// One HTTP client per set of client options, built once per process: building one loads the
+/// system's root certificates (about 4 ms here), which a daemon would otherwise pay on the first
+/// mount of every store, and stores on one endpoint share its connections. Options are told apart
+/// by how they print: options that print the same are the same.
+fn shared_client(options: &ClientOptions) -> object_store::Result<HttpClient> {
+    type Built = Arc<OnceLock<Result<HttpClient, String>>>;
+    static CLIENTS: OnceLock<Mutex<HashMap<String, Built>>> = OnceLock::new();
+    let slot = {
+        let mut clients = CLIENTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        clients.entry(format!("{options:?}")).or_default().clone()
+    };
+    // Outside the map's lock: a second caller of the same options waits for this build only.
+    let built = slot.get_or_init(|| ReqwestConnector::default().connect(options).map_err(|e| e.to_string()));
+    built.clone().map_err(|reason| object_store::Error::Generic {
+        store: "HTTP client",
+        source: reason.into(),
+    })
+}
+
+/// Builds the HTTP clients that stores opened with `config` use, so that the first mount of a
+/// daemon does not wait for it: over HTTPS and, for stores that allow it, plain HTTP.
+pub fn prepare_http_clients(config: &super::StoreConfig) {
+    for allow_http in [false, true] {
+        let _ = shared_client(&config.client().with_allow_http(allow_http));
     }
 }
 

@@ -11,6 +11,7 @@ mod etag;
 pub mod layout;
 mod metered;
 mod open;
+mod primed;
 mod split;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -28,8 +29,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 pub use buffers::{BlockBuffer, BlockBuffers, BufferStats};
 pub use error::StoreError;
-pub use metered::{http_stats, HttpStats};
+pub use metered::{http_stats, prepare_http_clients, HttpStats};
 pub use open::StoreConfig;
+pub use primed::{Primed, PrimedRead};
 pub use upload::PartUpload;
 pub use url::{Scheme, StoreUrl};
 
@@ -64,6 +66,8 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     /// Until two reads of an object agree with each other and not with its ETag.
     etags_are_digests: Arc<AtomicBool>,
+    /// Ranged reads started ahead of their callers ([`Store::prime`]).
+    primed: Arc<primed::PrimedReads>,
 }
 
 impl Store {
@@ -74,6 +78,7 @@ impl Store {
             url: url.clone(),
             inner,
             etags_are_digests: Arc::new(AtomicBool::new(true)),
+            primed: Default::default(),
         })
     }
 
@@ -84,6 +89,7 @@ impl Store {
             url,
             inner,
             etags_are_digests: Arc::new(AtomicBool::new(true)),
+            primed: Default::default(),
         }
     }
 
@@ -139,6 +145,18 @@ impl Store {
             tokio::time::sleep(std::time::Duration::from_millis(50 << read)).await;
             read += 1;
         }
+    }
+
+    /// Reads a whole object as it comes, for callers that check it themselves (a first-touch
+    /// pack carries its own checksum): no ETag digest is computed over it.
+    pub async fn get_unchecked(&self, key: &Path) -> Result<Bytes, StoreError> {
+        let result = self.inner.get(key).await.map_err(|e| self.err(key, e))?;
+        let size = result.meta.size;
+        let bytes = result.bytes().await.map_err(|e| self.err(key, e))?;
+        if bytes.len() as u64 != size {
+            return Err(self.short_read(key, 0..size, bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Reads `range` of an object. A short answer is an error: callers rely on exact lengths.

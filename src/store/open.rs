@@ -54,7 +54,7 @@ impl StoreConfig {
         }
     }
 
-    fn client(&self) -> ClientOptions {
+    pub(super) fn client(&self) -> ClientOptions {
         ClientOptions::new()
             .with_timeout(self.request_timeout)
             .with_connect_timeout(self.connect_timeout)

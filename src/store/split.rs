@@ -24,6 +24,7 @@ impl Store {
     /// that ignore the condition on reads. A store that sends nothing for `patience` (before the
     /// answer starts or between two chunks of its body) is given up on: a stalled GET fails in
     /// seconds, for the caller to retry, rather than holding its readers for the whole deadline.
+    /// A range a primed read covers ([`Store::prime`]) comes from that read.
     #[allow(clippy::too_many_arguments)]
     pub async fn get_range_pieces(
         &self,
@@ -36,6 +37,10 @@ impl Store {
         on_piece: &mut (dyn FnMut(Bytes) + Send),
     ) -> Result<(), StoreError> {
         assert!(piece > 0, "pieces must have a size");
+        if let Some(pieces) = self.primed_pieces(key, etag, &range, piece, buffers, patience).await {
+            pieces.into_iter().for_each(&mut *on_piece);
+            return Ok(());
+        }
         let options = GetOptions {
             range: Some(range.clone().into()),
             if_match: etag.map(str::to_string),

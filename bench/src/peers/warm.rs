@@ -31,9 +31,11 @@ pub struct WarmFigures {
 /// One cold run, one warm run and one download, each on a fresh node.
 pub fn measure(w: &Work, db: &Database) -> anyhow::Result<WarmFigures> {
     let store = w.target.open()?;
-    let profile = lazysnap::warm::profile_key(&lazysnap::names::VolumeId::parse(db.volume)?);
-    // Cold: no profile (a previous run's is removed first).
+    let volume = lazysnap::names::VolumeId::parse(db.volume)?;
+    let profile = lazysnap::warm::profile_key(&volume);
+    // Cold: no profile (a previous run's is removed first, with its pack).
     let _ = lazysnap_tools::block_on(store.delete(&profile));
+    let _ = lazysnap_tools::block_on(store.delete(&lazysnap::store::layout::first_touch_pack_key(&volume)));
     // The node that ran cold saves its first touches as its mount ends: wait for them.
     let saved = || {
         let deadline = Instant::now() + Duration::from_secs(30);
