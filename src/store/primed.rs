@@ -144,7 +144,14 @@ impl Store {
                 .find(|e| e.key == *key && e.range.start <= range.start && range.end <= e.range.end)
                 .cloned()?
         };
-        let answer = tokio::time::timeout(patience, entry.answer).await.ok()??;
+        let Ok(answer) = tokio::time::timeout(patience, entry.answer.clone()).await else {
+            // A stalled primed GET is forgotten: the caller's retries GET for themselves rather
+            // than waiting on it again.
+            let mut entries = self.primed.entries.lock().unwrap_or_else(|p| p.into_inner());
+            entries.retain(|e| !(e.owner == entry.owner && e.key == entry.key && e.range == entry.range));
+            return None;
+        };
+        let answer = answer?;
         let (bytes, answered_etag) = &*answer;
         if (etag.is_some() && answered_etag.as_deref() != etag)
             || bytes.len() as u64 != entry.range.end - entry.range.start
