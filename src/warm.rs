@@ -469,6 +469,25 @@ mod tests {
         }
         assert!(!cached("db/big.sst", 30), "a block nobody read was fetched");
         assert!(!cached("db/MANIFEST", 1));
+        // The pack saved beside the profile holds those bytes: a node that primes from it
+        // replays without a single data GET.
+        assert!(profiles[0].1.packed.is_some(), "the pack was not loaded");
+        let fourth = tempfile::tempdir().unwrap();
+        let (counted, counters) = crate::store::testing::counted(view.fetcher().store());
+        let packed = testing::on_a_new_node_over(&fs, counted.clone(), fourth.path());
+        let primed = prime(&counted, &profiles);
+        assert!(primed.is_some());
+        assert_eq!(replay(packed.view(), &profiles, || true).await, 5 * BLOCK);
+        assert_eq!(counters.requests(), 0, "the replay GET what its pack held");
+        drop(primed);
+        // A pack unlike its profile (another save's, or damaged) is not used.
+        let store = view.fetcher().store();
+        let pack_key = layout::first_touch_pack_key(&VolumeId::parse("v").unwrap());
+        let mut damaged = store.get(&pack_key).await.unwrap().to_vec();
+        damaged[0] ^= 1;
+        store.put(&pack_key, damaged.into()).await.unwrap();
+        let reloaded = load(store, &[VolumeId::parse("v").unwrap()]).await;
+        assert!(reloaded[0].1.packed.is_none(), "a damaged pack was loaded");
         // A replay told the mount is gone fetches nothing.
         let third = tempfile::tempdir().unwrap();
         let gone = testing::on_a_new_node(&fs, third.path());

@@ -52,34 +52,68 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
         .any(|(key, _)| key.ends_with("kvstore-9/profiles/first-touch.json"));
     assert!(saved, "no first-touch profile after the stop");
 
-    // Another node: its cache is empty, and nothing reads its mount yet.
+    let pack = server
+        .list_keys("")
+        .into_iter()
+        .find(|(key, _)| key.ends_with("kvstore-9/profiles/first-touch.pack"));
+    let (pack_key, _) = pack.expect("no first-touch pack beside the profile");
+
+    // Another node: its cache is empty, and nothing reads its mount yet. Its warm start reads
+    // the pack beside the profile and fetches no data object at all.
     let second = Node::new(store.env());
     server.reset_stats();
     let mount = second.mount(&args);
-    eventually("the warm start", || {
+    eventually("the warm start", || second.daemon_log().contains("warm start: fetched"));
+    assert_eq!(server.get_requests_for("profiles/first-touch.pack"), 1);
+    // The pack holds the blocks read: the whole MANIFEST and one 256 KiB block of the table.
+    let fetched = server.stats().get_bytes;
+    assert!(
+        fetched >= (64 << 10) + 4096 && fetched <= (256 << 10) + (64 << 10) + 8192,
+        "{fetched} bytes fetched"
+    );
+    for file in ["db/MANIFEST-000001", "db/000012.sst", "db/000013.sst"] {
+        assert_eq!(server.get_requests_for(file), 0, "{file} was fetched beside the pack");
+    }
+    engine_reads_find_their_blocks_local(&server, &mount.path, &table, &manifest);
+    mount.unmount();
+
+    // Without the pack (an older profile, or a pack lost), a third node GETs exactly what the
+    // first read, and nothing else.
+    server.delete_object(&pack_key);
+    let third = Node::new(store.env());
+    server.reset_stats();
+    let mount = third.mount(&args);
+    eventually("the warm start without a pack", || {
         server.get_requests_for("db/MANIFEST-000001") > 0 && server.get_requests_for("db/000012.sst") > 0
     });
-    std::thread::sleep(Duration::from_millis(300));
+    eventually("the replay's end", || {
+        third.daemon_log().contains("warm start: fetched")
+    });
     let fetched = server.stats().get_bytes;
     assert_eq!(
         server.get_requests_for("db/000013.sst"),
         0,
         "a file nobody read was fetched"
     );
-    // One 256 KiB block of the table and the whole MANIFEST, nothing more.
-    assert!(fetched <= (256 << 10) + (64 << 10) + 4096, "{fetched} bytes fetched");
+    // One 256 KiB block of the table and the whole MANIFEST, beside the profile itself.
+    assert!(fetched <= (256 << 10) + (64 << 10) + 8192, "{fetched} bytes fetched");
+    engine_reads_find_their_blocks_local(&server, &mount.path, &table, &manifest);
+    mount.unmount();
+}
 
-    // The engine's reads now find their blocks local.
-    let table_gets = server.get_requests_for("db/000012.sst");
-    let dir = mount.path.join(VOLUME).join("db");
+/// The engine's reads find their blocks local: no GET for the table or the MANIFEST.
+fn engine_reads_find_their_blocks_local(
+    server: &support::s3::S3Server,
+    mount: &std::path::Path,
+    table: &[u8],
+    manifest: &[u8],
+) {
+    let before = server.get_requests_for("db/000012.sst") + server.get_requests_for("db/MANIFEST-000001");
+    let dir = mount.join(VOLUME).join("db");
     assert!(read_at(&dir.join("000012.sst"), (4 << 20) - 4096, 4096) == table[(4 << 20) - 4096..]);
     assert!(std::fs::read(dir.join("MANIFEST-000001")).unwrap() == manifest);
-    assert_eq!(
-        server.get_requests_for("db/000012.sst"),
-        table_gets,
-        "the footer was fetched again"
-    );
-    mount.unmount();
+    let after = server.get_requests_for("db/000012.sst") + server.get_requests_for("db/MANIFEST-000001");
+    assert_eq!(after, before, "the engine's reads were fetched again");
 }
 
 #[test]

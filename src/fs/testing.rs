@@ -106,6 +106,11 @@ pub async fn foreign(store: &Store, bytes: &[u8], index: &Arc<Index>, dir: &Path
 
 /// The same parts as `fs`, as a new node would show them: a fresh cache under `dir`.
 pub fn on_a_new_node(fs: &LazyFs, dir: &Path) -> LazyFs {
+    on_a_new_node_over(fs, fs.view().fetcher().store().clone(), dir)
+}
+
+/// As [`on_a_new_node`], reading the same objects through `store` (a counting or faulty wrapper).
+pub fn on_a_new_node_over(fs: &LazyFs, store: Store, dir: &Path) -> LazyFs {
     let view = fs.view();
-    filesystem(view.fetcher().store(), view.index(), view.parts().to_vec(), dir, false)
+    filesystem(&store, view.index(), view.parts().to_vec(), dir, false)
 }

@@ -80,6 +80,22 @@ async fn reads_writes_and_conditional_creates() {
     assert!(store.head(&key).await.unwrap().is_none());
 }
 
+/// `range` of `key` as [`Store::get_range_pieces`] gives it, in 4 KiB pieces.
+async fn split(
+    store: &Store,
+    key: &Path,
+    etag: Option<&str>,
+    range: std::ops::Range<u64>,
+) -> Result<Vec<Bytes>, StoreError> {
+    let mut pieces = Vec::new();
+    let buffers = BlockBuffers::new(1 << 20);
+    let patience = std::time::Duration::from_secs(30);
+    store
+        .get_range_pieces(key, etag, range, 4096, &buffers, patience, &mut |p| pieces.push(p))
+        .await
+        .map(|()| pieces)
+}
+
 #[tokio::test]
 async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,34 +106,15 @@ async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
     ];
     let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let key = Path::from("volumes/v/files/a");
-    let buffers = BlockBuffers::new(1 << 20);
-    let split = |store: &Store, range: std::ops::Range<u64>| {
-        let (store, key, buffers) = (store.clone(), key.clone(), buffers.clone());
-        async move {
-            let mut pieces = Vec::new();
-            store
-                .get_range_pieces(
-                    &key,
-                    None,
-                    range,
-                    4096,
-                    &buffers,
-                    std::time::Duration::from_secs(30),
-                    &mut |p| pieces.push(p),
-                )
-                .await
-                .map(|()| pieces)
-        }
-    };
     for store in stores {
         store.put(&key, Bytes::from(content.clone()).into()).await.unwrap();
-        let pieces = split(&store, 4096..10_000).await.unwrap();
+        let pieces = split(&store, &key, None, 4096..10_000).await.unwrap();
         let lens: Vec<_> = pieces.iter().map(Bytes::len).collect();
         assert_eq!(lens, [4096, 1808], "{}", store.url());
         assert_eq!(pieces.concat(), &content[4096..], "{}", store.url());
-        let one = split(&store, 100..200).await.unwrap();
+        let one = split(&store, &key, None, 100..200).await.unwrap();
         assert_eq!(one.concat(), &content[100..200]);
-        let past_end = split(&store, 8192..12_288).await;
+        let past_end = split(&store, &key, None, 8192..12_288).await;
         assert!(past_end.is_err(), "{}: a range past the end is an error", store.url());
     }
 }
@@ -202,4 +199,61 @@ async fn a_request_repeated_after_a_slow_down_is_counted_as_a_retry() {
     );
     assert!(after.throttled > before.throttled, "{before:?} -> {after:?}");
     assert!(after.retries > before.retries, "{before:?} -> {after:?}");
+}
+
+#[tokio::test]
+async fn primed_reads_serve_the_ranges_they_cover_while_their_guard_is_kept() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (store, counters) = testing::counted(&memory("store-primed"));
+    let content: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let key = Path::from("volumes/v/files/primed");
+    let etag = store.put(&key, Bytes::from(content.clone()).into()).await.unwrap();
+    let read = |range| PrimedRead {
+        key: key.clone(),
+        range,
+        held: None,
+    };
+    let primed = store.prime(vec![read(4096..16_384)], 4);
+
+    // The primed range and a range inside it: one GET between them, the right bytes each time.
+    let whole = split(&store, &key, etag.as_deref(), 4096..16_384).await.unwrap();
+    assert_eq!(whole.iter().map(Bytes::len).collect::<Vec<_>>(), [4096; 3]);
+    assert_eq!(whole.concat(), &content[4096..16_384]);
+    let inside = split(&store, &key, None, 5000..9000).await.unwrap();
+    assert_eq!(inside.concat(), &content[5000..9000]);
+    assert_eq!(counters.requests(), 1, "a covered range was fetched again");
+
+    // A range past the primed one, or a read of another version, GETs for itself.
+    let past = split(&store, &key, None, 12_288..20_000).await.unwrap();
+    assert_eq!(past.concat(), &content[12_288..]);
+    assert_eq!(counters.requests(), 2);
+    let other = split(&store, &key, Some("not-this-version"), 4096..8192).await;
+    // (The store refuses it; the counter counts answered GETs only.)
+    assert!(
+        other.is_err(),
+        "a read of another version must not take the primed bytes"
+    );
+
+    // Dropping the guard forgets the primed reads.
+    drop(primed);
+    split(&store, &key, None, 4096..8192).await.unwrap();
+    assert_eq!(counters.requests(), 3);
+
+    // Held bytes are served without a GET, and only for the version they are of.
+    let held = Bytes::from(content[0..8192].to_vec());
+    let primed = store.prime(
+        vec![PrimedRead {
+            key: key.clone(),
+            range: 0..8192,
+            held: Some((held, etag.clone())),
+        }],
+        4,
+    );
+    let from_held = split(&store, &key, etag.as_deref(), 0..8192).await.unwrap();
+    assert_eq!(from_held.concat(), &content[..8192]);
+    assert_eq!(counters.requests(), 3, "held bytes were fetched");
+    let other = split(&store, &key, Some("not-this-version"), 0..4096).await;
+    assert!(other.is_err(), "held bytes of one version were given for another");
+    assert_eq!(counters.bytes.load(Relaxed), 12_288 + 7712 + 4096, "bytes fetched");
+    drop(primed);
 }
