@@ -68,13 +68,13 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     // The pack holds the blocks read: the whole MANIFEST and one 256 KiB block of the table.
     let fetched = server.stats().get_bytes;
     assert!(
-        fetched >= (64 << 10) + 4096 && fetched <= (256 << 10) + (64 << 10) + 8192,
+        ((64 << 10) + 4096..=(256 << 10) + (64 << 10) + 8192).contains(&fetched),
         "{fetched} bytes fetched"
     );
     for file in ["db/MANIFEST-000001", "db/000012.sst", "db/000013.sst"] {
         assert_eq!(server.get_requests_for(file), 0, "{file} was fetched beside the pack");
     }
-    engine_reads_find_their_blocks_local(&server, &mount.path, &table, &manifest);
+    engine_reads_find_their_blocks_local(server, &mount.path, &table, &manifest);
     mount.unmount();
 
     // Without the pack (an older profile, or a pack lost), a third node GETs exactly what the
@@ -97,7 +97,7 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     );
     // One 256 KiB block of the table and the whole MANIFEST, beside the profile itself.
     assert!(fetched <= (256 << 10) + (64 << 10) + 8192, "{fetched} bytes fetched");
-    engine_reads_find_their_blocks_local(&server, &mount.path, &table, &manifest);
+    engine_reads_find_their_blocks_local(server, &mount.path, &table, &manifest);
     mount.unmount();
 }
 
