@@ -74,7 +74,10 @@ pub async fn load_manifest(
         return Ok(row);
     }
     let manifest = read_manifest(store, volume, name).await?;
-    Ok(index.insert_manifest(store.url(), &manifest)?)
+    let started = std::time::Instant::now();
+    let row = index.insert_manifest(store.url(), &manifest)?;
+    tracing::debug!(%volume, name, took = ?started.elapsed(), "manifest indexed");
+    Ok(row)
 }
 
 /// The manifest `name` of `volume` as the store has it now, read and validated (the index is
@@ -88,6 +91,7 @@ pub async fn read_manifest(store: &Store, volume: &VolumeId, name: &str) -> Resu
     if layout::parse_manifest_name(name).is_none() {
         return Err(unknown());
     }
+    let started = std::time::Instant::now();
     let bytes = store
         .get(&layout::manifest_key(volume, name))
         .await
@@ -95,7 +99,10 @@ pub async fn read_manifest(store: &Store, volume: &VolumeId, name: &str) -> Resu
             StoreError::NotFound { .. } => unknown(),
             other => other.into(),
         })?;
-    Ok(native::parse(&bytes, volume, name)?)
+    let read_in = started.elapsed();
+    let manifest = native::parse(&bytes, volume, name)?;
+    tracing::debug!(%volume, name, ?read_in, parsed_in = ?started.elapsed() - read_in, "manifest read");
+    Ok(manifest)
 }
 
 /// Every volume in a store: folders under `volumes/` whose `manifests` folder holds a manifest.

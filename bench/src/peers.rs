@@ -183,17 +183,22 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
 }
 
 /// `lazysnap restore start --wait` on a fresh node: the time from the request to the job's end.
-pub(crate) fn restore(w: &Work, (volume, manifest): (&str, &str)) -> anyhow::Result<Duration> {
+pub(crate) fn restore(w: &Work, volume: (&str, &str)) -> anyhow::Result<Duration> {
+    let dest = tempfile::Builder::new().prefix("restored-").tempdir_in(w.work)?;
+    restore_into(w, volume, dest.path())
+}
+
+/// As [`restore`], into `dest` (an empty folder), which keeps the files.
+pub(crate) fn restore_into(w: &Work, (volume, manifest): (&str, &str), dest: &Path) -> anyhow::Result<Duration> {
     use lazysnap::catalog::Selector;
     use lazysnap::control::records::{JobState, RestoreJobStatus};
     use lazysnap::control::{Request, RestoreStartRequest, RestoreStatusRequest};
     let node = BenchNode::start(w.target, w.work, w.daemon_args)?;
-    let dest = tempfile::Builder::new().prefix("restored-").tempdir_in(w.work)?;
     let request = Request::RestoreStart(RestoreStartRequest {
         store: w.target.url.clone(),
         volume: Some(volume.to_owned()),
         selector: Selector::Manifest(manifest.to_owned()),
-        dest: dest.path().display().to_string(),
+        dest: dest.display().to_string(),
         bandwidth: None,
         in_place: false,
         scylla: None,
