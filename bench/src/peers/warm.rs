@@ -70,7 +70,11 @@ fn download_first(w: &Work, db: &Database) -> anyhow::Result<Duration> {
         .context("the restored database has no CURRENT file")?;
     let dir = current.path().parent().context("CURRENT has a folder")?;
     let got = ldb_get(dir, secondary.path(), db.key)?;
-    anyhow::ensure!(got == db.value, "ldb get {} on the restored copy answered {got:?}", db.key);
+    anyhow::ensure!(
+        got == db.value,
+        "ldb get {} on the restored copy answered {got:?}",
+        db.key
+    );
     Ok(restored + started.elapsed())
 }
 
