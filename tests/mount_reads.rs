@@ -159,3 +159,33 @@ fn sixteen_threads_reading_at_once_get_correct_bytes() {
         mount.unmount();
     }
 }
+
+#[test]
+fn the_kernel_reads_ahead_as_far_as_the_daemon_is_told() {
+    require_root!();
+    let store = TestStore::file();
+    let node = Node::new(store.env());
+    let src = node.path("src");
+    data::write(&src, "a.sst", &data::bytes(7, 1 << 20));
+    publish(&node, &store, &src, VOLUME);
+    let readahead_kb = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(path).unwrap().dev();
+        let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+        std::fs::read_to_string(knob).unwrap().trim().to_string()
+    };
+    // The daemon's default is the kernel's own, 128 KiB.
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    assert_eq!(readahead_kb(&mount.path), "128");
+    mount.unmount();
+    node.ok(&["daemon", "stop"]);
+
+    node.ok(&["daemon", "start", "--", "--kernel-readahead=1M"]);
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    assert_eq!(readahead_kb(&mount.path), "1024");
+    mount.unmount();
+    node.ok(&["daemon", "stop"]);
+
+    let refused = node.fails(&["daemon", "start", "--", "--kernel-readahead=6K"]);
+    assert!(refused.contains("multiple of 4K from 4K to 16M"), "{refused}");
+}

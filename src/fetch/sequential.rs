@@ -15,8 +15,8 @@ pub struct FileReader {
 }
 
 /// How far a read may start from where the previous ones ended and still count as sequential: the
-/// kernel splits readahead (at most 1 MiB, see `FuseOptions::max_readahead`) into requests that FUSE
-/// threads may deliver out of order. Random reads of a large file land much further apart.
+/// kernel splits its readahead (128 KiB by default, see `FuseOptions::max_readahead`) into requests
+/// of at most 1 MiB that FUSE threads may deliver out of order. Random reads of a large file land much further apart.
 const NEAR: u64 = 1 << 20;
 
 /// A run longer than this is a scan (a copy, a compaction, a full read), not an engine reading one

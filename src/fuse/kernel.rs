@@ -128,3 +128,22 @@ pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
 fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
+
+/// Sets how far ahead the kernel reads the files of the mount at `path` (its `read_ahead_kb`).
+/// The kernel starts every FUSE mount at 128 KiB and INIT can only lower that, so without this a
+/// mount is read ahead no further than 128 KiB whatever the daemon is told. Best effort: without
+/// root, or without sysfs, the mount keeps the kernel's default.
+pub fn set_readahead(path: &Path, bytes: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let set = std::fs::metadata(path).and_then(|meta| {
+        let dev = meta.dev();
+        let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+        std::fs::write(&knob, (bytes / 1024).to_string()).map(|()| knob)
+    });
+    match set {
+        Ok(knob) => tracing::debug!(%knob, kib = bytes / 1024, "kernel readahead set"),
+        Err(error) => {
+            tracing::debug!(path = %path.display(), %error, "kernel readahead left at its default")
+        }
+    }
+}

@@ -45,7 +45,8 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct FuseOptions {
     /// Requests served at once across every mount; more wait in the kernel's queues.
     pub max_requests: usize,
-    /// Largest readahead the kernel may ask for in one request.
+    /// How far ahead the kernel reads a file read in sequence: the readahead offered at INIT
+    /// and set as the mount's `read_ahead_kb` (INIT alone can only lower the kernel's 128 KiB).
     pub max_readahead: u32,
     /// Let the kernel read fully cached, verified files straight from the disk cache (FUSE
     /// passthrough, Linux 6.9+, needs CAP_SYS_ADMIN); falls back to ordinary reads when refused.
@@ -59,7 +60,8 @@ impl Default for FuseOptions {
         FuseOptions {
             // Each waits on at most one fetch; the fetch budget bounds their bytes.
             max_requests: 1024,
-            max_readahead: 1 << 20,
+            // The kernel's own default: engines read at random are not read ahead further.
+            max_readahead: 128 << 10,
             passthrough: true,
             max_open_files: 1 << 16,
         }
@@ -129,7 +131,12 @@ pub async fn mount(
     let (initialized, negotiated) = oneshot::channel();
     let mut mount = Mount::start(session, Some(initialized));
     match tokio::time::timeout(INIT_TIMEOUT, negotiated).await {
-        Ok(Ok(_)) => Ok(mount),
+        Ok(Ok(_)) => {
+            let (path, readahead) = (mountpoint.to_path_buf(), server.options().max_readahead);
+            // Served already: the stat that finds the mount's device is answered by this session.
+            let _ = tokio::task::spawn_blocking(move || kernel::set_readahead(&path, readahead)).await;
+            Ok(mount)
+        }
         outcome => {
             mount.stop_serving();
             let _ = kernel::unmount(mountpoint, true);
