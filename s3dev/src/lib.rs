@@ -371,20 +371,19 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("put_object: {e:?}"));
     }
 
+    /// The bytes at `key`, uncounted.
+    pub fn get_object(&self, key: &str) -> Vec<u8> {
+        let (fs, key) = (self.fs.clone(), key.to_owned());
+        self.run(async move { fs_get(&fs, key).await })
+            .unwrap_or_else(|e| panic!("get_object: {e:?}"))
+    }
+
     /// Overwrites `key` with bytes of the same length that differ in each of the first 4 KiB
     /// (every byte inverted), as a real overwrite would: the ETag changes too.
     pub fn corrupt_object(&self, key: &str) {
         let (fs, key) = (self.fs.clone(), key.to_owned());
         self.run(async move {
-            let input = GetObjectInput {
-                bucket: BUCKET.into(),
-                key: key.clone(),
-                ..Default::default()
-            };
-            let resp = fs.get_object(request(input)).await?;
-            let body = resp.output.body.ok_or_else(|| s3_error!(InternalError, "no body"))?;
-            let chunks: Vec<_> = body.try_collect().await.map_err(|e| s3_error!(InternalError, "{e}"))?;
-            let mut data = chunks.concat();
+            let mut data = fs_get(&fs, key.clone()).await?;
             if data.is_empty() {
                 return Err(s3_error!(InvalidRequest, "cannot corrupt the empty object {key}"));
             }
@@ -571,6 +570,18 @@ impl<S: futures::Stream + Unpin> futures::Stream for Shareable<S> {
         let inner = self.get_mut().0.get_mut().unwrap_or_else(|p| p.into_inner());
         std::pin::Pin::new(inner).poll_next(cx)
     }
+}
+
+async fn fs_get(fs: &FileSystem, key: String) -> S3Result<Vec<u8>> {
+    let input = GetObjectInput {
+        bucket: BUCKET.into(),
+        key,
+        ..Default::default()
+    };
+    let resp = fs.get_object(request(input)).await?;
+    let body = resp.output.body.ok_or_else(|| s3_error!(InternalError, "no body"))?;
+    let chunks: Vec<_> = body.try_collect().await.map_err(|e| s3_error!(InternalError, "{e}"))?;
+    Ok(chunks.concat())
 }
 
 async fn fs_put(fs: &FileSystem, key: String, data: Vec<u8>) -> S3Result<()> {
