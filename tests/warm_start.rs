@@ -78,10 +78,12 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     }
     engine_reads_find_their_blocks_local(server, &mount.path, &table, &manifest);
     mount.unmount();
-    // Its own first touches are saved as it stops, a new profile and pack. (They lack the MANIFEST:
-    // wholly cached after the replay, it was opened through FUSE passthrough, which the recorder
-    // does not see.) The first node's profile is put back, without its pack.
+    // Its own first touches are saved as it stops, a new profile and pack, with the MANIFEST it
+    // read through FUSE passthrough (wholly cached by the replay, its reads never reached the
+    // daemon). Then the first node's profile is put back, without its pack.
     second.ok(&["daemon", "stop"]);
+    let second_profile = String::from_utf8(server.get_object(&profile_key)).unwrap();
+    assert!(second_profile.contains("db/MANIFEST-000001"), "{second_profile}");
 
     // Without the pack (an older profile, or a pack lost), a third node GETs exactly what the
     // first read, and nothing else.

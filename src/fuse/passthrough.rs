@@ -78,7 +78,7 @@ impl Passthrough {
                     backing: Some(backing),
                 })?;
                 direct.handles.insert(fh);
-                fs.count_passthrough_open();
+                fs.note_passthrough_open(ino);
                 return Ok((fopen::PASSTHROUGH, backing));
             }
             if let Some(copy) = fs.local_copy(ino) {
@@ -98,7 +98,7 @@ impl Passthrough {
                             handles: HashSet::from([fh]),
                             _copy: Some(copy),
                         });
-                        fs.count_passthrough_open();
+                        fs.note_passthrough_open(ino);
                         return Ok((fopen::PASSTHROUGH, backing));
                     }
                     Err(e) => {
