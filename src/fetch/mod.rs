@@ -494,6 +494,7 @@ impl Fetcher {
                 blocks.push(bytes);
             } else {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                object.store.forget_primed(&object.key);
                 tracing::error!(key = %object.key, block, "block failed its checksum: the object changed or is corrupt in the store");
                 failed = Some(block);
             }
@@ -645,6 +646,8 @@ impl Fetcher {
                         to_disk.push((key, bytes));
                     } else {
                         self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                        // Bytes primed from a stale pack would fail every attempt: GET instead.
+                        object.store.forget_primed(&object.key);
                         tracing::warn!(key = %object.key, block, attempt, "block failed its checksum; fetching it again");
                         failed.push(block);
                         last_error = Some(FetchError::Checksum {

@@ -664,3 +664,27 @@ async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_fetches_its
     assert!(again[..] == f.data[..]);
     assert_eq!(f.gets.bytes(), 65 * BLOCK, "read back from disk");
 }
+
+#[tokio::test]
+async fn primed_bytes_that_fail_their_checksum_are_fetched_again_from_the_store() {
+    use crate::store::PrimedRead;
+    let f = fixture(3 * BLOCK as usize, FetchConfig::default()).await;
+    // A stale first-touch pack: the right length, other bytes.
+    let stale = bytes::Bytes::from(vec![0u8; 2 * BLOCK as usize]);
+    let primed = f.object.store.prime(
+        vec![PrimedRead {
+            key: f.object.key.clone(),
+            range: 0..2 * BLOCK,
+            held: Some((stale, None)),
+        }],
+        1,
+    );
+    let got = f.fetcher.read(&f.object, 0, 2 * BLOCK).await.unwrap();
+    assert_eq!(&got[..], &f.data[..2 * BLOCK as usize]);
+    assert!(
+        f.fetcher.stats().checksum_failures > 0,
+        "the stale bytes were never checked"
+    );
+    assert!(f.gets.requests() >= 1, "the right bytes came from the store");
+    drop(primed);
+}

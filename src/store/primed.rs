@@ -111,6 +111,13 @@ impl Store {
         }
     }
 
+    /// Forgets every primed read of `key`: its bytes failed a check, so the retries that follow
+    /// must ask the store rather than be handed the same bytes again.
+    pub fn forget_primed(&self, key: &Path) {
+        let mut entries = self.primed.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.key != *key);
+    }
+
     fn primed_get(&self, key: Path, range: Range<u64>) -> impl std::future::Future<Output = Answer> + Send + 'static {
         let inner = self.inner.clone();
         async move {
