@@ -308,6 +308,23 @@ pub async fn replay(view: &View, profiles: &[(usize, Profile)], keep_going: impl
 
 /// The ranges a replay of `parts` (each a view part's first touches) fetches, by file, in order.
 fn planned(view: &View, parts: &[(usize, &[Touched])]) -> Vec<(u64, Range<u64>)> {
+    let block_size = |ino| view.object(ino).map_or(1, |object| object.shape.block_size);
+    merge_nearby(touched(view, parts), block_size)
+}
+
+/// What `profiles` say the last mounts read first of each file of `view`, by inode: what a
+/// mount that replays them inherits ([`FirstTouches::inherit`]).
+pub fn first_reads_by_inode(view: &View, profiles: &[(usize, Profile)]) -> HashMap<u64, Vec<Range<u64>>> {
+    let parts: Vec<(usize, &[Touched])> = profiles.iter().map(|(part, p)| (*part, p.ranges.as_slice())).collect();
+    let mut by_inode: HashMap<u64, Vec<Range<u64>>> = HashMap::new();
+    for (ino, range) in touched(view, &parts) {
+        by_inode.entry(ino).or_default().push(range);
+    }
+    by_inode
+}
+
+/// The ranges `parts` name, as (inode of `view`, byte range), in order; files gone are skipped.
+fn touched(view: &View, parts: &[(usize, &[Touched])]) -> Vec<(u64, Range<u64>)> {
     let inodes: HashMap<(usize, String), u64> = view
         .files()
         .iter()
@@ -321,8 +338,7 @@ fn planned(view: &View, parts: &[(usize, &[Touched])]) -> Vec<(u64, Range<u64>)>
             }
         }
     }
-    let block_size = |ino| view.object(ino).map_or(1, |object| object.shape.block_size);
-    merge_nearby(wanted, block_size)
+    wanted
 }
 
 /// Ranges of one file this many blocks apart or closer are fetched as one GET (1 MiB at the
@@ -449,6 +465,13 @@ mod tests {
         assert_eq!(
             ranges,
             [("db/MANIFEST", 0, 1), ("db/big.sst", 63, 1), ("db/big.sst", 10, 3)]
+        );
+        let inherited = first_reads_by_inode(view, &profiles);
+        let fresh_ino = |path: &str| view.files().iter().find(|f| f.path.as_str() == path).unwrap().ino;
+        assert_eq!(
+            inherited[&fresh_ino("db/big.sst")],
+            [63 * BLOCK..64 * BLOCK, 10 * BLOCK..13 * BLOCK],
+            "what a passthrough open of the big file on the new node notes"
         );
         let fetched = replay(view, &profiles, || true).await;
         assert_eq!(fetched, 5 * BLOCK);

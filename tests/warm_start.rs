@@ -33,6 +33,9 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     data::write(&src, "db/000012.sst", &table);
     data::write(&src, "db/MANIFEST-000001", &manifest);
     data::write(&src, "db/000013.sst", &data::bytes(3, 4 << 20));
+    // A table the engine reads whole, larger than what an unseen open notes whole.
+    let whole = data::bytes(4, 2 << 20);
+    data::write(&src, "db/000011.sst", &whole);
     first.publish(&store, &src, VOLUME, &[]);
     let args = ["--store", &store.url(), "--volume", VOLUME];
 
@@ -42,6 +45,7 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     assert!(std::fs::read(dir.join("MANIFEST-000001")).unwrap() == manifest);
     let footer = read_at(&dir.join("000012.sst"), (4 << 20) - 4096, 4096);
     assert!(footer == table[(4 << 20) - 4096..]);
+    assert!(std::fs::read(dir.join("000011.sst")).unwrap() == whole);
     // A clean stop unmounts, and waits for the mount's first touches to be saved.
     first.ok(&["daemon", "stop"]);
     assert!(!support::node::is_mounted(&mount.path), "the stop left the mount");
@@ -67,23 +71,29 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
     let mount = second.mount(&args);
     eventually("the warm start", || second.daemon_log().contains("warm start: fetched"));
     assert_eq!(server.get_requests_for("profiles/first-touch.pack"), 1);
-    // The pack holds the blocks read: the whole MANIFEST and one 256 KiB block of the table.
+    // The pack holds the blocks read: the whole MANIFEST, one 256 KiB block of the table and
+    // the table read whole.
     let fetched = server.stats().get_bytes;
     assert!(
-        ((64 << 10) + 4096..=(256 << 10) + (64 << 10) + 8192).contains(&fetched),
+        ((2 << 20) + (64 << 10) + 4096..=(2 << 20) + (256 << 10) + (64 << 10) + 8192).contains(&fetched),
         "{fetched} bytes fetched"
     );
-    for file in ["db/MANIFEST-000001", "db/000012.sst", "db/000013.sst"] {
+    for file in ["db/MANIFEST-000001", "db/000011.sst", "db/000012.sst", "db/000013.sst"] {
         assert_eq!(server.get_requests_for(file), 0, "{file} was fetched beside the pack");
     }
     engine_reads_find_their_blocks_local(server, &mount.path, &table, &manifest);
+    let dir = mount.path.join(VOLUME).join("db");
+    assert!(std::fs::read(dir.join("000011.sst")).unwrap() == whole);
     mount.unmount();
-    // Its own first touches are saved as it stops, a new profile and pack, with the MANIFEST it
-    // read through FUSE passthrough (wholly cached by the replay, its reads never reached the
-    // daemon). Then the first node's profile is put back, without its pack.
+    // Its own first touches are saved as it stops, a new profile and pack, with the MANIFEST and
+    // the table read whole, which it read through FUSE passthrough (wholly cached by the replay,
+    // their reads never reached the daemon): the MANIFEST noted whole as a small file, the table
+    // as the replayed profile said it was read. Then the first node's profile is put back,
+    // without its pack.
     second.ok(&["daemon", "stop"]);
     let second_profile = String::from_utf8(server.get_object(&profile_key)).unwrap();
     assert!(second_profile.contains("db/MANIFEST-000001"), "{second_profile}");
+    assert!(second_profile.contains("db/000011.sst"), "{second_profile}");
 
     // Without the pack (an older profile, or a pack lost), a third node GETs exactly what the
     // first read, and nothing else.
@@ -104,8 +114,12 @@ fn another_node_fetches_what_the_last_mount_read_first_before_it_is_asked() {
         0,
         "a file nobody read was fetched"
     );
-    // One 256 KiB block of the table and the whole MANIFEST, beside the profile itself.
-    assert!(fetched <= (256 << 10) + (64 << 10) + 8192, "{fetched} bytes fetched");
+    // One 256 KiB block of the table, the table read whole and the whole MANIFEST, beside the
+    // profile itself.
+    assert!(
+        fetched <= (2 << 20) + (256 << 10) + (64 << 10) + 8192,
+        "{fetched} bytes fetched"
+    );
     engine_reads_find_their_blocks_local(server, &mount.path, &table, &manifest);
     mount.unmount();
 }

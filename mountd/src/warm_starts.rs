@@ -57,6 +57,7 @@ impl WarmStarts {
         let stopping = self.stopping.clone();
         let live = move || mounted.strong_count() > 0 && !stopping.load(Ordering::Relaxed);
         let view = fs.view().clone();
+        let inheriting = touches.clone();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
@@ -66,6 +67,7 @@ impl WarmStarts {
                 if profiles.is_empty() {
                     return;
                 }
+                inheriting.inherit(warm::first_reads_by_inode(&view, &profiles));
                 let started = std::time::Instant::now();
                 let fetched = warm::replay(&view, &profiles, &live).await;
                 tracing::info!(fetched, took = ?started.elapsed(), "warm start: fetched what the volumes' last mounts read first");

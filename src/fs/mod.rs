@@ -20,8 +20,6 @@ pub use error::FsError;
 pub use local::LocalCopy;
 pub use touch::FirstTouches;
 
-/// Largest file a passthrough open notes whole as a first touch (see [`LazyFs::note_passthrough_open`]).
-const PASSTHROUGH_NOTED_WHOLE: u64 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,
@@ -241,21 +239,12 @@ impl LazyFs {
     }
 
     /// Counts an open that the FUSE layer handed to the kernel as a passthrough file. Its reads
-    /// never reach this process, so while first touches are recorded a small file (an engine's
-    /// CURRENT, MANIFEST or OPTIONS, which the replay of a profile leaves wholly cached) is noted
-    /// whole; which parts of a larger one are read is not known, and it is left out.
+    /// never reach this process, so while first touches are recorded it is noted as
+    /// [`FirstTouches::note_unseen_open`] says.
     pub fn note_passthrough_open(&self, ino: u64) {
         self.counters.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-        let (Some(touches), Ok(object)) = (self.touches.get(), self.object(ino)) else {
-            return;
-        };
-        if object.size() <= PASSTHROUGH_NOTED_WHOLE {
-            touches.note(
-                ino,
-                object.blocks_for(0..object.size()),
-                object.shape.block_size,
-                object.size(),
-            );
+        if let (Some(touches), Ok(object)) = (self.touches.get(), self.object(ino)) {
+            touches.note_unseen_open(ino, object.shape.block_size, object.size());
         }
     }
 

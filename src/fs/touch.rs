@@ -2,8 +2,13 @@
 //! number of bytes and a bounded time after the mount, so that a later mount of the same volume can
 //! fetch them first (see `warm`). Recording costs a set insert per block read; it stops for good
 //! once either bound is reached.
+//!
+//! Reads of a file opened as a kernel passthrough file never reach this process. Such an open
+//! notes a small file whole, and of a larger one what the profile this mount replayed says the
+//! last mount read first (the replay is what made it local): without that, each warm-started
+//! generation's profile would lose what its replay had warmed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -24,7 +29,12 @@ struct Touched {
     /// (inode, byte range of the block) in the order first read.
     order: Vec<(u64, Range<u64>)>,
     bytes: u64,
+    /// By inode: the byte ranges the replayed profile says the last mount read first.
+    inherited: HashMap<u64, Vec<Range<u64>>>,
 }
+
+/// Largest file an open whose reads go unseen notes whole.
+const UNSEEN_NOTED_WHOLE: u64 = 1 << 20;
 
 impl FirstTouches {
     /// Records up to `limit_bytes` of distinct blocks first read within `window` from now.
@@ -62,6 +72,25 @@ impl FirstTouches {
         }
     }
 
+    /// Takes in what the profile replayed for this mount says each file's first reads were, for
+    /// [`FirstTouches::note_unseen_open`].
+    pub fn inherit(&self, reads: HashMap<u64, Vec<Range<u64>>>) {
+        self.lock().inherited = reads;
+    }
+
+    /// Notes an open of inode `ino` (`size` bytes in blocks of `block_size`) whose reads this
+    /// process will not see: the whole file when it is small, else its inherited first reads.
+    pub fn note_unseen_open(&self, ino: u64, block_size: u64, size: u64) {
+        if size <= UNSEEN_NOTED_WHOLE {
+            return self.note(ino, 0..size.div_ceil(block_size), block_size, size);
+        }
+        let inherited = self.lock().inherited.get(&ino).cloned().unwrap_or_default();
+        for range in inherited.into_iter().filter(|r| r.start < r.end.min(size)) {
+            let blocks = range.start / block_size..range.end.min(size).div_ceil(block_size);
+            self.note(ino, blocks, block_size, size);
+        }
+    }
+
     /// True once recording has stopped (its bytes or its time are used up).
     pub fn is_done(&self) -> bool {
         self.stopped.load(Ordering::Relaxed) || Instant::now() >= self.until
@@ -96,6 +125,28 @@ mod tests {
         let recorded = [(7, 8..12), (7, 12..16), (7, 16..20), (9, 0..3), (8, 0..4), (8, 4..8)];
         assert_eq!(touches.take(), recorded);
         assert!(touches.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn an_unseen_open_notes_a_small_file_whole_and_of_a_large_one_what_it_inherited() {
+        let touches = FirstTouches::new(1 << 30, Duration::from_secs(60));
+        let (block, large) = (4096, 8 << 20);
+        touches.inherit(HashMap::from([(2, vec![large - 100..large + 50, 5000..5001])]));
+        touches.note_unseen_open(1, block, 10_000);
+        touches.note_unseen_open(2, block, large);
+        touches.note_unseen_open(3, block, large);
+        let tail = large - block..large;
+        assert_eq!(
+            touches.take(),
+            [
+                (1, 0..4096),
+                (1, 4096..8192),
+                (1, 8192..10_000),
+                (2, tail),
+                (2, 4096..8192)
+            ],
+            "a large file nothing was inherited for is left out"
+        );
     }
 
     #[test]
