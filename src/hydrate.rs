@@ -3,7 +3,8 @@
 //!
 //! - It runs on the fetcher's background lane: reads a process waits for keep priority, for GET
 //!   slots, memory and CPU (its threads run at a lower priority), and a read never waits for a
-//!   block a hydration is fetching (it fetches the block itself).
+//!   block a hydration is fetching (it fetches the block itself). While such reads go on, it runs
+//!   one piece at a time, spaced out, and picks up speed again once they stop.
 //! - Progress comes from the cache itself: blocks already cached (by earlier reads, an earlier
 //!   hydration, or a daemon that ran before) count as done and are never fetched again, which is
 //!   also how a hydration resumes after a restart.
@@ -79,6 +80,19 @@ const PIECE_BLOCKS_BYTES: u64 = 8 << 20;
 /// most this many pieces in flight, so it leaves them the network, the CPU and the cache writes.
 const PIECES_BESIDE_DEMAND: usize = 1;
 const DEMAND_QUIET: Duration = Duration::from_millis(50);
+
+/// Beside such reads, a piece starts at least this long after the one before it. On a local store
+/// a piece takes a few milliseconds, and one piece after another still took the CPU and the cache
+/// disk from those reads (their p99 went from 0.6 to 2.5 ms); on a remote store a piece takes
+/// about this long or more, so one stays in flight. Reads that never stop still leave hydration
+/// a piece per gap: it slows down, it never stalls.
+const DEMAND_PIECE_GAP: Duration = Duration::from_millis(100);
+
+/// Whether a piece may start beside reads a process waits for, with `in_flight` pieces running
+/// and the last one started `since_last_start` ago.
+fn may_start_beside_demand(in_flight: usize, since_last_start: Option<Duration>) -> bool {
+    in_flight < PIECES_BESIDE_DEMAND && since_last_start.is_none_or(|since| since >= DEMAND_PIECE_GAP)
+}
 
 /// Pieces in flight grow by one every this long from the start, so a hydration does not land on
 /// the store, the CPU and the page cache all at once: when all its pieces started together, reads
@@ -296,24 +310,34 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
     // Pace and pause before each piece is issued; up to `parallel` pieces in flight.
     let next_slot = Arc::new(Mutex::new(Instant::now()));
     let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let last_start: Arc<Mutex<Option<Instant>>> = Arc::default();
     let issued = planned.then(|piece| {
         let (shared, next_slot, fetcher) = (shared.clone(), next_slot.clone(), fetcher.clone());
-        let (mut control, in_flight) = (control.clone(), in_flight.clone());
+        let (mut control, in_flight, last_start) = (control.clone(), in_flight.clone(), last_start.clone());
         async move {
             let piece = piece?;
             let _ = control.wait_for(|c| *c == Control::Run).await;
-            while in_flight.load(Relaxed) >= PIECES_BESIDE_DEMAND && fetcher.demand_active(DEMAND_QUIET) {
+            // Cached pieces go by at once: they cost no fetch, nor a place in the pace.
+            let missing = fetcher.missing_bytes(&piece.object, piece.blocks.clone());
+            if missing == 0 {
+                in_flight.fetch_add(1, Relaxed);
+                return Ok(piece);
+            }
+            let since_last_start = || lock(&last_start).map(|at| at.elapsed());
+            while !may_start_beside_demand(in_flight.load(Relaxed), since_last_start())
+                && fetcher.demand_active(DEMAND_QUIET)
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             while in_flight.load(Relaxed) >= ramped_up(shared.started.elapsed()) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             in_flight.fetch_add(1, Relaxed);
+            *lock(&last_start) = Some(Instant::now());
             let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
             let pace = pace(&lock(&shared.options), remaining);
-            // Only bytes still to fetch count against the cap: cached pieces go by at once.
-            let missing = fetcher.missing_bytes(&piece.object, piece.blocks.clone());
-            if let (Some(rate), true) = (pace, missing > 0) {
+            // Only bytes still to fetch count against the cap.
+            if let Some(rate) = pace {
                 let at = {
                     let mut slot = lock(&next_slot);
                     let at = (*slot).max(Instant::now());

@@ -406,6 +406,12 @@ impl Fetcher {
         }
     }
 
+    /// Counts as a read a process waits for, fetching until the answer is dropped.
+    #[cfg(test)]
+    pub(crate) fn demand_for_tests(&self) -> impl Sized + '_ {
+        self.demand.begin()
+    }
+
     /// True while a read that a process waits for is fetching, or did within `quiet`.
     pub fn demand_active(&self, quiet: Duration) -> bool {
         let d = &self.demand;

@@ -125,6 +125,34 @@ async fn every_block_is_fetched_once_and_progress_adds_up() {
     assert_eq!(f.gets.bytes(), f.total() + BLOCK, "nothing fetched the second time");
 }
 
+#[test]
+fn beside_reads_a_process_waits_for_one_piece_runs_and_the_next_waits_its_gap() {
+    assert!(may_start_beside_demand(0, None), "the first piece");
+    assert!(!may_start_beside_demand(1, None), "one is running");
+    assert!(
+        !may_start_beside_demand(0, Some(DEMAND_PIECE_GAP / 2)),
+        "too soon after the last"
+    );
+    assert!(may_start_beside_demand(0, Some(DEMAND_PIECE_GAP)));
+    assert!(!may_start_beside_demand(1, Some(DEMAND_PIECE_GAP * 3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_never_stop_slow_hydration_down_but_never_stall_it() {
+    let f = fixture("beside", &[24 << 20]).await;
+    let fetcher = f.fs.view().fetcher().clone();
+    let reading = fetcher.demand_for_tests();
+    let started = Instant::now();
+    let hydration = Hydration::start(f.fs.view().clone(), HydrateOptions::default());
+    let status = until_final(&hydration).await;
+    let took = started.elapsed();
+    drop(reading);
+    assert_eq!(status.state, HydrationState::Completed, "{status:?}");
+    assert!(f.all_cached());
+    // Three 8 MiB pieces, each started a gap after the one before.
+    assert!(took >= DEMAND_PIECE_GAP * 2, "took {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bandwidth_cap_holds_the_rate_down() {
     let f = fixture("cap", &[24 << 20]).await;
