@@ -8,6 +8,7 @@
 //! - A block whose CRC32C does not match is an error for the reads that need it, never data.
 
 mod budget;
+mod disk_writes;
 mod error;
 mod inflight;
 mod lane;
@@ -27,6 +28,7 @@ use crate::checksum::Integrity;
 use crate::store::{BlockBuffers, Store};
 
 pub use budget::BufferBudget;
+use disk_writes::DiskWrites;
 pub use error::FetchError;
 use inflight::{Claim, Inflight};
 pub use lane::BackgroundRuntime;
@@ -595,8 +597,7 @@ impl Fetcher {
         let asked = std::time::Instant::now();
         let _buffer = self.config.budget.reserve(range.end - range.start, background).await;
         let budget_wait = asked.elapsed();
-        let mut to_disk = Vec::new();
-        let mut learned = Vec::new();
+        let mut writes = DiskWrites::new(self, object);
         // A hydration's blocks that nobody waits for go to disk only: through the memory tier
         // they would push out what readers use and keep their buffers from being reused. They
         // stay claimed until written, so a reader meanwhile waits for them rather than fetching.
@@ -646,10 +647,8 @@ impl Fetcher {
                             self.cache.insert_memory(key, bytes.clone());
                             claim.complete(block, Ok(bytes.clone()));
                         }
-                        if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
-                            learned.push((block, crc));
-                        }
-                        to_disk.push((key, bytes));
+                        let learned = object.checksums.get(block).filter(|_| !known);
+                        writes.add(key, bytes, learned);
                     } else {
                         self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                         // Bytes primed from a stale pack would fail every attempt: GET instead.
@@ -703,7 +702,7 @@ impl Fetcher {
         };
         // Blocks that arrived whole and verified are kept, whatever happened to the others.
         let writing = std::time::Instant::now();
-        self.write_to_disk(object, to_disk, learned).await;
+        writes.finish().await;
         tracing::debug!(key = %object.key, ?range, ?budget_wait, written_in = ?writing.elapsed(), took = ?asked.elapsed(), "run cached");
         for (block, bytes) in held_until_written {
             claim.complete(block, Ok(bytes));
@@ -718,13 +717,27 @@ impl Fetcher {
     /// (`learned`) are remembered first, so a block on disk after a crash is one a restarted
     /// process can check.
     async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>, learned: Vec<(u64, u32)>) {
+        if let Some(write) = self.start_disk_write(object, blocks, learned) {
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, "a disk cache write did not finish");
+            }
+        }
+    }
+
+    /// Starts [`Fetcher::write_to_disk`]'s work; `None` when there is none.
+    fn start_disk_write(
+        &self,
+        object: &ObjectHandle,
+        blocks: Vec<(BlockKey, Bytes)>,
+        learned: Vec<(u64, u32)>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let recall = self.recall.clone().filter(|_| !learned.is_empty());
         let to_disk = self.cache.has_disk() && !blocks.is_empty();
         if recall.is_none() && !to_disk {
-            return;
+            return None;
         }
         let (cache, id, shape) = (self.cache.clone(), object.id, object.shape);
-        let write = tokio::task::spawn_blocking(move || {
+        Some(tokio::task::spawn_blocking(move || {
             if let Some(recall) = recall {
                 if let Err(e) = recall.remember(&id, shape.block_size, &learned) {
                     tracing::warn!(error = %e, object = %id.hex(), "cannot remember learned checksums");
@@ -735,10 +748,7 @@ impl Fetcher {
                     cache.insert_disk(key, shape, &bytes, true);
                 }
             }
-        });
-        if let Err(e) = write.await {
-            tracing::warn!(error = %e, "a disk cache write did not finish");
-        }
+        }))
     }
 
     /// Ranged GETs of `range` (whole blocks) until every block has been handed to `on_block`, in

@@ -688,3 +688,38 @@ async fn primed_bytes_that_fail_their_checksum_are_fetched_again_from_the_store(
     assert!(f.gets.requests() >= 1, "the right bytes came from the store");
     drop(primed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_blocks_go_to_disk_a_batch_at_a_time_while_it_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CacheConfig {
+        disk_dir: Some(dir.path().to_path_buf()),
+        ..CacheConfig::default()
+    };
+    let blocks = 300;
+    let f = fixture_with_cache(blocks * BLOCK as usize, FetchConfig::default(), cache).await;
+    let key = |block: u64| BlockKey {
+        object: f.object.id,
+        block,
+    };
+    let bytes = |block: u64| Bytes::copy_from_slice(&f.data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]);
+    let mut writes = DiskWrites::new(&f.fetcher, &f.object);
+    for block in 0..blocks as u64 {
+        writes.add(key(block), bytes(block), None);
+    }
+    // 1 MiB gathered (256 blocks): their write started before the run ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f.fetcher.cache().contains(&key(255)) {
+        assert!(std::time::Instant::now() < deadline, "the first batch was not written");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        !f.fetcher.cache().contains(&key(256)),
+        "the rest waits for the run's end"
+    );
+    writes.finish().await;
+    assert!((0..blocks as u64).all(|block| f.fetcher.cache().contains(&key(block))));
+    let again = f.fetcher.read(&f.object, 0, blocks as u64 * BLOCK).await.unwrap();
+    assert!(again[..] == f.data[..]);
+    assert_eq!(f.gets.bytes(), 0, "read back from disk");
+}
