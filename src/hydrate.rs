@@ -89,9 +89,20 @@ const DEMAND_QUIET: Duration = Duration::from_millis(50);
 const DEMAND_PIECE_GAP: Duration = Duration::from_millis(100);
 
 /// Whether a piece may start beside reads a process waits for, with `in_flight` pieces running
-/// and the last one started `since_last_start` ago.
-fn may_start_beside_demand(in_flight: usize, since_last_start: Option<Duration>) -> bool {
-    in_flight < PIECES_BESIDE_DEMAND && since_last_start.is_none_or(|since| since >= DEMAND_PIECE_GAP)
+/// and the last one started `since_last_start` ago. A hydration whose deadline needs more than a
+/// piece per gap (`urgent`) keeps its one piece in flight without the gap: blocks not local when
+/// a snapshot expires become unreadable, a slower read does not.
+fn may_start_beside_demand(in_flight: usize, since_last_start: Option<Duration>, urgent: bool) -> bool {
+    in_flight < PIECES_BESIDE_DEMAND && (urgent || since_last_start.is_none_or(|since| since >= DEMAND_PIECE_GAP))
+}
+
+/// Whether the deadline of `options` needs more than a piece per [`DEMAND_PIECE_GAP`] for the
+/// `remaining` bytes.
+fn deadline_needs_more_than_gaps(options: &HydrateOptions, remaining: u64) -> bool {
+    let per_gap = PIECE_BLOCKS_BYTES as f64 / DEMAND_PIECE_GAP.as_secs_f64();
+    options
+        .deadline_ms
+        .is_some_and(|deadline| required_rate(remaining, deadline) > per_gap)
 }
 
 /// Pieces in flight grow by one every this long from the start, so a hydration does not land on
@@ -324,7 +335,11 @@ async fn run(view: Arc<View>, files: Vec<ViewFile>, shared: Arc<Shared>, control
                 return Ok(piece);
             }
             let since_last_start = || lock(&last_start).map(|at| at.elapsed());
-            while !may_start_beside_demand(in_flight.load(Relaxed), since_last_start())
+            let urgent = || {
+                let remaining = shared.bytes_total.saturating_sub(shared.bytes_done.load(Relaxed));
+                deadline_needs_more_than_gaps(&lock(&shared.options), remaining)
+            };
+            while !may_start_beside_demand(in_flight.load(Relaxed), since_last_start(), urgent())
                 && fetcher.demand_active(DEMAND_QUIET)
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -127,14 +127,28 @@ async fn every_block_is_fetched_once_and_progress_adds_up() {
 
 #[test]
 fn beside_reads_a_process_waits_for_one_piece_runs_and_the_next_waits_its_gap() {
-    assert!(may_start_beside_demand(0, None), "the first piece");
-    assert!(!may_start_beside_demand(1, None), "one is running");
+    assert!(may_start_beside_demand(0, None, false), "the first piece");
+    assert!(!may_start_beside_demand(1, None, false), "one is running");
     assert!(
-        !may_start_beside_demand(0, Some(DEMAND_PIECE_GAP / 2)),
+        !may_start_beside_demand(0, Some(DEMAND_PIECE_GAP / 2), false),
         "too soon after the last"
     );
-    assert!(may_start_beside_demand(0, Some(DEMAND_PIECE_GAP)));
-    assert!(!may_start_beside_demand(1, Some(DEMAND_PIECE_GAP * 3)));
+    assert!(may_start_beside_demand(0, Some(DEMAND_PIECE_GAP), false));
+    assert!(!may_start_beside_demand(1, Some(DEMAND_PIECE_GAP * 3), false));
+    // A deadline that needs more than a piece per gap keeps one piece in flight, without the gap.
+    assert!(may_start_beside_demand(0, Some(Duration::ZERO), true));
+    assert!(!may_start_beside_demand(1, Some(Duration::ZERO), true));
+    let now_ms = crate::time::now_ms();
+    let options = |deadline_ms| HydrateOptions {
+        bandwidth: None,
+        deadline_ms,
+    };
+    assert!(!deadline_needs_more_than_gaps(&options(None), 1 << 40));
+    assert!(deadline_needs_more_than_gaps(&options(Some(now_ms + 10_000)), 1 << 30));
+    assert!(!deadline_needs_more_than_gaps(
+        &options(Some(now_ms + 100_000)),
+        1 << 20
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
