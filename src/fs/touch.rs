@@ -81,6 +81,9 @@ impl FirstTouches {
     /// Notes an open of inode `ino` (`size` bytes in blocks of `block_size`) whose reads this
     /// process will not see: the whole file when it is small, else its inherited first reads.
     pub fn note_unseen_open(&self, ino: u64, block_size: u64, size: u64) {
+        if self.is_done() {
+            return;
+        }
         if size <= UNSEEN_NOTED_WHOLE {
             return self.note(ino, 0..size.div_ceil(block_size), block_size, size);
         }
@@ -101,6 +104,7 @@ impl FirstTouches {
         self.stopped.store(true, Ordering::Relaxed);
         let mut state = self.lock();
         state.seen = HashSet::new();
+        state.inherited = HashMap::new();
         std::mem::take(&mut state.order)
     }
 

@@ -129,10 +129,14 @@ fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
+/// The readahead the kernel gives every new FUSE mount.
+const KERNEL_DEFAULT_READAHEAD: u32 = 128 << 10;
+
 /// Sets how far ahead the kernel reads the files of the mount at `path` (its `read_ahead_kb`).
 /// The kernel starts every FUSE mount at 128 KiB and INIT can only lower that, so without this a
 /// mount is read ahead no further than 128 KiB whatever the daemon is told. Best effort: without
-/// root, or without sysfs, the mount keeps the kernel's default.
+/// root, or without sysfs, the mount keeps the kernel's default (a warning when another value was
+/// asked for, since the operator then does not get it).
 pub fn set_readahead(path: &Path, bytes: u32) {
     use std::os::unix::fs::MetadataExt;
     let set = std::fs::metadata(path).and_then(|meta| {
@@ -142,8 +146,14 @@ pub fn set_readahead(path: &Path, bytes: u32) {
     });
     match set {
         Ok(knob) => tracing::debug!(%knob, kib = bytes / 1024, "kernel readahead set"),
-        Err(error) => {
+        Err(error) if bytes == KERNEL_DEFAULT_READAHEAD => {
             tracing::debug!(path = %path.display(), %error, "kernel readahead left at its default")
         }
+        Err(error) => tracing::warn!(
+            path = %path.display(),
+            %error,
+            kib = bytes / 1024,
+            "cannot set the mount's kernel readahead; it stays at the kernel's 128 KiB"
+        ),
     }
 }
