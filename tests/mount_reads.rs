@@ -44,7 +44,13 @@ fn xattr(path: &Path, name: &str) -> Option<String> {
 fn every_byte_reads_back_and_the_mount_is_read_only() {
     require_root!();
     for store in TestStore::all() {
-        let node = Node::new(store.env());
+        every_byte_reads_back_on(&store, &Node::new(store.env()));
+    }
+}
+
+/// Reads every edge file, lists, asks xattrs and statfs, and tries every kind of change.
+fn every_byte_reads_back_on(store: &TestStore, node: &Node) {
+    {
         let src = node.path("src");
         let files = edge_files();
         for (path, bytes) in &files {
@@ -123,7 +129,12 @@ fn every_byte_reads_back_and_the_mount_is_read_only() {
 fn sixteen_threads_reading_at_once_get_correct_bytes() {
     require_root!();
     for store in TestStore::all() {
-        let node = Node::new(store.env());
+        sixteen_threads_on(&store, &Node::new(store.env()));
+    }
+}
+
+fn sixteen_threads_on(store: &TestStore, node: &Node) {
+    {
         let src = node.path("src");
         let files: Vec<Vec<u8>> = (0..4).map(|i| data::bytes(100 + i, 8 << 20)).collect();
         for (i, bytes) in files.iter().enumerate() {
@@ -188,4 +199,71 @@ fn the_kernel_reads_ahead_as_far_as_the_daemon_is_told() {
 
     let refused = node.fails(&["daemon", "start", "--", "--kernel-readahead=6K"]);
     assert!(refused.contains("multiple of 4K from 4K to 16M"), "{refused}");
+}
+
+/// Turns the kernel's FUSE over io_uring on for the test and back to what it was after, also on
+/// failure (other servers only use it when they ask for it at INIT).
+struct UringEnabled(Option<String>);
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+impl UringEnabled {
+    fn on() -> UringEnabled {
+        let before = std::fs::read_to_string(ENABLE_URING)
+            .unwrap_or_else(|e| panic!("{ENABLE_URING}: {e} (a kernel with FUSE over io_uring is needed, 6.14+)"));
+        std::fs::write(ENABLE_URING, "Y").unwrap();
+        UringEnabled(Some(before.trim().to_string()))
+    }
+}
+
+impl Drop for UringEnabled {
+    fn drop(&mut self) {
+        if let Some(before) = self.0.take() {
+            let _ = std::fs::write(ENABLE_URING, before);
+        }
+    }
+}
+
+#[test]
+fn requests_through_fuse_over_io_uring_get_the_same_answers() {
+    require_root!();
+    let _uring = UringEnabled::on();
+    for store in TestStore::all() {
+        // Two entries per CPU queue: sixteen readers keep every entry busy and requests queue.
+        let mut env = store.env();
+        env.push(("LAZYSNAP_FUSE_URING_DEPTH".into(), "2".into()));
+        let (readers, edges) = (Node::new(env.clone()), Node::new(env));
+        sixteen_threads_on(&store, &readers);
+        every_byte_reads_back_on(&store, &edges);
+        for node in [&readers, &edges] {
+            let log = node.daemon_log();
+            assert!(
+                log.contains("FUSE requests come through io_uring queues"),
+                "{}: the mount did not use io_uring:\n{log}",
+                store.name()
+            );
+        }
+
+        // A daemon that crashes cannot hand such a connection on: the next one mounts it again
+        // at the same path instead of taking over a connection whose requests it would never see.
+        let mount = readers.mount(&["--store", &store.url(), "--volume", VOLUME]);
+        // The volume's latest manifest is the edge files, published last.
+        let file = mount.path.join(VOLUME).join("log.0006");
+        let expected = data::bytes(6, 5 << 20);
+        assert!(std::fs::read(&file).unwrap() == expected);
+        readers.kill_daemon();
+        readers.restart_daemon_and_wait_for_mounts();
+        assert!(
+            readers.daemon_log().contains("served through FUSE over io_uring"),
+            "{}: {}",
+            store.name(),
+            readers.daemon_log()
+        );
+        assert!(
+            std::fs::read(&file).unwrap() == expected,
+            "{}: wrong bytes after the restart",
+            store.name()
+        );
+        mount.unmount();
+    }
 }

@@ -63,6 +63,7 @@ pub mod init {
     pub const INIT_EXT: u64 = 1 << 30;
     pub const PASSTHROUGH: u64 = 1 << 37;
     pub const HAS_RESEND: u64 = 1 << 39;
+    pub const OVER_IO_URING: u64 = 1 << 41;
 }
 
 /// Flags of an OPEN or OPENDIR answer.

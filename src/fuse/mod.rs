@@ -19,6 +19,7 @@ mod latency;
 mod passthrough;
 mod request;
 mod session;
+mod uring;
 mod watchdog;
 
 use std::io;
@@ -53,6 +54,9 @@ pub struct FuseOptions {
     pub passthrough: bool,
     /// Files one mount may have open at once; an open beyond it fails with ENFILE.
     pub max_open_files: usize,
+    /// Serve requests through FUSE over io_uring (Linux 6.14+, `fuse.enable_uring=Y`): a queue
+    /// of `uring_depth` entries per CPU; 0 reads them from `/dev/fuse` as before.
+    pub uring_depth: usize,
 }
 
 impl Default for FuseOptions {
@@ -64,6 +68,7 @@ impl Default for FuseOptions {
             max_readahead: 128 << 10,
             passthrough: true,
             max_open_files: 1 << 16,
+            uring_depth: 0,
         }
     }
 }
@@ -166,6 +171,15 @@ async fn attach_device(mountpoint: &Path, attach: Attach) -> io::Result<device::
 /// file and `state` what that process recorded. `fs` must be the same tree. Requests the other
 /// process had read but not answered are queued again by the kernel and answered here.
 pub fn adopt(server: &Arc<Server>, fs: Arc<LazyFs>, device: OwnedFd, state: &SessionState) -> io::Result<Mount> {
+    if state.negotiated.uring {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "{} is served through FUSE over io_uring, which the kernel cannot hand to another process",
+                state.path.display()
+            ),
+        ));
+    }
     if !Session::can_serve(&state.negotiated) {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,

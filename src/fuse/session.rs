@@ -4,7 +4,10 @@
 //! [`Server`], and read buffers come from its pool, so a thousand idle mounts cost a thousand
 //! parked tasks and nothing more.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -40,6 +43,10 @@ pub struct Negotiated {
     /// The kernel can queue again what a dead server had read (Linux 6.9+); without it, requests
     /// in flight when a server dies are never answered.
     pub resend: bool,
+    /// Requests come as io_uring completions (FUSE over io_uring); forgets and interrupts still
+    /// come through the device.
+    #[serde(default)]
+    pub uring: bool,
 }
 
 /// Node-wide limits of FUSE serving, shared by every connection.
@@ -112,6 +119,10 @@ pub(super) struct Session {
     passthrough: Passthrough,
     server: Arc<Server>,
     pub path: PathBuf,
+    rings: Mutex<Option<super::uring::Rings>>,
+    /// Requests that came through a ring, by unique: their answers go back through it.
+    ring_slots: Mutex<HashMap<u64, super::uring::Slot>>,
+    rings_on: AtomicBool,
 }
 
 impl Session {
@@ -124,13 +135,18 @@ impl Session {
             negotiated: OnceLock::new(),
             server,
             path,
+            rings: Mutex::default(),
+            ring_slots: Mutex::default(),
+            rings_on: AtomicBool::new(false),
         }
     }
 
     /// Whether this layer can serve a connection set up with `negotiated`: the kernel refuses
-    /// device reads into buffers smaller than its largest write request.
+    /// device reads into buffers smaller than its largest write request, and a connection served
+    /// through io_uring cannot change servers (Linux 6.18 neither resends the requests a dead
+    /// server's ring held nor hands queued ones to a new ring's entries).
     pub fn can_serve(negotiated: &Negotiated) -> bool {
-        negotiated.minor >= abi::OLDEST_MINOR && READ_BUFFER >= 80 + negotiated.max_write as usize
+        negotiated.minor >= abi::OLDEST_MINOR && READ_BUFFER >= 80 + negotiated.max_write as usize && !negotiated.uring
     }
 
     /// Continues a connection another server negotiated, with the opens it journaled.
@@ -179,14 +195,63 @@ impl Session {
             };
             if let Op::Init { .. } = request.op {
                 let negotiated = self.init(&request);
+                if negotiated.is_some_and(|n| n.uring) {
+                    self.start_rings();
+                }
                 if let (Some(tx), Some(negotiated)) = (initialized.take(), negotiated) {
                     let _ = tx.send(negotiated);
                 }
                 continue;
             }
-            self.dispatch(request, permit);
+            self.dispatch(request, permit, false);
+        }
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rings) = rings {
+            let _ = tokio::task::spawn_blocking(move || rings.stop()).await;
         }
         tracing::debug!(path = %self.path.display(), "FUSE session ended");
+    }
+
+    /// Starts the connection's io_uring queues; requests keep coming through the device until
+    /// every queue has its entries posted.
+    fn start_rings(self: &Arc<Self>) {
+        let session = Arc::downgrade(self);
+        let serve: super::uring::Serve = Arc::new(move |request, slot| {
+            if let Some(session) = session.upgrade() {
+                session.dispatch_from_ring(request, slot);
+            }
+        });
+        // A payload buffer holds the largest request or answer: 256 pages (max_pages).
+        match super::uring::Rings::start(self.device.raw(), self.server.options.uring_depth, 256 * 4096, serve) {
+            Ok(rings) => {
+                tracing::info!(path = %self.path.display(), depth = self.server.options.uring_depth, "FUSE requests come through io_uring queues");
+                self.rings_on.store(true, Ordering::Release);
+                *self.rings.lock().unwrap_or_else(|p| p.into_inner()) = Some(rings);
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot start FUSE io_uring queues; requests stay on the device")
+            }
+        }
+    }
+
+    /// Serves a request that came through a ring, on the ring's thread: what can be answered at
+    /// once is answered there; the rest continues on the runtime.
+    fn dispatch_from_ring(self: &Arc<Self>, request: Request, slot: super::uring::Slot) {
+        let in_flight = self.server.in_flight.clone();
+        let permit = match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => futures::executor::block_on(in_flight.acquire_owned()).expect("never closed"),
+        };
+        if matches!(request.op, Op::Forget | Op::Interrupt | Op::Init { .. }) {
+            // These come through the device; one that came here still frees its entry.
+            let _ = slot.answer(request.unique, -libc::ENOSYS, &[]);
+            return;
+        }
+        self.ring_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.unique, slot);
+        self.dispatch(request, permit, true);
     }
 
     /// The next request with the permit it is served under; `None` once the connection ended.
@@ -218,18 +283,27 @@ impl Session {
 
     /// Reads and opens wait on the cache, the index or the store: they run as tasks of their own,
     /// holding their permit. Everything else is answered from memory at once.
-    fn dispatch(self: &Arc<Self>, request: Request, permit: OwnedSemaphorePermit) {
+    /// `inline_first`: poll the work once where we are, and spawn it only if it has to wait.
+    fn dispatch(self: &Arc<Self>, request: Request, permit: OwnedSemaphorePermit, inline_first: bool) {
         let (started, kind) = (std::time::Instant::now(), super::latency::kind(&request.op));
         match request.op {
             Op::Read { .. } | Op::Open { .. } | Op::Release { .. } | Op::Getxattr { .. } | Op::Listxattr { .. } => {
                 let session = self.clone();
                 let waiting = self.server.waiting.enter(kind);
-                tokio::spawn(async move {
+                let mut work = Box::pin(async move {
                     let _waiting = waiting;
                     session.serve(request).await;
                     session.server.latencies.record(kind, started.elapsed());
                     drop(permit);
                 });
+                if inline_first {
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    if work.as_mut().poll(&mut cx).is_ready() {
+                        return;
+                    }
+                }
+                // Polled again at once on the runtime, with a waker that counts.
+                tokio::spawn(work);
             }
             _ => {
                 // Nothing here awaits: polled once, it completes.
@@ -388,6 +462,14 @@ impl Session {
             return None;
         }
         let mut wanted = init::ASYNC_READ | init::PARALLEL_DIROPS | init::MAX_PAGES | init::BIG_WRITES;
+        let uring = self.server.options.uring_depth > 0 && flags & init::OVER_IO_URING != 0;
+        if uring {
+            wanted |= init::OVER_IO_URING;
+        } else if self.server.options.uring_depth > 0 {
+            tracing::info!(
+                "this kernel offers no FUSE over io_uring (fuse.enable_uring=N?); requests come through /dev/fuse"
+            );
+        }
         let passthrough = self.server.options.passthrough && flags & init::PASSTHROUGH != 0;
         if passthrough {
             wanted |= init::PASSTHROUGH;
@@ -416,6 +498,7 @@ impl Session {
             passthrough,
             max_write: MAX_WRITE,
             resend: flags & init::HAS_RESEND != 0,
+            uring,
         };
         if !passthrough {
             self.passthrough.disable();
@@ -425,14 +508,30 @@ impl Session {
         Some(negotiated)
     }
 
+    /// Sends an answer the way its request came: through its ring, or the device.
+    fn send(&self, unique: u64, error: i32, pieces: &[&[u8]]) -> std::io::Result<()> {
+        let slot = if self.rings_on.load(Ordering::Acquire) {
+            self.ring_slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&unique)
+        } else {
+            None
+        };
+        match slot {
+            Some(slot) => slot.answer(unique, error, pieces),
+            None => self.device.reply(unique, error, pieces),
+        }
+    }
+
     fn answer(&self, unique: u64, pieces: &[&[u8]]) {
-        if let Err(e) = self.device.reply(unique, 0, pieces) {
+        if let Err(e) = self.send(unique, 0, pieces) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot answer a FUSE request");
         }
     }
 
     fn answer_error(&self, unique: u64, errno: i32) {
-        if let Err(e) = self.device.reply(unique, -errno, &[]) {
+        if let Err(e) = self.send(unique, -errno, &[]) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot answer a FUSE request");
         }
     }

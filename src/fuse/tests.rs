@@ -220,6 +220,7 @@ async fn a_successor_serves_the_handles_its_predecessor_journaled() {
         passthrough: false,
         max_write: 4096,
         resend: true,
+        uring: false,
     };
     session.adopt(negotiated, &opens);
     let (_stop, stopped) = oneshot::channel();
@@ -240,4 +241,23 @@ async fn a_successor_serves_the_handles_its_predecessor_journaled() {
     .unwrap();
     assert_eq!(session.journal.len(), 2);
     drop(task);
+}
+
+#[test]
+fn a_connection_served_through_io_uring_is_never_taken_over() {
+    let mut negotiated = Negotiated {
+        minor: 45,
+        passthrough: true,
+        max_write: 4096,
+        resend: true,
+        uring: false,
+    };
+    assert!(Session::can_serve(&negotiated));
+    negotiated.uring = true;
+    // The kernel would neither resend what the old ring held nor give queued requests to ours.
+    assert!(!Session::can_serve(&negotiated));
+    // State written before the field existed reads as a device-served connection.
+    let old: Negotiated =
+        serde_json::from_str(r#"{"minor":45,"passthrough":true,"maxWrite":4096,"resend":true}"#).unwrap();
+    assert!(!old.uring && Session::can_serve(&old));
 }

@@ -1,0 +1,381 @@
+//! FUSE over io_uring (Linux 6.14+, with the `fuse` module's `enable_uring` set): once INIT agreed
+//! to it, the kernel hands requests to one queue per CPU as completions of commands the server
+//! keeps posted on an io_uring, and takes each answer with the command that asks for the next.
+//! A request is served by a thread pinned to the CPU its reader ran on, so the reader, the kernel
+//! and the daemon meet on one core with one system call per answer and no read of `/dev/fuse`.
+//!
+//! Forgets and interrupts still come through `/dev/fuse`, which the session keeps reading.
+//! Each queue is a thread with its ring and a fixed set of entries (a header and a payload
+//! buffer each); an answer is written into its entry's buffers by whichever thread has it and
+//! committed by the queue's thread, which an eventfd wakes.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::abi::{IN_HEADER, MIN_READ_BUFFER, OUT_HEADER};
+use super::request::{ParseError, Request};
+
+/// `struct fuse_uring_req_header`: the in/out header (128), the op's own header (128) and
+/// `struct fuse_uring_ent_in_out` (flags, commit_id, payload_sz, padding, reserved).
+const HEADER_AREA: usize = 128 + 128 + 32;
+const OP_IN: usize = 128;
+const PAYLOAD_SIZE_AT: usize = 256 + 16;
+const CMD_REGISTER: u32 = 1;
+const CMD_COMMIT_AND_FETCH: u32 = 2;
+/// The completion of the wake eventfd's read; entries use their index.
+const WAKE: u64 = u64::MAX;
+
+/// One entry's buffers. The kernel writes a request into them and reads the answer back; between
+/// the two, only the one holder of the entry's [`Slot`] touches them.
+struct Buffers {
+    header: *mut u8,
+    payload: *mut u8,
+    payload_len: usize,
+    iov: [libc::iovec; 2],
+}
+
+// SAFETY: the pointers are owned by the queue for its whole life; access is handed over by the
+// protocol (kernel -> queue thread -> slot holder -> kernel), never shared at once.
+unsafe impl Send for Buffers {}
+unsafe impl Sync for Buffers {}
+
+impl Buffers {
+    fn new(payload_len: usize) -> Buffers {
+        let header = Box::into_raw(vec![0u8; HEADER_AREA].into_boxed_slice()) as *mut u8;
+        let payload = Box::into_raw(vec![0u8; payload_len].into_boxed_slice()) as *mut u8;
+        let iov = [
+            libc::iovec {
+                iov_base: header.cast(),
+                iov_len: HEADER_AREA,
+            },
+            libc::iovec {
+                iov_base: payload.cast(),
+                iov_len: payload_len,
+            },
+        ];
+        Buffers {
+            header,
+            payload,
+            payload_len,
+            iov,
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        // SAFETY: made from boxes of these lengths in `new`.
+        unsafe {
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.header,
+                HEADER_AREA,
+            )));
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.payload,
+                self.payload_len,
+            )));
+        }
+    }
+}
+
+/// One CPU's queue of a connection.
+pub(super) struct Queue {
+    qid: u16,
+    entries: Vec<Buffers>,
+    /// Answered entries waiting to be committed by the queue's thread: (entry, commit id).
+    commits: Mutex<Vec<(usize, u64)>>,
+    wake: OwnedFd,
+    wake_buffer: Box<[u8; 8]>,
+    stop: AtomicBool,
+    device: RawFd,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("qid", &self.qid).finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The queue whose thread this is: its answers need no wake-up.
+    static QUEUE_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The right to answer one request that came through a queue.
+#[derive(Debug)]
+pub(super) struct Slot {
+    queue: Arc<Queue>,
+    index: usize,
+    commit_id: u64,
+}
+
+impl Slot {
+    /// Writes the answer into the entry and has its queue commit it.
+    pub fn answer(self, unique: u64, error: i32, pieces: &[&[u8]]) -> io::Result<()> {
+        let entry = &self.queue.entries[self.index];
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        let (error, total) = if total > entry.payload_len {
+            (-libc::EIO, 0)
+        } else {
+            (error, total)
+        };
+        // SAFETY: the entry is ours until committed (see `Buffers`); lengths checked above.
+        unsafe {
+            let header = std::slice::from_raw_parts_mut(entry.header, HEADER_AREA);
+            header[..4].copy_from_slice(&((OUT_HEADER + total) as u32).to_ne_bytes());
+            header[4..8].copy_from_slice(&error.to_ne_bytes());
+            header[8..16].copy_from_slice(&unique.to_ne_bytes());
+            header[PAYLOAD_SIZE_AT..PAYLOAD_SIZE_AT + 4].copy_from_slice(&(total as u32).to_ne_bytes());
+            if error == 0 {
+                let mut at = entry.payload;
+                for piece in pieces {
+                    std::ptr::copy_nonoverlapping(piece.as_ptr(), at, piece.len());
+                    at = at.add(piece.len());
+                }
+            }
+        }
+        self.queue
+            .commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.index, self.commit_id));
+        if QUEUE_THREAD.get() != Arc::as_ptr(&self.queue) as usize {
+            self.queue.wake();
+        }
+        Ok(())
+    }
+}
+
+impl Queue {
+    fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: an 8-byte write to an eventfd we own.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// The request the kernel wrote into entry `index`, laid out as a device read would have it.
+    fn request(&self, index: usize) -> Result<Request, ParseError> {
+        let entry = &self.entries[index];
+        // SAFETY: the kernel has completed this entry's command: its buffers are ours.
+        let header = unsafe { std::slice::from_raw_parts(entry.header, HEADER_AREA) };
+        let len = u32::from_ne_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let payload_len = u32::from_ne_bytes(
+            header[PAYLOAD_SIZE_AT..PAYLOAD_SIZE_AT + 4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
+        // The op's own header is what the length counts beyond the common header and the payload.
+        let op_len = len.checked_sub(IN_HEADER + payload_len).filter(|n| *n <= OP_IN);
+        let (Some(op_len), true) = (op_len, payload_len <= entry.payload_len) else {
+            return Err(ParseError::Length {
+                claimed: len as u32,
+                read: IN_HEADER + payload_len,
+            });
+        };
+        let mut buf = Vec::with_capacity(len);
+        buf.extend_from_slice(&header[..IN_HEADER]);
+        buf.extend_from_slice(&header[128..128 + op_len]);
+        // SAFETY: as above; payload_len checked against the buffer's length.
+        buf.extend_from_slice(unsafe { std::slice::from_raw_parts(entry.payload, payload_len) });
+        Request::parse(&buf)
+    }
+
+    fn command(&self, index: usize, cmd_op: u32, commit_id: u64) -> squeue::Entry128 {
+        // struct fuse_uring_cmd_req { u64 flags; u64 commit_id; u16 qid; u8 padding[6]; }
+        let mut cmd = [0u8; 80];
+        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[16..18].copy_from_slice(&self.qid.to_ne_bytes());
+        let entry = &self.entries[index];
+        let mut sqe = opcode::UringCmd80::new(types::Fd(self.device), cmd_op)
+            .cmd(cmd)
+            .addr(Some(entry.iov.as_ptr() as u64))
+            .build()
+            .user_data(index as u64);
+        // sqe->len is the number of iovecs (header, payload); the builder has no setter for it.
+        // SAFETY: Entry128 starts with the C `struct io_uring_sqe`, whose `len` is at byte 24.
+        unsafe { *((&mut sqe as *mut squeue::Entry128 as *mut u8).add(24) as *mut u32) = 2 };
+        sqe
+    }
+}
+
+/// The queues of one connection and their threads.
+#[derive(Debug, Default)]
+pub(super) struct Rings {
+    queues: Vec<Arc<Queue>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a queue's thread does with a request: serve it, answering through the slot.
+pub(super) type Serve = Arc<dyn Fn(Request, Slot) + Send + Sync>;
+
+impl Rings {
+    /// Starts a queue per possible CPU on `device`, each with `depth` entries whose payload
+    /// buffers hold `max_payload` bytes.
+    pub fn start(device: RawFd, depth: usize, max_payload: usize, serve: Serve) -> io::Result<Rings> {
+        let cpus = possible_cpus()?;
+        let mut rings = Rings::default();
+        for qid in 0..cpus {
+            // SAFETY: eventfd returns a new descriptor or -1.
+            let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if wake < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let queue = Arc::new(Queue {
+                qid: qid as u16,
+                entries: (0..depth)
+                    .map(|_| Buffers::new(max_payload.max(MIN_READ_BUFFER)))
+                    .collect(),
+                commits: Mutex::default(),
+                // SAFETY: a fresh descriptor, owned from here.
+                wake: unsafe { OwnedFd::from_raw_fd(wake) },
+                wake_buffer: Box::new([0u8; 8]),
+                stop: AtomicBool::new(false),
+                device,
+            });
+            let ring: IoUring<squeue::Entry128, cqueue::Entry> =
+                IoUring::builder().build((depth as u32 + 2).next_power_of_two())?;
+            let (thread_queue, serve, runtime) = (queue.clone(), serve.clone(), tokio::runtime::Handle::current());
+            let thread = std::thread::Builder::new()
+                .name(format!("fuse-uring-{qid}"))
+                .spawn(move || {
+                    let _runtime = runtime.enter();
+                    if let Err(e) = run(ring, &thread_queue, &serve) {
+                        tracing::warn!(qid, error = %e, "a FUSE io_uring queue stopped");
+                    }
+                })?;
+            rings.queues.push(queue);
+            rings.threads.push(thread);
+        }
+        Ok(rings)
+    }
+
+    /// Stops every queue and waits for its thread (the kernel cancels what was posted).
+    pub fn stop(self) {
+        for queue in &self.queues {
+            queue.stop.store(true, Ordering::Release);
+            queue.wake();
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn possible_cpus() -> io::Result<usize> {
+    // "0-1" or "0-3,5": the highest CPU number + 1.
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let last = text
+        .trim()
+        .rsplit([',', '-'])
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot read possible CPUs {text:?}"),
+            )
+        })?;
+    Ok(last + 1)
+}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(cpu, error = %io::Error::last_os_error(), "cannot pin a FUSE io_uring thread");
+        }
+    }
+}
+
+fn run(mut ring: IoUring<squeue::Entry128, cqueue::Entry>, queue: &Arc<Queue>, serve: &Serve) -> io::Result<()> {
+    pin_to(queue.qid as usize);
+    QUEUE_THREAD.set(Arc::as_ptr(queue) as usize);
+    let wake_read = || {
+        let read = opcode::Read::new(
+            types::Fd(queue.wake.as_raw_fd()),
+            queue.wake_buffer.as_ptr() as *mut u8,
+            8,
+        )
+        .build()
+        .user_data(WAKE);
+        squeue::Entry128::from(read)
+    };
+    let mut pending: Vec<squeue::Entry128> = (0..queue.entries.len())
+        .map(|i| queue.command(i, CMD_REGISTER, 0))
+        .collect();
+    pending.push(wake_read());
+    let mut live = queue.entries.len();
+    loop {
+        {
+            let mut sq = ring.submission();
+            for sqe in pending.drain(..) {
+                // SAFETY: every buffer an entry names lives as long as the queue, which outlives
+                // the ring (dropped at the end of this function, cancelling what was posted).
+                if unsafe { sq.push(&sqe) }.is_err() {
+                    return Err(io::Error::other("submission queue full"));
+                }
+            }
+        }
+        match ring.submit_and_wait(1) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (user_data, result) in done {
+            if user_data == WAKE {
+                if queue.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                pending.push(wake_read());
+                continue;
+            }
+            let index = user_data as usize;
+            if result == -libc::EAGAIN {
+                // The kernel had not finished INIT yet: register again shortly.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                pending.push(queue.command(index, CMD_REGISTER, 0));
+                continue;
+            }
+            if result < 0 {
+                // The connection ended (ENOTCONN) or the entry was refused.
+                tracing::debug!(qid = queue.qid, index, error = %io::Error::from_raw_os_error(-result), "FUSE io_uring entry ended");
+                live -= 1;
+                if live == 0 {
+                    return Ok(());
+                }
+                continue;
+            }
+            // SAFETY: the entry's header holds `struct fuse_uring_ent_in_out` at 256.
+            let commit_id = unsafe {
+                u64::from_ne_bytes(
+                    std::slice::from_raw_parts(queue.entries[index].header.add(264), 8)
+                        .try_into()
+                        .expect("8 bytes"),
+                )
+            };
+            let slot = Slot {
+                queue: queue.clone(),
+                index,
+                commit_id,
+            };
+            match queue.request(index) {
+                Ok(request) => serve(request, slot),
+                Err(e) => {
+                    tracing::warn!(error = %e, "malformed FUSE request from io_uring; answered EIO");
+                    let _ = slot.answer(commit_id, -libc::EIO, &[]);
+                }
+            }
+        }
+        let commits = std::mem::take(&mut *queue.commits.lock().unwrap_or_else(|p| p.into_inner()));
+        for (index, commit_id) in commits {
+            pending.push(queue.command(index, CMD_COMMIT_AND_FETCH, commit_id));
+        }
+    }
+}
