@@ -50,79 +50,77 @@ fn every_byte_reads_back_and_the_mount_is_read_only() {
 
 /// Reads every edge file, lists, asks xattrs and statfs, and tries every kind of change.
 fn every_byte_reads_back_on(store: &TestStore, node: &Node) {
-    {
-        let src = node.path("src");
-        let files = edge_files();
-        for (path, bytes) in &files {
-            data::write(&src, path, bytes);
-        }
-        let report = publish(&node, &store, &src, VOLUME);
-        assert_eq!(report["files"], files.len() as u64, "{}: {report}", store.name());
-        assert_eq!(report["volumeID"], VOLUME);
-        let snap = node.snapshot(&store, VOLUME, "snap-1");
-        assert_eq!(snap["logManifestName"], report["logManifestName"]);
-        assert_eq!(snap["logFiles"].as_array().unwrap().len(), files.len());
-
-        let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--snapshot", "snap-1"]);
-        let root = mount.path.join(VOLUME);
-        for (path, bytes) in &files {
-            let got = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{}: read {path}: {e}", store.name()));
-            assert!(
-                got == *bytes,
-                "{}: {path} differs from what was published",
-                store.name()
-            );
-        }
-        let mut names: Vec<_> = std::fs::read_dir(&root)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names.len(), 8, "{names:?}");
-        assert!(names.contains(&"a".to_string()));
-
-        // Read-only: every kind of change is refused with EROFS.
-        let erofs = |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
-        erofs(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(root.join("log.0001"))
-                .map(drop),
-        );
-        erofs(std::fs::write(root.join("new-file"), b"x"));
-        erofs(std::fs::create_dir(root.join("new-dir")));
-        erofs(std::fs::remove_file(root.join("log.0001")));
-        erofs(std::fs::rename(root.join("log.0001"), root.join("log.renamed")));
-        use std::os::unix::fs::PermissionsExt;
-        erofs(std::fs::set_permissions(
-            root.join("log.0001"),
-            std::fs::Permissions::from_mode(0o777),
-        ));
-
-        // statfs answers the bytes shown; xattrs say what is cached.
-        let c_root = CString::new(mount.path.as_os_str().as_bytes()).unwrap();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid path and an out-pointer to a zeroed struct.
-        assert_eq!(unsafe { libc::statvfs(c_root.as_ptr(), &mut st) }, 0);
-        let total: usize = files.iter().map(|(_, b)| b.len()).sum();
-        assert_eq!(st.f_blocks as usize * st.f_frsize as usize, total.div_ceil(4096) * 4096);
-        let big = root.join("log.0006");
-        assert_eq!(xattr(&big, "user.lazysnap.block_size").as_deref(), Some("65536"));
-        assert_eq!(xattr(&big, "user.lazysnap.blocks_total").as_deref(), Some("80"));
-        assert_eq!(
-            xattr(&big, "user.lazysnap.cached_bytes").as_deref(),
-            Some(&*(5 << 20).to_string())
-        );
-        assert_eq!(xattr(&big, "user.lazysnap.volume").as_deref(), Some(VOLUME));
-
-        let mounts = node.json(&["mounts"]);
-        assert_eq!(mounts[0]["volumes"][0]["snapshotUUID"], "snap-1");
-        assert_eq!(mounts[0]["stats"]["readErrors"], 0);
-        let path = mount.path.clone();
-        mount.unmount();
-        assert!(!is_mounted(&path), "{}: still mounted after umount", store.name());
-        assert!(!path.exists(), "the daemon removes the folder it created");
+    let src = node.path("src");
+    let files = edge_files();
+    for (path, bytes) in &files {
+        data::write(&src, path, bytes);
     }
+    let report = publish(node, store, &src, VOLUME);
+    assert_eq!(report["files"], files.len() as u64, "{}: {report}", store.name());
+    assert_eq!(report["volumeID"], VOLUME);
+    let snap = node.snapshot(store, VOLUME, "snap-1");
+    assert_eq!(snap["logManifestName"], report["logManifestName"]);
+    assert_eq!(snap["logFiles"].as_array().unwrap().len(), files.len());
+
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME, "--snapshot", "snap-1"]);
+    let root = mount.path.join(VOLUME);
+    for (path, bytes) in &files {
+        let got = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{}: read {path}: {e}", store.name()));
+        assert!(
+            got == *bytes,
+            "{}: {path} differs from what was published",
+            store.name()
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.contains(&"a".to_string()));
+
+    // Read-only: every kind of change is refused with EROFS.
+    let erofs = |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    erofs(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("log.0001"))
+            .map(drop),
+    );
+    erofs(std::fs::write(root.join("new-file"), b"x"));
+    erofs(std::fs::create_dir(root.join("new-dir")));
+    erofs(std::fs::remove_file(root.join("log.0001")));
+    erofs(std::fs::rename(root.join("log.0001"), root.join("log.renamed")));
+    use std::os::unix::fs::PermissionsExt;
+    erofs(std::fs::set_permissions(
+        root.join("log.0001"),
+        std::fs::Permissions::from_mode(0o777),
+    ));
+
+    // statfs answers the bytes shown; xattrs say what is cached.
+    let c_root = CString::new(mount.path.as_os_str().as_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid path and an out-pointer to a zeroed struct.
+    assert_eq!(unsafe { libc::statvfs(c_root.as_ptr(), &mut st) }, 0);
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(st.f_blocks as usize * st.f_frsize as usize, total.div_ceil(4096) * 4096);
+    let big = root.join("log.0006");
+    assert_eq!(xattr(&big, "user.lazysnap.block_size").as_deref(), Some("65536"));
+    assert_eq!(xattr(&big, "user.lazysnap.blocks_total").as_deref(), Some("80"));
+    assert_eq!(
+        xattr(&big, "user.lazysnap.cached_bytes").as_deref(),
+        Some(&*(5 << 20).to_string())
+    );
+    assert_eq!(xattr(&big, "user.lazysnap.volume").as_deref(), Some(VOLUME));
+
+    let mounts = node.json(&["mounts"]);
+    assert_eq!(mounts[0]["volumes"][0]["snapshotUUID"], "snap-1");
+    assert_eq!(mounts[0]["stats"]["readErrors"], 0);
+    let path = mount.path.clone();
+    mount.unmount();
+    assert!(!is_mounted(&path), "{}: still mounted after umount", store.name());
+    assert!(!path.exists(), "the daemon removes the folder it created");
 }
 
 #[test]
@@ -134,41 +132,39 @@ fn sixteen_threads_reading_at_once_get_correct_bytes() {
 }
 
 fn sixteen_threads_on(store: &TestStore, node: &Node) {
-    {
-        let src = node.path("src");
-        let files: Vec<Vec<u8>> = (0..4).map(|i| data::bytes(100 + i, 8 << 20)).collect();
-        for (i, bytes) in files.iter().enumerate() {
-            data::write(&src, &format!("f{i}"), bytes);
-        }
-        publish(&node, &store, &src, VOLUME);
-        let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
-        let root = mount.path.join(VOLUME);
-        std::thread::scope(|scope| {
-            for t in 0..16u64 {
-                let (root, files) = (&root, &files);
-                scope.spawn(move || {
-                    let which = (t % 4) as usize;
-                    let file = std::fs::File::open(root.join(format!("f{which}"))).unwrap();
-                    let expected = &files[which];
-                    let mut state = t + 1;
-                    for _ in 0..64 {
-                        state = state
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        let offset = (state >> 20) as usize % expected.len();
-                        let len = ((state >> 8) as usize % (300 << 10)).min(expected.len() - offset);
-                        let mut buf = vec![0u8; len];
-                        file.read_exact_at(&mut buf, offset as u64).unwrap();
-                        assert!(
-                            buf == expected[offset..offset + len],
-                            "thread {t}: wrong bytes at {offset}+{len}"
-                        );
-                    }
-                });
-            }
-        });
-        mount.unmount();
+    let src = node.path("src");
+    let files: Vec<Vec<u8>> = (0..4).map(|i| data::bytes(100 + i, 8 << 20)).collect();
+    for (i, bytes) in files.iter().enumerate() {
+        data::write(&src, &format!("f{i}"), bytes);
     }
+    publish(node, store, &src, VOLUME);
+    let mount = node.mount(&["--store", &store.url(), "--volume", VOLUME]);
+    let root = mount.path.join(VOLUME);
+    std::thread::scope(|scope| {
+        for t in 0..16u64 {
+            let (root, files) = (&root, &files);
+            scope.spawn(move || {
+                let which = (t % 4) as usize;
+                let file = std::fs::File::open(root.join(format!("f{which}"))).unwrap();
+                let expected = &files[which];
+                let mut state = t + 1;
+                for _ in 0..64 {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let offset = (state >> 20) as usize % expected.len();
+                    let len = ((state >> 8) as usize % (300 << 10)).min(expected.len() - offset);
+                    let mut buf = vec![0u8; len];
+                    file.read_exact_at(&mut buf, offset as u64).unwrap();
+                    assert!(
+                        buf == expected[offset..offset + len],
+                        "thread {t}: wrong bytes at {offset}+{len}"
+                    );
+                }
+            });
+        }
+    });
+    mount.unmount();
 }
 
 #[test]

@@ -466,9 +466,10 @@ impl Session {
         if uring {
             wanted |= init::OVER_IO_URING;
         } else if self.server.options.uring_depth > 0 {
-            tracing::info!(
-                "this kernel offers no FUSE over io_uring (fuse.enable_uring=N?); requests come through /dev/fuse"
-            );
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("--fuse-uring-depth is set but the kernel offers no FUSE over io_uring (6.14+, and `echo Y > /sys/module/fuse/parameters/enable_uring`); requests come through /dev/fuse")
+            });
         }
         let passthrough = self.server.options.passthrough && flags & init::PASSTHROUGH != 0;
         if passthrough {

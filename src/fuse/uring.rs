@@ -331,6 +331,15 @@ fn run(mut ring: IoUring<squeue::Entry128, cqueue::Entry>, queue: &Arc<Queue>, s
         for (user_data, result) in done {
             if user_data == WAKE {
                 if queue.stop.load(Ordering::Acquire) {
+                    // Answers already written still go back; the kernel cancels the rest.
+                    let commits = std::mem::take(&mut *queue.commits.lock().unwrap_or_else(|p| p.into_inner()));
+                    let mut sq = ring.submission();
+                    for (index, commit_id) in commits {
+                        // SAFETY: as for the pushes at the top of the loop.
+                        let _ = unsafe { sq.push(&queue.command(index, CMD_COMMIT_AND_FETCH, commit_id)) };
+                    }
+                    drop(sq);
+                    let _ = ring.submit();
                     return Ok(());
                 }
                 pending.push(wake_read());
