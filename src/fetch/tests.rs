@@ -23,11 +23,21 @@ async fn fixture(size: usize, config: FetchConfig) -> Fixture {
 }
 
 async fn fixture_with_cache(size: usize, config: FetchConfig, cache: CacheConfig) -> Fixture {
+    fixture_over(size, config, cache, |raw| raw).await
+}
+
+/// A fixture whose store is `wrap` of the in-memory one, counted above the wrapper.
+async fn fixture_over(
+    size: usize,
+    config: FetchConfig,
+    cache: CacheConfig,
+    wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+) -> Fixture {
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
     let raw = Arc::new(InMemory::new());
     let key = Path::from("volumes/v/files/f");
     raw.put(&key, data.clone().into()).await.unwrap();
-    let (counting, gets) = CountingStore::new(raw.clone() as Arc<dyn ObjectStore>);
+    let (counting, gets) = CountingStore::new(wrap(raw.clone() as Arc<dyn ObjectStore>));
     let store = Store::from_object_store("test://fetch-test".parse().unwrap(), Arc::new(counting));
     let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
     let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
@@ -642,7 +652,14 @@ async fn a_hydration_fills_the_disk_tier_only_and_a_reader_meanwhile_fetches_its
         disk_dir: Some(dir.path().to_path_buf()),
         ..CacheConfig::default()
     };
-    let f = fixture_with_cache(64 * BLOCK as usize, FetchConfig::default(), cache).await;
+    // Every GET waits 200 ms for its first byte, so the reader asks while the hydration's GET
+    // has delivered nothing yet, however busy the machine.
+    let stalled = |raw| {
+        use crate::store::testing::{Fault, FaultPlan, FaultyStore};
+        let plan = FaultPlan::mixed(1.0, &[Fault::StallFirstByte], Duration::from_millis(200), 1);
+        Arc::new(FaultyStore::new(raw, plan).0) as Arc<dyn ObjectStore>
+    };
+    let f = fixture_over(64 * BLOCK as usize, FetchConfig::default(), cache, stalled).await;
     let (filled, read) = futures::join!(f.fetcher.hydrate(&f.object, 0..64), async {
         tokio::task::yield_now().await;
         f.fetcher.read(&f.object, 40 * BLOCK, 100).await
