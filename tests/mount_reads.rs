@@ -247,6 +247,16 @@ fn requests_through_fuse_over_io_uring_get_the_same_answers() {
         let file = mount.path.join(VOLUME).join("log.0006");
         let expected = data::bytes(6, 5 << 20);
         assert!(std::fs::read(&file).unwrap() == expected);
+        // The daemon's rings serve every such mount: a second one reads, and unmounting it leaves
+        // the first serving.
+        let second = readers.mount(&["--store", &store.url(), "--volume", VOLUME]);
+        let other = second.path.join(VOLUME).join("log.0005");
+        assert!(std::fs::read(&other).unwrap() == data::bytes(5, 3 * BLOCK + 17));
+        second.unmount();
+        let reopened = std::fs::File::open(&file).unwrap();
+        let mut tail = vec![0u8; 4096];
+        reopened.read_exact_at(&mut tail, (5 << 20) - 4096).unwrap();
+        assert!(tail[..] == expected[(5 << 20) - 4096..]);
         readers.kill_daemon();
         readers.restart_daemon_and_wait_for_mounts();
         assert!(

@@ -57,6 +57,8 @@ pub struct Server {
     buffers: Mutex<Vec<Box<[u8]>>>,
     latencies: super::latency::Latencies,
     waiting: super::watchdog::Waiting,
+    /// The io_uring threads, started with the first mount served through them.
+    rings: Mutex<Option<Arc<super::uring::RingPool>>>,
 }
 
 impl Server {
@@ -67,7 +69,18 @@ impl Server {
             buffers: Mutex::default(),
             latencies: super::latency::Latencies::default(),
             waiting: super::watchdog::Waiting::default(),
+            rings: Mutex::default(),
         })
+    }
+
+    fn ring_pool(&self) -> std::io::Result<Arc<super::uring::RingPool>> {
+        let mut rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = &*rings {
+            return Ok(pool.clone());
+        }
+        let pool = Arc::new(super::uring::RingPool::start()?);
+        *rings = Some(pool.clone());
+        Ok(pool)
     }
 
     /// The requests now waiting (reads, opens) that have waited longer than `threshold` and were
@@ -119,7 +132,6 @@ pub(super) struct Session {
     passthrough: Passthrough,
     server: Arc<Server>,
     pub path: PathBuf,
-    rings: Mutex<Option<super::uring::Rings>>,
     /// Requests that came through a ring, by unique: their answers go back through it.
     ring_slots: Mutex<HashMap<u64, super::uring::Slot>>,
     rings_on: AtomicBool,
@@ -135,7 +147,6 @@ impl Session {
             negotiated: OnceLock::new(),
             server,
             path,
-            rings: Mutex::default(),
             ring_slots: Mutex::default(),
             rings_on: AtomicBool::new(false),
         }
@@ -205,33 +216,30 @@ impl Session {
             }
             self.dispatch(request, permit, false);
         }
-        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(rings) = rings {
-            let _ = tokio::task::spawn_blocking(move || rings.stop()).await;
-        }
         tracing::debug!(path = %self.path.display(), "FUSE session ended");
     }
 
-    /// Starts the connection's io_uring queues; requests keep coming through the device until
-    /// every queue has its entries posted.
+    /// Posts the connection's io_uring entries on the daemon's rings; requests keep coming
+    /// through the device until every CPU's queue has its entries.
     fn start_rings(self: &Arc<Self>) {
+        let pool = match self.server.ring_pool() {
+            Ok(pool) => pool,
+            Err(e) => {
+                return tracing::warn!(path = %self.path.display(), error = %e, "cannot start FUSE io_uring threads; requests stay on the device");
+            }
+        };
         let session = Arc::downgrade(self);
-        let serve: super::uring::Serve = Arc::new(move |request, slot| {
-            if let Some(session) = session.upgrade() {
-                session.dispatch_from_ring(request, slot);
+        let serve: super::uring::Serve = Arc::new(move |request, slot| match session.upgrade() {
+            Some(session) => session.dispatch_from_ring(request, slot),
+            // The session stopped (the daemon is exiting): the request must not wait forever.
+            None => {
+                let _ = slot.answer(request.unique, -libc::EIO, &[]);
             }
         });
+        self.rings_on.store(true, Ordering::Release);
         // A payload buffer holds the largest request or answer: 256 pages (max_pages).
-        match super::uring::Rings::start(self.device.raw(), self.server.options.uring_depth, 256 * 4096, serve) {
-            Ok(rings) => {
-                tracing::info!(path = %self.path.display(), depth = self.server.options.uring_depth, "FUSE requests come through io_uring queues");
-                self.rings_on.store(true, Ordering::Release);
-                *self.rings.lock().unwrap_or_else(|p| p.into_inner()) = Some(rings);
-            }
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot start FUSE io_uring queues; requests stay on the device")
-            }
-        }
+        pool.serve(self.device.raw(), self.server.options.uring_depth, 256 * 4096, serve);
+        tracing::info!(path = %self.path.display(), depth = self.server.options.uring_depth, "FUSE requests come through io_uring queues");
     }
 
     /// Serves a request that came through a ring, on the ring's thread: what can be answered at

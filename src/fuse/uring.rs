@@ -1,17 +1,19 @@
 //! FUSE over io_uring (Linux 6.14+, with the `fuse` module's `enable_uring` set): once INIT agreed
-//! to it, the kernel hands requests to one queue per CPU as completions of commands the server
-//! keeps posted on an io_uring, and takes each answer with the command that asks for the next.
-//! A request is served by a thread pinned to the CPU its reader ran on, so the reader, the kernel
-//! and the daemon meet on one core with one system call per answer and no read of `/dev/fuse`.
+//! to it, the kernel hands a connection's requests to one queue per CPU as completions of commands
+//! the server keeps posted on an io_uring, and takes each answer with the command that asks for
+//! the next. A request is served by a thread pinned to the CPU its reader ran on, so the reader,
+//! the kernel and the daemon meet on one core with one system call per answer and no read of
+//! `/dev/fuse`.
 //!
-//! Forgets and interrupts still come through `/dev/fuse`, which the session keeps reading.
-//! Each queue is a thread with its ring and a fixed set of entries (a header and a payload
-//! buffer each); an answer is written into its entry's buffers by whichever thread has it and
-//! committed by the queue's thread, which an eventfd wakes.
+//! The daemon has one such thread and ring per CPU ([`RingPool`]), shared by every mount served
+//! this way; each mount posts a fixed set of entries (a header and a payload buffer each) on every
+//! CPU's ring. An answer is written into its entry's buffers by whichever thread has it and
+//! committed by the CPU's thread, which an eventfd wakes. Forgets and interrupts still come through
+//! `/dev/fuse`, which the session keeps reading.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -26,8 +28,9 @@ const OP_IN: usize = 128;
 const PAYLOAD_SIZE_AT: usize = 256 + 16;
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-/// The completion of the wake eventfd's read; entries use their index.
+/// The completion of the wake eventfd's read; an entry's is its queue's key and its index.
 const WAKE: u64 = u64::MAX;
+const INDEX_BITS: u32 = 20;
 
 /// One entry's buffers. The kernel writes a request into them and reads the answer back; between
 /// the two, only the one holder of the entry's [`Slot`] touches them.
@@ -82,16 +85,15 @@ impl Drop for Buffers {
     }
 }
 
-/// One CPU's queue of a connection.
+/// One CPU's queue of one connection: its entries, posted on that CPU's ring.
 pub(super) struct Queue {
     qid: u16,
-    entries: Vec<Buffers>,
-    /// Answered entries waiting to be committed by the queue's thread: (entry, commit id).
-    commits: Mutex<Vec<(usize, u64)>>,
-    wake: OwnedFd,
-    wake_buffer: Box<[u8; 8]>,
-    stop: AtomicBool,
     device: RawFd,
+    entries: Vec<Buffers>,
+    serve: Serve,
+    cpu: Arc<Cpu>,
+    /// Where the CPU's thread keeps this queue, set before any entry is posted.
+    key: AtomicU64,
 }
 
 impl std::fmt::Debug for Queue {
@@ -100,9 +102,38 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// What other threads hand one CPU's thread.
+struct Cpu {
+    inbox: Mutex<Inbox>,
+    wake: OwnedFd,
+}
+
+#[derive(Default)]
+struct Inbox {
+    added: Vec<Arc<Queue>>,
+    /// Answered entries to commit: (queue, entry, commit id).
+    commits: Vec<(Arc<Queue>, usize, u64)>,
+    stop: bool,
+}
+
 thread_local! {
-    /// The queue whose thread this is: its answers need no wake-up.
-    static QUEUE_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The CPU whose thread this is: what it hands itself needs no wake-up.
+    static CPU_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Cpu {
+    fn send(self: &Arc<Self>, put: impl FnOnce(&mut Inbox)) {
+        put(&mut self.inbox.lock().unwrap_or_else(|p| p.into_inner()));
+        if CPU_THREAD.get() != Arc::as_ptr(self) as usize {
+            let one = 1u64;
+            // SAFETY: an 8-byte write to an eventfd we own.
+            unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    fn take(&self) -> Inbox {
+        std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// The right to answer one request that came through a queue.
@@ -114,7 +145,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    /// Writes the answer into the entry and has its queue commit it.
+    /// Writes the answer into the entry and has its CPU's thread commit it.
     pub fn answer(self, unique: u64, error: i32, pieces: &[&[u8]]) -> io::Result<()> {
         let entry = &self.queue.entries[self.index];
         let total: usize = pieces.iter().map(|p| p.len()).sum();
@@ -138,25 +169,18 @@ impl Slot {
                 }
             }
         }
-        self.queue
-            .commits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((self.index, self.commit_id));
-        if QUEUE_THREAD.get() != Arc::as_ptr(&self.queue) as usize {
-            self.queue.wake();
-        }
+        let Slot {
+            queue,
+            index,
+            commit_id,
+        } = self;
+        let cpu = queue.cpu.clone();
+        cpu.send(|inbox| inbox.commits.push((queue, index, commit_id)));
         Ok(())
     }
 }
 
 impl Queue {
-    fn wake(&self) {
-        let one = 1u64;
-        // SAFETY: an 8-byte write to an eventfd we own.
-        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
-    }
-
     /// The request the kernel wrote into entry `index`, laid out as a device read would have it.
     fn request(&self, index: usize) -> Result<Request, ParseError> {
         let entry = &self.entries[index];
@@ -184,17 +208,25 @@ impl Queue {
         Request::parse(&buf)
     }
 
+    fn commit_id(&self, index: usize) -> u64 {
+        // SAFETY: the entry's command completed, so its header is ours; ring_ent_in_out's
+        // commit_id is at 256 + 8.
+        let header = unsafe { std::slice::from_raw_parts(self.entries[index].header, HEADER_AREA) };
+        u64::from_ne_bytes(header[264..272].try_into().expect("8 bytes"))
+    }
+
     fn command(&self, index: usize, cmd_op: u32, commit_id: u64) -> squeue::Entry128 {
         // struct fuse_uring_cmd_req { u64 flags; u64 commit_id; u16 qid; u8 padding[6]; }
         let mut cmd = [0u8; 80];
         cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
         cmd[16..18].copy_from_slice(&self.qid.to_ne_bytes());
         let entry = &self.entries[index];
+        let user_data = self.key.load(Ordering::Relaxed) << INDEX_BITS | index as u64;
         let mut sqe = opcode::UringCmd80::new(types::Fd(self.device), cmd_op)
             .cmd(cmd)
             .addr(Some(entry.iov.as_ptr() as u64))
             .build()
-            .user_data(index as u64);
+            .user_data(user_data);
         // sqe->len is the number of iovecs (header, payload); the builder has no setter for it.
         // SAFETY: Entry128 starts with the C `struct io_uring_sqe`, whose `len` is at byte 24.
         unsafe { *((&mut sqe as *mut squeue::Entry128 as *mut u8).add(24) as *mut u32) = 2 };
@@ -202,64 +234,80 @@ impl Queue {
     }
 }
 
-/// The queues of one connection and their threads.
-#[derive(Debug, Default)]
-pub(super) struct Rings {
-    queues: Vec<Arc<Queue>>,
+/// What a ring's thread does with a request: serve it, answering through the slot.
+pub(super) type Serve = Arc<dyn Fn(Request, Slot) + Send + Sync>;
+
+/// The daemon's io_uring threads, one per CPU, started with the first mount that uses them.
+pub(super) struct RingPool {
+    cpus: Vec<Arc<Cpu>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// What a queue's thread does with a request: serve it, answering through the slot.
-pub(super) type Serve = Arc<dyn Fn(Request, Slot) + Send + Sync>;
+impl std::fmt::Debug for RingPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingPool").field("cpus", &self.cpus.len()).finish()
+    }
+}
 
-impl Rings {
-    /// Starts a queue per possible CPU on `device`, each with `depth` entries whose payload
-    /// buffers hold `max_payload` bytes.
-    pub fn start(device: RawFd, depth: usize, max_payload: usize, serve: Serve) -> io::Result<Rings> {
-        let cpus = possible_cpus()?;
-        let mut rings = Rings::default();
-        for qid in 0..cpus {
+impl RingPool {
+    /// A thread and ring per possible CPU, serving on the current tokio runtime.
+    pub fn start() -> io::Result<RingPool> {
+        let mut pool = RingPool {
+            cpus: Vec::new(),
+            threads: Vec::new(),
+        };
+        for qid in 0..possible_cpus()? {
             // SAFETY: eventfd returns a new descriptor or -1.
             let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
             if wake < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let queue = Arc::new(Queue {
-                qid: qid as u16,
-                entries: (0..depth)
-                    .map(|_| Buffers::new(max_payload.max(MIN_READ_BUFFER)))
-                    .collect(),
-                commits: Mutex::default(),
+            let cpu = Arc::new(Cpu {
+                inbox: Mutex::default(),
                 // SAFETY: a fresh descriptor, owned from here.
                 wake: unsafe { OwnedFd::from_raw_fd(wake) },
-                wake_buffer: Box::new([0u8; 8]),
-                stop: AtomicBool::new(false),
-                device,
             });
-            let ring: IoUring<squeue::Entry128, cqueue::Entry> =
-                IoUring::builder().build((depth as u32 + 2).next_power_of_two())?;
-            let (thread_queue, serve, runtime) = (queue.clone(), serve.clone(), tokio::runtime::Handle::current());
+            let ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder().build(256)?;
+            let (thread_cpu, runtime) = (cpu.clone(), tokio::runtime::Handle::current());
             let thread = std::thread::Builder::new()
                 .name(format!("fuse-uring-{qid}"))
                 .spawn(move || {
                     let _runtime = runtime.enter();
-                    if let Err(e) = run(ring, &thread_queue, &serve) {
-                        tracing::warn!(qid, error = %e, "a FUSE io_uring queue stopped");
+                    if let Err(e) = run(ring, &thread_cpu, qid) {
+                        tracing::error!(qid, error = %e, "a FUSE io_uring thread stopped; its mounts' requests on this CPU wait");
                     }
                 })?;
-            rings.queues.push(queue);
-            rings.threads.push(thread);
+            pool.cpus.push(cpu);
+            pool.threads.push(thread);
         }
-        Ok(rings)
+        Ok(pool)
     }
 
-    /// Stops every queue and waits for its thread (the kernel cancels what was posted).
-    pub fn stop(self) {
-        for queue in &self.queues {
-            queue.stop.store(true, Ordering::Release);
-            queue.wake();
+    /// Posts `depth` entries of `device`'s connection on every CPU's ring, with payload buffers
+    /// of `max_payload` bytes; `serve` gets its requests. They stop when the connection ends.
+    pub fn serve(&self, device: RawFd, depth: usize, max_payload: usize, serve: Serve) {
+        for (qid, cpu) in self.cpus.iter().enumerate() {
+            let queue = Arc::new(Queue {
+                qid: qid as u16,
+                device,
+                entries: (0..depth.clamp(1, 1 << INDEX_BITS))
+                    .map(|_| Buffers::new(max_payload.max(MIN_READ_BUFFER)))
+                    .collect(),
+                serve: serve.clone(),
+                cpu: cpu.clone(),
+                key: AtomicU64::new(0),
+            });
+            cpu.send(|inbox| inbox.added.push(queue));
         }
-        for thread in self.threads {
+    }
+}
+
+impl Drop for RingPool {
+    fn drop(&mut self) {
+        for cpu in &self.cpus {
+            cpu.send(|inbox| inbox.stop = true);
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -293,35 +341,76 @@ fn pin_to(cpu: usize) {
     }
 }
 
-fn run(mut ring: IoUring<squeue::Entry128, cqueue::Entry>, queue: &Arc<Queue>, serve: &Serve) -> io::Result<()> {
-    pin_to(queue.qid as usize);
-    QUEUE_THREAD.set(Arc::as_ptr(queue) as usize);
-    let wake_read = || {
-        let read = opcode::Read::new(
-            types::Fd(queue.wake.as_raw_fd()),
-            queue.wake_buffer.as_ptr() as *mut u8,
-            8,
-        )
-        .build()
-        .user_data(WAKE);
-        squeue::Entry128::from(read)
-    };
-    let mut pending: Vec<squeue::Entry128> = (0..queue.entries.len())
-        .map(|i| queue.command(i, CMD_REGISTER, 0))
-        .collect();
-    pending.push(wake_read());
-    let mut live = queue.entries.len();
-    loop {
+/// Pushes what is pending onto the submission queue, submitting when it is full.
+fn push_all(
+    ring: &mut IoUring<squeue::Entry128, cqueue::Entry>,
+    pending: &mut Vec<squeue::Entry128>,
+) -> io::Result<()> {
+    while !pending.is_empty() {
         {
             let mut sq = ring.submission();
-            for sqe in pending.drain(..) {
-                // SAFETY: every buffer an entry names lives as long as the queue, which outlives
-                // the ring (dropped at the end of this function, cancelling what was posted).
-                if unsafe { sq.push(&sqe) }.is_err() {
-                    return Err(io::Error::other("submission queue full"));
+            while let Some(sqe) = pending.last() {
+                // SAFETY: every buffer an entry names lives as long as its queue, which the
+                // thread keeps until the kernel has ended all of the queue's commands (or the
+                // ring, dropped first, cancels them).
+                if unsafe { sq.push(sqe) }.is_err() {
+                    break;
                 }
+                pending.pop();
             }
         }
+        if !pending.is_empty() {
+            ring.submit()?;
+        }
+    }
+    Ok(())
+}
+
+/// One CPU's thread: posts the entries of the queues it is given, serves what completes, and
+/// commits answers.
+fn run(ring: IoUring<squeue::Entry128, cqueue::Entry>, cpu: &Arc<Cpu>, qid: usize) -> io::Result<()> {
+    pin_to(qid);
+    CPU_THREAD.set(Arc::as_ptr(cpu) as usize);
+    let wake_buffer = Box::new([0u8; 8]);
+    let wake_read = || {
+        let read = opcode::Read::new(types::Fd(cpu.wake.as_raw_fd()), wake_buffer.as_ptr() as *mut u8, 8)
+            .build()
+            .user_data(WAKE);
+        squeue::Entry128::from(read)
+    };
+    // Each queue with the number of its entries the kernel has not ended.
+    let mut queues: Vec<Option<(Arc<Queue>, usize)>> = Vec::new();
+    let mut pending = vec![wake_read()];
+    // Declared after the buffers, so dropped before them: closing the ring cancels what the
+    // kernel could still write into them.
+    let mut ring = ring;
+    loop {
+        let inbox = cpu.take();
+        if inbox.stop {
+            // Answers already written still go back; dropping the ring cancels the rest.
+            pending.extend(
+                inbox
+                    .commits
+                    .iter()
+                    .map(|(queue, index, id)| queue.command(*index, CMD_COMMIT_AND_FETCH, *id)),
+            );
+            push_all(&mut ring, &mut pending)?;
+            ring.submit()?;
+            return Ok(());
+        }
+        for queue in inbox.added {
+            let key = queues.iter().position(Option::is_none).unwrap_or_else(|| {
+                queues.push(None);
+                queues.len() - 1
+            });
+            queue.key.store(key as u64, Ordering::Relaxed);
+            pending.extend((0..queue.entries.len()).map(|i| queue.command(i, CMD_REGISTER, 0)));
+            queues[key] = Some((queue.clone(), queue.entries.len()));
+        }
+        for (queue, index, id) in inbox.commits {
+            pending.push(queue.command(index, CMD_COMMIT_AND_FETCH, id));
+        }
+        push_all(&mut ring, &mut pending)?;
         match ring.submit_and_wait(1) {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -330,22 +419,16 @@ fn run(mut ring: IoUring<squeue::Entry128, cqueue::Entry>, queue: &Arc<Queue>, s
         let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (user_data, result) in done {
             if user_data == WAKE {
-                if queue.stop.load(Ordering::Acquire) {
-                    // Answers already written still go back; the kernel cancels the rest.
-                    let commits = std::mem::take(&mut *queue.commits.lock().unwrap_or_else(|p| p.into_inner()));
-                    let mut sq = ring.submission();
-                    for (index, commit_id) in commits {
-                        // SAFETY: as for the pushes at the top of the loop.
-                        let _ = unsafe { sq.push(&queue.command(index, CMD_COMMIT_AND_FETCH, commit_id)) };
-                    }
-                    drop(sq);
-                    let _ = ring.submit();
-                    return Ok(());
-                }
                 pending.push(wake_read());
                 continue;
             }
-            let index = user_data as usize;
+            let (key, index) = (
+                (user_data >> INDEX_BITS) as usize,
+                (user_data & ((1 << INDEX_BITS) - 1)) as usize,
+            );
+            let Some(Some((queue, live))) = queues.get_mut(key) else {
+                continue;
+            };
             if result == -libc::EAGAIN {
                 // The kernel had not finished INIT yet: register again shortly.
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -354,37 +437,28 @@ fn run(mut ring: IoUring<squeue::Entry128, cqueue::Entry>, queue: &Arc<Queue>, s
             }
             if result < 0 {
                 // The connection ended (ENOTCONN) or the entry was refused.
-                tracing::debug!(qid = queue.qid, index, error = %io::Error::from_raw_os_error(-result), "FUSE io_uring entry ended");
-                live -= 1;
-                if live == 0 {
-                    return Ok(());
+                tracing::debug!(qid, index, error = %io::Error::from_raw_os_error(-result), "FUSE io_uring entry ended");
+                *live -= 1;
+                if *live == 0 {
+                    queues[key] = None;
                 }
                 continue;
             }
-            // SAFETY: the entry's header holds `struct fuse_uring_ent_in_out` at 256.
-            let commit_id = unsafe {
-                u64::from_ne_bytes(
-                    std::slice::from_raw_parts(queue.entries[index].header.add(264), 8)
-                        .try_into()
-                        .expect("8 bytes"),
-                )
-            };
+            let queue = queue.clone();
+            let commit_id = queue.commit_id(index);
+            let request = queue.request(index);
             let slot = Slot {
                 queue: queue.clone(),
                 index,
                 commit_id,
             };
-            match queue.request(index) {
-                Ok(request) => serve(request, slot),
+            match request {
+                Ok(request) => (queue.serve)(request, slot),
                 Err(e) => {
                     tracing::warn!(error = %e, "malformed FUSE request from io_uring; answered EIO");
                     let _ = slot.answer(commit_id, -libc::EIO, &[]);
                 }
             }
-        }
-        let commits = std::mem::take(&mut *queue.commits.lock().unwrap_or_else(|p| p.into_inner()));
-        for (index, commit_id) in commits {
-            pending.push(queue.command(index, CMD_COMMIT_AND_FETCH, commit_id));
         }
     }
 }
