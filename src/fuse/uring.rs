@@ -436,8 +436,14 @@ fn run(ring: IoUring<squeue::Entry128, cqueue::Entry>, cpu: &Arc<Cpu>, qid: usiz
                 continue;
             }
             if result < 0 {
-                // The connection ended (ENOTCONN) or the entry was refused.
-                tracing::debug!(qid, index, error = %io::Error::from_raw_os_error(-result), "FUSE io_uring entry ended");
+                // The connection ended (ENOTCONN, or a commit for it found nothing), or the kernel
+                // refused the entry: then the mount stays on /dev/fuse, which an operator should hear.
+                let error = io::Error::from_raw_os_error(-result);
+                if [libc::ENOTCONN, libc::ECANCELED, libc::ENOENT, libc::ECONNABORTED].contains(&-result) {
+                    tracing::debug!(qid, index, %error, "FUSE io_uring entry ended");
+                } else {
+                    tracing::warn!(qid, index, %error, "the kernel refused a FUSE io_uring entry");
+                }
                 *live -= 1;
                 if *live == 0 {
                     queues[key] = None;
