@@ -341,7 +341,17 @@ fn pin_to(cpu: usize) {
     }
 }
 
-/// Pushes what is pending onto the submission queue, submitting when it is full.
+/// A submission the kernel could not take now (a signal, or its completion queue overflowed):
+/// reaping completions and submitting again makes progress.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+    )
+}
+
+/// Pushes what is pending onto the submission queue, submitting when it is full; what the
+/// kernel cannot take now stays pending for the next round.
 fn push_all(
     ring: &mut IoUring<squeue::Entry128, cqueue::Entry>,
     pending: &mut Vec<squeue::Entry128>,
@@ -360,7 +370,11 @@ fn push_all(
             }
         }
         if !pending.is_empty() {
-            ring.submit()?;
+            match ring.submit() {
+                Ok(_) => {}
+                Err(e) if transient(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(())
@@ -411,9 +425,11 @@ fn run(ring: IoUring<squeue::Entry128, cqueue::Entry>, cpu: &Arc<Cpu>, qid: usiz
             pending.push(queue.command(index, CMD_COMMIT_AND_FETCH, id));
         }
         push_all(&mut ring, &mut pending)?;
+        // Only a submission that cannot succeed ends the thread: its CPU's requests would wait
+        // from then on, so a full completion queue or a signal is waited out instead.
         match ring.submit_and_wait(1) {
             Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if transient(&e) => {}
             Err(e) => return Err(e),
         }
         let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
