@@ -189,7 +189,7 @@ async fn pack_of(view: &View, gets: &[(Arc<ObjectHandle>, Range<u64>)]) -> Optio
     let pack = Pack {
         gets: count,
         len: bytes.len() as u64,
-        crc32c: crc32c::crc32c(&bytes),
+        crc32c: crate::checksum::crc32c(&bytes),
     };
     (count > 0).then(|| (bytes.into(), pack))
 }
@@ -218,7 +218,7 @@ pub async fn load(store: &Store, volumes: &[VolumeId]) -> Vec<(usize, Profile)> 
                 profile.packed = pack.filter(|bytes| {
                     let whole = profile
                         .pack
-                        .is_some_and(|p| p.len == bytes.len() as u64 && p.crc32c == crc32c::crc32c(bytes));
+                        .is_some_and(|p| p.len == bytes.len() as u64 && p.crc32c == crate::checksum::crc32c(bytes));
                     if !whole {
                         tracing::debug!(%volume, "first-touch pack unlike its profile: its GETs are made instead");
                     }

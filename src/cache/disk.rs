@@ -283,7 +283,7 @@ impl DiskCache {
             return None;
         }
         let buf = read_fresh_at(&files.data, shape.len(key.block) as usize, shape.offset(key.block)).ok()?;
-        if crc32c::crc32c(&buf) != crc {
+        if crate::checksum::crc32c(&buf) != crc {
             tracing::warn!(object = %key.object.hex(), block = key.block, "cached block failed its checksum; refetching");
             if self.writable() {
                 self.evict(key);

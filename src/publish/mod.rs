@@ -460,7 +460,7 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 /// Block checksums over bytes that arrive in pieces of any size.
 struct StreamingChecksums {
     block_size: usize,
-    current: u32,
+    current: crate::checksum::Crc32c,
     filled: usize,
     done: Vec<u32>,
 }
@@ -469,7 +469,7 @@ impl StreamingChecksums {
     fn new(block_size: u64) -> Self {
         StreamingChecksums {
             block_size: block_size as usize,
-            current: 0,
+            current: crate::checksum::Crc32c::new(),
             filled: 0,
             done: Vec::new(),
         }
@@ -478,12 +478,11 @@ impl StreamingChecksums {
     fn update(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let take = (self.block_size - self.filled).min(bytes.len());
-            self.current = crc32c::crc32c_append(self.current, &bytes[..take]);
+            self.current.update(&bytes[..take]);
             self.filled += take;
             bytes = &bytes[take..];
             if self.filled == self.block_size {
-                self.done.push(self.current);
-                self.current = 0;
+                self.done.push(self.current.take());
                 self.filled = 0;
             }
         }
@@ -491,7 +490,7 @@ impl StreamingChecksums {
 
     fn finish(mut self) -> BlockChecksums {
         if self.filled > 0 {
-            self.done.push(self.current);
+            self.done.push(self.current.take());
         }
         BlockChecksums::new(self.done)
     }
