@@ -20,6 +20,8 @@ use crate::block_on;
 #[serde(rename_all = "camelCase")]
 pub struct HydrationRun {
     pub raw_parallel_get_mbps: f64,
+    /// The same GETs written into a local file: hydration's floor on this disk.
+    pub raw_get_into_file_mbps: f64,
     pub hydration_mbps: f64,
     pub hydration_machine_cores: f64,
     pub demand_idle_p99_us: f64,
@@ -64,6 +66,14 @@ pub fn measure(target: &Target, setup: &Setup<'_>) -> anyhow::Result<HydrationFi
             setup.raw_chunk,
             setup.raw_parallelism,
         ))?;
+        let into_file = block_on(raw::parallel_get_into_file(
+            &store,
+            &key,
+            setup.size,
+            setup.raw_chunk,
+            setup.raw_parallelism,
+            setup.work,
+        ))?;
         // Demand reads with nothing else going on, on a node of their own: on the hydrating node
         // they would make hydration hold back (it does for 50 ms after a read a process waited
         // for), and would leave its file half cached.
@@ -93,6 +103,7 @@ pub fn measure(target: &Target, setup: &Setup<'_>) -> anyhow::Result<HydrationFi
         drop(node);
         runs.push(HydrationRun {
             raw_parallel_get_mbps: stats::mbps(setup.size, raw),
+            raw_get_into_file_mbps: stats::mbps(setup.size, into_file),
             hydration_mbps: hydration["rate"].as_f64().unwrap_or(0.0) / 1e6,
             hydration_machine_cores: cores,
             demand_idle_p99_us: idle.p99_us,
@@ -122,10 +133,13 @@ pub fn checks(figures: &[HydrationFigures]) -> Vec<Check> {
             "hydration / raw parallel GET",
             median(&rate),
             format!(
-                "{:.0} vs {:.0} MB/s, runs {rate_lo:.2}-{rate_hi:.2}, {:.2} cores",
+                "{:.0} vs {:.0} MB/s, runs {rate_lo:.2}-{rate_hi:.2}, {:.2} cores; GET into a file {:.0} MB/s \
+                 ({:.2} of it)",
                 median(&ratios(&|r| r.hydration_mbps)),
                 median(&ratios(&|r| r.raw_parallel_get_mbps)),
                 median(&ratios(&|r| r.hydration_machine_cores)),
+                median(&ratios(&|r| r.raw_get_into_file_mbps)),
+                median(&ratios(&|r| r.hydration_mbps / r.raw_get_into_file_mbps)),
             ),
             ">= 0.9",
             median(&rate) >= 0.9,

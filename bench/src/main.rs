@@ -347,6 +347,7 @@ fn bench_store(
         args.raw_chunk,
         args.raw_parallelism,
         args.random_reads.min(200),
+        work,
     ))?;
 
     say(&format!("{}: sequential reads", target.name));

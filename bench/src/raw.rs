@@ -20,6 +20,9 @@ pub struct RawFigures {
     pub single_get_mbps: f64,
     /// Ranged GETs of `ranged_get_bytes` each, `ranged_get_parallelism` in flight.
     pub parallel_get_mbps: f64,
+    /// The same GETs, each written into a local file at its offset as it completes: what landing
+    /// the bytes on this disk costs any tool, without checksums or a cache (hydration's floor).
+    pub parallel_get_into_file_mbps: f64,
     pub ranged_get_bytes: u64,
     pub ranged_get_parallelism: usize,
     /// One 4 KiB ranged GET at a time, at random offsets.
@@ -39,9 +42,11 @@ pub async fn measure(
     chunk: u64,
     parallelism: usize,
     samples: usize,
+    scratch: &std::path::Path,
 ) -> anyhow::Result<RawFigures> {
     let single = single_get(store, key).await?;
     let parallel = parallel_get(store, key, size, chunk, parallelism).await?;
+    let into_file = parallel_get_into_file(store, key, size, chunk, parallelism, scratch).await?;
     let mut latencies = Vec::with_capacity(samples);
     for offset in super::stats::random_offsets(size, 4096, samples, super::stats::OFFSETS_SEED) {
         let started = Instant::now();
@@ -51,6 +56,7 @@ pub async fn measure(
     Ok(RawFigures {
         single_get_mbps: mbps(size, single),
         parallel_get_mbps: mbps(size, parallel),
+        parallel_get_into_file_mbps: mbps(size, into_file),
         ranged_get_bytes: chunk,
         ranged_get_parallelism: parallelism,
         get_4k: Latencies::of(latencies),
@@ -75,22 +81,64 @@ pub async fn parallel_get(
     parallelism: usize,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let inner = Arc::clone(store.object_store());
-    let ranges: Vec<_> = (0..size)
-        .step_by(chunk as usize)
-        .map(|s| s..(s + chunk).min(size))
-        .collect();
-    futures::stream::iter(ranges)
-        .map(|range| {
-            let (inner, key) = (inner.clone(), key.clone());
-            async move { inner.get_range(&key, range).await }
-        })
-        .buffer_unordered(parallelism)
-        .try_for_each(|bytes| {
+    ranged_gets(store, key, size, chunk, parallelism)
+        .try_for_each(|(_, bytes)| {
             std::hint::black_box(bytes);
             futures::future::ready(Ok(()))
         })
         .await
         .context("raw ranged GETs")?;
     Ok(started.elapsed())
+}
+
+/// [`parallel_get`], each answer written into a new file under `scratch` at its offset on a
+/// blocking thread as it arrives (as many writes in flight as GETs); the time until the last write
+/// returned. The file is removed afterwards.
+pub async fn parallel_get_into_file(
+    store: &Store,
+    key: &Path,
+    size: u64,
+    chunk: u64,
+    parallelism: usize,
+    scratch: &std::path::Path,
+) -> anyhow::Result<Duration> {
+    use std::os::unix::fs::FileExt;
+    let dest = tempfile::NamedTempFile::new_in(scratch).context("a file for raw GETs")?;
+    let file = Arc::new(dest.as_file().try_clone()?);
+    let started = Instant::now();
+    ranged_gets(store, key, size, chunk, parallelism)
+        .map_err(anyhow::Error::from)
+        .map_ok(|(offset, bytes)| {
+            let file = file.clone();
+            async move {
+                tokio::task::spawn_blocking(move || file.write_all_at(&bytes, offset))
+                    .await?
+                    .context("write a raw GET into a file")
+            }
+        })
+        .try_buffer_unordered(parallelism)
+        .try_for_each(|()| futures::future::ready(Ok(())))
+        .await?;
+    Ok(started.elapsed())
+}
+
+/// Ranged GETs of `chunk` bytes over `0..size`, `parallelism` in flight, each with its offset.
+fn ranged_gets<'a>(
+    store: &Store,
+    key: &'a Path,
+    size: u64,
+    chunk: u64,
+    parallelism: usize,
+) -> impl futures::Stream<Item = object_store::Result<(u64, bytes::Bytes)>> + 'a {
+    let inner = Arc::clone(store.object_store());
+    let ranges: Vec<_> = (0..size)
+        .step_by(chunk as usize)
+        .map(|s| s..(s + chunk).min(size))
+        .collect();
+    futures::stream::iter(ranges)
+        .map(move |range| {
+            let inner = inner.clone();
+            async move { Ok((range.start, inner.get_range(key, range).await?)) }
+        })
+        .buffer_unordered(parallelism)
 }

@@ -401,7 +401,10 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             name,
             "hydration / raw parallel GET",
             hydration,
-            format!("{:.0} vs {:.0} MB/s", s.hydration_mbps, s.raw.parallel_get_mbps),
+            format!(
+                "{:.0} vs {:.0} MB/s; GET into a file {:.0} MB/s",
+                s.hydration_mbps, s.raw.parallel_get_mbps, s.raw.parallel_get_into_file_mbps
+            ),
             ">= 0.9",
             hydration >= 0.9,
         ),
