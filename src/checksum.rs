@@ -228,18 +228,16 @@ impl Integrity {
         self.get(block) == Some(crc32c(bytes))
     }
 
-    /// Checks a block just fetched from the store. A pinned object's block was served under its
-    /// ETag condition: its first fetch teaches its checksum, later fetches must agree with it.
-    pub fn verify_fetched(&self, block: u64, bytes: &[u8]) -> bool {
+    /// Checks a block just fetched from the store, by the CRC32C of its bytes (taken over the
+    /// chunks it arrived in). A pinned object's block was served under its ETag condition: its
+    /// first fetch teaches its checksum, later fetches must agree with it.
+    pub fn verify_fetched(&self, block: u64, crc: u32) -> bool {
         match self {
-            Integrity::Published(sums) => sums.verify(block, bytes),
-            Integrity::Pinned(pin) => {
-                let crc = crc32c(bytes);
-                match pin.learned().get_mut(block as usize) {
-                    Some(slot) => *slot.get_or_insert(crc) == crc,
-                    None => false,
-                }
-            }
+            Integrity::Published(sums) => sums.get(block) == Some(crc),
+            Integrity::Pinned(pin) => match pin.learned().get_mut(block as usize) {
+                Some(slot) => *slot.get_or_insert(crc) == crc,
+                None => false,
+            },
         }
     }
 

@@ -43,6 +43,11 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
         assert!(random > 0.0 && random <= 64.0, "{name}: random amplification {random}");
         assert_eq!(store["refetchedBytesWarm"], 0, "{name}: warm reads fetched again");
         assert!(store["peakRssBytes"].as_u64().unwrap() > 0);
+        // Hydration's floor: the raw GETs written into a file (removed again, see below).
+        assert!(
+            store["raw"]["parallelGetIntoFileMbps"].as_f64().unwrap() > 0.0,
+            "{name}"
+        );
         assert_eq!(store["randomCold"]["samples"], 20);
         // The same file as a foreign object: fetched once cold, not at all after a restart.
         let foreign = &store["foreign"];

@@ -227,7 +227,7 @@ impl BlockCache {
     /// `bytes` should own its buffer: a slice of a larger one would keep all of it alive while
     /// the memory tier counts only the slice (the fetcher reads each block into its own buffer).
     pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: Bytes, fetched: bool) {
-        self.insert_disk(key, shape, &bytes, fetched);
+        self.insert_disk(key, shape, std::slice::from_ref(&bytes), fetched);
         self.insert_memory(key, bytes);
     }
 
@@ -236,10 +236,11 @@ impl BlockCache {
         self.memory.insert(key, bytes);
     }
 
-    /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread.
-    pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, bytes: &[u8], fetched: bool) {
+    /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread. The block's
+    /// bytes are `parts` in order (the chunks it arrived in, or one buffer).
+    pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, parts: &[Bytes], fetched: bool) {
         if let Some(disk) = &self.disk {
-            disk.insert(key, shape, bytes, fetched);
+            disk.insert(key, shape, parts, fetched);
         }
     }
 

@@ -89,6 +89,39 @@ fn disk_tier_survives_a_restart_and_counts_fetched_bytes() {
 }
 
 #[test]
+fn a_block_written_from_many_chunks_reads_back_whole() {
+    // More chunks than one pwritev takes (1024), some empty, of uneven sizes.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::new(&disk_config(dir.path(), 0, 1 << 20)).unwrap();
+    let shape = BlockShape {
+        block_size: 64 << 10,
+        object_size: 64 << 10,
+    };
+    let bytes: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7 % 251) as u8).collect();
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for n in 0.. {
+        let len = [0, 1, 17, 64, 3][n % 5].min(bytes.len() - at);
+        parts.push(Bytes::copy_from_slice(&bytes[at..at + len]));
+        at += len;
+        if at == bytes.len() {
+            break;
+        }
+    }
+    assert!(parts.len() > 2048, "{} parts", parts.len());
+    let key = BlockKey {
+        object: object(7),
+        block: 0,
+    };
+    cache.insert_disk(key, shape, &parts, true);
+    assert_eq!(cache.stats().disk_bytes, bytes.len() as u64);
+    let back = cache
+        .get(&key, shape, crc32c::crc32c(&bytes))
+        .expect("cached and verified");
+    assert_eq!(&back[..], &bytes[..]);
+}
+
+#[test]
 fn disk_tier_keeps_to_its_quota() {
     let dir = tempfile::tempdir().unwrap();
     let cache = BlockCache::new(&disk_config(dir.path(), 0, 10_000)).unwrap();

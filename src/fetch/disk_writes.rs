@@ -3,11 +3,11 @@
 //! until its blocks are on disk, so writing an 8 MiB run only after its last byte came kept the
 //! next GET waiting for the write: on the S3-like profile hydration ran about 13 of its 15 streams.
 
-use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use super::{Fetcher, ObjectHandle};
 use crate::cache::BlockKey;
+use crate::store::Piece;
 
 /// Bytes of blocks gathered before their write starts: a few blocks' worth per blocking task.
 const BATCH_BYTES: u64 = 1 << 20;
@@ -15,7 +15,7 @@ const BATCH_BYTES: u64 = 1 << 20;
 pub(super) struct DiskWrites<'a> {
     fetcher: &'a Fetcher,
     object: &'a ObjectHandle,
-    blocks: Vec<(BlockKey, Bytes)>,
+    blocks: Vec<(BlockKey, Piece)>,
     /// Checksums learned of a pinned object, remembered before the blocks they check are written.
     learned: Vec<(u64, u32)>,
     gathered: u64,
@@ -35,12 +35,12 @@ impl<'a> DiskWrites<'a> {
     }
 
     /// Adds a verified block, with its checksum when it was just learned.
-    pub(super) fn add(&mut self, key: BlockKey, bytes: Bytes, learned: Option<u32>) {
+    pub(super) fn add(&mut self, key: BlockKey, piece: Piece, learned: Option<u32>) {
         if let Some(crc) = learned {
             self.learned.push((key.block, crc));
         }
-        self.gathered += bytes.len() as u64;
-        self.blocks.push((key, bytes));
+        self.gathered += piece.len() as u64;
+        self.blocks.push((key, piece));
         if self.gathered >= BATCH_BYTES {
             self.start();
         }

@@ -25,7 +25,7 @@ use object_store::path::Path;
 
 use crate::cache::{BlockCache, BlockKey, BlockShape, Learning, ObjectId};
 use crate::checksum::Integrity;
-use crate::store::{BlockBuffers, Store};
+use crate::store::{BlockBuffers, Piece, Store};
 
 pub use budget::BufferBudget;
 use disk_writes::DiskWrites;
@@ -488,18 +488,18 @@ impl Fetcher {
         let budget = self.config.budget.reserve(range.end - range.start, true).await;
         let mut blocks = Vec::with_capacity((run.end - run.start) as usize);
         let (mut learned, mut failed, mut next) = (Vec::new(), None, run.start);
-        let mut take = |bytes: Bytes| {
+        let mut take = |piece: Piece| {
             let block = next;
             next += 1;
             if failed.is_some() {
                 return;
             }
             let known = object.checksums.get(block).is_some();
-            if object.checksums.verify_fetched(block, &bytes) {
+            if object.checksums.verify_fetched(block, piece.crc32c()) {
                 if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
                     learned.push((block, crc));
                 }
-                blocks.push(bytes);
+                blocks.push(piece.join(&self.config.buffers));
             } else {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 object.store.forget_primed(&object.key);
@@ -622,7 +622,7 @@ impl Fetcher {
             let mut failed = Vec::new();
             for part in coalesce(std::mem::take(&mut todo), object.shape.block_size, u64::MAX, bridge) {
                 let mut next = part.start;
-                let mut hand_over = |bytes: Bytes| {
+                let mut hand_over = |piece: Piece| {
                     let block = next;
                     next += 1;
                     // A bridged block: cached already (or another fetch's), its bytes unused.
@@ -634,21 +634,25 @@ impl Fetcher {
                         block,
                     };
                     let known = object.checksums.get(block).is_some();
-                    if object.checksums.verify_fetched(block, &bytes) {
+                    if object.checksums.verify_fetched(block, piece.crc32c()) {
                         // A read took this hydration's block over and caches it itself.
                         if claim.taken_over(block) {
-                            claim.complete(block, Ok(bytes));
+                            claim.complete(block, Ok(piece.join(&self.config.buffers)));
                             return;
                         }
+                        let learned = object.checksums.get(block).filter(|_| !known);
                         if disk_only && !claim.awaited(block) {
-                            held_until_written.push((block, bytes.clone()));
+                            // Written from the chunks it came in, never joined: once it is on
+                            // disk, whoever asks meanwhile finds it there.
+                            held_until_written.push(block);
+                            writes.add(key, piece, learned);
                         } else {
+                            let bytes = piece.join(&self.config.buffers);
                             // In memory before the claim ends, so no reader misses it in between.
                             self.cache.insert_memory(key, bytes.clone());
                             claim.complete(block, Ok(bytes.clone()));
+                            writes.add(key, Piece::from(bytes), learned);
                         }
-                        let learned = object.checksums.get(block).filter(|_| !known);
-                        writes.add(key, bytes, learned);
                     } else {
                         self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                         // Bytes primed from a stale pack would fail every attempt: GET instead.
@@ -704,8 +708,10 @@ impl Fetcher {
         let writing = std::time::Instant::now();
         writes.finish().await;
         tracing::debug!(key = %object.key, ?range, ?budget_wait, written_in = ?writing.elapsed(), took = ?asked.elapsed(), "run cached");
-        for (block, bytes) in held_until_written {
-            claim.complete(block, Ok(bytes));
+        // Their waiters (a warm start's replay that came meanwhile) look again and find them
+        // cached; one whose write failed is fetched again by whoever needs it.
+        for block in held_until_written {
+            claim.abandon(block);
         }
         outcome
     }
@@ -716,7 +722,7 @@ impl Fetcher {
     /// nothing half-written when the daemon stops. Checksums just learned of a pinned object
     /// (`learned`) are remembered first, so a block on disk after a crash is one a restarted
     /// process can check.
-    async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Bytes)>, learned: Vec<(u64, u32)>) {
+    async fn write_to_disk(&self, object: &ObjectHandle, blocks: Vec<(BlockKey, Piece)>, learned: Vec<(u64, u32)>) {
         if let Some(write) = self.start_disk_write(object, blocks, learned) {
             if let Err(e) = write.await {
                 tracing::warn!(error = %e, "a disk cache write did not finish");
@@ -728,7 +734,7 @@ impl Fetcher {
     fn start_disk_write(
         &self,
         object: &ObjectHandle,
-        blocks: Vec<(BlockKey, Bytes)>,
+        blocks: Vec<(BlockKey, Piece)>,
         learned: Vec<(u64, u32)>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let recall = self.recall.clone().filter(|_| !learned.is_empty());
@@ -744,8 +750,8 @@ impl Fetcher {
                 }
             }
             if to_disk {
-                for (key, bytes) in blocks {
-                    cache.insert_disk(key, shape, &bytes, true);
+                for (key, piece) in blocks {
+                    cache.insert_disk(key, shape, piece.parts(), true);
                 }
             }
         }))
@@ -762,7 +768,7 @@ impl Fetcher {
         range: Range<u64>,
         background: bool,
         deadline: Duration,
-        on_block: &mut (dyn FnMut(Bytes) + Send),
+        on_block: &mut (dyn FnMut(Piece) + Send),
     ) -> Result<(), FetchError> {
         let started = std::time::Instant::now();
         let shape = object.shape;
@@ -775,7 +781,7 @@ impl Fetcher {
             let from = shape.offset(next);
             let before = next;
             let left = deadline.saturating_sub(started.elapsed());
-            let mut whole = |piece: Bytes| {
+            let mut whole = |piece: Piece| {
                 // A shorter piece is the tail of a cut body: this GET fails, the retry brings it.
                 if piece.len() as u64 == shape.len(next) {
                     next += 1;
@@ -806,7 +812,7 @@ impl Fetcher {
         range: Range<u64>,
         background: bool,
         deadline: Duration,
-        on_block: &mut (dyn FnMut(Bytes) + Send),
+        on_block: &mut (dyn FnMut(Piece) + Send),
     ) -> Result<(), FetchError> {
         // However much readahead is queued, a read that a process waits for finds a slot free.
         let asked = std::time::Instant::now();

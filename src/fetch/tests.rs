@@ -722,7 +722,7 @@ async fn a_runs_blocks_go_to_disk_a_batch_at_a_time_while_it_streams() {
     let bytes = |block: u64| Bytes::copy_from_slice(&f.data[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize]);
     let mut writes = DiskWrites::new(&f.fetcher, &f.object);
     for block in 0..blocks as u64 {
-        writes.add(key(block), bytes(block), None);
+        writes.add(key(block), bytes(block).into(), None);
     }
     // 1 MiB gathered (256 blocks): their write started before the run ended.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

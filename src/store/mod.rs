@@ -11,6 +11,7 @@ mod etag;
 pub mod layout;
 mod metered;
 mod open;
+mod piece;
 mod primed;
 mod split;
 #[cfg(any(test, feature = "testing"))]
@@ -31,6 +32,7 @@ pub use buffers::{BlockBuffer, BlockBuffers, BufferStats};
 pub use error::StoreError;
 pub use metered::{http_stats, prepare_http_clients, HttpStats};
 pub use open::StoreConfig;
+pub use piece::Piece;
 pub use primed::{Primed, PrimedRead};
 pub use upload::PartUpload;
 pub use url::{Scheme, StoreUrl};

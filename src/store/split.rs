@@ -1,6 +1,7 @@
-//! Ranged reads delivered as separately allocated pieces (the fetcher's blocks), so each block can
-//! be cached on its own without copying it out of a large buffer, and no multi-megabyte buffer is
-//! allocated (and page-faulted in) per request.
+//! Ranged reads delivered as separate pieces (the fetcher's blocks), so each block can be cached
+//! on its own without copying it out of a large buffer, and no multi-megabyte buffer is allocated
+//! (and page-faulted in) per request. A streamed piece is handed over as the body chunks it
+//! arrived in ([`Piece`]), joined only where someone needs it whole.
 
 use std::io;
 use std::ops::Range;
@@ -12,12 +13,12 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetResultPayload};
 
-use super::{BlockBuffer, BlockBuffers, Store, StoreError};
+use super::{BlockBuffer, BlockBuffers, Piece, Store, StoreError};
 
 impl Store {
     /// Reads `range` of an object as consecutive pieces of `piece` bytes (the last may be
-    /// shorter), each in a buffer from `buffers`, handing each to `on_piece` as soon as it is
-    /// complete, so a caller can use the first blocks of a large GET while the rest streams in.
+    /// shorter), a local file's read into buffers from `buffers` and a stream's kept in the chunks
+    /// they came in, handing each to `on_piece` as soon as it is complete, so a caller can use the first blocks of a large GET while the rest streams in.
     /// A short or over-long answer is an error, as with [`Store::get_range`]; the pieces handed
     /// over before an error are whole and in order. With `etag`, the object must still be that
     /// version: the request carries If-Match, and the answer's ETag is checked too, for servers
@@ -34,11 +35,11 @@ impl Store {
         piece: u64,
         buffers: &BlockBuffers,
         patience: Duration,
-        on_piece: &mut (dyn FnMut(Bytes) + Send),
+        on_piece: &mut (dyn FnMut(Piece) + Send),
     ) -> Result<(), StoreError> {
         assert!(piece > 0, "pieces must have a size");
         if let Some(pieces) = self.primed_pieces(key, etag, &range, piece, buffers, patience).await {
-            pieces.into_iter().for_each(&mut *on_piece);
+            pieces.into_iter().map(Piece::from).for_each(&mut *on_piece);
             return Ok(());
         }
         let options = GetOptions {
@@ -81,36 +82,35 @@ impl Store {
                     })?;
                 for piece in pieces {
                     got += piece.len() as u64;
-                    on_piece(piece);
+                    on_piece(Piece::from(piece));
                 }
             }
             GetResultPayload::Stream(mut stream) => {
                 let mut lens = lens.into_iter();
-                let mut current = buffers.take_empty(lens.next().unwrap_or(0) as usize);
+                let mut want = lens.next().unwrap_or(0) as usize;
+                let mut current = Piece::default();
                 while let Some(chunk) = tokio::time::timeout(patience, stream.next())
                     .await
                     .map_err(|_| stalled())?
                 {
                     let mut chunk = chunk.map_err(|e| self.err(key, e))?;
                     while !chunk.is_empty() {
-                        let take = chunk.len().min(current.room());
-                        current.extend_from_slice(&chunk.split_to(take));
-                        if current.room() == 0 && !current.is_empty() {
-                            let next = buffers.take_empty(lens.next().unwrap_or(0) as usize);
-                            got += current.len() as u64;
-                            on_piece(std::mem::replace(&mut current, next).freeze());
-                        }
-                        if current.room() == 0 && !chunk.is_empty() {
+                        let take = chunk.len().min(want - current.len());
+                        if take == 0 {
                             // More bytes than asked for: the answer does not match the request.
                             return Err(self.short_read(key, range, got + chunk.len() as u64));
                         }
+                        current.push(chunk.split_to(take));
+                        if current.len() == want {
+                            got += want as u64;
+                            on_piece(std::mem::take(&mut current));
+                            want = lens.next().unwrap_or(0) as usize;
+                        }
                     }
                 }
-                let filled = current.len();
-                if filled > 0 {
-                    current.truncate(filled);
-                    got += filled as u64;
-                    on_piece(current.freeze());
+                if !current.is_empty() {
+                    got += current.len() as u64;
+                    on_piece(current);
                 }
             }
         }

@@ -91,7 +91,9 @@ async fn split(
     let buffers = BlockBuffers::new(1 << 20);
     let patience = std::time::Duration::from_secs(30);
     store
-        .get_range_pieces(key, etag, range, 4096, &buffers, patience, &mut |p| pieces.push(p))
+        .get_range_pieces(key, etag, range, 4096, &buffers, patience, &mut |p| {
+            pieces.push(p.join(&buffers))
+        })
         .await
         .map(|()| pieces)
 }
@@ -119,11 +121,10 @@ async fn split_reads_give_the_range_in_pieces_on_streaming_and_file_stores() {
     }
 }
 
-#[tokio::test]
-async fn every_http_request_of_an_s3_client_is_counted_by_outcome() {
-    let server = lazysnap_s3dev::S3Server::start();
+/// A store on the S3 test server, under `prefix`.
+fn on_s3_server(server: &lazysnap_s3dev::S3Server, prefix: &str) -> Store {
     let url = format!(
-        "s3://{}/metered?endpoint={}&region={}&allow_http=true",
+        "s3://{}/{prefix}?endpoint={}&region={}&allow_http=true",
         server.bucket(),
         server.endpoint(),
         server.region()
@@ -135,7 +136,43 @@ async fn every_http_request_of_an_s3_client_is_counted_by_outcome() {
         ],
         ..StoreConfig::default()
     };
-    let store = Store::open(&url.parse().unwrap(), &config).unwrap();
+    Store::open(&url.parse().unwrap(), &config).unwrap()
+}
+
+#[tokio::test]
+async fn a_streamed_piece_keeps_the_chunks_it_came_in_and_checks_and_joins_as_its_bytes() {
+    let server = lazysnap_s3dev::S3Server::start();
+    let store = on_s3_server(&server, "chunks");
+    let content: Vec<u8> = (0..(8u32 << 20) + 5).map(|i| (i * 13 % 241) as u8).collect();
+    let key = Path::from("volumes/v/files/big");
+    store.put(&key, Bytes::from(content.clone()).into()).await.unwrap();
+    let (buffers, patience) = (BlockBuffers::new(1 << 20), std::time::Duration::from_secs(30));
+    let mut pieces = Vec::new();
+    let range = 3..content.len() as u64;
+    store
+        .get_range_pieces(&key, None, range.clone(), 1 << 20, &buffers, patience, &mut |p| {
+            pieces.push(p)
+        })
+        .await
+        .unwrap();
+    assert_eq!(pieces.len(), 9, "eight whole MiB and a tail");
+    // hyper reads a body at most ~400 KiB at a time, so a 1 MiB piece is several chunks: kept as
+    // they are, not copied together.
+    assert!(pieces[0].parts().len() > 1, "{} parts", pieces[0].parts().len());
+    let mut at = range.start as usize;
+    for piece in pieces {
+        let want = &content[at..at + piece.len()];
+        assert_eq!(piece.crc32c(), crate::checksum::crc32c(want), "piece at {at}");
+        assert_eq!(&piece.join(&buffers)[..], want, "piece at {at}");
+        at += want.len();
+    }
+    assert_eq!(at, content.len());
+}
+
+#[tokio::test]
+async fn every_http_request_of_an_s3_client_is_counted_by_outcome() {
+    let server = lazysnap_s3dev::S3Server::start();
+    let store = on_s3_server(&server, "metered");
     // Process-wide counters: other tests add to them meanwhile, never take away.
     let before = http_stats();
     let key = Path::from("a/b");
