@@ -15,6 +15,7 @@ use lru::LruCache;
 
 use super::pins::{Pin, Pins};
 use super::{BlockKey, BlockShape, CacheError, ObjectCacheStatus, ObjectId};
+use crate::store::Piece;
 
 const MAGIC: &[u8; 8] = b"LZSMAP01";
 const HEADER: u64 = 32;
@@ -324,13 +325,13 @@ impl DiskCache {
         Some(CompleteCopy { file, pin, unverified })
     }
 
-    /// Writes a block whose bytes are `parts` in order, then counts it against the quota.
-    pub fn insert(&self, key: BlockKey, shape: BlockShape, parts: &[Bytes], fetched: bool) {
-        let len = parts.iter().map(|part| part.len() as u64).sum::<u64>();
+    /// Writes a block, then counts it against the quota.
+    pub fn insert(&self, key: BlockKey, shape: BlockShape, piece: &Piece, fetched: bool) {
+        let len = piece.len() as u64;
         if len > self.quota || !self.writable_or_claim() {
             return;
         }
-        if let Err(e) = self.write_block(key, shape, parts, len, fetched) {
+        if let Err(e) = self.write_block(key, shape, piece, fetched) {
             // A full or failing cache disk costs speed, not correctness: the read is served anyway.
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot write to the disk cache");
             return;
@@ -367,24 +368,17 @@ impl DiskCache {
         }
     }
 
-    fn write_block(
-        &self,
-        key: BlockKey,
-        shape: BlockShape,
-        parts: &[Bytes],
-        len: u64,
-        fetched: bool,
-    ) -> std::io::Result<()> {
+    fn write_block(&self, key: BlockKey, shape: BlockShape, piece: &Piece, fetched: bool) -> std::io::Result<()> {
         let files = self
             .files(&key.object, Some(shape))?
             .ok_or_else(|| std::io::Error::other("cache files vanished while being created"))?;
         let _writing = files.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        write_parts_at(&files.data, parts, shape.offset(key.block))?;
+        piece.write_all_at(&files.data, shape.offset(key.block))?;
         files.map.write_all_at(&[1], HEADER + key.block)?;
         if fetched {
             let mut counter = [0u8; 8];
             files.map.read_exact_at(&mut counter, 24)?;
-            let total = u64::from_le_bytes(counter) + len;
+            let total = u64::from_le_bytes(counter) + piece.len() as u64;
             files.map.write_all_at(&total.to_le_bytes(), 24)?;
         }
         Ok(())
@@ -453,44 +447,6 @@ impl DiskCache {
         status.bytes_fetched = u64::from_le_bytes(map[24..32].try_into().expect("8 bytes"));
         status
     }
-}
-
-/// Writes `parts` one after another from `offset`, with as few `pwritev` calls as the kernel
-/// takes (a block arrives in a few dozen chunks; one write per chunk would multiply the calls).
-fn write_parts_at(file: &File, parts: &[Bytes], mut offset: u64) -> std::io::Result<()> {
-    /// Linux's IOV_MAX: the most slices one call takes.
-    const MAX_SLICES: usize = 1024;
-    let mut left: Vec<&[u8]> = parts
-        .iter()
-        .map(|part| &part[..])
-        .filter(|part| !part.is_empty())
-        .collect();
-    let mut first = 0;
-    while first < left.len() {
-        let slices: Vec<std::io::IoSlice<'_>> = left[first..]
-            .iter()
-            .take(MAX_SLICES)
-            .map(|part| std::io::IoSlice::new(part))
-            .collect();
-        let mut written = match nix::sys::uio::pwritev(file, &slices, offset as libc::off_t) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        offset += written as u64;
-        while written > 0 {
-            let part = left[first];
-            if written >= part.len() {
-                written -= part.len();
-                first += 1;
-            } else {
-                left[first] = &part[written..];
-                written = 0;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn make_header(shape: BlockShape) -> [u8; HEADER as usize] {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 
 use crate::checksum::Integrity;
-use crate::store::StoreUrl;
+use crate::store::{Piece, StoreUrl};
 
 pub use disk::{CompleteCopy, DiskCache};
 pub use learning::Learning;
@@ -227,7 +227,7 @@ impl BlockCache {
     /// `bytes` should own its buffer: a slice of a larger one would keep all of it alive while
     /// the memory tier counts only the slice (the fetcher reads each block into its own buffer).
     pub fn insert(&self, key: BlockKey, shape: BlockShape, bytes: Bytes, fetched: bool) {
-        self.insert_disk(key, shape, std::slice::from_ref(&bytes), fetched);
+        self.insert_disk(key, shape, &Piece::from(bytes.clone()), fetched);
         self.insert_memory(key, bytes);
     }
 
@@ -236,11 +236,11 @@ impl BlockCache {
         self.memory.insert(key, bytes);
     }
 
-    /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread. The block's
-    /// bytes are `parts` in order (the chunks it arrived in, or one buffer).
-    pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, parts: &[Bytes], fetched: bool) {
+    /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread. The block may
+    /// be in the chunks it arrived in.
+    pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, piece: &Piece, fetched: bool) {
         if let Some(disk) = &self.disk {
-            disk.insert(key, shape, parts, fetched);
+            disk.insert(key, shape, piece, fetched);
         }
     }
 

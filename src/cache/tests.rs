@@ -113,7 +113,7 @@ fn a_block_written_from_many_chunks_reads_back_whole() {
         object: object(7),
         block: 0,
     };
-    cache.insert_disk(key, shape, &parts, true);
+    cache.insert_disk(key, shape, &parts.into_iter().collect(), true);
     assert_eq!(cache.stats().disk_bytes, bytes.len() as u64);
     let back = cache
         .get(&key, shape, crc32c::crc32c(&bytes))

@@ -499,7 +499,7 @@ impl Fetcher {
                 if let Some(crc) = object.checksums.get(block).filter(|_| !known) {
                     learned.push((block, crc));
                 }
-                blocks.push(piece.join(&self.config.buffers));
+                blocks.push(piece);
             } else {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 object.store.forget_primed(&object.key);
@@ -751,7 +751,7 @@ impl Fetcher {
             }
             if to_disk {
                 for (key, piece) in blocks {
-                    cache.insert_disk(key, shape, piece.parts(), true);
+                    cache.insert_disk(key, shape, &piece, true);
                 }
             }
         }))
@@ -853,9 +853,10 @@ impl Fetcher {
     }
 }
 
-/// Blocks fetched by [`Fetcher::fetch_uncached`], in order, held against the fetch budget.
+/// Blocks fetched by [`Fetcher::fetch_uncached`], in order, held against the fetch budget, each
+/// in the chunks it arrived in (written out as they are, never joined).
 pub struct Uncached<'a> {
-    pub blocks: Vec<Bytes>,
+    pub blocks: Vec<Piece>,
     _budget: budget::Reservation<'a>,
 }
 

@@ -27,12 +27,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::checksum::BlockChecksums;
 use crate::fetch::{FetchError, ObjectHandle};
 use crate::names::RelPath;
+use crate::store::Piece;
 use crate::view::{CopyRules, View, ViewError, ViewFile};
 use target::Target;
 
@@ -210,11 +210,11 @@ impl Copy<'_> {
         let kept_bytes: u64 = kept.iter().map(|&b| shape.len(b)).sum();
         self.progress.bytes_done.fetch_add(kept_bytes, Relaxed);
         let fetcher = self.view.fetcher();
-        let mut pending: Vec<(u64, Bytes)> = Vec::new();
+        let mut pending: Vec<(u64, Piece)> = Vec::new();
         let mut missing: Vec<u64> = Vec::new();
         for block in blocks.filter(|b| !kept.contains(b)) {
             match fetcher.cached_block(&target.object, block) {
-                Some(bytes) => pending.push((block, bytes)),
+                Some(bytes) => pending.push((block, bytes.into())),
                 None => missing.push(block),
             }
         }

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 
 use super::RestoreError;
 use crate::fetch::ObjectHandle;
 use crate::names::RelPath;
+use crate::store::Piece;
 
 pub(super) struct Target {
     pub path: RelPath,
@@ -90,7 +90,7 @@ impl Target {
     }
 
     /// Writes verified blocks at their offsets; the bytes written.
-    pub async fn write(self: &Arc<Self>, blocks: Vec<(u64, Bytes)>) -> Result<u64, RestoreError> {
+    pub async fn write(self: &Arc<Self>, blocks: Vec<(u64, Piece)>) -> Result<u64, RestoreError> {
         if blocks.is_empty() {
             return Ok(0);
         }
@@ -98,11 +98,11 @@ impl Target {
         blocking(move || {
             let file = target.opened()?.file;
             let (mut written, mut start, mut end) = (0, u64::MAX, 0);
-            for (block, bytes) in blocks {
+            for (block, piece) in blocks {
                 let offset = target.object.shape.offset(block);
-                file.write_all_at(&bytes, offset).map_err(target.io())?;
-                written += bytes.len() as u64;
-                (start, end) = (start.min(offset), end.max(offset + bytes.len() as u64));
+                piece.write_all_at(&file, offset).map_err(target.io())?;
+                written += piece.len() as u64;
+                (start, end) = (start.min(offset), end.max(offset + piece.len() as u64));
             }
             start_writeback(&file, start..end);
             Ok(written)

@@ -4,6 +4,9 @@
 //! cache (a hydration's) is checked and written from its chunks as they are; only a piece that a
 //! reader or the memory tier holds is joined, into a buffer of the pool.
 
+use std::fs::File;
+use std::io;
+
 use bytes::Bytes;
 
 use super::BlockBuffers;
@@ -57,6 +60,55 @@ impl Piece {
                 buffer.freeze()
             }
         }
+    }
+}
+
+impl Piece {
+    /// Writes the piece into `file` from `offset`, with as few `pwritev` calls as the kernel takes
+    /// (a block arrives in a few dozen chunks: a write per chunk would multiply the calls).
+    pub fn write_all_at(&self, file: &File, mut offset: u64) -> io::Result<()> {
+        /// Linux's IOV_MAX: the most slices one call takes.
+        const MAX_SLICES: usize = 1024;
+        let mut left: Vec<&[u8]> = self
+            .parts
+            .iter()
+            .map(|part| &part[..])
+            .filter(|part| !part.is_empty())
+            .collect();
+        let mut first = 0;
+        while first < left.len() {
+            let slices: Vec<io::IoSlice<'_>> = left[first..]
+                .iter()
+                .take(MAX_SLICES)
+                .map(|part| io::IoSlice::new(part))
+                .collect();
+            let mut written = match nix::sys::uio::pwritev(file, &slices, offset as libc::off_t) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            offset += written as u64;
+            while written > 0 {
+                let part = left[first];
+                if written >= part.len() {
+                    written -= part.len();
+                    first += 1;
+                } else {
+                    left[first] = &part[written..];
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromIterator<Bytes> for Piece {
+    fn from_iter<I: IntoIterator<Item = Bytes>>(parts: I) -> Piece {
+        let mut piece = Piece::default();
+        parts.into_iter().for_each(|part| piece.push(part));
+        piece
     }
 }
 
