@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-
 use super::RestoreError;
 use crate::fetch::ObjectHandle;
 use crate::names::RelPath;

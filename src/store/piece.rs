@@ -61,9 +61,7 @@ impl Piece {
             }
         }
     }
-}
 
-impl Piece {
     /// Writes the piece into `file` from `offset`, with as few `pwritev` calls as the kernel takes
     /// (a block arrives in a few dozen chunks: a write per chunk would multiply the calls).
     pub fn write_all_at(&self, file: &File, mut offset: u64) -> io::Result<()> {
@@ -126,13 +124,13 @@ mod tests {
     use super::*;
 
     fn in_parts(bytes: &[u8], cuts: &[usize]) -> Piece {
-        let mut piece = Piece::default();
         let mut from = 0;
-        for &cut in cuts.iter().chain([&bytes.len()]) {
-            piece.push(Bytes::copy_from_slice(&bytes[from..cut]));
+        let mut part = |cut: usize| {
+            let part = Bytes::copy_from_slice(&bytes[from..cut]);
             from = cut;
-        }
-        piece
+            part
+        };
+        cuts.iter().chain([&bytes.len()]).map(|&cut| part(cut)).collect()
     }
 
     #[test]

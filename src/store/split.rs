@@ -18,7 +18,8 @@ use super::{BlockBuffer, BlockBuffers, Piece, Store, StoreError};
 impl Store {
     /// Reads `range` of an object as consecutive pieces of `piece` bytes (the last may be
     /// shorter), a local file's read into buffers from `buffers` and a stream's kept in the chunks
-    /// they came in, handing each to `on_piece` as soon as it is complete, so a caller can use the first blocks of a large GET while the rest streams in.
+    /// they came in, handing each to `on_piece` as soon as it is complete, so a caller can use
+    /// the first blocks of a large GET while the rest streams in.
     /// A short or over-long answer is an error, as with [`Store::get_range`]; the pieces handed
     /// over before an error are whole and in order. With `etag`, the object must still be that
     /// version: the request carries If-Match, and the answer's ETag is checked too, for servers
