@@ -3,6 +3,10 @@
 //! Joining chunks into one buffer copies every byte once more. A piece bound only for the disk
 //! cache (a hydration's) is checked and written from its chunks as they are; only a piece that a
 //! reader or the memory tier holds is joined, into a buffer of the pool.
+//!
+//! Unjoined chunks are the HTTP client's memory, not the pool's: the fetch budget still bounds
+//! them (a run holds its share until its blocks are written), but the pool's live bytes
+//! ([`super::BufferStats`]) do not count them.
 
 use std::fs::File;
 use std::io;
