@@ -119,9 +119,8 @@ struct Args {
     /// /sys/module/fuse/parameters/enable_uring`): a thread and ring per CPU for all mounts, each
     /// mount with this many entries of 1 MiB per CPU (touched as used); 0 reads them from
     /// /dev/fuse. Cold sequential reads on loopback S3 were 1.18x faster with 16 on a 2-core
-    /// machine, but the kernel cannot
-    /// hand such a connection to a restarted or upgraded daemon: the mount is mounted again at
-    /// its path, and files that were open on it fail (ENOTCONN).
+    /// machine, but the kernel cannot hand such a connection to a restarted or upgraded daemon:
+    /// the mount is mounted again at its path, and files that were open on it fail (ENOTCONN).
     #[arg(long, env = "LAZYSNAP_FUSE_URING_DEPTH", default_value_t = 0)]
     fuse_uring_depth: usize,
     /// Threads serving FUSE requests, the control socket and fetches, for all mounts together
