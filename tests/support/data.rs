@@ -33,15 +33,20 @@ pub fn write_complete(dir: &Path, path: &str, contents: &[u8]) {
     std::fs::rename(staging.join(path), full).unwrap();
 }
 
-/// Every file under `dir` (hidden ones too), by relative path, with its bytes.
+/// Every file under `dir` (hidden ones too), by relative path, with its bytes. A file gone between
+/// the listing and its read (a restore renaming a finished file while a test watches) is left out.
 pub fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
-        .map(|e| {
+        .filter_map(|e| {
             let name = e.path().strip_prefix(dir).unwrap().display().to_string();
-            (name, std::fs::read(e.path()).unwrap())
+            match std::fs::read(e.path()) {
+                Ok(bytes) => Some((name, bytes)),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(err) => panic!("reading {}: {err}", e.path().display()),
+            }
         })
         .collect()
 }
