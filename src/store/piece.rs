@@ -20,6 +20,9 @@ use crate::checksum::{self, Crc32c};
 pub struct Piece {
     parts: Vec<Bytes>,
     len: usize,
+    /// Made from one buffer that holds nothing else (a pool buffer, a primed block). A body
+    /// chunk is a slice of the HTTP client's read buffer, which may hold other blocks' bytes too.
+    own_buffer: bool,
 }
 
 impl Piece {
@@ -39,6 +42,7 @@ impl Piece {
     pub(super) fn push(&mut self, part: Bytes) {
         self.len += part.len();
         self.parts.push(part);
+        self.own_buffer = false;
     }
 
     /// The CRC32C of the whole piece.
@@ -53,17 +57,17 @@ impl Piece {
         }
     }
 
-    /// The piece as one buffer: its only chunk as it is, else the chunks copied into a buffer
-    /// from `buffers` (so a cached block holds no more memory than its own bytes).
-    pub fn join(self, buffers: &BlockBuffers) -> Bytes {
-        match <[Bytes; 1]>::try_from(self.parts) {
-            Ok([one]) => one,
-            Err(parts) => {
-                let mut buffer = buffers.take_empty(self.len);
-                parts.iter().for_each(|part| buffer.extend_from_slice(part));
-                buffer.freeze()
-            }
+    /// The piece as one buffer: a buffer of its own as it is, else its chunks copied into a buffer
+    /// from `buffers`, so a cached block holds no more memory than its own bytes. Even a block
+    /// that came in one chunk is copied: that chunk shares the client's read buffer with the next
+    /// block's bytes, and the memory tier would count only the slice.
+    pub fn join(mut self, buffers: &BlockBuffers) -> Bytes {
+        if self.own_buffer && self.parts.len() == 1 {
+            return self.parts.pop().expect("one part");
         }
+        let mut buffer = buffers.take_empty(self.len);
+        self.parts.iter().for_each(|part| buffer.extend_from_slice(part));
+        buffer.freeze()
     }
 
     /// Writes the piece into `file` from `offset`, with as few `pwritev` calls as the kernel takes
@@ -119,6 +123,7 @@ impl From<Bytes> for Piece {
         Piece {
             len: bytes.len(),
             parts: vec![bytes],
+            own_buffer: true,
         }
     }
 }
@@ -151,7 +156,18 @@ mod tests {
     }
 
     #[test]
-    fn a_piece_of_one_chunk_joins_without_a_copy() {
+    fn a_streamed_chunk_is_copied_when_joined_even_alone() {
+        // One chunk read with the start of the next block: the joined block must not keep it.
+        let read = Bytes::from(vec![3u8; 8192]);
+        let buffers = BlockBuffers::new(1 << 20);
+        let piece: Piece = [read.slice(..4096)].into_iter().collect();
+        let joined = piece.join(&buffers);
+        assert_eq!(&joined[..], &read[..4096]);
+        assert_ne!(joined.as_ptr(), read.as_ptr(), "a copy, not a slice of the read buffer");
+    }
+
+    #[test]
+    fn a_piece_of_one_buffer_joins_without_a_copy() {
         let bytes = Bytes::from(vec![7u8; 4096]);
         let buffers = BlockBuffers::new(1 << 20);
         let joined = Piece::from(bytes.clone()).join(&buffers);
