@@ -81,7 +81,7 @@ impl FileReader {
         self.fetcher.read_pieces(&self.object, offset, len).await
     }
 
-    fn plan(&self, offset: u64, len: u64) -> Option<Range<u64>> {
+    pub(super) fn plan(&self, offset: u64, len: u64) -> Option<Range<u64>> {
         let config = self.fetcher.config();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let end = offset.saturating_add(len).min(self.object.size());
@@ -104,18 +104,24 @@ impl FileReader {
         let growth = if run >= SCAN { MAX_GROWTH } else { state.growth };
         let floor = if contiguous { state.floor } else { 0 };
         let window = run.saturating_mul(growth).max(floor).min(config.readahead_max);
-        // Extend the prefetched range only once the reader has eaten into half of it, and then by
-        // at least half a window: extending by each read's few hundred KiB would turn readahead
-        // into a stream of one-block GETs, and one-block GETs are what makes object stores slow.
+        // Extend the prefetched range by whole steps, once the reader has eaten a step into it: a
+        // step is half a window, on a scan at most one request. Extending by each read's few
+        // hundred KiB would turn readahead into a stream of one-block GETs, what makes object
+        // stores slow. Extending a scan's window by half at once sent its GETs in waves, and the
+        // reader waited between them (S3-like store: 398-417 MB/s, 400-468 with steps). Shorter
+        // runs keep half-window steps: they end with less of their window unread.
+        let step = if run >= SCAN {
+            (window / 2).min(config.max_request_bytes)
+        } else {
+            window / 2
+        };
         let ahead = state.prefetched_until.saturating_sub(end);
-        if ahead >= window / 2 {
+        if step == 0 || ahead.saturating_add(step) > window {
             return None;
         }
         let from = state.prefetched_until.max(end);
-        let to = end
-            .saturating_add(window)
-            .max(from.saturating_add(window / 2))
-            .min(self.object.size());
+        let steps = (end.saturating_add(window) - from) / step;
+        let to = from.saturating_add(steps * step).min(self.object.size());
         if from >= to {
             return None;
         }

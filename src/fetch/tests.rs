@@ -278,6 +278,45 @@ async fn a_long_sequential_read_is_fetched_in_large_requests() {
     );
 }
 
+#[tokio::test]
+async fn a_scan_keeps_its_window_full_one_request_at_a_time() {
+    let config = FetchConfig {
+        readahead_initial: 4 * BLOCK,
+        readahead_max: 64 * BLOCK,
+        max_request_bytes: 8 * BLOCK,
+        ..Default::default()
+    };
+    let f = fixture(4096 * BLOCK as usize, config).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    // A run becomes a scan after 8 MiB: 2048 blocks here.
+    let (scan, last) = (2048, 3000);
+    let mut extensions = Vec::new();
+    for block in 0..last {
+        if let Some(ahead) = reader.plan(block * BLOCK, BLOCK) {
+            // However it is extended, a run never has more than its window ahead.
+            assert!(ahead.end <= (block + 1 + 64) * BLOCK, "{ahead:?} after block {block}");
+            if block >= scan {
+                extensions.push(ahead);
+            }
+        }
+    }
+    // Half a window at once would be 32-block extensions every 32 blocks: GETs in waves.
+    assert!(
+        extensions.iter().all(|ahead| ahead.end - ahead.start == 8 * BLOCK),
+        "{extensions:?}"
+    );
+    let expected = (last - scan) / 8;
+    assert!(
+        extensions.len() as u64 >= expected - 1,
+        "{} extensions for {} blocks read",
+        extensions.len(),
+        last - scan
+    );
+    for pair in extensions.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "contiguous: {pair:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_that_stop_short_shrink_readahead_to_about_what_they_read() {
     let config = FetchConfig {
