@@ -880,7 +880,6 @@ fn backoff(first: Duration, attempt: u32) -> Duration {
     base + base * jitter / 4000
 }
 
-/// Splits sorted block numbers into runs of adjacent blocks no larger than `max_bytes` each.
 /// Sorted blocks as GET-sized runs of at most `max_bytes`. A run may step over up to
 /// `bridge_bytes` of blocks not asked for (cached ones), when fetching them again costs less than
 /// the request a gap would add.
