@@ -104,8 +104,8 @@ pub struct BenchArgs {
     daemon_args: Vec<String>,
     /// Also run the same copies and reads through the peers installed (rclone copy, rclone mount
     /// with its VFS cache off and full, s3fs, mount-s3) against one local S3 server, on loopback
-    /// and with --peer-rtt added, and print lazysnap/peer ratios. Adding latency needs root and
-    /// `tc`. `--stores ''` runs the peers alone.
+    /// and with --peer-rtt added (through a delaying TCP proxy in the bench, so no `tc` or netem
+    /// is needed), and print lazysnap/peer ratios. `--stores ''` runs the peers alone.
     #[arg(long)]
     peers: bool,
     /// Round-trip milliseconds added to the S3 server's traffic for the second pass of --peers

@@ -2,6 +2,7 @@
 //! `<home>/mountd.sock`. `lazysnap mount` starts it on demand; run it by hand (or from systemd) to
 //! choose cache sizes and logging.
 
+mod allocator;
 mod backups;
 mod config;
 mod daemon;
@@ -206,7 +207,7 @@ fn main() -> std::process::ExitCode {
 const HANDED_OVER: u8 = 75;
 
 fn run(args: Args) -> anyhow::Result<server::Ended> {
-    limit_allocator_retention();
+    allocator::limit_retention();
     let log = logging::init(&args.log)?;
     raise_descriptor_limit();
     match args.command {
@@ -214,7 +215,7 @@ fn run(args: Args) -> anyhow::Result<server::Ended> {
         Some(Command::GenerateMan { dir }) => return generate_man(&dir).map(|()| server::Ended::Stopped),
         None => {}
     }
-    start_allocator_trimmer();
+    allocator::start_trimmer();
     // Tests make a process hang at a named point to kill it there (see lazysnap::failpoint).
     if let Some(name) = std::env::var_os("LAZYSNAP_FAILPOINT") {
         lazysnap::failpoint::arm(&name.to_string_lossy());
@@ -363,33 +364,3 @@ fn raise_descriptor_limit() {
         }
     }
 }
-
-/// glibc raises its mmap threshold after large buffers are freed, after which new fetch buffers
-/// (megabytes each) come from per-thread arenas that keep the memory when they are freed: RSS
-/// then grows far past the cache cap. A fixed threshold and few arenas give it back at once.
-fn limit_allocator_retention() {
-    // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Blocks are freed in any order, so free space ends up between live blocks where glibc keeps it;
-/// trimming hands whole free pages back to the kernel. Started once logging works, so a failure
-/// is reported.
-fn start_allocator_trimmer() {
-    let trimmer = std::thread::Builder::new().name("lazysnap-trim".into()).spawn(|| loop {
-        std::thread::sleep(std::time::Duration::from_millis(TRIM_INTERVAL_MS));
-        // SAFETY: malloc_trim only releases memory the allocator holds free.
-        unsafe { libc::malloc_trim(0) };
-    });
-    if let Err(e) = trimmer {
-        tracing::warn!(error = %e, "cannot start the allocator trimmer; memory may stay above the cap");
-    }
-}
-
-/// How often free allocator memory goes back to the kernel: after a burst, an idle daemon drops
-/// back to its working set (measured: 129 MiB -> 45 MiB after 64 readers). Trimming every 20 ms
-/// also lowered the peak a little but cost a third of the cold-read rate.
-const TRIM_INTERVAL_MS: u64 = 1000;
