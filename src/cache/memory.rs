@@ -65,6 +65,18 @@ impl MemoryCache {
         }
     }
 
+    /// Makes `keys` the first to go when room is needed; keys not held are skipped.
+    pub fn demote(&self, keys: impl IntoIterator<Item = BlockKey>) {
+        let mut state = self.state();
+        keys.into_iter().for_each(|key| {
+            state.blocks.demote(&key);
+        });
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
     pub fn used(&self) -> u64 {
         self.state().used
     }

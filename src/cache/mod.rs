@@ -236,12 +236,24 @@ impl BlockCache {
         self.memory.insert(key, bytes);
     }
 
+    /// Blocks a scan has read past go first when the memory tier needs room. In LRU order they
+    /// would outlive the blocks its readahead fetched and it has yet to read, which it would then
+    /// read back from the disk tier.
+    pub fn demote(&self, keys: impl IntoIterator<Item = BlockKey>) {
+        self.memory.demote(keys);
+    }
+
     /// The disk half of [`BlockCache::insert`]: file writes, for a blocking thread. The block may
     /// be in the chunks it arrived in.
     pub fn insert_disk(&self, key: BlockKey, shape: BlockShape, piece: &Piece, fetched: bool) {
         if let Some(disk) = &self.disk {
             disk.insert(key, shape, piece, fetched);
         }
+    }
+
+    /// Bytes the memory tier holds at most.
+    pub fn memory_cap(&self) -> u64 {
+        self.memory.cap()
     }
 
     pub fn has_disk(&self) -> bool {

@@ -318,6 +318,38 @@ async fn a_scan_keeps_its_window_full_one_request_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_never_pushes_out_what_it_fetched_before_reading_it() {
+    // A 32 MiB window against a 16 MiB memory tier and no disk tier: blocks fetched ahead and
+    // pushed out before the reader came to them would be fetched again. The window must fit the
+    // tier, and blocks already read must go first (a window within the tier but over half of it
+    // still lost its oldest blocks to the ones just read, in LRU order).
+    let config = FetchConfig {
+        readahead_initial: 64 * BLOCK,
+        readahead_max: 32 << 20,
+        max_request_bytes: 64 * BLOCK,
+        ..Default::default()
+    };
+    let cache = CacheConfig {
+        memory_bytes: 16 << 20,
+        disk_dir: None,
+        disk_bytes: 0,
+    };
+    let size = 96u64 << 20;
+    let f = fixture_with_cache(size as usize, config, cache).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    let read = 32 * BLOCK;
+    for offset in (0..size).step_by(read as usize) {
+        let got = reader.read(offset, read).await.unwrap().to_bytes();
+        assert!(
+            got[..] == f.data[offset as usize..(offset + read) as usize],
+            "bytes at {offset}"
+        );
+    }
+    let fetched = f.gets.bytes();
+    assert!(fetched <= size + size / 50, "{fetched} bytes fetched to read {size}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_that_stop_short_shrink_readahead_to_about_what_they_read() {
     let config = FetchConfig {
         readahead_initial: 32 * BLOCK,

@@ -3,23 +3,23 @@
 //! directions. netem would do it in the kernel, but kernels without `sch_netem` exist (this
 //! machine's is one); the proxy works everywhere.
 //!
-//! A link's delay costs its hosts no CPU, so the proxy should cost as little: it moves bytes
-//! with `splice(2)`, each chunk waiting out its delay in a pipe, never copied through user space.
-//! Copied through a zeroed buffer per read, it took 0.4 of a core during a cold read at +10 ms
-//! (perf over the machine), from whichever tool measured was short of CPU; spliced, 0.15-0.2.
+//! A link's delay costs its hosts no CPU, so the proxy should cost as little: each read goes into
+//! spare capacity, never zeroed. Zeroing a 256 KiB buffer for every read (most bring a few dozen
+//! KiB) took the proxy to 0.4 of a core during a cold read at +10 ms, from whichever tool measured
+//! was short of CPU; without it, 0.2-0.35. Splicing through pipes took it to 0.15-0.2 but did not
+//! move the tools' ratio, and the one full run with it hung in rclone's read (not diagnosed), so it
+//! was not kept.
 
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::Interest;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Bytes moved per chunk at most; each chunk is delayed as a whole, as a segment on a slow link
+/// Bytes read per chunk at most; each chunk is delayed as a whole, as a segment on a slow link
 /// would be.
 const CHUNK: usize = 256 << 10;
 
@@ -68,97 +68,39 @@ impl Drop for DelayProxy {
 
 async fn relay(client: TcpStream, server: TcpStream, one_way: Duration) {
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
-    let (client, server) = (Arc::new(client), Arc::new(server));
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
     tokio::join!(
-        pump(client.clone(), server.clone(), one_way),
-        pump(server, client, one_way)
+        pump(client_read, server_write, one_way),
+        pump(server_read, client_write, one_way)
     );
 }
 
-/// A pipe that holds one chunk in the kernel while it waits out its delay.
-struct Pipe {
-    read: OwnedFd,
-    write: OwnedFd,
-}
-
-impl Pipe {
-    fn new() -> io::Result<Pipe> {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
-        let pipe = unsafe {
-            Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
-        };
-        // Room for a whole chunk (the default is 64 KiB); a smaller pipe only makes chunks smaller.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own takes an int and touches no memory.
-        unsafe { libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
-        Ok(pipe)
-    }
-}
-
-/// Moves up to `len` bytes from `from` to `to` in the kernel, without blocking.
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-    // SAFETY: both are open descriptors; null offsets mean each one's own position.
-    let moved = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
-    if moved < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(moved as usize)
-}
-
-/// Moves what `from` sends to `to`, each chunk handed on `delay` after it arrived; shuts `to`'s
-/// sending side at the end.
-async fn pump(from: Arc<TcpStream>, to: Arc<TcpStream>, delay: Duration) {
-    let (send, mut receive) = mpsc::unbounded_channel::<(Instant, Pipe, usize)>();
-    // Pipes that have handed their chunk on, for the next chunks.
-    let (give_back, mut spare) = mpsc::unbounded_channel::<Pipe>();
+/// Copies `from` to `to`, each chunk written `delay` after it was read; closes `to` at the end.
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, delay: Duration) {
+    let (send, mut receive) = mpsc::unbounded_channel::<(Instant, Bytes)>();
     let reader = async move {
+        let mut buf = BytesMut::new();
         loop {
-            let Ok(pipe) = spare.try_recv().or_else(|_| Pipe::new()) else {
-                break;
-            };
-            let into_pipe = || splice(from.as_raw_fd(), pipe.write.as_raw_fd(), CHUNK);
-            let moved = loop {
-                if from.readable().await.is_err() {
-                    break 0;
+            buf.reserve(CHUNK);
+            match from.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if send.send((Instant::now() + delay, buf.split().freeze())).is_err() {
+                        break;
+                    }
                 }
-                match from.try_io(Interest::READABLE, into_pipe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Ok(moved) => break moved,
-                    Err(_) => break 0,
-                }
-            };
-            if moved == 0 || send.send((Instant::now() + delay, pipe, moved)).is_err() {
-                break;
             }
         }
     };
     let writer = async move {
-        'chunks: while let Some((due, pipe, mut left)) = receive.recv().await {
+        while let Some((due, bytes)) = receive.recv().await {
             tokio::time::sleep_until(due).await;
-            while left > 0 {
-                if to.writable().await.is_err() {
-                    break 'chunks;
-                }
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Ok(0) | Err(_) => break 'chunks,
-                    Ok(moved) => left -= moved,
-                }
+            if to.write_all(&bytes).await.is_err() {
+                break;
             }
-            let _ = give_back.send(pipe);
         }
-        // SAFETY: shutdown on a socket the Arc keeps open touches no memory.
-        unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+        let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
 }
