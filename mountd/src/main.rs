@@ -79,6 +79,8 @@ struct Args {
     /// Furthest a sequential reader's readahead window grows. The window is what keeps GETs in
     /// flight: at S3's ~25 ms to first byte and ~90 MB/s per stream an 8 MiB GET takes ~100 ms, so
     /// 128 MiB keeps 16 streams busy (measured: 64M -> 128M took cold reads from 354 to 460 MB/s).
+    /// A window also fits the memory tier (what --cache-memory leaves beside fetches in flight,
+    /// less 2 MiB: 94 MiB by default), so a reader finds what was fetched for it still in memory.
     #[arg(long, env = "LAZYSNAP_READAHEAD_MAX", default_value = "128M", value_parser = parse_size)]
     readahead_max: u64,
     /// How far ahead the kernel reads a file read in sequence through a mount (4K to 16M; set
