@@ -1,6 +1,8 @@
 //! Readahead for one open file: a read that continues where the last one ended grows a window of
 //! blocks fetched ahead in the background, in proportion to how far the run has gone; any other
 //! read ends the run and fetches only what it needs. What a run left unread adapts the next ones.
+//! A window fits the memory tier, and a scan demotes the blocks it has read past, so what was
+//! fetched ahead is still in memory when the reader gets there.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
