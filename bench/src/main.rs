@@ -18,6 +18,7 @@ mod rebalance;
 mod report;
 mod scale;
 mod soak;
+mod sqlite;
 mod stats;
 mod targets;
 
@@ -387,12 +388,28 @@ fn bench_store(
         ..PublishOptions::default()
     };
     let fine = publish_dir_with(target, data, &fine_volume, &fine_options)?;
+    // A SQLite database published as an operator would one read by point lookups: a block per
+    // page, the grain SQLite reads in.
+    let sqlite_volume = format!("{namespace}/sqlite");
+    let sqlite_data = tempfile::Builder::new().prefix("sqlite-").tempdir_in(work)?;
+    let sqlite_db = sqlite::create(&sqlite_data.path().join(sqlite::FILE), (size / 8).max(4 << 20))?;
+    let sqlite_options = PublishOptions {
+        block_size: sqlite_db.page_size,
+        ..PublishOptions::default()
+    };
+    let sqlite_manifest = publish_dir_with(target, sqlite_data.path(), &sqlite_volume, &sqlite_options)?;
+    drop(sqlite_data);
     let selective = selective_reads(
         target,
         work,
         &args.daemon_args,
-        [(&seq_volume, &published), (&fine_volume, &fine)],
+        [
+            (&seq_volume, &published),
+            (&fine_volume, &fine),
+            (&sqlite_volume, &sqlite_manifest),
+        ],
         size,
+        &sqlite_db,
     )?;
 
     say(&format!("{}: {} concurrent readers", target.name, args.readers));
@@ -473,20 +490,25 @@ fn bench_store(
 /// node: bytes read through FUSE and bytes fetched from the store. The lookups run on the default
 /// block size (the first volume) and on the finer one an operator publishes a database read by
 /// point lookups with (the second), where a cold sequential read shows what the finer grain costs.
+/// Last, SQLite itself looks up keys in `sqlite_db`, published as the third volume.
 fn selective_reads(
     target: &Target,
     work: &Path,
     daemon_args: &[String],
-    [(volume, manifest), (fine_volume, fine_manifest)]: [(&str, &str); 2],
+    [(volume, manifest), (fine_volume, fine_manifest), sqlite_volume]: [(&str, &str); 3],
     size: u64,
+    sqlite_db: &sqlite::Database,
 ) -> anyhow::Result<report::SelectiveFigures> {
-    let measure =
-        |(volume, manifest): (&str, &str), read: &dyn Fn(&Path) -> anyhow::Result<()>| -> anyhow::Result<(u64, u64)> {
-            let node = BenchNode::start(target, work, daemon_args)?;
-            let (mounted, _) = node.mount(volume, Some(manifest))?;
-            read(&mounted.volume_dir.join(BIG_FILE))?;
-            node.read_and_fetched(&mounted.path)
-        };
+    let measure_file = |(volume, manifest): (&str, &str),
+                        file: &str,
+                        read: &dyn Fn(&Path) -> anyhow::Result<()>|
+     -> anyhow::Result<(u64, u64)> {
+        let node = BenchNode::start(target, work, daemon_args)?;
+        let (mounted, _) = node.mount(volume, Some(manifest))?;
+        read(&mounted.volume_dir.join(file))?;
+        node.read_and_fetched(&mounted.path)
+    };
+    let measure = |volume, read: &dyn Fn(&Path) -> anyhow::Result<()>| measure_file(volume, BIG_FILE, read);
     let (default, fine) = ((volume, manifest), (fine_volume, fine_manifest));
     let chunk_room = size.saturating_sub(reads::COLUMN_CHUNK).max(4096);
     let chunks = stats::random_offsets(chunk_room, 4096, 16, 0xc01_c4a2);
@@ -501,6 +523,9 @@ fn selective_reads(
         seconds.set(took.as_secs_f64());
         Ok(())
     })?;
+    let (sqlite_read, sqlite_fetched) = measure_file(sqlite_volume, sqlite::FILE, &|file| {
+        sqlite::lookups(file, sqlite_db.rows, SQLITE_LOOKUPS)
+    })?;
     Ok(report::SelectiveFigures {
         column_chunks_read: chunk_read,
         column_chunks_fetched: chunk_fetched,
@@ -510,8 +535,15 @@ fn selective_reads(
         fine_point_lookups_read: fine_read,
         fine_point_lookups_fetched: fine_fetched,
         fine_cold_sequential_mbps: size as f64 / seconds.get() / 1e6,
+        sqlite_lookups: SQLITE_LOOKUPS,
+        sqlite_block_size: sqlite_db.page_size,
+        sqlite_lookups_read: sqlite_read,
+        sqlite_lookups_fetched: sqlite_fetched,
     })
 }
+
+/// Keys SQLite looks up through a mount for the selective-read figure.
+const SQLITE_LOOKUPS: usize = 200;
 
 /// Files in the folder the peers copy (their sizes add up to the big file's).
 const MANY_FILES: usize = 100;

@@ -52,8 +52,8 @@ pub struct StoreFigures {
 }
 
 /// Bytes read through FUSE (the kernel's own readahead included) and fetched from the store by
-/// 16 column chunks of 1 MiB read in 128 KiB reads, and by 200 point lookups (16 KiB + 4 KiB,
-/// `POSIX_FADV_RANDOM`), each on a fresh node.
+/// 16 column chunks of 1 MiB read in 128 KiB reads, by 200 point lookups (16 KiB + 4 KiB,
+/// `POSIX_FADV_RANDOM`), and by SQLite's own lookups of keys, each on a fresh node.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectiveFigures {
@@ -67,6 +67,11 @@ pub struct SelectiveFigures {
     pub fine_point_lookups_fetched: u64,
     /// ... and a cold sequential read of it, set against the default block size's.
     pub fine_cold_sequential_mbps: f64,
+    /// SQLite itself looking up this many keys in a database published with a block per page.
+    pub sqlite_lookups: usize,
+    pub sqlite_block_size: u64,
+    pub sqlite_lookups_read: u64,
+    pub sqlite_lookups_fetched: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -291,6 +296,7 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
     let lookups = sel.point_lookups_fetched as f64 / sel.point_lookups_read.max(1) as f64;
     let fine_lookups = sel.fine_point_lookups_fetched as f64 / sel.fine_point_lookups_read.max(1) as f64;
     let fine_cold = sel.fine_cold_sequential_mbps / s.cold_sequential_mbps;
+    let sqlite = sel.sqlite_lookups_fetched as f64 / sel.sqlite_lookups_read.max(1) as f64;
     let fine = format!("{} KiB blocks", sel.fine_block_size >> 10);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     vec![
@@ -329,6 +335,22 @@ fn store_checks(s: &StoreFigures) -> Vec<Check> {
             ),
             "<= 2.0",
             fine_lookups <= 2.0,
+        ),
+        check(
+            name,
+            &format!(
+                "SQLite lookups, {} KiB blocks: fetched / read",
+                sel.sqlite_block_size >> 10
+            ),
+            sqlite,
+            format!(
+                "{:.1} vs {:.1} MiB, {} keys",
+                mib(sel.sqlite_lookups_fetched),
+                mib(sel.sqlite_lookups_read),
+                sel.sqlite_lookups
+            ),
+            "<= 2.0",
+            sqlite <= 2.0,
         ),
         check(
             name,

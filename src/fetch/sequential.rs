@@ -29,6 +29,10 @@ const SCAN: u64 = 8 << 20;
 /// Readahead reaches at most this many times the bytes a run has read so far, at least once.
 const MAX_GROWTH: u64 = 4;
 
+/// A run earns the floor once it has read this much: two kernel readahead requests do, two
+/// neighbouring 4 KiB pages of a B-tree lookup (SQLite's index leaf, then its table leaf) do not.
+const FLOOR_RUN: u64 = 64 << 10;
+
 /// The least a file's smallest window falls to after wasted readahead: one default block.
 const MIN_FLOOR: u64 = 256 << 10;
 
@@ -115,7 +119,7 @@ impl FileReader {
         state.run_read += end.saturating_sub(offset);
         let run = state.run_read;
         let growth = if run >= SCAN { MAX_GROWTH } else { state.growth };
-        let floor = if contiguous { state.floor } else { 0 };
+        let floor = if contiguous && run >= FLOOR_RUN { state.floor } else { 0 };
         let window = run.saturating_mul(growth).max(floor).min(self.readahead_max());
         // Extend the prefetched range by whole steps, once the reader has eaten a step into it: a
         // step is half a window, on a scan at most one request. Extending by each read's few

@@ -252,6 +252,24 @@ async fn two_random_reads_that_land_close_fetch_about_what_they_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbouring_pages_of_lookups_do_not_earn_the_readahead_floor() {
+    // The default floor is 1 MiB: 256 of these 4 KiB blocks.
+    let f = fixture(4096 * BLOCK as usize, FetchConfig::default()).await;
+    let reader = FileReader::new(f.fetcher.clone(), f.object.clone());
+    // B-tree lookups as SQLite makes them, a page at a time: an index leaf, then the table leaf
+    // allocated right after it, each pair megabytes from the last.
+    let pairs = [100, 700, 1300, 1900, 2500, 3100, 3700, 400];
+    for at in pairs {
+        reader.read(at * BLOCK, BLOCK).await.unwrap();
+        reader.read((at + 1) * BLOCK, BLOCK).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (read, fetched) = (2 * pairs.len() as u64, f.gets.bytes() / BLOCK);
+    // Each pair may fetch what it read again ahead (the least growth), never the floor.
+    assert!(fetched * 2 <= read * 5, "{fetched} blocks fetched for {read} read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_sequential_read_is_fetched_in_large_requests() {
     let config = FetchConfig {
         readahead_initial: 4 * BLOCK,
