@@ -75,6 +75,12 @@ fn bench_runs_on_every_store_and_its_counts_hold() {
         ] {
             assert!(selective[key].as_u64().unwrap() > 0, "{key}: {selective}");
         }
+        // RocksDB's own lookups (`ldb query`, every answer checked) when ldb is installed.
+        if Command::new("ldb").arg("--version").output().is_ok() {
+            for key in ["rocksdbLookupsRead", "rocksdbLookupsFetched"] {
+                assert!(selective[key].as_u64().unwrap() > 0, "{key}: {selective}");
+            }
+        }
     }
     let scale = report["mountScale"].as_array().unwrap();
     assert_eq!(scale.len(), 2, "50 files at two sizes");

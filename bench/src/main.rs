@@ -16,7 +16,9 @@ mod raw;
 mod reads;
 mod rebalance;
 mod report;
+mod rocksdb;
 mod scale;
+mod selective;
 mod soak;
 mod sqlite;
 mod stats;
@@ -36,7 +38,7 @@ use node::BenchNode;
 use report::{MountScale, Report, StoreFigures};
 use targets::Target;
 
-const BIG_FILE: &str = "big.data";
+pub(crate) const BIG_FILE: &str = "big.data";
 /// Read at random while the mount hydrates (after `big.data` in hydration order).
 const SIDE_FILE: &str = "random.data";
 /// Every volume of a run lives in a namespace of its own, removed from an operator's store after.
@@ -382,34 +384,16 @@ fn bench_store(
     drop(node);
 
     say(&format!("{}: engine-shaped selective reads", target.name));
-    let fine_volume = format!("{namespace}/fine");
-    let fine_options = PublishOptions {
-        block_size: reads::LOOKUP_BLOCK,
-        ..PublishOptions::default()
-    };
-    let fine = publish_dir_with(target, data, &fine_volume, &fine_options)?;
-    // A SQLite database published as an operator would one read by point lookups: a block per
-    // page, the grain SQLite reads in.
-    let sqlite_volume = format!("{namespace}/sqlite");
-    let sqlite_data = tempfile::Builder::new().prefix("sqlite-").tempdir_in(work)?;
-    let sqlite_db = sqlite::create(&sqlite_data.path().join(sqlite::FILE), (size / 8).max(4 << 20))?;
-    let sqlite_options = PublishOptions {
-        block_size: sqlite_db.page_size,
-        ..PublishOptions::default()
-    };
-    let sqlite_manifest = publish_dir_with(target, sqlite_data.path(), &sqlite_volume, &sqlite_options)?;
-    drop(sqlite_data);
-    let selective = selective_reads(
-        target,
-        work,
-        &args.daemon_args,
-        [
-            (&seq_volume, &published),
-            (&fine_volume, &fine),
-            (&sqlite_volume, &sqlite_manifest),
-        ],
+    let selective = selective::measure(
+        &selective::Setting {
+            target,
+            work,
+            daemon_args: &args.daemon_args,
+            namespace,
+        },
+        data,
+        (&seq_volume, &published),
         size,
-        &sqlite_db,
     )?;
 
     say(&format!("{}: {} concurrent readers", target.name, args.readers));
@@ -486,65 +470,6 @@ fn bench_store(
     })
 }
 
-/// Column chunks of an analytic engine, then point lookups of an LSM engine, each on a fresh
-/// node: bytes read through FUSE and bytes fetched from the store. The lookups run on the default
-/// block size (the first volume) and on the finer one an operator publishes a database read by
-/// point lookups with (the second), where a cold sequential read shows what the finer grain costs.
-/// Last, SQLite itself looks up keys in `sqlite_db`, published as the third volume.
-fn selective_reads(
-    target: &Target,
-    work: &Path,
-    daemon_args: &[String],
-    [(volume, manifest), (fine_volume, fine_manifest), sqlite_volume]: [(&str, &str); 3],
-    size: u64,
-    sqlite_db: &sqlite::Database,
-) -> anyhow::Result<report::SelectiveFigures> {
-    let measure_file = |(volume, manifest): (&str, &str),
-                        file: &str,
-                        read: &dyn Fn(&Path) -> anyhow::Result<()>|
-     -> anyhow::Result<(u64, u64)> {
-        let node = BenchNode::start(target, work, daemon_args)?;
-        let (mounted, _) = node.mount(volume, Some(manifest))?;
-        read(&mounted.volume_dir.join(file))?;
-        node.read_and_fetched(&mounted.path)
-    };
-    let measure = |volume, read: &dyn Fn(&Path) -> anyhow::Result<()>| measure_file(volume, BIG_FILE, read);
-    let (default, fine) = ((volume, manifest), (fine_volume, fine_manifest));
-    let chunk_room = size.saturating_sub(reads::COLUMN_CHUNK).max(4096);
-    let chunks = stats::random_offsets(chunk_room, 4096, 16, 0xc01_c4a2);
-    let (chunk_read, chunk_fetched) = measure(default, &|file| reads::column_chunks(file, &chunks))?;
-    let lookups = stats::random_offsets(size - (16 << 10), 4096, 400, 0x15_3e7);
-    let (lookup_read, lookup_fetched) = measure(default, &|file| reads::point_lookups(file, &lookups))?;
-    let (fine_read, fine_fetched) = measure(fine, &|file| reads::point_lookups(file, &lookups))?;
-    let seconds = std::cell::Cell::new(0.0);
-    measure(fine, &|file| {
-        let (n, took) = reads::sequential(file)?;
-        anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
-        seconds.set(took.as_secs_f64());
-        Ok(())
-    })?;
-    let (sqlite_read, sqlite_fetched) = measure_file(sqlite_volume, sqlite::FILE, &|file| {
-        sqlite::lookups(file, sqlite_db.rows, SQLITE_LOOKUPS)
-    })?;
-    Ok(report::SelectiveFigures {
-        column_chunks_read: chunk_read,
-        column_chunks_fetched: chunk_fetched,
-        point_lookups_read: lookup_read,
-        point_lookups_fetched: lookup_fetched,
-        fine_block_size: reads::LOOKUP_BLOCK,
-        fine_point_lookups_read: fine_read,
-        fine_point_lookups_fetched: fine_fetched,
-        fine_cold_sequential_mbps: size as f64 / seconds.get() / 1e6,
-        sqlite_lookups: SQLITE_LOOKUPS,
-        sqlite_block_size: sqlite_db.page_size,
-        sqlite_lookups_read: sqlite_read,
-        sqlite_lookups_fetched: sqlite_fetched,
-    })
-}
-
-/// Keys SQLite looks up through a mount for the selective-read figure.
-const SQLITE_LOOKUPS: usize = 200;
-
 /// Files in the folder the peers copy (their sizes add up to the big file's).
 const MANY_FILES: usize = 100;
 
@@ -578,7 +503,7 @@ fn bench_peers(
     if warm && ldb {
         say("peers: a RocksDB database for the warm start");
         let dir = work.join("warm-db");
-        let (key, value) = peers::warm::create(&dir, size / 2)?;
+        let (key, value) = rocksdb::create(&dir, size / 2)?.picked();
         let volume = format!("{namespace}/warm-db");
         let manifest = publish_dir(&target, &dir, &volume)?;
         std::fs::remove_dir_all(&dir)?;

@@ -3,11 +3,9 @@
 //! beside the time to download the whole database first (a restore) and get the key from that
 //! copy, each on a fresh node.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 use super::super::node::BenchNode;
@@ -69,7 +67,7 @@ fn download_first(w: &Work, db: &Database) -> anyhow::Result<Duration> {
         .find(|e| e.file_name() == "CURRENT")
         .context("the restored database has no CURRENT file")?;
     let dir = current.path().parent().context("CURRENT has a folder")?;
-    let got = ldb_get(dir, secondary.path(), db.key)?;
+    let got = crate::rocksdb::get(dir, secondary.path(), db.key)?;
     anyhow::ensure!(
         got == db.value,
         "ldb get {} on the restored copy answered {got:?}",
@@ -88,54 +86,10 @@ fn first_get(w: &Work, db: &Database, after: &dyn Fn() -> anyhow::Result<()>) ->
     let secondary = tempfile::Builder::new().prefix("ldb-secondary-").tempdir_in(w.work)?;
     let started = Instant::now();
     let (mounted, _) = node.mount(db.volume, Some(db.manifest))?;
-    let got = ldb_get(&mounted.volume_dir, secondary.path(), db.key)?;
+    let got = crate::rocksdb::get(&mounted.volume_dir, secondary.path(), db.key)?;
     let took = started.elapsed();
     anyhow::ensure!(got == db.value, "ldb get {} answered {got:?}", db.key);
     node.unmount(&mounted)?;
     after()?;
     Ok(took)
-}
-
-fn ldb_get(db: &Path, secondary: &Path, key: &str) -> anyhow::Result<String> {
-    let out = Command::new("ldb")
-        .arg(format!("--db={}", db.display()))
-        .arg(format!("--secondary_path={}", secondary.display()))
-        .args(["get", key])
-        .output()
-        .context("cannot run ldb (apt-get install rocksdb-tools)")?;
-    if !out.status.success() {
-        bail!("ldb get {key}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Writes a database of about `bytes` into `dir` with `ldb load` (compacted, uncompressed):
-/// keys `key00000000`..., values of 1000 bytes; the key and value the figure looks up.
-pub fn create(dir: &Path, bytes: u64) -> anyhow::Result<(String, String)> {
-    use std::io::Write;
-    let keys = (bytes / 1024).max(1000);
-    let value = |i: u64| format!("{i:016x}").repeat(1000 / 16) + &"v".repeat(1000 % 16);
-    let mut child = Command::new("ldb")
-        .arg(format!("--db={}", dir.display()))
-        .args([
-            "--create_if_missing",
-            "--compression_type=no",
-            "load",
-            "--compact",
-            "--disable_wal",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .context("cannot run ldb (apt-get install rocksdb-tools)")?;
-    {
-        let mut input = std::io::BufWriter::new(child.stdin.take().expect("piped"));
-        for i in 0..keys {
-            writeln!(input, "key{i:08} ==> {}", value(i))?;
-        }
-    }
-    let status = child.wait()?;
-    anyhow::ensure!(status.success(), "ldb load failed: {status}");
-    let pick = keys * 2 / 3;
-    Ok((format!("key{pick:08}"), value(pick)))
 }
