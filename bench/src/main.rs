@@ -343,6 +343,7 @@ fn bench_store(
     let key = layout::file_key(&volume, &RelPath::parse(BIG_FILE)?);
 
     say(&format!("{}: raw GETs", target.name));
+    stats::settle_disk();
     let raw = block_on(raw::measure(
         &store,
         &key,
@@ -354,6 +355,7 @@ fn bench_store(
     ))?;
 
     say(&format!("{}: sequential reads", target.name));
+    stats::settle_disk();
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, mount_time) = node.mount(&seq_volume, Some(&published))?;
     let file = mounted.volume_dir.join(BIG_FILE);
@@ -414,6 +416,7 @@ fn bench_store(
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let demand_idle = reads::random_4k(&mounted.volume_dir.join(SIDE_FILE), &side_offsets)?;
     drop(node);
+    stats::settle_disk();
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     let machine = stats::MachineCpu::now();
@@ -422,6 +425,7 @@ fn bench_store(
     let hydration_machine_cores = machine.busy_cores_since();
     drop(node);
     // The same demand reads while a hydration runs.
+    stats::settle_disk();
     let node = BenchNode::start(target, work, &args.daemon_args)?;
     let (mounted, _) = node.mount(&seq_volume, Some(&published))?;
     node.hydrate(&mounted, true)?;
@@ -432,6 +436,7 @@ fn bench_store(
     drop(node);
 
     say(&format!("{}: a foreign object (ScyllaDB Data.db)", target.name));
+    stats::settle_disk();
     let foreign = foreign::measure(
         target,
         work,

@@ -88,6 +88,8 @@ pub const LAZYSNAP: &str = "lazysnap";
 pub const COLD_START: &str = "lazysnap, no profile";
 pub const PROFILED_START: &str = "lazysnap, first-touch profile";
 pub const DOWNLOAD_FIRST: &str = "download first (restore)";
+/// `ldb get` alone on the downloaded copy: what no mount can take away from the first answer.
+pub const LDB_LOCAL: &str = "ldb get on the local copy";
 pub const RCLONE_COPY: &str = "rclone copy";
 
 /// Measures every installed peer beside lazysnap, with `added_rtt` on the server's traffic.
@@ -128,39 +130,40 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
         if w.kinds.contains(&PeerWork::Copy) {
             // Without rclone (reported as skipped) the copies are measured for lazysnap alone.
             let rclone = tools::on_path("rclone");
-            settle_disk();
+            stats::settle_disk();
             record(COPY_ONE, LAZYSNAP, restore(w, w.big)?.as_secs_f64(), 0.0);
             if rclone {
                 let one = s3.file_key(w.big.0, w.big_file);
-                settle_disk();
+                stats::settle_disk();
                 let took = tools::rclone_copy(&s3, &one, w.work, w.big_size)?;
                 record(COPY_ONE, RCLONE_COPY, took.as_secs_f64(), 0.0);
             }
-            settle_disk();
+            stats::settle_disk();
             record(COPY_MANY, LAZYSNAP, restore(w, w.many)?.as_secs_f64(), 0.0);
             if rclone {
                 let dir = s3.files_dir(w.many.0);
-                settle_disk();
+                stats::settle_disk();
                 let took = tools::rclone_copy(&s3, &dir, w.work, w.many_size)?;
                 record(COPY_MANY, RCLONE_COPY, took.as_secs_f64(), 0.0);
             }
         }
         if let (Some(db), false, true) = (w.database, added_rtt.is_zero(), w.kinds.contains(&PeerWork::Warm)) {
-            settle_disk();
+            stats::settle_disk();
             let figures = warm::measure(w, db)?;
             record(WARM_START, COLD_START, figures.cold_ms, 0.0);
             record(WARM_START, PROFILED_START, figures.warm_ms, 0.0);
             record(WARM_START, DOWNLOAD_FIRST, figures.download_ms, 0.0);
+            record(WARM_START, LDB_LOCAL, figures.ldb_local_ms, 0.0);
         }
         if !w.kinds.contains(&PeerWork::Reads) {
             continue;
         }
-        settle_disk();
+        stats::settle_disk();
         let (mbps, random) = lazysnap_reads(w)?;
         record(COLD_SEQUENTIAL, LAZYSNAP, mbps, 0.0);
         record(RANDOM, LAZYSNAP, random.p50_us, random.p99_us);
         for peer in &peers {
-            settle_disk();
+            stats::settle_disk();
             let (mbps, random) = tools::mount_reads(peer, &s3, w)?;
             record(COLD_SEQUENTIAL, peer.name(), mbps, 0.0);
             record(RANDOM, peer.name(), random.p50_us, random.p99_us);
@@ -187,14 +190,6 @@ pub fn measure(w: &Work, added_rtt: Duration) -> anyhow::Result<PeerFigures> {
         rows,
         skipped,
     })
-}
-
-/// Writes every dirty page back before a tool is timed. Each copy leaves a GiB or more to write
-/// back, and on two cores the writeback of one tool's bytes would otherwise be paid by whichever
-/// tool runs next: lazysnap's loopback cold read ran at 520-833 MB/s right after the copies.
-fn settle_disk() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
 }
 
 /// `lazysnap restore start --wait` on a fresh node: the time from the request to the job's end.
@@ -295,7 +290,8 @@ pub fn checks(p: &PeerFigures) -> Vec<super::report::Check> {
     if let (Some(profiled), Some(download)) = (median(WARM_START, PROFILED_START), median(WARM_START, DOWNLOAD_FIRST)) {
         let ratio = profiled / download;
         let cold = median(WARM_START, COLD_START).unwrap_or(0.0);
-        let detail = format!("{profiled:.0} ms ({cold:.0} cold) vs {download:.0} ms");
+        let local = median(WARM_START, LDB_LOCAL).unwrap_or(0.0);
+        let detail = format!("{profiled:.0} ms ({cold:.0} cold, ldb alone {local:.0}) vs {download:.0} ms");
         let figure = "warm ldb get / download first";
         checks.push(super::report::check(
             &store,
