@@ -142,7 +142,8 @@ pub struct FetchConfig {
     /// A GET that sends nothing for this long (no answer yet, or no bytes mid-body) is abandoned
     /// and retried: far below `request_deadline`, so one stalled connection costs a read seconds.
     pub stall_timeout: Duration,
-    /// First readahead window once a read is seen to be sequential, and the most it grows to.
+    /// First readahead window once a run of contiguous reads has read 64 KiB, and the most it
+    /// grows to.
     pub readahead_initial: u64,
     pub readahead_max: u64,
     /// Bytes that may be in flight (fetched, not yet cached) at once; shared by every fetcher

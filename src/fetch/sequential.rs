@@ -37,7 +37,8 @@ const FLOOR_RUN: u64 = 64 << 10;
 const MIN_FLOOR: u64 = 256 << 10;
 
 /// Readahead follows what a run has shown, not how many reads it made: a window is a multiple
-/// (`growth`) of the bytes the run has read, at least `floor`. A file whose runs stop short of what
+/// (`growth`) of the bytes the run has read, at least `floor` once a contiguous run has read
+/// [`FLOOR_RUN`]. A file whose runs stop short of what
 /// was fetched for them (an engine reading one column chunk, one SSTable block range at a time)
 /// halves both, down to fetching about what it reads; runs that use all that was fetched raise them
 /// again. The worst waste of a run of R bytes is thus about `growth * R`, while a long scan still
