@@ -71,18 +71,22 @@ pub fn lookups(db: &Path, secondary: &Path, database: &Database, count: usize) -
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot run ldb (apt-get install rocksdb-tools)")?;
-    {
-        let mut input = child.stdin.take().expect("piped");
-        for &id in &ids {
-            writeln!(input, "get {}", key(id))?;
-        }
-    }
+    // Written from a thread of its own: `ldb` answers as it reads, and a full stdout pipe must
+    // not stop it reading while the questions are still being written.
+    let mut input = child.stdin.take().expect("piped");
+    let questions: String = ids.iter().map(|&id| format!("get {}\n", key(id))).collect();
+    let writer = std::thread::spawn(move || input.write_all(questions.as_bytes()));
     let out = child.wait_with_output()?;
+    let written = writer.join();
+    // An `ldb` that failed says why on stderr; a write it cut short says less.
     ensure!(
         out.status.success(),
         "ldb query: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    written
+        .map_err(|_| anyhow::anyhow!("the thread writing ldb's questions panicked"))?
+        .context("write the keys to ldb query")?;
     let answers = String::from_utf8_lossy(&out.stdout);
     let mut answers = answers.lines().filter(|line| !line.trim().is_empty());
     for id in ids {
