@@ -178,6 +178,8 @@ impl Default for FetchConfig {
 #[derive(Debug, Default)]
 pub struct FetchStats {
     pub requests: AtomicU64,
+    /// Bytes of whole blocks the store sent, counted as each is handed on (a GET cut short
+    /// counts the blocks it brought).
     pub bytes_fetched: AtomicU64,
     pub checksum_failures: AtomicU64,
     pub failed_requests: AtomicU64,
@@ -820,6 +822,14 @@ impl Fetcher {
         let _slot = self.config.slots.acquire(background).await;
         let slot_wait = asked.elapsed();
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // Counted as each block is handed on, not once the GET ends: a reader may have its last
+        // block, and a caller the mount's figures, while the GET is still winding up.
+        let mut counted = |piece: Piece| {
+            self.stats
+                .bytes_fetched
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            on_block(piece)
+        };
         let get = object.store.get_range_pieces(
             &object.key,
             object.checksums.etag(),
@@ -827,13 +837,10 @@ impl Fetcher {
             object.shape.block_size,
             &self.config.buffers,
             self.config.stall_timeout,
-            on_block,
+            &mut counted,
         );
         match tokio::time::timeout(deadline, get).await {
             Ok(Ok(())) => {
-                self.stats
-                    .bytes_fetched
-                    .fetch_add(range.end - range.start, Ordering::Relaxed);
                 tracing::debug!(key = %object.key, ?range, background, ?slot_wait, took = ?asked.elapsed(), "fetched");
                 Ok(())
             }

@@ -269,6 +269,35 @@ async fn neighbouring_pages_of_lookups_do_not_earn_the_readahead_floor() {
     assert!(fetched * 2 <= read * 5, "{fetched} blocks fetched for {read} read");
 }
 
+#[tokio::test]
+async fn bytes_fetched_counts_every_block_handed_on_also_of_a_get_cut_short() {
+    use crate::store::testing::{Fault, FaultPlan, FaultyStore};
+
+    let size = 256 * BLOCK as usize;
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 241) as u8).collect();
+    let raw = Arc::new(InMemory::new());
+    let key = Path::from("volumes/v/files/f");
+    raw.put(&key, data.clone().into()).await.unwrap();
+    // Half the GETs drop their connection part way: the blocks before the cut reach the reader,
+    // and the GET resumed after them fetches only the rest.
+    let plan = FaultPlan::mixed(0.5, &[Fault::Reset], Duration::from_millis(1), 0xc0_0e7);
+    let (faulty, faults, _) = FaultyStore::new(raw, plan);
+    let store = Store::from_object_store("test://cut-short".parse().unwrap(), Arc::new(faulty));
+    let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
+    let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
+    let config = FetchConfig {
+        max_request_bytes: 16 * BLOCK,
+        ..Default::default()
+    };
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    let fetcher = Fetcher::new(store, cache, config);
+    let got = fetcher.read(&object, 0, size as u64).await.unwrap();
+    assert_eq!(&got[..], &data[..]);
+    assert!(faults.injected().count(Fault::Reset) > 0, "no GET was cut short");
+    // Counted when handed on: at once, and each block once, whichever GET brought it.
+    assert_eq!(fetcher.stats().bytes_fetched, size as u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_sequential_read_is_fetched_in_large_requests() {
     let config = FetchConfig {
