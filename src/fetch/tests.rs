@@ -51,6 +51,29 @@ async fn fixture_over(
     }
 }
 
+/// `data` as one object behind a store that injects `plan`'s faults, read by a fetcher with
+/// `config` and a memory-only cache: the fetcher, the object, the faults injected and their switch.
+async fn faulty_fixture(
+    data: &[u8],
+    plan: crate::store::testing::FaultPlan,
+    config: FetchConfig,
+) -> (
+    Fetcher,
+    ObjectHandle,
+    Arc<crate::store::testing::Faults>,
+    crate::store::testing::FaultSwitch,
+) {
+    let raw = Arc::new(InMemory::new());
+    let key = Path::from("volumes/v/files/f");
+    raw.put(&key, data.to_vec().into()).await.unwrap();
+    let (faulty, faults, switch) = crate::store::testing::FaultyStore::new(raw, plan);
+    let store = Store::from_object_store("test://faulty-fetch".parse().unwrap(), Arc::new(faulty));
+    let (checksums, _) = BlockChecksums::compute(data, BLOCK).unwrap();
+    let object = ObjectHandle::new(&store, key, data.len() as u64, BLOCK, checksums);
+    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
+    (Fetcher::new(store, cache, config), object, faults, switch)
+}
+
 #[tokio::test]
 async fn reads_any_range_correctly() {
     let f = fixture(5 * BLOCK as usize + 100, FetchConfig::default()).await;
@@ -271,26 +294,18 @@ async fn neighbouring_pages_of_lookups_do_not_earn_the_readahead_floor() {
 
 #[tokio::test]
 async fn bytes_fetched_counts_every_block_handed_on_also_of_a_get_cut_short() {
-    use crate::store::testing::{Fault, FaultPlan, FaultyStore};
+    use crate::store::testing::{Fault, FaultPlan};
 
     let size = 256 * BLOCK as usize;
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 241) as u8).collect();
-    let raw = Arc::new(InMemory::new());
-    let key = Path::from("volumes/v/files/f");
-    raw.put(&key, data.clone().into()).await.unwrap();
     // Half the GETs drop their connection part way: the blocks before the cut reach the reader,
     // and the GET resumed after them fetches only the rest.
     let plan = FaultPlan::mixed(0.5, &[Fault::Reset], Duration::from_millis(1), 0xc0_0e7);
-    let (faulty, faults, _) = FaultyStore::new(raw, plan);
-    let store = Store::from_object_store("test://cut-short".parse().unwrap(), Arc::new(faulty));
-    let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
-    let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
     let config = FetchConfig {
         max_request_bytes: 16 * BLOCK,
         ..Default::default()
     };
-    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
-    let fetcher = Fetcher::new(store, cache, config);
+    let (fetcher, object, faults, _) = faulty_fixture(&data, plan, config).await;
     let got = fetcher.read(&object, 0, size as u64).await.unwrap();
     assert_eq!(&got[..], &data[..]);
     assert!(faults.injected().count(Fault::Reset) > 0, "no GET was cut short");
@@ -637,25 +652,17 @@ async fn a_recalled_checksum_still_refuses_a_torn_cached_block() {
 /// succeeds through the same fetcher, with nothing remembered of the failures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_gets_never_become_wrong_bytes_and_leave_nothing_behind() {
-    use crate::store::testing::{Fault, FaultPlan, FaultyStore};
+    use crate::store::testing::{Fault, FaultPlan};
 
     let size = 512 * BLOCK as usize;
     let data: Vec<u8> = (0..size).map(|i| (i * 13 % 251) as u8).collect();
-    let raw = Arc::new(InMemory::new());
-    let key = Path::from("volumes/v/files/f");
-    raw.put(&key, data.clone().into()).await.unwrap();
     let plan = FaultPlan::mixed(0.3, &Fault::ALL, Duration::from_millis(20), 0xfa17);
-    let (faulty, faults, switch) = FaultyStore::new(raw, plan);
-    let injected = faults.injected();
-    let store = Store::from_object_store("test://faulty-fetch".parse().unwrap(), Arc::new(faulty));
-    let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
-    let object = Arc::new(ObjectHandle::new(&store, key, size as u64, BLOCK, checksums));
     let config = FetchConfig {
         max_request_bytes: 8 * BLOCK,
         ..Default::default()
     };
-    let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
-    let fetcher = Arc::new(Fetcher::new(store, cache, config));
+    let (fetcher, object, faults, switch) = faulty_fixture(&data, plan, config).await;
+    let injected = faults.injected();
 
     let mut state = 0x5eed_u64;
     let mut next = move |below: u64| {
@@ -703,7 +710,7 @@ async fn faulty_gets_never_become_wrong_bytes_and_leave_nothing_behind() {
 /// when every GET stalls, the read fails after its attempts, still long before the deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_get_is_given_up_after_the_stall_timeout_not_the_deadline() {
-    use crate::store::testing::{Fault, FaultPlan, Faults, FaultyStore};
+    use crate::store::testing::{Fault, FaultPlan, Faults};
 
     let size = 64 * BLOCK as usize;
     let data: Vec<u8> = (0..size).map(|i| (i * 7 % 253) as u8).collect();
@@ -711,23 +718,14 @@ async fn a_stalled_get_is_given_up_after_the_stall_timeout_not_the_deadline() {
     let over = |share: f64, seed: u64| {
         let data = data.clone();
         async move {
-            let raw = Arc::new(InMemory::new());
-            let key = Path::from("volumes/v/files/f");
-            raw.put(&key, data.clone().into()).await.unwrap();
             let plan = FaultPlan::mixed(share, &kinds, Duration::from_secs(20), seed);
-            let (faulty, faults, _) = FaultyStore::new(raw, plan);
-            let url = format!("test://stalled-fetch-{seed}").parse().unwrap();
-            let store = Store::from_object_store(url, Arc::new(faulty));
-            let (checksums, _) = BlockChecksums::compute(&data[..], BLOCK).unwrap();
-            let object = ObjectHandle::new(&store, key, size as u64, BLOCK, checksums);
             let config = FetchConfig {
                 max_request_bytes: 8 * BLOCK,
                 stall_timeout: Duration::from_millis(100),
                 retry_pause: Duration::from_millis(5),
                 ..Default::default()
             };
-            let cache = Arc::new(BlockCache::new(&CacheConfig::default()).unwrap());
-            let fetcher = Fetcher::new(store, cache, config);
+            let (fetcher, object, faults, _) = faulty_fixture(&data, plan, config).await;
             (fetcher, object, faults)
         }
     };
