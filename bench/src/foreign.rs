@@ -111,8 +111,9 @@ pub fn measure(
         anyhow::ensure!(n == size, "read {n} bytes of {size} through the mount");
         Ok(super::stats::mbps(size, took))
     };
-    // Each read leaves its GiB of disk cache to write back: not the next read's to pay (the
-    // foreign read ran at 0.27-0.78 of the published one right after it, 0.91-0.97 otherwise).
+    // Each read leaves its GiB of disk cache to write back: not the next read's to pay. (Without
+    // the sync the foreign read ran at 0.27-0.78 of the published one in one run; with it, 0.93-
+    // 1.14, but 0.41-0.66 again in a run where the disk itself was slow.)
     super::stats::settle_disk();
     let published_cold = read_published(&node)?;
     super::stats::settle_disk();

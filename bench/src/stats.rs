@@ -70,8 +70,7 @@ pub fn fill_random(buf: &mut [u8], state: &mut u64) {
 /// Writes every dirty page back before something is timed. A copy, a publish or a hydration leaves
 /// a GiB or more to write back, and on two cores the writeback of one step's bytes would otherwise
 /// be paid by whichever step runs next: lazysnap's loopback cold read ran at 520-833 MB/s right
-/// after the peers' copies, and a hydration right after 1.3 GiB of publishing wrote at 0.56 of raw
-/// GET on s3 where it ran at 0.76-0.83 before.
+/// after the peers' copies. It takes away that cause of a dip, not the disk's own slow spells.
 pub fn settle_disk() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
